@@ -1,0 +1,1 @@
+"""Devices the agent acts on: real phones over adb, and the emulated phone."""

@@ -1,0 +1,1 @@
+"""The emulated phone: pure-Python apps, uiautomator XML, pillow screenshots, tasks."""

@@ -1,0 +1,1 @@
+"""The agent: action schema, prompt, loop, safety gate, traces."""
