@@ -63,7 +63,10 @@ class ActionError(ValueError):
 
 @dataclass(frozen=True)
 class Action:
+    # Field order is the JSON order: ``element`` comes before ``index`` so a model names the
+    # element it means before it points at it (the grammar then forces the index).
     action: str
+    element: str | None = None
     index: int | None = None
     x: int | None = None
     y: int | None = None
@@ -72,7 +75,6 @@ class Action:
     app: str | None = None
     status: str | None = None
     answer: str | None = None
-    element: str | None = None
 
     def __post_init__(self) -> None:
         validate(self)

@@ -1,0 +1,70 @@
+"""The model as a policy: prompt, grammar-constrained greedy decode, validate.
+
+Greedy decoding makes a step reproducible; the grammar (built from the action schema and
+the current screen) makes every output parse; ``Action`` validation catches the rest.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from android_bridge.device import Screen
+from edgeagent.agent.actions import Action, ActionError
+from edgeagent.agent.grammar import action_grammar
+from edgeagent.agent.loop import Decision
+from edgeagent.agent.prompt import build_prompt, observation_text
+
+_QUOTED = re.compile(r'"([^"\n]{1,120})"')
+
+
+def instruction_spans(instruction: str) -> list[str]:
+    """Strings a copying model may type: quoted spans of the instruction, else None.
+
+    Returns an empty list when nothing is quoted (then typing is not constrained).
+    """
+    return _QUOTED.findall(instruction)
+
+
+class ModelPolicy:
+    """Drives an ``edgeagent.engine.Engine`` (or anything with the same ``generate``)."""
+
+    def __init__(
+        self,
+        engine,
+        *,
+        apps: Sequence[str] | None = None,
+        allow_xy: bool = False,
+        copy_text: bool = False,
+        max_tokens: int = 96,
+    ):
+        self.engine = engine
+        self.apps = list(apps) if apps else None
+        self.allow_xy = allow_xy
+        self.copy_text = copy_text
+        self.max_tokens = max_tokens
+
+    def prompt_for(self, instruction: str, screen: Screen, previous: Action | None) -> str:
+        obs = observation_text(screen.elements, screen.app)
+        return build_prompt(instruction, obs, previous.to_json() if previous else None)
+
+    def grammar_for(self, instruction: str, screen: Screen) -> str:
+        choices = instruction_spans(instruction) if self.copy_text else None
+        return action_grammar(
+            screen.elements, apps=self.apps, allow_xy=self.allow_xy, text_choices=choices or None
+        )
+
+    def decide(self, instruction: str, screen: Screen, previous: Action | None) -> Decision:
+        prompt = self.prompt_for(instruction, screen, previous)
+        gen = self.engine.generate(
+            prompt,
+            max_tokens=self.max_tokens,
+            temperature=0.0,
+            grammar=self.grammar_for(instruction, screen),
+        )
+        text = gen.text.strip()
+        metrics = dict(gen.metrics) if isinstance(gen.metrics, dict) else vars(gen.metrics).copy()
+        try:
+            return Decision(Action.from_json(text), text, None, metrics)
+        except ActionError as exc:
+            return Decision(None, text, f"invalid action: {exc}", metrics)

@@ -1,0 +1,636 @@
+"""Roofline estimates: what a llama.cpp model costs on a device, before it gets there.
+
+Read top to bottom: a model shape (from a GGUF file, or from a published config plus
+llama.cpp's quantization recipe), then memory, latency and energy as plain functions of
+that shape and a device profile (``edgeagent.profiles``). Every figure is an *estimate*
+and says so (``"source": "estimated"``, with the profile's name).
+
+The model, in four lines (DESIGN.md "Measuring"):
+
+    memory  = weights + KV cache + compute buffers + runtime overhead
+    prefill = max(FLOPs / sustained compute, weight bytes / effective bandwidth)   (compute-bound)
+    decode  = max(bytes read per token / effective bandwidth, FLOPs / compute)     (memory-bound)
+    energy  = power per phase x time;  mAh = J / (3.6 x V_nominal)
+
+Units: bytes, seconds, FLOPs; results in MiB (2^20, as llama.cpp and RSS tools print) and
+ms. This module runs on phones: it imports the standard library, and gguf only to read a
+GGUF file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeagent.profiles import Profile
+
+MiB = 2**20
+F32 = 4  # bytes
+
+# ggml block sizes: (weights per block, bytes per block). The same table as
+# gguf.constants.GGML_QUANT_SIZES (ggml/src/ggml-common.h), copied for the types the
+# shape-based path produces so a phone can estimate without the gguf package. The test
+# suite checks it against gguf.
+GGML_BLOCK: dict[str, tuple[int, int]] = {
+    "F32": (1, 4),
+    "F16": (1, 2),
+    "BF16": (1, 2),
+    "Q8_0": (32, 34),   # 8.5 bits per weight
+    "Q6_K": (256, 210),  # 6.5625
+    "Q5_K": (256, 176),  # 5.5
+    "Q5_1": (32, 24),   # 6.0
+    "Q5_0": (32, 22),   # 5.5
+    "Q4_K": (256, 144),  # 4.5
+    "Q4_0": (32, 18),   # 4.5
+}
+
+# The K/V cache element size for llama.cpp's --cache-type-k/-v.
+KV_CACHE_BYTES = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32}
+
+
+# --- model shape --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]  # ggml order: shape[0] (ne0) is the row length, i.e. input features
+    ggml_type: str
+    n_bytes: int
+
+    @property
+    def n_elements(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    name: str
+    arch: str
+    n_layers: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ff: int
+    n_vocab: int
+    quant: str
+    tensors: tuple[TensorInfo, ...]
+    origin: str  # the GGUF path, or the published config the shape came from
+
+    @property
+    def weights_bytes(self) -> int:
+        return sum(t.n_bytes for t in self.tensors)
+
+    @property
+    def n_params(self) -> int:
+        return sum(t.n_elements for t in self.tensors)
+
+    @property
+    def tied_embeddings(self) -> bool:
+        return not any(t.name == "output.weight" for t in self.tensors)
+
+    def _get(self, name: str) -> TensorInfo | None:
+        return next((t for t in self.tensors if t.name == name), None)
+
+    @property
+    def head(self) -> TensorInfo:
+        """The output projection: ``output.weight``, or the token embedding when tied."""
+        head = self._get("output.weight") or self._get("token_embd.weight")
+        if head is None:
+            raise ValueError(f"{self.origin}: no output.weight or token_embd.weight tensor")
+        return head
+
+    @property
+    def block_tensors(self) -> list[TensorInfo]:
+        return [t for t in self.tensors if t.name.startswith("blk.")]
+
+    @property
+    def block_matmul_params(self) -> int:
+        """Weights of the matrix multiplies inside the transformer blocks (2-D tensors)."""
+        return sum(t.n_elements for t in self.block_tensors if len(t.shape) >= 2)
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8 * self.weights_bytes / self.n_params
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "arch": self.arch,
+            "quant": self.quant,
+            "origin": self.origin,
+            "n_layers": self.n_layers,
+            "n_embd": self.n_embd,
+            "n_head": self.n_head,
+            "n_head_kv": self.n_head_kv,
+            "head_dim": self.head_dim,
+            "n_ff": self.n_ff,
+            "n_vocab": self.n_vocab,
+            "n_params": self.n_params,
+            "weights_bytes": self.weights_bytes,
+            "bits_per_weight": round(self.bits_per_weight, 3),
+            "tied_embeddings": self.tied_embeddings,
+        }
+
+
+def _field(reader: Any, key: str, default: Any = None) -> Any:
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    value = f.contents()
+    if isinstance(value, list):  # per-layer arrays (e.g. OpenELM head counts): the largest
+        return max(value) if value and isinstance(value[0], (int, float)) else value
+    return value
+
+
+def shape_from_gguf(path: str | Path) -> ModelShape:
+    """The shape of a GGUF model, with every tensor's real type and byte size, so the
+    weight bytes are exact whatever quantization mix the file holds."""
+    from gguf import GGUFReader, LlamaFileType  # the only heavy-ish import, and only here
+
+    path = Path(path)
+    try:
+        reader = GGUFReader(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read as GGUF: {exc}") from None
+    arch = _field(reader, "general.architecture")
+    if not arch:
+        raise ValueError(f"{path}: GGUF has no general.architecture")
+
+    def hp(key: str, default: Any = None) -> Any:
+        value = _field(reader, f"{arch}.{key}", default)
+        if value is None:
+            raise ValueError(f"{path}: GGUF has no {arch}.{key}")
+        return value
+
+    tensors = tuple(
+        TensorInfo(t.name, tuple(int(x) for x in t.shape), t.tensor_type.name, int(t.n_bytes)) for t in reader.tensors
+    )
+    n_embd = int(hp("embedding_length"))
+    n_head = int(hp("attention.head_count"))
+    embd = next((t for t in tensors if t.name == "token_embd.weight"), None)
+    tokens = _field(reader, "tokenizer.ggml.tokens")
+    n_vocab = _field(reader, f"{arch}.vocab_size") or (len(tokens) if isinstance(tokens, list) else None)
+    if n_vocab is None and embd is not None:
+        n_vocab = embd.shape[1]
+    file_type = _field(reader, "general.file_type")
+    try:
+        quant = LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_") if file_type is not None else "unknown"
+    except ValueError:
+        quant = f"file_type {file_type}"
+    return ModelShape(
+        name=str(_field(reader, "general.name", path.stem)),
+        arch=str(arch),
+        n_layers=int(hp("block_count")),
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=int(hp("attention.head_count_kv", n_head)),
+        head_dim=int(hp("attention.key_length", n_embd // n_head)),
+        n_ff=int(hp("feed_forward_length", 0)),
+        n_vocab=int(n_vocab or 0),
+        quant=quant,
+        tensors=tensors,
+        origin=str(path),
+    )
+
+
+# Published configs (each model's config.json on Hugging Face). "~4B" is covered twice on
+# purpose: Qwen3-4B (GQA, 8 KV heads) and Phi-3-mini (3.8B, MHA: 32 KV heads), the kind of
+# model the converter's MHA->GQA step is for.
+PUBLISHED_SHAPES: dict[str, dict[str, Any]] = {
+    "qwen2.5-0.5b": dict(arch="qwen2", n_layers=24, n_embd=896, n_head=14, n_head_kv=2, head_dim=64, n_ff=4864,
+                         n_vocab=151936, tied=True, qkv_bias=True, url="https://huggingface.co/Qwen/Qwen2.5-0.5B/blob/main/config.json"),
+    "qwen2.5-1.5b": dict(arch="qwen2", n_layers=28, n_embd=1536, n_head=12, n_head_kv=2, head_dim=128, n_ff=8960,
+                         n_vocab=151936, tied=True, qkv_bias=True, url="https://huggingface.co/Qwen/Qwen2.5-1.5B/blob/main/config.json"),
+    "qwen2.5-3b": dict(arch="qwen2", n_layers=36, n_embd=2048, n_head=16, n_head_kv=2, head_dim=128, n_ff=11008,
+                       n_vocab=151936, tied=True, qkv_bias=True, url="https://huggingface.co/Qwen/Qwen2.5-3B/blob/main/config.json"),
+    "llama-3.2-1b": dict(arch="llama", n_layers=16, n_embd=2048, n_head=32, n_head_kv=8, head_dim=64, n_ff=8192,
+                         n_vocab=128256, tied=True, url="https://huggingface.co/meta-llama/Llama-3.2-1B/blob/main/config.json"),
+    "llama-3.2-3b": dict(arch="llama", n_layers=28, n_embd=3072, n_head=24, n_head_kv=8, head_dim=128, n_ff=8192,
+                         n_vocab=128256, tied=True, url="https://huggingface.co/meta-llama/Llama-3.2-3B/blob/main/config.json"),
+    "qwen3-4b": dict(arch="qwen3", n_layers=36, n_embd=2560, n_head=32, n_head_kv=8, head_dim=128, n_ff=9728,
+                     n_vocab=151936, tied=True, qk_norm=True, url="https://huggingface.co/Qwen/Qwen3-4B/blob/main/config.json"),
+    "phi-3-mini": dict(arch="phi3", n_layers=32, n_embd=3072, n_head=32, n_head_kv=32, head_dim=96, n_ff=8192,
+                       n_vocab=32064, tied=False, fused_qkv=True,
+                       url="https://huggingface.co/microsoft/Phi-3-mini-4k-instruct/blob/main/config.json"),
+    "llama-3.1-8b": dict(arch="llama", n_layers=32, n_embd=4096, n_head=32, n_head_kv=8, head_dim=128, n_ff=14336,
+                         n_vocab=128256, tied=False, url="https://huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json"),
+}
+
+QUANTS = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
+_BASE_TYPE = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q6_k": "Q6_K", "q5_k_m": "Q5_K",
+              "q4_k_m": "Q4_K", "q4_0": "Q4_0"}
+_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}  # when ne0 is not a multiple of 256
+
+
+def _use_more_bits(i_layer: int, n_layers: int) -> bool:
+    # llama.cpp src/llama-quant.cpp: the first and last eighth of the layers, and every third
+    # layer in between, get more bits in the *_M mixes.
+    return i_layer < n_layers // 8 or i_layer >= 7 * n_layers // 8 or (i_layer - n_layers // 8) % 3 == 2
+
+
+def llama_cpp_tensor_type(role: str, ne0: int, i_layer: int, n_layers: int, quant: str, tied: bool) -> str:
+    """The ggml type ``llama-quantize`` gives a 2-D weight, for the mixes in ``QUANTS``.
+
+    Mirrors ``llama_tensor_get_type`` in llama.cpp's src/llama-quant.cpp for dense models:
+    the output head (or the tied token embedding) goes to Q6_K; in Q4_K_M/Q5_K_M, attn_v
+    (or fused attn_qkv) and ffn_down go to Q6_K in the ``_use_more_bits`` layers; a tensor
+    whose rows are not a multiple of the block size falls back (Q4_K->Q5_0, Q6_K->Q8_0).
+    """
+    base = _BASE_TYPE[quant]
+    if base in ("F32", "F16", "BF16"):
+        return base
+    t = base
+    if role == "output" or (tied and role == "token_embd"):
+        t = "Q8_0" if ne0 % GGML_BLOCK[base][0] else ("Q8_0" if base == "Q8_0" else "Q6_K")
+    elif role in ("attn_v", "attn_qkv") and quant in ("q4_k_m", "q5_k_m") and _use_more_bits(i_layer, n_layers):
+        t = "Q6_K"
+    elif role == "ffn_down" and quant in ("q4_k_m", "q5_k_m") and _use_more_bits(i_layer, n_layers):
+        t = "Q6_K"
+    if ne0 % GGML_BLOCK[t][0]:
+        t = _FALLBACK.get(t, "F16")
+        if ne0 % GGML_BLOCK[t][0]:
+            t = "F16"
+    return t
+
+
+def _tensor(name: str, shape: tuple[int, ...], ggml_type: str) -> TensorInfo:
+    block, size = GGML_BLOCK[ggml_type]
+    n = math.prod(shape)
+    return TensorInfo(name, shape, ggml_type, n // block * size)
+
+
+def shape_from_config(name: str, quant: str = "q4_k_m") -> ModelShape:
+    """A published model shape, quantized as ``llama-quantize`` would: tensor names and
+    shapes as llama.cpp's converter writes them (GGUF ``blk.N.*``), types from the mixture."""
+    key, quant = name.lower(), quant.lower()
+    if key not in PUBLISHED_SHAPES:
+        raise ValueError(f"unknown model shape {name!r}; known: {', '.join(PUBLISHED_SHAPES)}")
+    if quant not in QUANTS:
+        raise ValueError(f"unknown quantization {quant!r}; known: {', '.join(QUANTS)}")
+    c = PUBLISHED_SHAPES[key]
+    L, d, hd, ff, V = c["n_layers"], c["n_embd"], c["head_dim"], c["n_ff"], c["n_vocab"]
+    q_dim, kv_dim = c["n_head"] * hd, c["n_head_kv"] * hd
+    tied = c["tied"]
+
+    def weight(tname: str, role: str, ne0: int, ne1: int, i: int = 0) -> TensorInfo:
+        return _tensor(tname, (ne0, ne1), llama_cpp_tensor_type(role, ne0, i, L, quant, tied))
+
+    def vector(tname: str, n: int) -> TensorInfo:  # norms and biases stay F32
+        return _tensor(tname, (n,), "F32")
+
+    tensors = [weight("token_embd.weight", "token_embd", d, V)]
+    for i in range(L):
+        b = f"blk.{i}."
+        tensors.append(vector(b + "attn_norm.weight", d))
+        if c.get("fused_qkv"):
+            tensors.append(weight(b + "attn_qkv.weight", "attn_qkv", d, q_dim + 2 * kv_dim, i))
+        else:
+            tensors += [weight(b + "attn_q.weight", "attn_q", d, q_dim, i),
+                        weight(b + "attn_k.weight", "attn_k", d, kv_dim, i),
+                        weight(b + "attn_v.weight", "attn_v", d, kv_dim, i)]
+        if c.get("qkv_bias"):
+            tensors += [vector(b + "attn_q.bias", q_dim), vector(b + "attn_k.bias", kv_dim), vector(b + "attn_v.bias", kv_dim)]
+        if c.get("qk_norm"):
+            tensors += [vector(b + "attn_q_norm.weight", hd), vector(b + "attn_k_norm.weight", hd)]
+        tensors.append(weight(b + "attn_output.weight", "attn_output", q_dim, d, i))
+        tensors.append(vector(b + "ffn_norm.weight", d))
+        if c.get("fused_qkv"):  # Phi-3 also fuses gate and up into one ffn_up of 2*n_ff rows
+            tensors.append(weight(b + "ffn_up.weight", "ffn_up", d, 2 * ff, i))
+        else:
+            tensors += [weight(b + "ffn_gate.weight", "ffn_gate", d, ff, i), weight(b + "ffn_up.weight", "ffn_up", d, ff, i)]
+        tensors.append(weight(b + "ffn_down.weight", "ffn_down", ff, d, i))
+    tensors.append(vector("output_norm.weight", d))
+    if not tied:
+        tensors.append(weight("output.weight", "output", d, V))
+    return ModelShape(
+        name=key, arch=c["arch"], n_layers=L, n_embd=d, n_head=c["n_head"], n_head_kv=c["n_head_kv"], head_dim=hd,
+        n_ff=ff, n_vocab=V, quant=quant.upper(), tensors=tuple(tensors), origin=c["url"],
+    )
+
+
+# --- memory -------------------------------------------------------------------------------
+
+
+def kv_cache_bytes(shape: ModelShape, n_ctx: int, cache_type: str = "f16") -> int:
+    """K and V for every layer and position: 2 * layers * kv_heads * head_dim * bytes * context.
+
+    GQA-aware: only the ``n_head_kv`` key/value heads are cached (Ainslie et al. 2023), so a
+    model with 8 KV heads for 32 query heads needs a quarter of the MHA cache. llama.cpp
+    allocates the whole context up front, so this is the resident size from the start.
+    """
+    return int(2 * shape.n_layers * shape.n_head_kv * shape.head_dim * KV_CACHE_BYTES[cache_type] * n_ctx)
+
+
+def compute_buffer_bytes(shape: ModelShape, n_ctx: int, n_ubatch: int = 512, flash_attn: bool = False) -> int:
+    """llama.cpp's compute buffer: the peak of live activations in the worst-case graph.
+
+    llama.cpp reserves the graph for a full physical batch (``n_ubatch`` tokens, all of them
+    producing logits, the KV cache full) and ggml-alloc reuses memory between ops, so the
+    buffer is the largest of three moments, in F32:
+      output:    logits for every batch row (n_ubatch x n_vocab) + the normed hidden state;
+      ffn:       gate, up and their product (3 x n_ff) + residual and norm (2 x n_embd);
+      attention: Q, K, V and the residual, plus (without flash attention) the KQ scores and
+                 their softmax over the whole context for every head (2 x n_ctx x n_head).
+    Plus the logits output buffer of one row. An assumption checked against the engine by
+    ``edgeagent calibrate``; for a 152k-vocabulary model the output moment dominates.
+    """
+    ub = min(n_ubatch, n_ctx)
+    output = ub * (shape.n_vocab + shape.n_embd)
+    ffn = ub * (3 * shape.n_ff + 2 * shape.n_embd)
+    attention = ub * (2 * shape.n_embd + (shape.n_head + 2 * shape.n_head_kv) * shape.head_dim)
+    if not flash_attn:
+        attention += 2 * ub * n_ctx * shape.n_head
+    return F32 * (max(output, ffn, attention) + shape.n_vocab)
+
+
+def memory_estimate(shape: ModelShape, profile: Profile, n_ctx: int) -> dict[str, Any]:
+    """Resident memory of the process: weights (exact bytes) + KV cache + compute buffer +
+    the runtime's own baseline (``runtime.overhead_mb``: interpreter, libraries, threads).
+
+    Weights are counted once. With ``weight_repack`` llama.cpp copies the repacked tensors
+    out of the mmap'd file; pages of the original can stay resident until the kernel
+    reclaims them, so a measured RSS peak may exceed this by up to the repacked bytes.
+    """
+    rt = profile.runtime
+    weights = shape.weights_bytes
+    kv = kv_cache_bytes(shape, n_ctx, rt.kv_cache_type)
+    compute = compute_buffer_bytes(shape, n_ctx, rt.n_ubatch, rt.flash_attn)
+    overhead = int(rt.overhead_mb * MiB)
+    total = weights + kv + compute + overhead
+    return {
+        "weights_bytes": weights,
+        "kv_cache_bytes": kv,
+        "compute_buffer_bytes": compute,
+        "overhead_bytes": overhead,
+        "total_bytes": total,
+        "weights_mb": weights / MiB,
+        "kv_cache_mb": kv / MiB,
+        "compute_buffer_mb": compute / MiB,
+        "overhead_mb": overhead / MiB,
+        "memory_mb": total / MiB,
+        "usable_mb": profile.usable_memory_bytes / MiB,
+        "fraction_of_usable": total / profile.usable_memory_bytes,
+        "context": n_ctx,
+        "kv_cache_type": rt.kv_cache_type,
+    }
+
+
+# --- latency ------------------------------------------------------------------------------
+
+
+def attention_flops(shape: ModelShape, n_kv: int) -> float:
+    """One query token attending to ``n_kv`` positions, all layers. Kaplan et al. 2020
+    (Table 1) count 2 * n_layer * n_ctx * d_attn for the QK^T logits; the weighted sum of V
+    costs the same again. d_attn = n_head * head_dim: under GQA the query heads still do the
+    work, only the cache is shared."""
+    return 2 * 2 * shape.n_layers * shape.n_head * shape.head_dim * n_kv
+
+
+def decode_bytes_per_token(shape: ModelShape, n_kv: int, cache_type: str = "f16") -> float:
+    """Bytes one decode step reads: every block weight, the output head (the whole token
+    embedding when tied), one embedding row, and K and V for the ``n_kv`` positions."""
+    head = shape.head
+    embd = next((t for t in shape.tensors if t.name == "token_embd.weight"), None)
+    embd_row = embd.n_bytes / embd.shape[1] if embd is not None and embd is not head else 0.0
+    other = sum(t.n_bytes for t in shape.tensors if t.name == "output_norm.weight")
+    weights = sum(t.n_bytes for t in shape.block_tensors) + head.n_bytes + embd_row + other
+    kv_read = 2 * shape.n_layers * shape.n_head_kv * shape.head_dim * KV_CACHE_BYTES[cache_type] * n_kv
+    return weights + kv_read
+
+
+def decode_flops_per_token(shape: ModelShape, n_kv: int) -> float:
+    return 2 * (shape.block_matmul_params + shape.head.n_elements) + attention_flops(shape, n_kv)
+
+
+def prefill_flops(shape: ModelShape, prompt_tokens: int) -> float:
+    """2 FLOPs per weight per token through the blocks (Kaplan et al. 2020: forward pass
+    C ~ 2N), the output head for the last token only (llama.cpp computes logits just for the
+    positions that ask for them), and causal attention, token t attending to t positions.
+    Without flash attention llama.cpp computes the masked full square, up to 2x this term."""
+    T = prompt_tokens
+    causal_positions = T * (T + 1) / 2
+    return 2 * shape.block_matmul_params * T + 2 * shape.head.n_elements + attention_flops(shape, 1) * causal_positions
+
+
+def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, gen_tokens: int) -> dict[str, Any]:
+    """TTFT and TPOT on the profile's CPU, roofline style.
+
+    Prefill is compute-bound: the prompt's FLOPs at the sustained compute, unless reading
+    the weights once per physical batch takes longer. TTFT is the prefill (it yields the
+    first token's logits). Each later token is one decode step, bandwidth-bound:
+    tokens/s = eta * bandwidth / bytes read per token, with the KV read growing as the
+    context fills; ``runtime.decode_overhead_ms`` adds a fixed per-step cost (calibrated).
+    """
+    rt = profile.runtime
+    bandwidth = profile.bandwidth_theoretical_gbs * 1e9 * profile.bandwidth_efficiency  # bytes/s
+    compute = profile.compute_gflops_sustained * 1e9  # FLOP/s
+
+    n_batches = max(1, math.ceil(prompt_tokens / rt.n_ubatch))
+    prefill_compute_s = prefill_flops(shape, prompt_tokens) / compute
+    prefill_memory_s = n_batches * shape.weights_bytes / bandwidth
+    prefill_s = max(prefill_compute_s, prefill_memory_s)
+
+    steps = max(gen_tokens - 1, 0)
+    step_times, bound_memory = [], 0
+    for i in range(max(steps, 1)):  # at least one step, so TPOT exists even for gen_tokens=1
+        n_kv = prompt_tokens + 1 + i
+        memory_s = decode_bytes_per_token(shape, n_kv, rt.kv_cache_type) / bandwidth
+        compute_s = decode_flops_per_token(shape, n_kv) / compute
+        bound_memory += memory_s >= compute_s
+        step_times.append(max(memory_s, compute_s) + rt.decode_overhead_ms / 1e3)
+    tpot_s = sum(step_times) / len(step_times)
+    decode_s = tpot_s * steps
+    return {
+        "prompt_tokens": prompt_tokens,
+        "gen_tokens": gen_tokens,
+        "ttft_ms": prefill_s * 1e3,
+        "tpot_ms": tpot_s * 1e3,
+        "tokens_per_s": 1 / tpot_s,
+        "prefill_tokens_per_s": prompt_tokens / prefill_s if prompt_tokens else None,
+        "prefill_ms": prefill_s * 1e3,
+        "decode_ms": decode_s * 1e3,
+        "total_ms": (prefill_s + decode_s) * 1e3,
+        "prefill_bound": "compute" if prefill_compute_s >= prefill_memory_s else "memory",
+        "decode_bound": "memory" if bound_memory * 2 >= len(step_times) else "compute",
+        "bandwidth_effective_gbs": bandwidth / 1e9,
+        "compute_gflops_sustained": profile.compute_gflops_sustained,
+    }
+
+
+def model_load_s(shape: ModelShape, profile: Profile) -> float | None:
+    """Cold model load, as a lower bound: the weight bytes at the storage's sequential read
+    speed (repacking, page faults and tokenizer setup come on top)."""
+    if profile.storage_read_gbs is None:
+        return None
+    return shape.weights_bytes / (profile.storage_read_gbs * 1e9)
+
+
+# --- energy -------------------------------------------------------------------------------
+
+
+def mah_from_joules(joules: float, nominal_v: float) -> float:
+    """Charge drawn from a battery at its nominal voltage: J / V = A*s; / 3600 * 1000 = mAh."""
+    return joules / (3.6 * nominal_v)
+
+
+def energy_estimate(latency: dict[str, Any], profile: Profile, wait_s: float = 0.0, load_s: float | None = None) -> dict[str, Any]:
+    """Joules per inference = power per phase x time (the profile's powers are above the
+    idle baseline, as a baseline-subtracted battery measurement sees them), plus the idle
+    power for any time the inference makes the phone wait awake (``wait_s``), plus a model
+    load when ``load_s`` is given (at decode power: the CPU is busy faulting pages in)."""
+    p = profile.power
+    prefill_j = p.prefill_w * latency["prefill_ms"] / 1e3
+    decode_j = p.decode_w * latency["decode_ms"] / 1e3
+    wait_j = p.idle_w * wait_s
+    load_j = p.decode_w * load_s if load_s else 0.0
+    joules = prefill_j + decode_j + wait_j + load_j
+    busy_s = latency["total_ms"] / 1e3 + (load_s or 0.0)
+    v = profile.battery.nominal_v
+    mah = mah_from_joules(joules, v)
+    out = {
+        "joules_per_inference": joules,
+        "prefill_j": prefill_j,
+        "decode_j": decode_j,
+        "wait_j": wait_j,
+        "load_j": load_j,
+        "average_power_w": joules / (busy_s + wait_s) if busy_s + wait_s > 0 else 0.0,
+        "joules_including_idle": joules + p.idle_w * busy_s,
+        "mah_per_inference": mah,
+        "mah_per_100_inferences": 100 * mah,
+        "nominal_v": v,
+    }
+    if profile.battery.capacity_mah:
+        out["inferences_per_charge"] = profile.battery.capacity_mah / mah if mah else None
+    return out
+
+
+# --- all together -------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    value: float | None
+    unit: str
+    source: str
+    profile: str
+
+
+def estimate(
+    shape: ModelShape,
+    profile: Profile,
+    prompt_tokens: int = 512,
+    gen_tokens: int = 64,
+    n_ctx: int = 2048,
+    wait_s: float = 0.0,
+    include_load: bool = False,
+) -> dict[str, Any]:
+    """Memory, latency and energy of one inference (a prompt, then ``gen_tokens`` tokens)."""
+    if prompt_tokens < 0 or gen_tokens < 1:
+        raise ValueError("need prompt_tokens >= 0 and gen_tokens >= 1")
+    if prompt_tokens + gen_tokens > n_ctx:
+        raise ValueError(f"prompt ({prompt_tokens}) + output ({gen_tokens}) tokens exceed the context ({n_ctx})")
+    memory = memory_estimate(shape, profile, n_ctx)
+    latency = latency_estimate(shape, profile, prompt_tokens, gen_tokens)
+    load_s = model_load_s(shape, profile) if include_load else None
+    energy = energy_estimate(latency, profile, wait_s=wait_s, load_s=load_s)
+
+    def fig(value: float | None, unit: str) -> dict[str, Any]:
+        return asdict(Figure(value, unit, "estimated", profile.name))
+
+    return {
+        "source": "estimated",
+        "profile": profile.name,
+        "model": shape.summary(),
+        "figures": {
+            "memory_mb": fig(memory["memory_mb"], "MiB"),
+            "ttft_ms": fig(latency["ttft_ms"], "ms"),
+            "tpot_ms": fig(latency["tpot_ms"], "ms"),
+            "tokens_per_s": fig(latency["tokens_per_s"], "tokens/s"),
+            "joules_per_inference": fig(energy["joules_per_inference"], "J"),
+            "mah_per_100_inferences": fig(energy["mah_per_100_inferences"], "mAh"),
+        },
+        "memory": memory,
+        "latency": latency,
+        "energy": {**energy, "model_load_s": load_s},
+    }
+
+
+# --- published measurements, for checking the estimator -----------------------------------
+
+# llama.cpp CPU on a Galaxy S25 Ultra (Snapdragon 8 Elite), 8 threads, Q4_K_M, ~113-token
+# prompt, 100 output tokens, battery sampled every 100 ms, idle baseline subtracted, model
+# load included (../shared/device_specs.md; Ehsani et al. 2026). The 8B row's power is the
+# profile's power input (in-sample); the Qwen rows are held out.
+PUBLISHED_ANCHORS = {
+    "profile": "snapdragon-8-elite",
+    "citation": "Ehsani, Giamattei, Malavolta, Pietrantuono, 'Sustainability Is Not Linear', arXiv:2603.26603 (2026)",
+    "url": "https://arxiv.org/abs/2603.26603",
+    "quant": "q4_k_m",
+    "prompt_tokens": 113,
+    "gen_tokens": 100,
+    "rows": [
+        {"shape": "qwen2.5-1.5b", "decode_tokens_per_s": 31.6, "average_power_w": 12.6, "joules_per_run": 92.9,
+         "peak_memory_mb": 1373, "held_out": True},
+        {"shape": "qwen2.5-3b", "decode_tokens_per_s": 19.8, "average_power_w": 14.2, "joules_per_run": 151.5,
+         "peak_memory_mb": 2320, "held_out": True},
+        {"shape": "llama-3.1-8b", "decode_tokens_per_s": None, "average_power_w": 14.6, "joules_per_run": 291.7,
+         "peak_memory_mb": None, "held_out": False},
+    ],
+}
+
+
+def _ratio(estimated: float | None, published: float | None) -> float | None:
+    return None if estimated is None or not published else estimated / published
+
+
+def compare_published(profile: Profile, n_ctx: int = 2048) -> dict[str, Any]:
+    """The estimator beside the published S25 Ultra measurements, with estimated/published
+    ratios. Nothing here is fitted to these rows; a ratio far from 1 is the finding."""
+    a = PUBLISHED_ANCHORS
+    rows = []
+    for row in a["rows"]:
+        shape = shape_from_config(row["shape"], a["quant"])
+        est = estimate(shape, profile, a["prompt_tokens"], a["gen_tokens"], n_ctx=n_ctx, include_load=True)
+        lat, en, mem = est["latency"], est["energy"], est["memory"]
+        j_no_load = en["joules_per_inference"] - en["load_j"]
+        busy_no_load = lat["total_ms"] / 1e3
+        rows.append({
+            "model": row["shape"],
+            "held_out": row["held_out"],
+            "decode_tokens_per_s": {"estimated": lat["tokens_per_s"], "published": row["decode_tokens_per_s"],
+                                    "ratio": _ratio(lat["tokens_per_s"], row["decode_tokens_per_s"])},
+            "average_power_w": {"estimated": j_no_load / busy_no_load, "published": row["average_power_w"],
+                                "ratio": _ratio(j_no_load / busy_no_load, row["average_power_w"])},
+            "joules_per_run": {"estimated": j_no_load, "published": row["joules_per_run"],
+                               "ratio": _ratio(j_no_load, row["joules_per_run"])},
+            "joules_per_run_with_load": {"estimated": en["joules_per_inference"], "published": row["joules_per_run"],
+                                         "ratio": _ratio(en["joules_per_inference"], row["joules_per_run"]),
+                                         "model_load_s": en["model_load_s"]},
+            "peak_memory_mb": {"estimated": mem["memory_mb"], "published": row["peak_memory_mb"],
+                               "ratio": _ratio(mem["memory_mb"], row["peak_memory_mb"])},
+            "run_s": {"estimated": busy_no_load, "published": row["joules_per_run"] / row["average_power_w"],
+                      "ratio": _ratio(busy_no_load, row["joules_per_run"] / row["average_power_w"])},
+            "ttft_ms": {"estimated": lat["ttft_ms"], "published": None, "ratio": None},
+            "weights_mb": mem["weights_mb"],
+        })
+    return {
+        "source": "estimated vs published",
+        "profile": profile.name,
+        "published": {"citation": a["citation"], "url": a["url"], "device": "Samsung Galaxy S25 Ultra",
+                      "runtime": "llama.cpp CPU, 8 threads", "quant": a["quant"].upper(),
+                      "prompt_tokens": a["prompt_tokens"], "gen_tokens": a["gen_tokens"]},
+        "assumptions": {
+            "context": n_ctx,
+            "bandwidth_efficiency": profile.bandwidth_efficiency,
+            "power": "profile power (14.6 W) comes from the published Llama-3.1-8B row: that row is in-sample",
+            "energy": "published energy includes model load; 'joules_per_run' excludes it, 'joules_per_run_with_load' "
+                      "adds weights / storage_read_gbs at decode power (a lower bound on load time)",
+            "memory": f"estimate includes runtime.overhead_mb = {profile.runtime.overhead_mb} MiB and a {n_ctx}-token "
+                      "F16 KV cache; the paper's context size and what its peak-memory figure counts are not known",
+        },
+        "rows": rows,
+    }

@@ -1,0 +1,322 @@
+"""The roofline estimator: exact byte accounting from real GGUF files, the KV-cache and mAh
+formulas, GQA, llama.cpp's Q4_K_M mixture, and the CLI's JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgeagent import estimate as est
+from edgeagent.profiles import load_profile
+
+HOST = load_profile("host")
+ELITE = load_profile("snapdragon-8-elite")
+
+# A tiny llama-shaped model: 2 layers, 64 wide, 4 query heads sharing 2 KV heads of 16.
+TINY = dict(n_layers=2, n_embd=64, n_head=4, n_head_kv=2, head_dim=16, n_ff=256, n_vocab=96)
+
+
+def _raw(shape_ne: tuple[int, int], ggml_type: str) -> np.ndarray:
+    """Zero bytes laid out as ggml stores a tensor of this type (rows of ne0 weights)."""
+    ne0, ne1 = shape_ne
+    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[ggml_type]]
+    return np.zeros((ne1, ne0 // block * size), dtype=np.uint8)
+
+
+def write_tiny_gguf(path: Path, types: dict[str, str], tied: bool = False) -> Path:
+    """A real GGUF written with gguf.GGUFWriter: llama metadata plus every tensor llama.cpp
+    expects, in the types given per role."""
+    L, d, nh, nkv, hd, ff, V = (TINY[k] for k in ("n_layers", "n_embd", "n_head", "n_head_kv", "head_dim", "n_ff", "n_vocab"))
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny")
+    w.add_block_count(L)
+    w.add_embedding_length(d)
+    w.add_head_count(nh)
+    w.add_head_count_kv(nkv)
+    w.add_feed_forward_length(ff)
+    w.add_context_length(512)
+    w.add_vocab_size(V)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
+
+    def add(name: str, ne: tuple[int, ...], ggml_type: str) -> None:
+        if len(ne) == 1:
+            w.add_tensor(name, np.ones(ne[0], dtype=np.float32))
+        elif ggml_type == "F16":
+            w.add_tensor(name, np.zeros((ne[1], ne[0]), dtype=np.float16))
+        else:
+            w.add_tensor(name, _raw(ne, ggml_type), raw_dtype=gguf.GGMLQuantizationType[ggml_type])
+
+    add("token_embd.weight", (d, V), types["token_embd"])
+    for i in range(L):
+        add(f"blk.{i}.attn_norm.weight", (d,), "F32")
+        add(f"blk.{i}.attn_q.weight", (d, nh * hd), types["attn"])
+        add(f"blk.{i}.attn_k.weight", (d, nkv * hd), types["attn"])
+        add(f"blk.{i}.attn_v.weight", (d, nkv * hd), types["attn"])
+        add(f"blk.{i}.attn_output.weight", (nh * hd, d), types["attn"])
+        add(f"blk.{i}.ffn_norm.weight", (d,), "F32")
+        add(f"blk.{i}.ffn_gate.weight", (d, ff), types["ffn"])
+        add(f"blk.{i}.ffn_up.weight", (d, ff), types["ffn"])
+        add(f"blk.{i}.ffn_down.weight", (ff, d), types["ffn"])
+    add("output_norm.weight", (d,), "F32")
+    if not tied:
+        add("output.weight", (d, V), types["output"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.fixture
+def tiny_gguf(tmp_path: Path) -> Path:
+    return write_tiny_gguf(tmp_path / "tiny.gguf", {"token_embd": "F16", "attn": "Q8_0", "ffn": "Q4_0", "output": "Q8_0"})
+
+
+def test_runtime_modules_import_no_torch_llama_cpp_or_gguf() -> None:
+    """profiles, estimate and energy run on phones: importing them pulls in neither torch
+    nor llama.cpp (gguf is imported only when a GGUF file is read)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, edgeagent.profiles, edgeagent.estimate, edgeagent.energy; "
+            "bad = {'torch', 'llama_cpp', 'gguf'} & set(sys.modules); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_block_table_matches_gguf() -> None:
+    for name, (block, size) in est.GGML_BLOCK.items():
+        assert gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[name]] == (block, size)
+
+
+def test_gguf_shape_has_exact_bytes(tiny_gguf: Path) -> None:
+    s = est.shape_from_gguf(tiny_gguf)
+    assert (s.arch, s.n_layers, s.n_embd, s.n_head, s.n_head_kv, s.head_dim, s.n_ff, s.n_vocab) == (
+        "llama", 2, 64, 4, 2, 16, 256, 96)
+    assert s.quant == "Q8_0" and s.name == "tiny" and not s.tied_embeddings
+    reader = gguf.GGUFReader(tiny_gguf)
+    assert s.weights_bytes == sum(int(t.n_bytes) for t in reader.tensors)
+    # by hand: F16 = 2 B, Q8_0 = 34 B / 32 weights, Q4_0 = 18 B / 32, F32 = 4 B
+    attn = 2 * (64 * 64 + 2 * 64 * 32 + 64 * 64) * 34 // 32
+    ffn = 2 * 3 * 64 * 256 * 18 // 32
+    norms = (2 * 2 + 1) * 64 * 4
+    assert s.weights_bytes == 64 * 96 * 2 + attn + ffn + norms + 64 * 96 * 34 // 32
+    types = {t.name: t.ggml_type for t in s.tensors}
+    assert types["token_embd.weight"] == "F16" and types["blk.1.ffn_down.weight"] == "Q4_0"
+
+
+def test_kv_cache_bytes_formula_exact_for_a_gguf(tiny_gguf: Path) -> None:
+    s = est.shape_from_gguf(tiny_gguf)
+    # 2 (K and V) * layers * kv_heads * head_dim * bytes * context
+    assert est.kv_cache_bytes(s, 512) == 2 * 2 * 2 * 16 * 2 * 512 == 131072
+    assert est.kv_cache_bytes(s, 512, "f32") == 262144
+    assert est.kv_cache_bytes(s, 512, "q8_0") == 2 * 2 * 2 * 16 * 512 * 34 // 32
+
+
+def test_kv_cache_bytes_for_published_shapes() -> None:
+    assert est.kv_cache_bytes(est.shape_from_config("qwen2.5-1.5b"), 2048) == 2 * 28 * 2 * 128 * 2 * 2048 == 58_720_256
+    assert est.kv_cache_bytes(est.shape_from_config("llama-3.2-3b"), 4096) == 2 * 28 * 8 * 128 * 2 * 4096
+
+
+def test_gqa_halves_and_quarters_the_kv_cache() -> None:
+    mha = est.shape_from_config("phi-3-mini")  # 32 query heads, 32 KV heads
+    assert mha.n_head_kv == mha.n_head == 32
+    half = dataclasses.replace(mha, n_head_kv=16)
+    quarter = dataclasses.replace(mha, n_head_kv=8)
+    full = est.kv_cache_bytes(mha, 4096)
+    assert est.kv_cache_bytes(half, 4096) * 2 == full
+    assert est.kv_cache_bytes(quarter, 4096) * 4 == full
+    # and the decode read per token shrinks by exactly the KV part
+    n_kv = 1000
+    saved = est.decode_bytes_per_token(mha, n_kv) - est.decode_bytes_per_token(quarter, n_kv)
+    assert saved == pytest.approx(0.75 * 2 * 32 * 32 * 96 * 2 * n_kv)
+
+
+def test_gguf_and_config_paths_agree_on_bytes(tmp_path: Path) -> None:
+    """Write a GGUF with exactly the types the Q4_K_M mixture picks for a published shape's
+    first layers, and check both paths count the same bytes."""
+    s = est.shape_from_config("llama-3.2-1b", "q4_k_m")
+    types = {t.name: t.ggml_type for t in s.tensors}
+    assert types["token_embd.weight"] == "Q6_K"  # tied: the embedding is the output head
+    assert types["blk.0.attn_v.weight"] == "Q6_K" and types["blk.0.ffn_down.weight"] == "Q6_K"  # first eighth
+    assert types["blk.3.attn_v.weight"] == "Q4_K" and types["blk.4.ffn_down.weight"] == "Q6_K"  # (4 - 2) % 3 == 2
+    assert types["blk.15.ffn_down.weight"] == "Q6_K" and types["blk.7.attn_q.weight"] == "Q4_K"
+    path = tmp_path / "mirror.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(s.n_layers)
+    w.add_embedding_length(s.n_embd)
+    w.add_head_count(s.n_head)
+    w.add_head_count_kv(s.n_head_kv)
+    w.add_feed_forward_length(s.n_ff)
+    w.add_vocab_size(s.n_vocab)
+    for t in s.tensors:
+        if len(t.shape) == 1:
+            w.add_tensor(t.name, np.zeros(t.shape[0], dtype=np.float32))
+        else:
+            w.add_tensor(t.name, _raw(t.shape, t.ggml_type), raw_dtype=gguf.GGMLQuantizationType[t.ggml_type])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    g = est.shape_from_gguf(path)
+    assert g.weights_bytes == s.weights_bytes
+    assert g.tied_embeddings and g.head.name == "token_embd.weight"
+    assert est.decode_bytes_per_token(g, 100) == pytest.approx(est.decode_bytes_per_token(s, 100))
+
+
+def test_q4_k_m_falls_back_when_rows_are_not_multiples_of_256() -> None:
+    s = est.shape_from_config("qwen2.5-0.5b", "q4_k_m")  # n_embd 896 = 3.5 x 256
+    types = {t.name: t.ggml_type for t in s.tensors}
+    assert types["blk.10.attn_q.weight"] == "Q5_0"  # Q4_K -> Q5_0
+    assert types["token_embd.weight"] == "Q8_0"  # tied output head: Q6_K impossible -> Q8_0
+    assert types["blk.10.ffn_down.weight"] == "Q4_K"  # ne0 = n_ff = 4864 = 19 x 256
+
+
+def test_bits_per_weight_of_flat_quants() -> None:
+    # 8.5 and 16 bits for the weight matrices; norms and biases stay F32
+    assert est.shape_from_config("qwen2.5-1.5b", "q8_0").bits_per_weight == pytest.approx(8.5, rel=1e-3)
+    assert est.shape_from_config("qwen2.5-1.5b", "f16").bits_per_weight == pytest.approx(16.0, rel=1e-3)
+    q4km = est.shape_from_config("llama-3.2-3b", "q4_k_m").bits_per_weight
+    assert 4.8 < q4km < 5.1  # Q4_K (4.5) with Q6_K head, attn_v and ffn_down in a third of layers
+
+
+def test_mah_formula_exact() -> None:
+    # 1 mAh at 3.85 V is 3.6 C x 3.85 V = 13.86 J
+    assert est.mah_from_joules(13.86, 3.85) == pytest.approx(1.0, rel=1e-12)
+    latency = {"prefill_ms": 500.0, "decode_ms": 2000.0, "total_ms": 2500.0}
+    e = est.energy_estimate(latency, ELITE)
+    joules = ELITE.power.prefill_w * 0.5 + ELITE.power.decode_w * 2.0
+    assert e["joules_per_inference"] == pytest.approx(joules)
+    assert e["mah_per_100_inferences"] == pytest.approx(100 * joules / (3.6 * ELITE.battery.nominal_v))
+    assert e["inferences_per_charge"] == pytest.approx(ELITE.battery.capacity_mah / (joules / (3.6 * 3.88)))
+    waited = est.energy_estimate(latency, ELITE, wait_s=10.0)
+    assert waited["joules_per_inference"] - joules == pytest.approx(10.0 * ELITE.power.idle_w)
+
+
+def test_decode_is_bandwidth_bound_tokens_per_s(tiny_gguf: Path) -> None:
+    s = est.shape_from_gguf(tiny_gguf)
+    lat = est.latency_estimate(s, HOST, prompt_tokens=10, gen_tokens=2)  # one decode step at n_kv = 11
+    bandwidth = HOST.bandwidth_theoretical_gbs * 1e9 * HOST.bandwidth_efficiency
+    memory_s = est.decode_bytes_per_token(s, 11) / bandwidth
+    compute_s = est.decode_flops_per_token(s, 11) / (HOST.compute_gflops_sustained * 1e9)
+    assert memory_s > compute_s
+    assert lat["tokens_per_s"] == pytest.approx(bandwidth / est.decode_bytes_per_token(s, 11))
+    assert lat["decode_bound"] == "memory"
+
+
+def test_prefill_is_compute_bound_and_ttft_scales_with_prompt() -> None:
+    s = est.shape_from_config("qwen2.5-1.5b")
+    a = est.latency_estimate(s, ELITE, 100, 2)
+    b = est.latency_estimate(s, ELITE, 400, 2)
+    assert a["prefill_bound"] == b["prefill_bound"] == "compute"
+    assert 3.9 < b["ttft_ms"] / a["ttft_ms"] < 4.3  # linear, plus the quadratic attention term
+    flops = 2 * s.block_matmul_params * 100 + 2 * s.head.n_elements + 4 * s.n_layers * s.n_head * s.head_dim * 100 * 101 / 2
+    assert est.prefill_flops(s, 100) == pytest.approx(flops)
+    assert a["ttft_ms"] == pytest.approx(flops / (ELITE.compute_gflops_sustained * 1e9) * 1e3)
+
+
+def test_tpot_grows_with_the_kv_cache() -> None:
+    s = est.shape_from_config("llama-3.2-1b")
+    short = est.latency_estimate(s, ELITE, 16, 32)
+    long = est.latency_estimate(s, ELITE, 4000, 32)
+    assert long["tpot_ms"] > short["tpot_ms"]
+
+
+def test_memory_estimate_adds_up_and_states_its_parts() -> None:
+    s = est.shape_from_config("qwen2.5-1.5b")
+    m = est.memory_estimate(s, ELITE, 2048)
+    assert m["total_bytes"] == m["weights_bytes"] + m["kv_cache_bytes"] + m["compute_buffer_bytes"] + m["overhead_bytes"]
+    assert m["weights_bytes"] == s.weights_bytes
+    # 152k-vocabulary logits for a 512-row batch dominate the compute buffer
+    assert m["compute_buffer_bytes"] == 4 * (512 * (151936 + 1536) + 151936)
+    assert m["memory_mb"] == pytest.approx(m["total_bytes"] / 2**20)
+
+
+def test_flash_attention_shrinks_the_compute_buffer_at_long_context() -> None:
+    s = est.shape_from_config("phi-3-mini")  # small vocabulary: attention dominates at 4k
+    assert est.compute_buffer_bytes(s, 4096, flash_attn=False) > est.compute_buffer_bytes(s, 4096, flash_attn=True)
+
+
+def test_estimate_marks_every_figure_estimated_with_the_profile(tiny_gguf: Path) -> None:
+    out = est.estimate(est.shape_from_gguf(tiny_gguf), HOST, prompt_tokens=32, gen_tokens=8, n_ctx=512)
+    assert out["source"] == "estimated" and out["profile"] == "host"
+    for name in ("memory_mb", "ttft_ms", "tpot_ms", "tokens_per_s", "joules_per_inference", "mah_per_100_inferences"):
+        fig = out["figures"][name]
+        assert fig["source"] == "estimated" and fig["profile"] == "host" and math.isfinite(fig["value"])
+    with pytest.raises(ValueError, match="exceed the context"):
+        est.estimate(est.shape_from_gguf(tiny_gguf), HOST, prompt_tokens=500, gen_tokens=64, n_ctx=512)
+
+
+def test_unknown_shape_and_quant_are_named() -> None:
+    with pytest.raises(ValueError, match="unknown model shape 'gpt-9'; known: qwen2.5-0.5b"):
+        est.shape_from_config("gpt-9")
+    with pytest.raises(ValueError, match="unknown quantization 'q3_k'"):
+        est.shape_from_config("qwen2.5-1.5b", "q3_k")
+
+
+def test_compare_published_reports_ratios_without_fitting() -> None:
+    cmp = est.compare_published(ELITE)
+    rows = {r["model"]: r for r in cmp["rows"]}
+    assert rows["qwen2.5-1.5b"]["held_out"] and not rows["llama-3.1-8b"]["held_out"]
+    for r in cmp["rows"]:
+        for key in ("decode_tokens_per_s", "joules_per_run", "peak_memory_mb"):
+            c = r[key]
+            if c["published"] is not None:
+                assert c["ratio"] == pytest.approx(c["estimated"] / c["published"])
+    assert rows["qwen2.5-1.5b"]["decode_tokens_per_s"]["published"] == 31.6
+    assert rows["qwen2.5-3b"]["peak_memory_mb"]["published"] == 2320
+
+
+# --- CLI --------------------------------------------------------------------------------
+
+
+def _run(args: list[str]) -> tuple[int, str, str]:
+    from edgeagent.cli import app
+
+    r = CliRunner().invoke(app, args)
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_cli_estimate_shape_json() -> None:
+    code, out, _ = _run(["estimate", "--profile", "snapdragon-8-gen-2", "--shape", "qwen2.5-1.5b", "--quant", "q4_k_m",
+                         "--prompt-tokens", "256", "--gen-tokens", "32", "--context", "1024", "--json"])
+    assert code == 0
+    data = json.loads(out)
+    assert data["profile"] == "snapdragon-8-gen-2" and data["source"] == "estimated"
+    assert data["memory"]["kv_cache_bytes"] == 2 * 28 * 2 * 128 * 2 * 1024
+    assert data["latency"]["prompt_tokens"] == 256
+
+
+def test_cli_estimate_gguf_json_and_table(tiny_gguf: Path) -> None:
+    code, out, _ = _run(["estimate", "-p", "host", "--model", str(tiny_gguf), "--context", "512", "--prompt-tokens", "64", "--gen-tokens", "16", "--json"])
+    assert code == 0
+    assert json.loads(out)["model"]["weights_bytes"] == est.shape_from_gguf(tiny_gguf).weights_bytes
+    code, out, _ = _run(["estimate", "-p", "host", "--model", str(tiny_gguf), "--context", "512", "--prompt-tokens", "64", "--gen-tokens", "16"])
+    assert code == 0 and "estimated" in out
+
+
+def test_cli_compare_published_json() -> None:
+    code, out, _ = _run(["estimate", "--profile", "snapdragon-8-elite", "--compare-published", "--json"])
+    assert code == 0
+    assert [r["model"] for r in json.loads(out)["rows"]] == ["qwen2.5-1.5b", "qwen2.5-3b", "llama-3.1-8b"]
+    code, _, err = _run(["estimate", "--profile", "snapdragon-8-gen-2", "--compare-published"])
+    assert code != 0 and "snapdragon-8-elite" in err
+
+
+def test_cli_errors_are_for_people(tmp_path: Path) -> None:
+    code, _, err = _run(["estimate", "-p", "snapdragon-8-gen-2"])
+    assert code != 0 and "exactly one of --model" in err
+    code, _, err = _run(["estimate", "-p", "nope", "--shape", "qwen2.5-1.5b"])
+    assert code != 0 and "unknown device profile 'nope'" in err
+    code, _, err = _run(["estimate", "-p", "host", "--model", str(tmp_path / "missing.gguf")])
+    assert code != 0 and "no such GGUF file" in err
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf")
+    code, _, err = _run(["estimate", "-p", "host", "--model", str(bad)])
+    assert code != 0 and "cannot read as GGUF" in err
