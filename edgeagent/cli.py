@@ -16,9 +16,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from edgeagent import cli_phone, cli_model, cli_profile
+    from edgeagent import cli_bridge, cli_phone, cli_model, cli_profile
 
-    for module in (cli_phone, cli_model, cli_profile):
+    for module in (cli_phone, cli_model, cli_profile, cli_bridge):
         module.register(app)
 
 

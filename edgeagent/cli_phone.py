@@ -1,9 +1,173 @@
-"""Commands of this area, registered on the main ``edgeagent`` app."""
+"""Commands for the emulated phone: task lists, expert traces, screenshots, the demo.
+
+Heavy imports happen inside the commands, so ``edgeagent --help`` stays fast.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from edgeagent.output import console, emit_json, err_console, fail, table
+
+APPS_HELP = "Only tasks of these apps (repeat, or comma-separate: --apps Settings,Clock)."
+EXCLUDE_HELP = "Hold this app's tasks out (repeatable), e.g. to test generalisation to an unseen app."
+
+
+def _tasks_or_fail(n: int, seed: int, apps: Optional[list[str]], exclude_app: Optional[list[str]]):
+    from android_bridge.emulator.tasks import generate_tasks
+
+    try:
+        return generate_tasks(n, seed, apps=apps, exclude_apps=exclude_app)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temp file in the same directory and rename it into place, so a reader
+    never sees half a file and an interrupted run leaves the old file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def tasks_command(
+    n: int = typer.Option(20, "--n", min=0, help="How many tasks."),
+    seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same tasks."),
+    apps: Optional[list[str]] = typer.Option(None, "--apps", help=APPS_HELP),
+    exclude_app: Optional[list[str]] = typer.Option(None, "--exclude-app", help=EXCLUDE_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON list of task specs."),
+) -> None:
+    """List generated tasks for the emulated phone."""
+    specs = [t.to_dict() for t in _tasks_or_fail(n, seed, apps, exclude_app)]
+    if json_out:
+        emit_json(specs)
+        return
+    table(f"{len(specs)} tasks (seed {seed})", ["#", "app", "template", "instruction"],
+          [[i, s["app"], s["template"], s["instruction"]] for i, s in enumerate(specs)])
+
+
+def traces_command(
+    output: Path = typer.Option(..., "-o", "--output", help="JSONL file to write (one line per step)."),
+    n: int = typer.Option(200, "--n", min=1, help="How many tasks (episodes)."),
+    seed: int = typer.Option(0, "--seed", help="Task seed."),
+    apps: Optional[list[str]] = typer.Option(None, "--apps", help=APPS_HELP),
+    exclude_app: Optional[list[str]] = typer.Option(None, "--exclude-app", help=EXCLUDE_HELP),
+    max_steps: int = typer.Option(30, "--max-steps", min=1, help="Step budget per episode."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Write expert trajectories on the emulated phone: the model's training data."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from android_bridge.emulator.episode import run_episode, summarize, trace_records
+    from android_bridge.emulator.expert import expert_action
+    from android_bridge.emulator.phone import EmulatedPhone
+
+    tasks = _tasks_or_fail(n, seed, apps, exclude_app)
+    phone = EmulatedPhone()
+    results = []
+    lines: list[bytes] = []
+    start = time.perf_counter()
+    with Progress(TextColumn("expert traces"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True, disable=json_out) as progress:
+        job = progress.add_task("episodes", total=len(tasks))
+        for task in tasks:
+            result = run_episode(phone, task, expert_action, max_steps)
+            results.append(result)
+            lines.extend(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in trace_records(result))
+            progress.advance(job)
+    _atomic_write(output, lambda fh: fh.writelines(lines))
+    summary = {**summarize(results), "lines": len(lines), "output": str(output),
+               "wall_s": round(time.perf_counter() - start, 3)}
+    if json_out:
+        emit_json(summary)
+    else:
+        console.print(f"wrote {len(lines)} steps of {len(results)} episodes to {output} "
+                      f"(expert success {summary['success_rate']:.0%}, {summary['steps']:.1f} steps/episode)")
+
+
+def screenshot_command(
+    output: Path = typer.Option(..., "-o", "--output", help="PNG file to write."),
+    task_seed: int = typer.Option(0, "--task-seed", help="Seed of the task (as in `edgeagent tasks --seed`)."),
+    steps: int = typer.Option(0, "--steps", min=0, help="Expert steps to take before the screenshot."),
+    template: Optional[str] = typer.Option(None, "--template", help="Task template (default: the seed's first task)."),
+    json_out: bool = typer.Option(False, "--json", help="Print what was saved as JSON."),
+) -> None:
+    """Save the emulated screen with the expert's next action drawn on it."""
+    from android_bridge.emulator.expert import expert_action
+    from android_bridge.emulator.phone import EmulatedPhone
+    from android_bridge.emulator.render import draw_action
+    from android_bridge.emulator.tasks import generate_tasks, make_task
+
+    try:
+        task = make_task(template, task_seed) if template else generate_tasks(1, task_seed)[0]
+    except ValueError as exc:
+        fail(str(exc))
+    phone = EmulatedPhone()
+    task.setup(phone)
+    history = []
+    for _ in range(steps):
+        screen = phone.screen()
+        action = expert_action(task, screen, history)
+        if action.is_terminal:
+            break
+        phone.act(action)
+        history.append(action)
+    screen = phone.screen()
+    action = expert_action(task, screen, history)
+    image = draw_action(screen.image, action, screen)
+    if output.suffix.lower() != ".png":
+        fail(f"{output}: the screenshot is written as PNG; give a file name ending in .png")
+    _atomic_write(output, lambda fh: image.save(fh, format="PNG"))
+    info = {"output": str(output), "task": task.to_dict(), "step": len(history), "action": action.to_dict(),
+            "size": list(image.size)}
+    if json_out:
+        emit_json(info)
+    else:
+        console.print(f"saved {output}: step {len(history)} of {task.instruction!r}, next {action.to_json()}")
+
+
+def demo_command(
+    n: int = typer.Option(20, "--n", min=1, help="How many tasks."),
+    seed: int = typer.Option(0, "--seed", help="Task seed."),
+    max_steps: int = typer.Option(30, "--max-steps", min=1, help="Step budget per episode."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Run the agent on the emulated phone over generated tasks (today: the expert policy)."""
+    from android_bridge.emulator.episode import run_tasks, summarize
+    from android_bridge.emulator.expert import expert_action
+
+    tasks = _tasks_or_fail(n, seed, None, None)
+    start = time.perf_counter()
+    results = run_tasks(tasks, expert_action, max_steps=max_steps)
+    summary = {"policy": "expert", "device": "emulated", **summarize(results),
+               "wall_s": round(time.perf_counter() - start, 3),
+               "episodes": [r.summary() for r in results]}
+    if json_out:
+        emit_json(summary)
+        return
+    table(f"demo: expert policy on the emulated phone (seed {seed})", ["#", "app", "instruction", "steps", "result"],
+          [[i, r.task.app, r.task.instruction, r.steps, "ok" if r.success else "FAILED"] for i, r in enumerate(results)])
+    console.print(f"tasks {summary['tasks']} · success_rate {summary['success_rate']:.0%} · "
+                  f"mean steps {summary['steps']:.1f} · wall time {summary['wall_s']:.2f} s")
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("tasks")(tasks_command)
+    app.command("traces")(traces_command)
+    app.command("screenshot")(screenshot_command)
+    app.command("demo")(demo_command)

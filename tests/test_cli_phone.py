@@ -1,0 +1,72 @@
+"""The emulated-phone commands: `edgeagent tasks`, `traces`, `screenshot`, `demo`."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from edgeagent.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    return result
+
+
+def test_tasks_json_lists_specs() -> None:
+    result = invoke("tasks", "--n", "7", "--seed", "3", "--json")
+    assert result.exit_code == 0, result.output
+    specs = json.loads(result.stdout)
+    assert len(specs) == 7
+    for spec in specs:
+        assert {"app", "template", "params", "instruction"} <= set(spec)
+    assert json.loads(invoke("tasks", "--n", "7", "--seed", "3", "--json").stdout) == specs
+
+
+def test_tasks_unknown_app_is_a_one_line_error() -> None:
+    result = invoke("tasks", "--n", "3", "--exclude-app", "Fakebook", "--json")
+    assert result.exit_code == 1
+    assert "unknown app 'Fakebook'" in result.output
+
+
+def test_traces_write_one_line_per_step(tmp_path) -> None:
+    out = tmp_path / "traces" / "expert.jsonl"
+    result = invoke("traces", "--n", "12", "--seed", "2", "-o", str(out), "--exclude-app", "Shop", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert summary["lines"] == len(lines) and summary["tasks"] == 12 and summary["success_rate"] == 1.0
+    assert len({json.dumps(r["task"], sort_keys=True) for r in lines}) == 12
+    for r in lines:
+        assert set(r) == {"task", "step", "previous", "observation", "action", "success"}
+        assert r["task"]["app"] != "Shop" and "com.edgeagent.shop" not in r["observation"]
+    assert not [p for p in out.parent.iterdir() if p.name != out.name]  # no temp file left behind
+
+
+def test_screenshot_saves_a_png_with_the_next_action(tmp_path) -> None:
+    out = tmp_path / "shot.png"
+    result = invoke("screenshot", "--task-seed", "4", "--template", "switch_setting", "--steps", "1",
+                    "-o", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["step"] == 1 and info["action"]["action"] in ("tap", "done")
+    image = Image.open(out)
+    assert image.format == "PNG" and image.size == (1080, 2400)
+
+
+def test_demo_json_reports_success_rate() -> None:
+    result = invoke("demo", "--n", "10", "--seed", "1", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["tasks"] == 10 and report["success_rate"] == 1.0 and report["steps"] > 1
+    assert len(report["episodes"]) == 10 and all(e["success"] for e in report["episodes"])
+
+
+def test_demo_prints_a_table() -> None:
+    result = invoke("demo", "--n", "3")
+    assert result.exit_code == 0, result.output
+    assert "success_rate 100%" in result.stdout

@@ -1,0 +1,244 @@
+"""Tasks, the expert policy and the episode loop on the emulated phone."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from android_bridge.device import Battery, Device, Screen
+from android_bridge.emulator.episode import run_episode, run_tasks, summarize, trace_records
+from android_bridge.emulator.expert import SKILLS, expert_action
+from android_bridge.emulator.phone import EmulatedPhone
+from android_bridge.emulator.sensitive import is_sensitive_element
+from android_bridge.emulator.tasks import APP_NAMES, TEMPLATES, TaskSpec, answers_match, generate_tasks, make_task
+from android_bridge.uitree import parse_dump
+from edgeagent.agent.actions import Action
+from edgeagent.agent.prompt import MAX_ELEMENTS, MAX_LABEL_CHARS
+
+SPEC_KEYS = {"app", "template", "params", "instruction", "seed"}
+
+
+def one_task_per_template(seed: int = 11) -> list[TaskSpec]:
+    return [make_task(name, seed + i) for i, name in enumerate(sorted(TEMPLATES))]
+
+
+# --- templates and specs -------------------------------------------------------------------------
+
+def test_there_are_at_least_30_templates_over_every_app() -> None:
+    assert len(TEMPLATES) >= 30
+    assert {t.app for t in TEMPLATES.values()} >= set(APP_NAMES)
+    assert set(SKILLS) == set(TEMPLATES)
+    assert sum(t.expected_status == "infeasible" for t in TEMPLATES.values()) >= 3
+    assert sum(t.has_answer for t in TEMPLATES.values()) >= 5
+
+
+def test_generate_tasks_is_deterministic_json_and_covers_every_template() -> None:
+    tasks = generate_tasks(len(TEMPLATES), seed=5)
+    assert [t.to_dict() for t in tasks] == [t.to_dict() for t in generate_tasks(len(TEMPLATES), seed=5)]
+    assert [t.to_dict() for t in tasks] != [t.to_dict() for t in generate_tasks(len(TEMPLATES), seed=6)]
+    assert Counter(t.template for t in tasks) == Counter(list(TEMPLATES))  # one full cycle: each once
+    for t in tasks:
+        spec = json.loads(json.dumps(t.to_dict()))
+        assert set(spec) == SPEC_KEYS
+        assert TaskSpec.from_dict(spec) == t
+        assert spec["instruction"] and "{" not in spec["instruction"]
+
+
+def test_instructions_read_naturally() -> None:
+    assert make_task("switch_setting", 1).instruction in {
+        "Turn on Wi-Fi", "Turn off Wi-Fi", "Turn on Bluetooth", "Turn off Bluetooth",
+        "Turn on airplane mode", "Turn off airplane mode"}
+    add = make_task("add_alarm", 2)
+    assert add.instruction == f"Set an alarm for {add.params['hour']}:{add.params['minute']:02d}"
+    send = make_task("send_message", 3)
+    assert send.instruction == f'Send "{send.params["text"]}" to {send.params["name"]}'
+    assert make_task("buy_one", 4).instruction.endswith(" to the cart and check out")
+
+
+def test_app_filters_hold_apps_out() -> None:
+    tasks = generate_tasks(80, seed=1, exclude_apps=["Shop", "messages"])
+    assert tasks and not {t.app for t in tasks} & {"Shop", "Messages"}
+    only = generate_tasks(20, seed=1, apps=["Clock,Notes"])
+    assert {t.app for t in only} == {"Clock", "Notes"}
+    with pytest.raises(ValueError, match="unknown app 'Fakebook'"):
+        generate_tasks(3, apps=["Fakebook"])
+    with pytest.raises(ValueError, match="no apps"):
+        generate_tasks(3, apps=["Shop"], exclude_apps=["Shop"])
+    with pytest.raises(ValueError, match="unknown task template"):
+        TaskSpec.from_dict({"app": "Clock", "template": "nope", "params": {}, "instruction": "", "seed": 0})
+
+
+def test_setup_is_deterministic_from_the_seed() -> None:
+    task = make_task("remove_from_cart", 42)
+    a, b = EmulatedPhone(), EmulatedPhone(seed=999)
+    task.setup(a)
+    task.setup(b)
+    assert a.dump_xml() == b.dump_xml()
+    assert a.world == b.world
+    assert a.world.cart == {task.params["other"]: 1, task.params["product"]: 1}
+
+
+# --- the expert ----------------------------------------------------------------------------------
+
+def test_expert_solves_200_generated_tasks() -> None:
+    results = run_tasks(generate_tasks(200, seed=0), expert_action)
+    failed = [(r.task.to_dict(), r.final, r.errors) for r in results if not r.success]
+    assert failed == []
+    stats = summarize(results)
+    assert stats["tasks"] == 200 and stats["success_rate"] == 1.0
+    assert 3 <= stats["steps"] <= 12
+    assert all(not r.errors for r in results)
+
+
+@pytest.mark.parametrize("size", [(720, 1600), (1440, 3200)])
+def test_expert_solves_every_template_on_other_screen_sizes(size) -> None:
+    results = run_tasks(one_task_per_template(seed=60), expert_action, phone=EmulatedPhone(size=size))
+    assert [r.task.template for r in results if not r.success] == []
+
+
+def test_expert_ends_infeasible_tasks_as_infeasible_and_answers_questions() -> None:
+    phone = EmulatedPhone()
+    for task in one_task_per_template():
+        result = run_episode(phone, task, expert_action)
+        assert result.success, task.to_dict()
+        assert result.final.status == task.expected_status
+        if task.definition.has_answer:
+            assert answers_match(task.expected_answer(), result.final.answer)
+        else:
+            assert result.final.answer is None
+
+
+def test_doing_nothing_or_answering_wrong_fails_every_task() -> None:
+    phone = EmulatedPhone()
+
+    def give_up(task, screen, history):
+        return Action(action="done", status="complete", answer="no idea")
+
+    for task in one_task_per_template():
+        assert not run_episode(phone, task, give_up).success, task.to_dict()
+        task.setup(phone)
+        assert not task.succeeded(phone, None)  # ran out of steps: no done
+
+
+def test_expert_names_every_element_it_points_at_and_screens_fit_the_prompt() -> None:
+    phone = EmulatedPhone()
+    seen_kinds: Counter = Counter()
+
+    def on_step(step, screen: Screen) -> None:
+        action = Action.from_dict(step.action)
+        seen_kinds[action.action] += 1
+        if action.index is not None:
+            assert action.element == screen.element(action.index).label
+        assert len(screen.elements) <= MAX_ELEMENTS
+        for e in screen.elements:
+            if e.clickable or e.editable or e.scrollable:
+                assert len(e.label) <= MAX_LABEL_CHARS, e.label
+        # The label rule a safety gate uses on real phones agrees with the emulator's marks.
+        for e in screen.elements:
+            assert phone.is_sensitive(Action(action="tap", index=e.index), screen) == is_sensitive_element(e), e
+
+    for task in generate_tasks(120, seed=3):
+        assert run_episode(phone, task, expert_action, on_step=on_step).success
+    assert {"open_app", "tap", "type", "scroll", "done"} <= set(seen_kinds)
+
+
+def test_expert_accepts_a_spec_dict() -> None:
+    phone = EmulatedPhone()
+    task = make_task("switch_setting", 8)
+    task.setup(phone)
+    assert expert_action(task.to_dict(), phone.screen(), []) == Action(action="open_app", app="Settings")
+
+
+@pytest.mark.parametrize("expected, given, same", [
+    ("24", "24", True), ("24", " 24. ", True), ("−4", "-4", True), ("$12.50", "12.5", True),
+    ("3.5", "3.50", True), ("60%", "60", True), ("+1 415 555 0132", "(415) 555-0132", False),
+    ("+1 415 555 0132", "+1 (415) 555-0132", True), ("eggs, milk, bread", "Eggs, milk, bread", True),
+    ("Orbit S2", "Orbit", False), ("24", None, False), ("24", "25", False),
+])
+def test_answers_match(expected, given, same) -> None:
+    assert answers_match(expected, given) is same
+
+
+# --- the loop on any Device -------------------------------------------------------------------
+
+class ForwardingDevice(Device):
+    """A Device that knows only the phone's outside: the XML dump, a PNG-like image, and the
+    input primitives, as AdbDevice does over the adb protocol."""
+
+    def __init__(self, phone: EmulatedPhone) -> None:
+        super().__init__()
+        self.phone = phone
+
+    def _capture(self) -> Screen:
+        return Screen(image=None, elements=parse_dump(self.phone.dump_xml()), size=self.phone.size(),  # type: ignore[arg-type]
+                      app=self.phone.current_app)
+
+    def size(self):
+        return self.phone.size()
+
+    def tap(self, x, y):
+        self.phone.tap(x, y)
+
+    def swipe(self, x1, y1, x2, y2, duration_ms=300):
+        self.phone.swipe(x1, y1, x2, y2, duration_ms)
+
+    def key(self, keycode):
+        self.phone.key(keycode)
+
+    def input_text(self, text):
+        self.phone.input_text(text)
+
+    def launch(self, app):
+        self.phone.launch(app)
+
+    def battery(self) -> Battery:
+        return self.phone.battery()
+
+
+def test_the_loop_runs_on_any_device_with_the_phone_behind_it() -> None:
+    phone = EmulatedPhone()
+    device = ForwardingDevice(phone)
+    for task in one_task_per_template(seed=100):
+        result = run_episode(device, task, expert_action, phone=phone)
+        assert result.success, task.to_dict()
+    with pytest.raises(TypeError, match="phone="):
+        run_episode(device, one_task_per_template()[0], expert_action)
+
+
+def test_a_refused_action_is_recorded_not_raised() -> None:
+    phone = EmulatedPhone()
+    calls = []
+
+    def clumsy(task, screen, history):
+        calls.append(1)
+        if len(calls) == 1:
+            return Action(action="tap", x=9999, y=9999)
+        return Action(action="done", status="complete")
+
+    result = run_episode(phone, make_task("switch_setting", 1), clumsy)
+    assert result.steps == 2 and "outside" in result.trace[0].error and not result.success
+
+
+def test_step_budget_ends_an_episode() -> None:
+    result = run_episode(EmulatedPhone(), make_task("open_app", 1), lambda t, s, h: Action(action="wait"), max_steps=4)
+    assert (result.steps, result.final, result.success) == (4, None, False)
+
+
+def test_trace_records_are_one_json_line_per_step() -> None:
+    task = make_task("add_alarm", 3)
+    result = run_episode(EmulatedPhone(), task, expert_action)
+    records = list(trace_records(result))
+    assert len(records) == result.steps
+    assert [r["step"] for r in records] == list(range(result.steps))
+    assert records[0]["previous"] is None and records[0]["observation"].startswith("Screen (com.edgeagent.launcher):")
+    assert records[0]["action"] == {"action": "open_app", "app": "Clock"}
+    for prev, rec in zip(records, records[1:]):
+        assert rec["previous"] == prev["action"]
+    assert records[-1]["action"]["action"] == "done"
+    for r in records:
+        assert set(r) == {"task", "step", "previous", "observation", "action", "success"}
+        assert r["task"] == task.to_dict() and r["success"] is True
+        Action.from_dict(r["action"])
+        json.dumps(r)
