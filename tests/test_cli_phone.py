@@ -59,7 +59,7 @@ def test_screenshot_saves_a_png_with_the_next_action(tmp_path) -> None:
 
 
 def test_demo_json_reports_success_rate() -> None:
-    result = invoke("demo", "--n", "10", "--seed", "1", "--json")
+    result = invoke("demo", "--policy", "expert", "--n", "10", "--seed", "1", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["tasks"] == 10 and report["success_rate"] == 1.0 and report["steps"] > 1
@@ -67,6 +67,6 @@ def test_demo_json_reports_success_rate() -> None:
 
 
 def test_demo_prints_a_table() -> None:
-    result = invoke("demo", "--n", "3")
+    result = invoke("demo", "--policy", "expert", "--n", "3")
     assert result.exit_code == 0, result.output
     assert "success_rate 100%" in result.stdout

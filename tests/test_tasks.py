@@ -222,8 +222,17 @@ def test_a_refused_action_is_recorded_not_raised() -> None:
 
 
 def test_step_budget_ends_an_episode() -> None:
-    result = run_episode(EmulatedPhone(), make_task("open_app", 1), lambda t, s, h: Action(action="wait"), max_steps=4)
+    def dawdle(task, screen, history):  # never the same action twice in a row: not a loop
+        return Action(action="wait" if len(history) % 2 == 0 else "back")
+
+    result = run_episode(EmulatedPhone(), make_task("open_app", 1), dawdle, max_steps=4)
     assert (result.steps, result.final, result.success) == (4, None, False)
+    assert result.run.status == "step_limit"
+
+
+def test_the_same_action_on_the_same_screen_three_times_is_a_loop() -> None:
+    result = run_episode(EmulatedPhone(), make_task("open_app", 1), lambda t, s, h: Action(action="wait"), max_steps=10)
+    assert (result.steps, result.run.status, result.success) == (3, "loop", False)
 
 
 def test_trace_records_are_one_json_line_per_step() -> None:

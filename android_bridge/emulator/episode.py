@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from android_bridge.device import Device, DeviceError, Screen
+from android_bridge.device import Device, Screen
 from android_bridge.emulator.phone import EmulatedPhone
 from android_bridge.emulator.tasks import TaskSpec
 from edgeagent.agent.actions import Action
-from edgeagent.agent.prompt import observation_text
+from edgeagent.agent.loop import Decision, RunResult, StepRecord, TraceSink, run_agent
+from edgeagent.agent.loop import Policy as AgentPolicy
+from edgeagent.agent.safety import ConfirmationGate
 
 Policy = Callable[[TaskSpec, Screen, Sequence[Action]], Action]
 DEFAULT_MAX_STEPS = 30
@@ -45,6 +47,7 @@ class EpisodeResult:
     final: Action | None  # the ``done`` action, or None when the step budget ran out
     trace: list[Step] = field(default_factory=list)
     wall_s: float = 0.0
+    run: RunResult | None = None  # the agent loop's own record: status, timings, gate decisions
 
     @property
     def errors(self) -> list[str]:
@@ -58,45 +61,69 @@ class EpisodeResult:
             "status": self.final.status if self.final else None,
             "answer": self.final.answer if self.final else None,
             "errors": self.errors,
+            "loop_status": self.run.status if self.run else None,
             "wall_s": round(self.wall_s, 4),
         }
 
 
-def run_episode(device: Device, task: TaskSpec, policy: Policy, max_steps: int = DEFAULT_MAX_STEPS, *,
+class _CallablePolicy:
+    """Adapts a ``(task, screen, history) -> Action`` function to the agent loop's Policy."""
+
+    def __init__(self, task: TaskSpec, policy: Policy):
+        self.task, self.policy, self.history = task, policy, []
+
+    def decide(self, instruction: str, screen: Screen, previous: Action | None) -> Decision:
+        if previous is not None:
+            self.history.append(previous)
+        return Decision(self.policy(self.task, screen, list(self.history)))
+
+
+def run_episode(device: Device, task: TaskSpec, policy: Policy | AgentPolicy, max_steps: int = DEFAULT_MAX_STEPS, *,
                 phone: EmulatedPhone | None = None,
-                on_step: Callable[[Step, Screen], None] | None = None) -> EpisodeResult:
-    """Set the task up on ``phone`` (default: ``device`` itself), let ``policy`` act on
-    ``device`` until it says ``done`` or ``max_steps`` run out, then check the phone."""
+                on_step: Callable[[Step, Screen], None] | None = None,
+                gate: ConfirmationGate | None = None,
+                trace: TraceSink | None = None) -> EpisodeResult:
+    """Set the task up on ``phone`` (default: ``device`` itself), run the agent loop
+    (``edgeagent.agent.loop.run_agent``) with ``policy`` on ``device``, then check the phone.
+
+    ``policy`` is a ``(task, screen, history) -> Action`` function (the expert) or an agent
+    Policy (the model). Generated tasks are the user's own requests, so the gate allows their
+    sensitive steps unless another gate is given.
+    """
     if phone is None:
         if not isinstance(device, EmulatedPhone):
             raise TypeError("run_episode needs the EmulatedPhone behind the device (phone=...) to set up and check the task")
         phone = device
-    start = time.perf_counter()
     task.setup(phone)
-    history: list[Action] = []
-    trace: list[Step] = []
-    final: Action | None = None
-    for i in range(max_steps):
-        screen = device.screen()
-        action = policy(task, screen, history)
-        step = Step(step=i, observation=observation_text(screen.elements, screen.app),
-                    previous=history[-1].to_dict() if history else None, action=action.to_dict())
-        trace.append(step)
-        if action.is_terminal:
-            final = action
-            if on_step:
-                on_step(step, screen)
-            break
-        try:
-            device.act(action)
-        except DeviceError as exc:  # a refused action is the policy's mistake, not a crash
-            step.error = str(exc)
-        if on_step:
-            on_step(step, screen)
-        history.append(action)
-    success = task.succeeded(phone, final)
-    return EpisodeResult(task=task, success=success, steps=len(trace), final=final, trace=trace,
-                         wall_s=time.perf_counter() - start)
+    agent_policy = policy if hasattr(policy, "decide") else _CallablePolicy(task, policy)
+
+    class _Sink:
+        def record(self, rec: StepRecord, screen: Screen, action: Action | None) -> None:
+            if trace is not None:
+                trace.record(rec, screen, action)
+            if on_step is not None and rec.action is not None:
+                on_step(_step(rec, previous[0]), screen)
+            previous[0] = rec.action
+
+        def close(self, result: RunResult) -> None:
+            if trace is not None:
+                trace.close(result)
+
+    previous: list[dict | None] = [None]
+    run = run_agent(device, task.instruction, agent_policy, max_steps=max_steps,
+                    gate=gate or ConfirmationGate(allow_sensitive=True), trace=_Sink())
+    steps, prev = [], None
+    for rec in run.steps:
+        if rec.action is not None:
+            steps.append(_step(rec, prev))
+            prev = rec.action
+    final = Action.from_dict(run.steps[-1].action) if run.finished else None
+    return EpisodeResult(task=task, success=task.succeeded(phone, final), steps=len(run.steps), final=final,
+                         trace=steps, wall_s=run.seconds, run=run)
+
+
+def _step(rec: StepRecord, previous: dict | None) -> Step:
+    return Step(step=rec.step, observation=rec.observation, previous=previous, action=rec.action or {}, error=rec.error)
 
 
 def run_tasks(tasks: Iterable[TaskSpec], policy: Policy, *, device: Device | None = None,

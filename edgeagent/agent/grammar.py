@@ -6,13 +6,15 @@ label. So ``{"action":"tap","element":"Wi-Fi","index":`` is followed by the one 
 "Wi-Fi" has: the model copies a visible name and never has to do an index lookup.
 
 Options narrow further where the deployment wants it: ``apps`` (names open_app may use),
-``allow_xy`` (raw coordinates), ``text_choices`` (type only one of these strings, e.g. the
-quoted spans of the instruction for a small model that should copy, not invent).
+``allow_xy`` (raw coordinates), ``text_choices`` / ``answer_choices`` (type or answer only
+one of these strings: for a small model that should copy, not invent, these are the word
+spans of the instruction and of the screen's labels, see ``copy_spans``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 
 from android_bridge.uitree import UIElement
@@ -20,6 +22,24 @@ from edgeagent.agent.actions import DIRECTIONS, DONE_STATUSES
 from edgeagent.agent.prompt import MAX_ELEMENTS, MAX_LABEL_CHARS
 
 MAX_FREE_TEXT = 120
+MAX_SPAN_WORDS = 8
+# Word runs: whole whitespace-separated words, and the same split at ':' (so "7:30" also
+# offers "7" and "30" for a time picker's hour and minute fields).
+_WORD_PATTERNS = (re.compile(r'[^\s"]+'), re.compile(r'[^\s":]+'))
+
+
+def copy_spans(text: str, max_words: int = MAX_SPAN_WORDS) -> set[str]:
+    """Every run of up to ``max_words`` consecutive words of ``text`` (trailing .,?! dropped)."""
+    spans: set[str] = set()
+    for pattern in _WORD_PATTERNS:
+        words = list(pattern.finditer(text))
+        for i in range(len(words)):
+            for j in range(i, min(len(words), i + max_words)):
+                span = text[words[i].start(): words[j].end()]
+                spans.add(span)
+                spans.add(span.rstrip(".,?!"))
+    spans.discard("")
+    return spans
 
 
 def gbnf_literal(s: str) -> str:
@@ -59,6 +79,7 @@ def action_grammar(
     apps: Sequence[str] | None = None,
     allow_xy: bool = True,
     text_choices: Sequence[str] | None = None,
+    answer_choices: Sequence[str] | None = None,
 ) -> str:
     """GBNF for one action on this screen (see module docstring)."""
     elements = list(elements)[:MAX_ELEMENTS]
@@ -119,7 +140,11 @@ def action_grammar(
     kinds.append('"\\"open_app\\",\\"app\\":" app')
 
     rules["status"] = _alts(gbnf_literal(json_str(s)) for s in DONE_STATUSES)
-    rules["answer"] = '"\\"" char{1,%d} "\\""' % MAX_FREE_TEXT
+    answers = sorted({a for a in answer_choices or () if a})
+    if answers:
+        rules["answer"] = _alts(gbnf_literal(json_str(a)) for a in answers)
+    else:
+        rules["answer"] = '"\\"" char{1,%d} "\\""' % MAX_FREE_TEXT
     kinds.append('"\\"done\\",\\"status\\":" status (",\\"answer\\":" answer)?')
 
     # One JSON string character: anything but a quote, backslash or control character, or

@@ -47,7 +47,7 @@ class StepRecord:
 
 
 @dataclass
-class EpisodeResult:
+class RunResult:
     instruction: str
     status: str  # complete | infeasible | step_limit | loop | denied | error
     answer: str | None
@@ -66,7 +66,7 @@ class EpisodeResult:
 
 class TraceSink(Protocol):
     def record(self, step: StepRecord, screen: Screen, action: Action | None) -> None: ...
-    def close(self, result: EpisodeResult) -> None: ...
+    def close(self, result: RunResult) -> None: ...
 
 
 def _screen_key(obs: str) -> str:
@@ -81,7 +81,7 @@ def run_agent(
     max_steps: int = 20,
     gate: ConfirmationGate | None = None,
     trace: TraceSink | None = None,
-) -> EpisodeResult:
+) -> RunResult:
     gate = gate or ConfirmationGate()
     t0 = time.perf_counter()
     steps: list[StepRecord] = []
@@ -131,7 +131,7 @@ def run_agent(
             break
         previous = action
 
-    result = EpisodeResult(instruction, status, answer, steps, time.perf_counter() - t0)
+    result = RunResult(instruction, status, answer, steps, time.perf_counter() - t0)
     if trace is not None:
         trace.close(result)
     return result

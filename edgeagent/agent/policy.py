@@ -6,24 +6,16 @@ the current screen) makes every output parse; ``Action`` validation catches the 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from android_bridge.device import Screen
 from edgeagent.agent.actions import Action, ActionError
-from edgeagent.agent.grammar import action_grammar
+from edgeagent.agent.grammar import action_grammar, copy_spans
 from edgeagent.agent.loop import Decision
 from edgeagent.agent.prompt import build_prompt, observation_text
 
-_QUOTED = re.compile(r'"([^"\n]{1,120})"')
-
-
-def instruction_spans(instruction: str) -> list[str]:
-    """Strings a copying model may type: quoted spans of the instruction, else None.
-
-    Returns an empty list when nothing is quoted (then typing is not constrained).
-    """
-    return _QUOTED.findall(instruction)
+# Counting questions ("How many alarms ...?") answer with a number that is on no label.
+SMALL_NUMBERS = tuple(str(i) for i in range(21))
 
 
 class ModelPolicy:
@@ -35,7 +27,7 @@ class ModelPolicy:
         *,
         apps: Sequence[str] | None = None,
         allow_xy: bool = False,
-        copy_text: bool = False,
+        copy_text: bool = False,  # type/answer only spans of the instruction / screen
         max_tokens: int = 96,
     ):
         self.engine = engine
@@ -49,9 +41,14 @@ class ModelPolicy:
         return build_prompt(instruction, obs, previous.to_json() if previous else None)
 
     def grammar_for(self, instruction: str, screen: Screen) -> str:
-        choices = instruction_spans(instruction) if self.copy_text else None
+        if not self.copy_text:
+            return action_grammar(screen.elements, apps=self.apps, allow_xy=self.allow_xy)
+        answers = set(SMALL_NUMBERS)
+        for e in screen.elements:
+            answers |= copy_spans(e.label) | copy_spans(e.text)
         return action_grammar(
-            screen.elements, apps=self.apps, allow_xy=self.allow_xy, text_choices=choices or None
+            screen.elements, apps=self.apps, allow_xy=self.allow_xy,
+            text_choices=sorted(copy_spans(instruction)), answer_choices=sorted(answers),
         )
 
     def decide(self, instruction: str, screen: Screen, previous: Action | None) -> Decision:

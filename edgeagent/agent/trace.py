@@ -15,7 +15,7 @@ from jinja2 import Environment, select_autoescape
 
 from android_bridge.device import Screen
 from edgeagent.agent.actions import Action
-from edgeagent.agent.loop import EpisodeResult, StepRecord
+from edgeagent.agent.loop import RunResult, StepRecord
 
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>edgeagent trace: {{ instruction }}</title>
@@ -75,7 +75,7 @@ class TraceWriter:
         self._jsonl.flush()
         self._steps.append(step)
 
-    def close(self, result: EpisodeResult) -> None:
+    def close(self, result: RunResult) -> None:
         self._jsonl.close()
         env = Environment(autoescape=select_autoescape(default=True))
         steps = []

@@ -1,0 +1,306 @@
+"""``edgeagent bench``: measured speed on this machine, one plain function per mode.
+
+`bench_throughput` runs the engine and plain llama-cpp-python side by side in one process,
+alternating which goes first each repetition, on the same GGUF, threads and sampler, so the
+comparison survives the noise of a shared machine: compare the two columns of one run, not
+figures from different runs. Each repetition starts from an empty KV cache and measures
+prefill (prompt tokens/s, llama.cpp's counters) and decode (generated tokens/s from the
+median wall-clock gap between consecutive tokens, as a caller sees them; the first-to-last
+average is kept per run too). Headline figures are medians over repetitions with their
+sample stddev: on a shared machine one preempted repetition should not move them.
+
+Other modes (early exit, ablations) belong here as further ``bench_<mode>`` functions that
+return a dict with ``mode`` and ``measured: true``, plus a ``<mode>_rows`` for the table.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from edgeagent.engine import Engine, load_llama
+from edgeagent.metrics import LlamaPerf, median_std, per_second
+
+PROMPT_TEXT = (
+    "You are an assistant that operates an Android phone. The screen shows the Settings app "
+    "with the items Network, Bluetooth, Display, Battery, Storage and Apps. The user asked: "
+    "turn the screen brightness down to thirty percent and then go back to the home screen. "
+)
+
+
+def bench_prompt(engine: Engine, n_tokens: int) -> list[int]:
+    """Exactly `n_tokens` prompt tokens of ordinary text (BOS first if the model adds one)."""
+    tokens = engine.tokenize(PROMPT_TEXT)
+    while len(tokens) < n_tokens:
+        tokens += engine.tokenize(PROMPT_TEXT, add_bos=False)
+    return tokens[:n_tokens]
+
+
+def _decode_rates(times_ms: list[float]) -> tuple[float, float]:
+    """(tokens/s from the median gap between tokens, tokens/s from first to last token).
+    The median shrugs off the odd preemption on a shared machine; both are reported."""
+    gaps = sorted(b - a for a, b in zip(times_ms, times_ms[1:]))
+    median = gaps[len(gaps) // 2] if gaps else 0.0
+    return per_second(1, median), per_second(len(times_ms) - 1, times_ms[-1] - times_ms[0] if times_ms else 0.0)
+
+
+def _run_engine(engine: Engine, prompt: list[int], n_gen: int) -> dict:
+    engine.reset()
+    g = engine.generate(prompt, max_tokens=n_gen, temperature=0.0, ignore_eos=True)
+    rate, rate_mean = _decode_rates(g.token_times_ms)
+    return {
+        "decode_tokens_per_s": rate,
+        "decode_tokens_per_s_first_to_last": rate_mean,
+        "prefill_tokens_per_s": g.metrics.prefill_tokens_per_s,
+        "ttft_ms": g.metrics.ttft_ms,
+        "generated_tokens": g.metrics.generated_tokens,
+        "peak_rss_mb": g.metrics.peak_rss_mb,
+    }
+
+
+def _run_baseline(llm, prompt: list[int], n_gen: int) -> dict:
+    """Plain llama-cpp-python: the Llama.generate token loop with the engine's sampler
+    settings (greedy, llama-cpp-python's defaults otherwise), timed at the same points."""
+    llm.reset()
+    LlamaPerf.reset(llm.ctx)
+    started = time.perf_counter()
+    times: list[float] = []
+    prefill = None
+    tokens = llm.generate(prompt, temp=0.0, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0)
+    for _ in tokens:
+        times.append(time.perf_counter())
+        if prefill is None:
+            prefill = LlamaPerf.read(llm.ctx)
+        if len(times) >= n_gen:
+            break
+    tokens.close()
+    times_ms = [(t - started) * 1000 for t in times]
+    rate, rate_mean = _decode_rates(times_ms)
+    return {
+        "decode_tokens_per_s": rate,
+        "decode_tokens_per_s_first_to_last": rate_mean,
+        "prefill_tokens_per_s": per_second(prefill.tokens, prefill.ms) if prefill else 0.0,
+        "ttft_ms": times_ms[0] if times_ms else 0.0,
+        "generated_tokens": len(times),
+    }
+
+
+def bench_throughput(
+    model_path: str | os.PathLike,
+    *,
+    threads: int | None = None,
+    prompt_tokens: int = 128,
+    gen_tokens: int = 64,
+    reps: int = 5,
+    warmup: int = 1,
+    repack: bool | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Engine vs plain llama-cpp-python tokens/s, and prefill vs decode, measured here."""
+    if prompt_tokens < 2 or gen_tokens < 2 or reps < 1:
+        raise ValueError("need prompt_tokens >= 2, gen_tokens >= 2 and reps >= 1")
+    model_path = Path(model_path)
+    n_ctx = prompt_tokens + gen_tokens + 16
+    engine = Engine(model_path, n_ctx=n_ctx, n_threads=threads, repack=repack, seed=0)
+    baseline = load_llama(
+        model_path,
+        repack=engine.repack,
+        n_ctx=n_ctx,
+        n_threads=engine.n_threads,
+        n_threads_batch=engine.n_threads,
+        seed=0,
+    )
+    try:
+        prompt = bench_prompt(engine, prompt_tokens)
+        runs: list[dict] = []
+        total = warmup + reps
+        for rep in range(total):
+            # Alternate the order so drift (thermal, other jobs) hits both sides alike.
+            order = ("engine", "baseline") if rep % 2 == 0 else ("baseline", "engine")
+            results = {}
+            for side in order:
+                results[side] = _run_engine(engine, prompt, gen_tokens) if side == "engine" else _run_baseline(baseline, prompt, gen_tokens)
+            if rep >= warmup:
+                runs.append({"rep": rep - warmup, "first": order[0], **{f"{k}": v for k, v in results.items()}})
+            if progress is not None:
+                progress(rep + 1, total)
+        info = engine.info()
+    finally:
+        baseline.close()
+        engine.close()
+
+    def stat(side: str, key: str) -> tuple[float, float]:
+        return median_std([r[side][key] for r in runs])
+
+    engine_tps, engine_tps_std = stat("engine", "decode_tokens_per_s")
+    base_tps, base_tps_std = stat("baseline", "decode_tokens_per_s")
+    # Per-repetition overhead, paired: each rep's two runs ran back to back.
+    overheads = [
+        100.0 * (r["baseline"]["decode_tokens_per_s"] - r["engine"]["decode_tokens_per_s"]) / r["baseline"]["decode_tokens_per_s"]
+        for r in runs
+    ]
+    overhead, overhead_std = median_std(overheads)
+    prefill, prefill_std = stat("engine", "prefill_tokens_per_s")
+    base_prefill, base_prefill_std = stat("baseline", "prefill_tokens_per_s")
+    ttft, ttft_std = stat("engine", "ttft_ms")
+    base_ttft, base_ttft_std = stat("baseline", "ttft_ms")
+    size_bytes, n_params = _model_size(model_path)
+    return {
+        "mode": "throughput",
+        "measured": True,
+        "statistic": "median over reps, with sample stddev",
+        "model": str(model_path),
+        "model_size_bytes": size_bytes,
+        "model_params": n_params,
+        "arch": info["arch"],
+        "file_type": _file_type_name(info["file_type"]),
+        "threads": info["threads"],
+        "repack": info["repack"],
+        "machine": info["machine"],
+        "cpu_count": os.cpu_count(),
+        "llama_cpp_python": _llama_cpp_version(),
+        "prompt_tokens": prompt_tokens,
+        "gen_tokens": gen_tokens,
+        "reps": reps,
+        "engine_tokens_per_s": engine_tps,
+        "engine_tokens_per_s_std": engine_tps_std,
+        "baseline_tokens_per_s": base_tps,
+        "baseline_tokens_per_s_std": base_tps_std,
+        "overhead_pct": overhead,
+        "overhead_pct_std": overhead_std,
+        "prefill_tokens_per_s": prefill,
+        "prefill_tokens_per_s_std": prefill_std,
+        "baseline_prefill_tokens_per_s": base_prefill,
+        "baseline_prefill_tokens_per_s_std": base_prefill_std,
+        "ttft_ms": ttft,
+        "ttft_ms_std": ttft_std,
+        "baseline_ttft_ms": base_ttft,
+        "baseline_ttft_ms_std": base_ttft_std,
+        "peak_rss_mb": max(r["engine"]["peak_rss_mb"] for r in runs),
+        "runs": runs,
+    }
+
+
+def bench_prefix_reuse(
+    model_path: str | os.PathLike,
+    *,
+    threads: int | None = None,
+    prompt_tokens: int = 256,
+    suffix_tokens: int = 16,
+    gen_tokens: int = 16,
+    reps: int = 5,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """What keeping the KV cache between calls saves: the same prompt (a shared prefix plus a
+    new suffix, like the next step of an agent loop) served cold and with the prefix cached,
+    alternating, greedy. Also checks that both give the same tokens."""
+    model_path = Path(model_path)
+    engine = Engine(model_path, n_ctx=prompt_tokens + suffix_tokens + gen_tokens + 16, n_threads=threads, seed=0)
+    try:
+        prefix = bench_prompt(engine, prompt_tokens)
+        suffix = []
+        while len(suffix) < suffix_tokens:
+            suffix += engine.tokenize(" Screen: Display settings, brightness slider at 80%.", add_bos=False)
+        prompt = prefix + suffix[:suffix_tokens]
+        engine.generate(prompt, max_tokens=2)  # warm-up: first decodes allocate the graphs
+        runs = []
+        for rep in range(reps):
+            result = {}
+            for side in (("cold", "cached") if rep % 2 == 0 else ("cached", "cold")):
+                engine.reset()
+                if side == "cached":
+                    engine.generate(prefix, max_tokens=1)  # the previous call left this in the cache
+                result[side] = engine.generate(prompt, max_tokens=gen_tokens, temperature=0.0, ignore_eos=True)
+            runs.append(result)
+            if progress is not None:
+                progress(rep + 1, reps)
+        info = engine.info()
+    finally:
+        engine.close()
+
+    def stat(side: str, key: str) -> tuple[float, float]:
+        return median_std([getattr(r[side].metrics, key) for r in runs])
+
+    cold_ttft, cold_ttft_std = stat("cold", "ttft_ms")
+    cached_ttft, cached_ttft_std = stat("cached", "ttft_ms")
+    cold_prefill, _ = stat("cold", "prefill_ms")
+    cached_prefill, _ = stat("cached", "prefill_ms")
+    return {
+        "mode": "prefix_reuse",
+        "measured": True,
+        "statistic": "median over reps, with sample stddev",
+        "model": str(model_path),
+        "threads": info["threads"],
+        "prompt_tokens": len(prompt),
+        "shared_prefix_tokens": len(prefix),
+        "reps": reps,
+        "cold_evaluated_tokens": runs[0]["cold"].metrics.evaluated_prompt_tokens,
+        "cached_evaluated_tokens": runs[0]["cached"].metrics.evaluated_prompt_tokens,
+        "cached_reused_tokens": runs[0]["cached"].metrics.reused_prompt_tokens,
+        "cold_prefill_ms": cold_prefill,
+        "cached_prefill_ms": cached_prefill,
+        "cold_ttft_ms": cold_ttft,
+        "cold_ttft_ms_std": cold_ttft_std,
+        "cached_ttft_ms": cached_ttft,
+        "cached_ttft_ms_std": cached_ttft_std,
+        "ttft_saved_pct": 100.0 * (cold_ttft - cached_ttft) / cold_ttft if cold_ttft else 0.0,
+        "identical_output": all(r["cold"].tokens == r["cached"].tokens for r in runs),
+    }
+
+
+def prefix_reuse_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    columns = ["prompt", "KV cache", "evaluated tokens", "prefill ms", "TTFT ms"]
+    rows = [
+        [str(result["prompt_tokens"]), "cold", str(result["cold_evaluated_tokens"]),
+         f"{result['cold_prefill_ms']:.2f}", f"{result['cold_ttft_ms']:.2f} ± {result['cold_ttft_ms_std']:.2f}"],
+        [str(result["prompt_tokens"]), f"{result['cached_reused_tokens']} cached", str(result["cached_evaluated_tokens"]),
+         f"{result['cached_prefill_ms']:.2f}", f"{result['cached_ttft_ms']:.2f} ± {result['cached_ttft_ms_std']:.2f}"],
+    ]
+    return columns, rows
+
+
+def throughput_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """llama-bench-style table: one row per test and runner, tokens/s +- stddev."""
+    columns = ["model", "size", "params", "threads", "runner", "test", "t/s"]
+    model = f"{result['arch']} {result['file_type']}"
+    size = f"{result['model_size_bytes'] / 2**20:.2f} MiB"
+    params = _human_count(result["model_params"])
+    rows = []
+    for runner, prefix in (("edgeagent engine", ""), ("llama-cpp-python", "baseline_")):
+        pp = f"{result[prefix + 'prefill_tokens_per_s']:.2f} ± {result[prefix + 'prefill_tokens_per_s_std']:.2f}"
+        tg_key = "engine_tokens_per_s" if not prefix else "baseline_tokens_per_s"
+        tg = f"{result[tg_key]:.2f} ± {result[tg_key + '_std']:.2f}"
+        rows.append([model, size, params, str(result["threads"]), runner, f"pp{result['prompt_tokens']}", pp])
+        rows.append([model, size, params, str(result["threads"]), runner, f"tg{result['gen_tokens']}", tg])
+    return columns, rows
+
+
+def _model_size(path: Path) -> tuple[int, int]:
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    return path.stat().st_size, int(sum(int(t.n_elements) for t in reader.tensors))
+
+
+def _file_type_name(file_type) -> str:
+    import gguf
+
+    try:
+        return gguf.LlamaFileType(int(file_type)).name.replace("MOSTLY_", "").replace("ALL_", "")
+    except (TypeError, ValueError):
+        return "unknown"
+
+
+def _human_count(n: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return str(n)
+
+
+def _llama_cpp_version() -> str:
+    import llama_cpp
+
+    return llama_cpp.__version__

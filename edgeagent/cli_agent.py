@@ -1,0 +1,139 @@
+"""``edgeagent run``: the agent on one task, on the emulated phone or a real device."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgeagent.output import console, emit_json, fail
+
+
+def resolve_model(model: Optional[Path], quant: str = "q8_0") -> Path:
+    """The GGUF to run: ``--model`` as given, else the built-in model at ``quant``."""
+    if model is not None:
+        if not model.exists():
+            fail(f"{model}: no such model file")
+        return model
+    from edgeagent.builtin import BuiltinModelMissing, builtin_gguf
+
+    try:
+        return builtin_gguf(quant)
+    except BuiltinModelMissing as exc:
+        fail(str(exc))
+    raise AssertionError  # unreachable: fail() exits
+
+
+def open_device(spec: str):
+    """``emulator`` or ``adb[:SERIAL]`` -> (device, emulated phone or None)."""
+    if spec == "emulator":
+        from android_bridge.emulator.phone import EmulatedPhone
+
+        phone = EmulatedPhone()
+        return phone, phone
+    if spec == "adb" or spec.startswith("adb:"):
+        from android_bridge.adb import AdbDevice
+        from android_bridge.device import DeviceError
+
+        serial = spec.partition(":")[2] or None
+        try:
+            return AdbDevice(serial), None
+        except DeviceError as exc:
+            fail(str(exc))
+    fail(f"--device {spec!r}: expected 'emulator', 'adb' or 'adb:SERIAL'")
+    raise AssertionError
+
+
+def _interactive_confirm(action, reason: str) -> bool:
+    return typer.confirm(f"The agent wants to do a sensitive action ({reason}): {action.to_json()}. Allow?", default=False)
+
+
+def run_command(
+    task: Optional[str] = typer.Option(None, "--task", help="What the agent should do, in words."),
+    task_json: Optional[Path] = typer.Option(None, "--task-json", help="A task spec from `edgeagent tasks --json` (one object, or a list: the first)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="GGUF file (default: the built-in model)."),
+    quant: str = typer.Option("q8_0", "--quant", help="Built-in model quantization when --model is not given."),
+    device: str = typer.Option("emulator", "--device", help="emulator | adb | adb:SERIAL"),
+    max_steps: int = typer.Option(20, "--max-steps", min=1),
+    allow_sensitive: bool = typer.Option(False, "--allow-sensitive", help="Allow payments, sending, deleting without asking."),
+    trace_dir: Optional[Path] = typer.Option(None, "--trace", help="Write steps.jsonl, screenshots and index.html here."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Run the agent on one task and print what it did and what it cost."""
+    from edgeagent.agent.evaluate import step_costs, summarize_costs
+    from edgeagent.agent.policy import ModelPolicy
+    from edgeagent.agent.safety import ConfirmationGate
+    from edgeagent.agent.trace import TraceWriter
+    from edgeagent.engine import Engine
+
+    if (task is None) == (task_json is None):
+        fail("give exactly one of --task TEXT or --task-json FILE")
+    spec = None
+    if task_json is not None:
+        from android_bridge.emulator.tasks import TaskSpec
+
+        try:
+            data = json.loads(task_json.read_text())
+            if isinstance(data, list):
+                data = data[0]
+            spec = TaskSpec.from_dict(data)
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            fail(f"{task_json}: not a task spec ({exc})")
+        task = spec.instruction
+
+    model_path = resolve_model(model, quant)
+    dev, phone = open_device(device)
+    if spec is not None and phone is None:
+        fail("--task-json sets up an emulated task; use --device emulator (or --task TEXT on a real device)")
+    interactive = sys.stdin.isatty() and not json_out
+    gate = ConfirmationGate(allow_sensitive=allow_sensitive,
+                            confirm=_interactive_confirm if interactive and not allow_sensitive else None)
+    engine = Engine(model_path, n_ctx=2048, n_threads=threads)
+    apps = phone.app_names() if phone is not None else None
+    policy = ModelPolicy(engine, apps=apps, copy_text=True)
+    writer = TraceWriter(trace_dir, task, spec.to_dict() if spec else None) if trace_dir else None
+
+    if spec is not None:
+        from android_bridge.emulator.episode import run_episode
+
+        ep = run_episode(dev, spec, policy, max_steps, phone=phone, gate=gate, trace=writer)
+        run, success = ep.run, ep.success
+    else:
+        from edgeagent.agent.loop import run_agent
+
+        if phone is not None:
+            phone.go_home()
+        run = run_agent(dev, task, policy, max_steps=max_steps, gate=gate, trace=writer)
+        success = run.status == "complete"
+
+    costs = summarize_costs(step_costs([run]))
+    result = {
+        "task": task, "model": str(model_path), "device": device, "status": run.status, "answer": run.answer,
+        "success_rate": 1.0 if success else 0.0, "steps": len(run.steps),
+        "actions": [s.action for s in run.steps], "seconds": round(run.seconds, 3),
+        **costs, "trace": str(trace_dir) if trace_dir else None,
+    }
+    if json_out:
+        emit_json(result)
+    else:
+        for s in run.steps:
+            flag = f" [{s.sensitive}: {'allowed' if s.allowed else 'DENIED'}]" if s.sensitive else ""
+            err = f" ({s.error})" if s.error else ""
+            console.print(f"step {s.step}: {json.dumps(s.action, ensure_ascii=False)}{flag}{err}", highlight=False)
+        console.print(
+            f"{'success' if success else 'failed'}: status {run.status}, {len(run.steps)} steps, "
+            f"{run.seconds:.2f} s · median TTFT {costs.get('ttft_ms')} ms · TPOT {costs.get('tpot_ms')} ms · "
+            f"{costs.get('tokens_per_s')} tok/s · RSS peak {costs.get('rss_peak_mb')} MB (measured here)"
+        )
+        if trace_dir:
+            console.print(f"trace: {trace_dir / 'index.html'}")
+    if run.status == "error":  # the device failed; a task the agent failed is reported, not an error
+        raise typer.Exit(2)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_command)

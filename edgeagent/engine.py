@@ -1,0 +1,378 @@
+"""The runtime engine: one GGUF model in llama.cpp (through llama-cpp-python), generating
+text under sampling settings and an optional grammar, and measuring every call.
+
+It is a thin layer over ``llama_cpp.Llama``: tokens come from ``Llama.generate`` (which also
+keeps the KV cache of the previous call and only evaluates the new suffix of a prompt that
+shares a prefix with it), and the engine adds stop strings, streaming and measurements, with
+a few microseconds of Python per token. ``edgeagent bench`` checks that it stays within a few
+percent of plain llama-cpp-python.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import functools
+import json
+import os
+import platform
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from edgeagent.metrics import LlamaPerf, PeakRSS, per_second, rss_mb
+
+
+class EngineError(RuntimeError):
+    """The model cannot be loaded or the request cannot be served; says why."""
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+def default_repack() -> bool:
+    """Whether llama.cpp should repack weights into CPU-specific layouts at load time.
+
+    On ARM (aarch64) repacking (Q4_0 -> interleaved 4x4/4x8/8x8 blocks for NEON/i8mm/SVE)
+    is the main CPU speed-up, so keep it. On x86 the only repack buffer we would gain is
+    AMX's, and llama.cpp's AMX buffer crashes (segfault) on quantized models on this
+    machine class, so it is off.
+    """
+    return platform.machine().lower() in ("aarch64", "arm64", "armv8l")
+
+
+def load_llama(model_path: str | os.PathLike, *, repack: bool | None = None, verbose: bool = False, **kwargs):
+    """``llama_cpp.Llama(model_path, **kwargs)`` with weight repacking set explicitly.
+
+    llama-cpp-python 0.3.36 has no ``Llama(...)`` argument for ``llama_model_params.use_extra_bufts``
+    and builds the params inside ``__init__`` from ``llama_model_default_params()``, so the
+    only way to set it is to hand ``__init__`` a defaults function with the flag changed.
+    The lock keeps that swap from leaking into a concurrent load.
+    """
+    import llama_cpp
+    from llama_cpp import llama_cpp as llama_c
+
+    path = Path(model_path)
+    if not path.is_file():
+        raise EngineError(f"{path}: model file not found")
+    repack = default_repack() if repack is None else repack
+    with _LOAD_LOCK:
+        defaults = llama_c.llama_model_default_params
+
+        def model_params():
+            params = defaults()
+            params.use_extra_bufts = repack
+            return params
+
+        llama_c.llama_model_default_params = model_params
+        try:
+            return llama_cpp.Llama(model_path=str(path), verbose=verbose, **kwargs)
+        except ValueError as e:  # llama-cpp-python's "Failed to load model from file"
+            raise EngineError(f"{path}: llama.cpp could not load it ({e})") from None
+        finally:
+            llama_c.llama_model_default_params = defaults
+
+
+@dataclass
+class GenerationMetrics:
+    """What one `generate` call cost. `*_ms` from llama.cpp's counters are compute time;
+    `ttft_ms`, `total_ms` and `wall_tokens_per_s` are wall clock as the caller sees it."""
+
+    prompt_tokens: int
+    reused_prompt_tokens: int  # served from the KV cache of the previous call
+    evaluated_prompt_tokens: int
+    generated_tokens: int
+    ttft_ms: float  # wall: call start -> first token sampled (tokenize + prefill + sample)
+    prefill_ms: float  # llama.cpp: evaluating the prompt suffix
+    prefill_tokens_per_s: float  # llama.cpp
+    decode_ms: float  # llama.cpp: evaluating generated tokens
+    tpot_ms: float  # llama.cpp: decode_ms per decoded token (time per output token)
+    tokens_per_s: float  # llama.cpp: decode tokens per second
+    total_ms: float  # wall: the whole call
+    wall_tokens_per_s: float  # wall: tokens after the first / time after the first
+    tpot_p50_ms: float  # wall: median time between consecutive tokens (robust to hiccups)
+    tpot_p90_ms: float  # wall: 90th percentile of the same
+    rss_mb: float  # process RSS after the call
+    peak_rss_mb: float  # highest RSS sampled during the call
+    stop_reason: str  # eos | stop | length | context
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Generation:
+    text: str  # without the stop string, if one ended generation
+    tokens: list[int]  # sampled tokens, without the end-of-generation token
+    metrics: GenerationMetrics
+    token_times_ms: list[float] = field(default_factory=list, repr=False)  # wall, from call start
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "tokens": self.tokens, "metrics": self.metrics.to_dict()}
+
+
+class Engine:
+    """A loaded GGUF model.
+
+    Runtime settings left as None come from the device profile when one is given
+    (``edgeagent.profiles.Profile.runtime``: threads, weight_repack, flash_attn,
+    kv_cache_type, n_ubatch), else from defaults: ``os.cpu_count()`` threads, repacking as
+    `default_repack()` decides, flash attention off, llama.cpp's F16 KV cache.
+    `type_k`/`type_v` are ggml type ids (``llama_cpp.GGML_TYPE_F32`` ...).
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        n_ubatch: int | None = None,
+        seed: int = 0,
+        repack: bool | None = None,
+        profile: Any = None,
+        type_k: int | None = None,
+        type_v: int | None = None,
+        flash_attn: bool | None = None,
+        track_peak_rss: bool = True,
+        verbose: bool = False,
+    ):
+        import llama_cpp
+
+        runtime = getattr(profile, "runtime", None)
+        kv_type = {"f32": llama_cpp.GGML_TYPE_F32, "f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0}.get(
+            getattr(runtime, "kv_cache_type", None)
+        )
+        n_threads = n_threads or getattr(runtime, "threads", None) or os.cpu_count() or 1
+        repack = repack if repack is not None else getattr(runtime, "weight_repack", None)
+        flash_attn = flash_attn if flash_attn is not None else bool(getattr(runtime, "flash_attn", False))
+        n_ubatch = n_ubatch or getattr(runtime, "n_ubatch", None) or n_batch
+        self.model_path = Path(model_path)
+        self.n_threads = int(n_threads)
+        self.repack = default_repack() if repack is None else bool(repack)
+        self.seed = seed
+        self.track_peak_rss = track_peak_rss
+        self.llm = load_llama(
+            self.model_path,
+            repack=self.repack,
+            verbose=verbose,
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_ubatch=n_ubatch,
+            n_threads=self.n_threads,
+            n_threads_batch=self.n_threads,
+            seed=seed,
+            type_k=type_k if type_k is not None else kv_type,
+            type_v=type_v if type_v is not None else kv_type,
+            flash_attn=flash_attn,
+        )
+        self.n_ctx = self.llm.n_ctx()
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self._eog: dict[int, bool] = {}  # token -> is end-of-generation, filled as seen
+
+    # -- tokens -----------------------------------------------------------------------
+
+    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
+        """Text -> token ids; special tokens written in the text (chat markup) are parsed."""
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
+
+    def reset(self) -> None:
+        """Forget the KV cache: the next call evaluates its whole prompt."""
+        self.llm.reset()
+
+    # -- generation -------------------------------------------------------------------
+
+    def grammar(self, gbnf: str | None = None, json_schema: dict | str | None = None):
+        """A LlamaGrammar for a GBNF string or a JSON schema (schemas are converted once)."""
+        from llama_cpp import LlamaGrammar
+
+        if json_schema is None:
+            return LlamaGrammar.from_string(gbnf, verbose=False)  # just holds the text
+        schema = json_schema if isinstance(json_schema, str) else json.dumps(json_schema, sort_keys=True)
+        return _schema_grammar(schema)
+
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int = 128,
+        *,
+        temperature: float = 0.0,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+        grammar: Any = None,
+        json_schema: dict | str | None = None,
+        stream: Callable[[str], None] | None = None,
+        ignore_eos: bool = False,
+    ) -> Generation:
+        """Generate up to `max_tokens` tokens after `prompt` (text, or token ids as given).
+
+        temperature 0 is greedy decoding. `grammar` (GBNF text or a LlamaGrammar) or
+        `json_schema` constrains every sampled token so the output parses. `stop` strings end
+        generation and are not part of the text; `stream` receives text pieces as they become
+        final (a piece that could begin a stop string is held back until it cannot).
+        """
+        started = time.perf_counter()
+        if grammar is not None and json_schema is not None:
+            raise EngineError("pass either grammar or json_schema, not both")
+        if isinstance(grammar, str):
+            grammar = self.grammar(gbnf=grammar)
+        elif json_schema is not None:
+            grammar = self.grammar(json_schema=json_schema)
+        prompt_tokens = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        if not prompt_tokens:
+            raise EngineError("empty prompt")
+        room = self.n_ctx - len(prompt_tokens)
+        if room <= 0:
+            raise EngineError(f"prompt of {len(prompt_tokens)} tokens does not fit the context ({self.n_ctx})")
+        limit = min(max_tokens, room)
+
+        llm = self.llm
+        ctx = llm.ctx
+        llm.set_seed(self.seed if seed is None else seed)
+        LlamaPerf.reset(ctx)
+        stops = [s.encode("utf-8") for s in stop if s]
+        watch_text = bool(stops) or stream is not None
+        hold = max((len(s) for s in stops), default=1) - 1
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+        out_tokens: list[int] = []
+        times: list[float] = []  # perf_counter at each sampled token
+        out_bytes = bytearray()
+        emitted = 0  # bytes of out_bytes already streamed
+        stop_reason = "length"
+        perf_prefill = None
+        peak = PeakRSS() if self.track_peak_rss else None
+        with peak or contextlib.nullcontext():
+            tokens_iter = llm.generate(
+                prompt_tokens,
+                top_k=top_k,
+                top_p=top_p,
+                min_p=min_p,
+                temp=temperature,
+                repeat_penalty=repeat_penalty,
+                grammar=grammar,
+            )
+            for token in tokens_iter:
+                times.append(time.perf_counter())
+                if perf_prefill is None:
+                    perf_prefill = LlamaPerf.read(ctx)
+                if not ignore_eos and self._is_eog(token):
+                    stop_reason = "eos"
+                    break
+                out_tokens.append(token)
+                if watch_text:
+                    n_before = len(out_bytes)
+                    out_bytes += llm.detokenize([token])
+                    if stops:  # a new match must end in this token's bytes
+                        cut = _find_stop(out_bytes, stops, max(0, n_before - hold))
+                        if cut is not None:
+                            del out_bytes[cut:]
+                            stop_reason = "stop"
+                            break
+                    if stream is not None and len(out_bytes) - hold > emitted:
+                        piece = decoder.decode(bytes(out_bytes[emitted : len(out_bytes) - hold]))
+                        emitted = len(out_bytes) - hold
+                        if piece:
+                            stream(piece)
+                if len(out_tokens) >= limit:
+                    stop_reason = "length" if limit == max_tokens else "context"
+                    break
+            tokens_iter.close()
+
+        if not watch_text:
+            out_bytes = bytearray(llm.detokenize(out_tokens))
+        if stream is not None:  # always: the decoder may hold the start of a multibyte character
+            piece = decoder.decode(bytes(out_bytes[emitted:]), final=True)
+            if piece:
+                stream(piece)
+        ended = time.perf_counter()
+
+        perf_total = LlamaPerf.read(ctx)
+        prefill = perf_prefill or perf_total
+        decode = perf_total - prefill
+        t_first, t_last = (times[0], times[-1]) if times else (ended, ended)
+        gaps = sorted((b - a) * 1000 for a, b in zip(times, times[1:]))
+        metrics = GenerationMetrics(
+            prompt_tokens=len(prompt_tokens),
+            reused_prompt_tokens=len(prompt_tokens) - prefill.tokens,
+            evaluated_prompt_tokens=prefill.tokens,
+            generated_tokens=len(out_tokens),
+            ttft_ms=(t_first - started) * 1000,
+            prefill_ms=prefill.ms,
+            prefill_tokens_per_s=per_second(prefill.tokens, prefill.ms),
+            decode_ms=decode.ms,
+            tpot_ms=decode.ms / decode.tokens if decode.tokens else 0.0,
+            tokens_per_s=per_second(decode.tokens, decode.ms),
+            total_ms=(ended - started) * 1000,
+            wall_tokens_per_s=per_second(len(times) - 1, (t_last - t_first) * 1000),
+            tpot_p50_ms=_percentile(gaps, 0.5),
+            tpot_p90_ms=_percentile(gaps, 0.9),
+            rss_mb=rss_mb(),
+            peak_rss_mb=peak.peak_mb if peak is not None else 0.0,
+            stop_reason=stop_reason,
+        )
+        text = bytes(out_bytes).decode("utf-8", errors="replace")
+        token_times = [(t - started) * 1000 for t in times]
+        return Generation(text=text, tokens=out_tokens, metrics=metrics, token_times_ms=token_times)
+
+    def _is_eog(self, token: int) -> bool:
+        # A dict hit is ~20x cheaper than the ctypes call; it runs once per generated token.
+        eog = self._eog.get(token)
+        if eog is None:
+            import llama_cpp
+
+            eog = self._eog[token] = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        return eog
+
+    # -- lifetime ---------------------------------------------------------------------
+
+    def info(self) -> dict:
+        meta = self.llm.metadata
+        return {
+            "model": str(self.model_path),
+            "arch": meta.get("general.architecture"),
+            "file_type": meta.get("general.file_type"),
+            "n_ctx": self.n_ctx,
+            "threads": self.n_threads,
+            "repack": self.repack,
+            "machine": platform.machine(),
+        }
+
+    def close(self) -> None:
+        self.llm.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@functools.lru_cache(maxsize=32)
+def _schema_grammar(schema: str):
+    # JSON schema -> GBNF runs in Python in llama-cpp-python; an agent reuses a few schemas.
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_json_schema(schema, verbose=False)
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def _find_stop(buf: bytearray, stops: list[bytes], start: int) -> int | None:
+    """Earliest position in `buf` (searching from `start`) where a stop string begins."""
+    hits = [i for i in (buf.find(s, start) for s in stops) if i >= 0]
+    return min(hits) if hits else None
