@@ -1,0 +1,541 @@
+"""``edgeagent bench --early-exit``: what each exit depth costs and keeps, and what
+self-speculative decoding buys, measured on this machine with the agent on emulated tasks.
+
+Everything here is *measured*:
+
+1. **Static exits.** Every exit depth k (the depth-k GGUF alone, ``converters.exit_pack``) and
+   the full model run the agent (``ModelPolicy`` through ``Engine``) on the same generated
+   tasks: task success, decode tokens/s (wall, after the first token), TTFT (median per
+   step), memory (RSS growth while that variant is loaded and running), and held-out
+   perplexity on the action tokens of expert steps from other tasks (llama.cpp logits).
+   The shallowest exit whose task success is within 5 points of the full model's is named.
+   With trained heads (``converters.early_exit.train_exits``) each depth is measured with
+   the untrained shared exit and with the trained exit, side by side.
+2. **Self-speculative decoding** (``edgeagent.speculative``): per draft depth, the full model
+   through ``Engine`` and the speculative engine run the same tasks, alternating which goes
+   first per task; every step's raw output is compared (``identical_outputs``) and the
+   speed-up is the ratio of the summed generation wall time. The full model alone through
+   the speculative code path with grammar-forced tokens batched (``n_draft=0``) is measured
+   in the same loop, so the two gains are separable, and a profile says where the time goes.
+3. Optionally the CALM confidence rule (not identical; task success reported).
+
+Runtime only: no torch. Packing exits uses ``converters.exit_pack`` (numpy + safetensors);
+training heads when asked (``train_steps``) needs the converter extra.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from edgeagent.engine import Engine
+from edgeagent.metrics import PeakRSS, per_second, rss_mb
+from edgeagent.speculative import LlamaRunner, SelfSpeculativeEngine
+
+WITHIN_POINTS = 5.0
+
+
+# ---------------------------------------------------------------------------------------
+# data: tasks and held-out expert steps
+
+
+def heldout_examples(n_tasks: int, seed: int, exclude_apps: Sequence[str] | None = None) -> list[dict]:
+    """Prompt/completion pairs of the expert's steps on ``n_tasks`` generated tasks, rendered
+    as the built-in recipe renders its training data (``load_examples``)."""
+    from android_bridge.emulator.episode import run_episode
+    from android_bridge.emulator.expert import expert_action
+    from android_bridge.emulator.phone import EmulatedPhone
+    from android_bridge.emulator.tasks import generate_tasks
+    from edgeagent.agent.prompt import build_prompt
+
+    phone = EmulatedPhone()
+    examples = []
+    for task in generate_tasks(n_tasks, seed, exclude_apps=exclude_apps):
+        result = run_episode(phone, task, expert_action)
+        for step in result.trace:
+            prev = json.dumps(step.previous, ensure_ascii=False, separators=(",", ":")) if step.previous else None
+            examples.append({
+                "prompt": build_prompt(task.instruction, step.observation, prev),
+                "completion": json.dumps(step.action, ensure_ascii=False, separators=(",", ":")),
+            })
+    return examples
+
+
+def heldout_perplexity(model_path: Path, examples: Sequence[dict], *, n_threads: int | None = None) -> dict:
+    """exp(mean negative log-likelihood) of the action tokens (+ newline + EOS, as trained)
+    given the prompt, from llama.cpp's logits; only the action positions produce logits."""
+    import numpy as np
+
+    from edgeagent.speculative import _llama
+
+    runner = LlamaRunner(model_path, n_ctx=2048, n_threads=n_threads)
+    try:
+        eos = _llama().llama_vocab_eos(runner.vocab)
+        nll, count = 0.0, 0
+        for ex in examples:
+            prompt = runner.tokenize(ex["prompt"], add_bos=True)
+            target = runner.tokenize(ex["completion"] + "\n", add_bos=False) + [eos]
+            seq = prompt + target
+            runner.feed(seq, len(target) + 1)  # rows: after the prompt's last token .. after the last target
+            for i, token in enumerate(target):
+                z = runner.logits(i).astype(np.float64)
+                top = z.max()
+                nll += float(np.log(np.exp(z - top).sum()) + top - z[token])
+                count += 1
+        mean = nll / max(1, count)
+        return {"perplexity": math.exp(min(mean, 50.0)), "nll": mean, "tokens": count}
+    finally:
+        runner.close()
+
+
+# ---------------------------------------------------------------------------------------
+# running the agent
+
+
+def _run_agent_tasks(engine, tasks, *, max_steps: int, on_task: Callable[[int, Any], None] | None = None) -> dict:
+    """The agent (ModelPolicy on ``engine``) on each task; per-step outputs and timings."""
+    from android_bridge.emulator.episode import run_episode
+    from android_bridge.emulator.phone import EmulatedPhone
+    from edgeagent.agent.policy import ModelPolicy
+
+    phone = EmulatedPhone()
+    policy = ModelPolicy(engine, copy_text=True)
+    episodes = []
+    for i, task in enumerate(tasks):
+        result = run_episode(phone, task, policy, max_steps)
+        episodes.append(_episode_record(result))
+        if on_task is not None:
+            on_task(i, result)
+    return {"episodes": episodes, **_summarize(episodes)}
+
+
+def _episode_record(result) -> dict:
+    steps = [{"raw_output": s.raw_output, **_step_metrics(s.metrics)} for s in result.run.steps]
+    return {"success": bool(result.success), "steps": steps}
+
+
+def _step_metrics(m: dict) -> dict:
+    return {
+        "total_ms": float(m.get("total_ms", 0.0)),
+        "ttft_ms": float(m.get("ttft_ms", 0.0)),
+        "generated_tokens": int(m.get("generated_tokens", 0)),
+        # tokens after the TTFT one (the speculative engine does not count grammar-forced
+        # tokens committed before the model's first choice)
+        "decode_tokens": int(m.get("decode_tokens", max(0, int(m.get("generated_tokens", 0)) - 1))),
+        "prompt_tokens": int(m.get("prompt_tokens", 0)),
+    }
+
+
+def _summarize(episodes: list[dict]) -> dict:
+    steps = [s for e in episodes for s in e["steps"]]
+    decode_ms = sum(max(0.0, s["total_ms"] - s["ttft_ms"]) for s in steps)
+    after_first = sum(s["decode_tokens"] for s in steps)
+    return {
+        "task_success": sum(e["success"] for e in episodes) / len(episodes) if episodes else 0.0,
+        "steps": len(steps),
+        "generated_tokens": sum(s["generated_tokens"] for s in steps),
+        "generate_ms": sum(s["total_ms"] for s in steps),
+        "tokens_per_s": per_second(after_first, decode_ms),
+        "ttft_ms": statistics.median([s["ttft_ms"] for s in steps]) if steps else 0.0,
+    }
+
+
+def _static_row(path: Path, tasks, *, exit_layer: int, head: str, examples, n_threads, n_ctx, max_steps) -> dict:
+    before = rss_mb()
+    with PeakRSS() as peak:
+        engine = Engine(path, n_ctx=n_ctx, n_threads=n_threads, track_peak_rss=False, seed=0)
+        try:
+            run = _run_agent_tasks(engine, tasks, max_steps=max_steps)
+        finally:
+            engine.close()
+    ppl = heldout_perplexity(path, examples, n_threads=n_threads) if examples else {"perplexity": None}
+    return {
+        "exit_layer": exit_layer,
+        "head": head,
+        "gguf": str(path),
+        "size_mb": path.stat().st_size / 2**20,
+        "task_success": run["task_success"],
+        "tokens_per_s": run["tokens_per_s"],
+        "ttft_ms": run["ttft_ms"],
+        "perplexity": ppl["perplexity"],
+        "memory_mb": max(0.0, peak.peak_mb - before),
+        "steps": run["steps"],
+        "generated_tokens": run["generated_tokens"],
+    }
+
+
+def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_draft: int, n_threads, n_ctx,
+                              max_steps: int, confidence: float | None, progress) -> dict:
+    """Full model (Engine) vs speculative engines on the same tasks, alternating order."""
+    from android_bridge.emulator.episode import run_episode
+    from android_bridge.emulator.phone import EmulatedPhone
+    from edgeagent.agent.policy import ModelPolicy
+
+    engines: dict[str, Any] = {"full": Engine(full, n_ctx=n_ctx, n_threads=n_threads, track_peak_rss=False, seed=0)}
+    engines["full_forced_batching"] = SelfSpeculativeEngine(full, None, n_draft=0, n_ctx=n_ctx, n_threads=n_threads)
+    for k, path in drafts.items():
+        engines[f"draft{k}"] = SelfSpeculativeEngine(full, path, n_draft=n_draft, n_ctx=n_ctx, n_threads=n_threads)
+        engines[f"draft{k}_no_forced"] = SelfSpeculativeEngine(full, path, n_draft=n_draft, n_ctx=n_ctx,
+                                                               n_threads=n_threads, forced_batching=False)
+        engines[f"draft{k}_no_shared_kv"] = SelfSpeculativeEngine(full, path, n_draft=n_draft, n_ctx=n_ctx,
+                                                                  n_threads=n_threads, share_kv=False)
+        if confidence is not None:
+            engines[f"draft{k}_calm"] = SelfSpeculativeEngine(full, path, n_draft=n_draft, n_ctx=n_ctx,
+                                                              n_threads=n_threads, confidence=confidence)
+    phones = {name: EmulatedPhone() for name in engines}
+    policies = {name: ModelPolicy(e, copy_text=True) for name, e in engines.items()}
+    episodes: dict[str, list[dict]] = {name: [] for name in engines}
+    names = list(engines)
+    try:
+        for i, task in enumerate(tasks):
+            order = names if i % 2 == 0 else names[::-1]  # drift (other jobs, heat) hits all alike
+            for name in order:
+                result = run_episode(phones[name], task, policies[name], max_steps)
+                episodes[name].append(_episode_record(result))
+            if progress is not None:
+                progress(i + 1, len(tasks))
+        stats = {name: e.stats.to_dict() for name, e in engines.items() if isinstance(e, SelfSpeculativeEngine)}
+        memory = {name: {"full_max_logit_rows": e.full.max_output_rows,
+                         "draft_max_logit_rows": e.draft.max_output_rows if e.draft else 0}
+                  for name, e in engines.items() if isinstance(e, SelfSpeculativeEngine)}
+    finally:
+        for e in engines.values():
+            e.close()
+
+    base = episodes["full"]
+    base_ms = sum(s["total_ms"] for e in base for s in e["steps"])
+    base_decode_ms = sum(max(0.0, s["total_ms"] - s["ttft_ms"]) for e in base for s in e["steps"])
+    out = {"full": {**_summarize(base)}, "configs": {}}
+    for name in names[1:]:
+        eps = episodes[name]
+        same = all(
+            len(a["steps"]) == len(b["steps"]) and all(x["raw_output"] == y["raw_output"] for x, y in zip(a["steps"], b["steps"]))
+            for a, b in zip(base, eps)
+        )
+        ms = sum(s["total_ms"] for e in eps for s in e["steps"])
+        decode_ms = sum(max(0.0, s["total_ms"] - s["ttft_ms"]) for e in eps for s in e["steps"])
+        out["configs"][name] = {
+            **_summarize(eps),
+            "identical_outputs": same,
+            "speedup": base_ms / ms if ms else 0.0,
+            "decode_speedup": base_decode_ms / decode_ms if decode_ms else 0.0,
+            "stats": stats[name],
+            "memory": memory[name],
+        }
+    return out
+
+
+def decode_cost_ms(path: Path, batch_sizes: Sequence[int] = (1, 2, 3, 5, 8), *, n_threads=None, reps: int = 15) -> dict:
+    """Median wall ms of one llama_decode of b tokens after a 256-token context, with logits
+    for every one of them: what a draft step (b=1) and a verification (b=n+1) cost. Batch
+    sizes take turns within each repetition, after a warm-up, so drift hits all alike."""
+    runner = LlamaRunner(path, n_ctx=512, n_threads=n_threads)
+    try:
+        context = [t % runner.n_vocab for t in range(100, 356)]
+        runner.feed(context, 1)
+        times: dict[int, list[float]] = {b: [] for b in batch_sizes}
+        for rep in range(reps + 2):
+            for b in batch_sizes:
+                t0 = time.perf_counter()
+                runner.feed(context + [7] * b, b)
+                if rep >= 2:
+                    times[b].append((time.perf_counter() - t0) * 1000)
+        return {str(b): statistics.median(v) for b, v in times.items()}
+    finally:
+        runner.close()
+
+
+# ---------------------------------------------------------------------------------------
+# the bench
+
+
+def _variants(model_dir: Path, exits: list[int], n_layers: int, quant: str, heads: Path | None, work_dir: Path,
+              threads: int | None) -> tuple[Path, dict[int, Path], dict[int, Path]]:
+    """(full GGUF, {k: shared exit GGUF}, {k: trained exit GGUF}) packed into ``work_dir``
+    (reused when already there: the directory is keyed by the weights' hash)."""
+    from converters.exit_pack import pack_exits
+
+    def pack(head_path, sub: str, ks: list[int]) -> dict[int, Path]:
+        folder = work_dir / sub
+        got = {}
+        missing = []
+        for k in ks:
+            name = f"{model_dir.name}-{quant}.gguf" if k == n_layers else f"{model_dir.name}-exit{k}-{quant}.gguf"
+            if (folder / name).is_file():
+                got[k] = folder / name
+            else:
+                missing.append(k)
+        if missing:
+            for v in pack_exits(model_dir, head_path, missing, [quant], folder, threads=threads):
+                got[v["exit_layer"]] = folder / v["path"]
+        return got
+
+    shared = pack(None, "shared", sorted(set(exits) | {n_layers}))
+    full = shared.pop(n_layers)
+    trained = pack(heads, "trained", exits) if heads is not None else {}
+    return full, shared, trained
+
+
+def run_early_exit_bench(
+    model: str | Path | None = None,
+    exits: str | Sequence[int | float] | None = None,
+    quant: str = "q8_0",
+    tasks: int = 20,
+    seed: int = 1000,
+    *,
+    heads: str | Path | None = None,
+    train_steps: int = 0,
+    train_tasks: int = 300,
+    draft_exits: Sequence[int] | None = None,
+    n_draft: int = 4,
+    confidence: float | None = 0.9,
+    heldout_tasks: int = 10,
+    exclude_apps: Sequence[str] | None = None,
+    max_steps: int = 15,
+    threads: int | None = None,
+    n_ctx: int = 2048,
+    work_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """The early-exit bench (see module docstring). ``model``: an HF model directory (default:
+    the built-in model). ``exits``: depths ("2,4" or fractions; default every depth below
+    L). ``heads``: trained exit heads (``exit_heads.json`` dir); with ``train_steps`` > 0 and
+    no heads, dedicated heads are trained here first (EE-Tuning, converter extra) on expert
+    traces of ``train_tasks`` tasks. ``draft_exits``: depths tried as speculative drafts
+    (default: all ``exits``). Returns the JSON-ready result dict."""
+    from android_bridge.emulator.tasks import generate_tasks
+    from converters.exit_pack import parse_exits
+
+    say = progress or (lambda _msg: None)
+    started = time.perf_counter()
+    builtin = model is None
+    if builtin:
+        from edgeagent.builtin import HELD_OUT_APPS, builtin_model_dir
+
+        model_dir = builtin_model_dir()
+        if exclude_apps is None:
+            exclude_apps = HELD_OUT_APPS  # the built-in model never saw these apps
+    else:
+        model_dir = Path(model)
+    config = json.loads((model_dir / "config.json").read_text())
+    n_layers = int(config["num_hidden_layers"])
+    n_ctx = min(n_ctx, int(config.get("max_position_embeddings") or n_ctx))  # no context past training
+    exit_layers = [k for k in (parse_exits(exits, n_layers) if exits else range(1, n_layers)) if k < n_layers]
+    if not exit_layers:
+        raise ValueError(f"no exit below the model's {n_layers} layers in {exits!r}")
+
+    from edgeagent.builtin import cache_dir, weights_digest
+
+    digest = weights_digest(model_dir)
+    work = Path(work_dir) if work_dir else cache_dir() / f"early-exit-{digest}"
+    work.mkdir(parents=True, exist_ok=True)
+
+    training = None
+    if heads is None and train_steps > 0:
+        from converters.early_exit import train_exits
+
+        say(f"training dedicated exit heads at {exit_layers} for {train_steps} steps (EE-Tuning)")
+        traces = work / f"train-traces-{seed + 7919}-{train_tasks}.jsonl"
+        if not traces.is_file():
+            _write_expert_traces(traces, train_tasks, seed + 7919, exclude_apps)
+        heads = work / f"heads-{train_steps}"
+        training = train_exits(model_dir, traces, exit_layers, "dedicated", heads, steps=train_steps, resume=True,
+                               log=say)
+    heads_path = Path(heads) if heads is not None else None
+
+    say(f"packing exits {exit_layers} of {model_dir} at {quant}")
+    full, shared, trained = _variants(model_dir, exit_layers, n_layers, quant, heads_path, work, threads)
+    task_list = generate_tasks(tasks, seed, exclude_apps=exclude_apps)
+    examples = heldout_examples(heldout_tasks, seed + 1, exclude_apps) if heldout_tasks else []
+
+    # Warm-up (not recorded): the first agent run in a process allocates the emulator's and
+    # Python's own memory, which would otherwise be charged to whichever variant runs first.
+    warm = Engine(shared[exit_layers[0]], n_ctx=n_ctx, n_threads=threads, track_peak_rss=False, seed=0)
+    try:
+        _run_agent_tasks(warm, task_list[:1], max_steps=2)
+    finally:
+        warm.close()
+
+    rows = []
+    say(f"full model: {tasks} tasks")
+    full_row = _static_row(full, task_list, exit_layer=n_layers, head="final", examples=examples,
+                           n_threads=threads, n_ctx=n_ctx, max_steps=max_steps)
+    rows.append(full_row)
+    comparison = []
+    for k in exit_layers:
+        say(f"exit {k}: {tasks} tasks")
+        untrained = _static_row(shared[k], task_list, exit_layer=k, head="shared", examples=examples,
+                                n_threads=threads, n_ctx=n_ctx, max_steps=max_steps)
+        row = untrained
+        if k in trained:
+            row = _static_row(trained[k], task_list, exit_layer=k, head="dedicated (trained)", examples=examples,
+                              n_threads=threads, n_ctx=n_ctx, max_steps=max_steps)
+            comparison.append({
+                "exit_layer": k,
+                "untrained_shared_task_success": untrained["task_success"],
+                "trained_task_success": row["task_success"],
+                "untrained_shared_perplexity": untrained["perplexity"],
+                "trained_perplexity": row["perplexity"],
+                "trained_beats_untrained": row["task_success"] > untrained["task_success"],
+            })
+        row["untrained_shared"] = {key: untrained[key] for key in ("task_success", "perplexity", "tokens_per_s")}
+        rows.append(row)
+    rows.sort(key=lambda r: r["exit_layer"])
+
+    full_success = full_row["task_success"]
+    within = [r["exit_layer"] for r in rows
+              if r["exit_layer"] < n_layers and 100 * (full_success - r["task_success"]) <= WITHIN_POINTS]
+    shallowest = min(within) if within else None
+
+    # LayerSkip drafts from the first half of the model; a deeper draft costs nearly a full pass
+    draft_layers = [k for k in (draft_exits or [k for k in exit_layers if 2 * k <= n_layers] or exit_layers[:1])
+                    if k in shared]
+    draft_paths = {k: trained.get(k, shared[k]) for k in draft_layers}
+    say(f"self-speculative decoding: drafts at {draft_layers}, n_draft={n_draft}, {tasks} tasks side by side")
+    spec = _speculative_side_by_side(full, draft_paths, task_list, n_draft=n_draft, n_threads=threads, n_ctx=n_ctx,
+                                     max_steps=max_steps, confidence=confidence,
+                                     progress=lambda d, t: say(f"  speculative: task {d}/{t}"))
+    exact = {name: c for name, c in spec["configs"].items() if name.startswith("draft") and not name.endswith("_calm")}
+    default = {name: c for name, c in exact.items() if name[len("draft"):].isdigit()}  # every speed-up on
+    best_name = max(default, key=lambda n: default[n]["speedup"]) if default else None
+    best = default.get(best_name, {})
+    profile = {
+        "best_config": best_name,
+        "where_the_time_goes_ms": {key: best.get("stats", {}).get(key) for key in
+                                   ("full_ms", "full_prefill_ms", "draft_ms", "draft_prefill_ms", "kv_transplant_ms",
+                                    "grammar_ms", "other_ms", "total_ms")},
+        "full_engine_generate_ms": spec["full"]["generate_ms"],
+        # Speculation only shortens decoding; the prompt prefill (a new screen every step) is
+        # untouched, which bounds the end-to-end speed-up (Amdahl).
+        "prefill_share_of_generate": (best.get("stats", {}).get("full_prefill_ms") or 0.0)
+        / (best.get("stats", {}).get("total_ms") or 1.0),
+        "rounds": best.get("stats", {}).get("rounds"),
+        "tokens_per_round": best.get("stats", {}).get("tokens_per_round"),
+        "full_decode_calls": best.get("stats", {}).get("full_decode_calls"),
+        "draft_decode_calls": best.get("stats", {}).get("draft_decode_calls"),
+        "forced_tokens": best.get("stats", {}).get("forced_tokens"),
+        "full_decode_cost_ms_by_batch": decode_cost_ms(full, n_threads=threads),
+    }
+    if best_name:
+        k = int(best_name[len("draft"):])
+        profile["draft_decode_cost_ms_by_batch"] = decode_cost_ms(draft_paths[k], n_threads=threads)
+
+    return {
+        "mode": "early_exit",
+        "measured": True,
+        "model": str(model_dir),
+        "builtin": builtin,
+        "quant": quant,
+        "n_layers": n_layers,
+        "tasks": tasks,
+        "seed": seed,
+        "exclude_apps": list(exclude_apps or []),
+        "threads": threads,
+        "exits": rows,
+        "shallowest_within_5_points": shallowest,
+        "identical_outputs": bool(exact) and all(c["identical_outputs"] for c in exact.values()),
+        "acceptance_rate": best.get("stats", {}).get("acceptance_rate"),
+        "speculative_speedup": best.get("speedup"),  # whole generate() calls, prefill included
+        "speculative_decode_speedup": best.get("decode_speedup"),  # after the first token
+        "speculative": {
+            "n_draft": n_draft,
+            "best": best_name,
+            "full": spec["full"],
+            "configs": spec["configs"],
+            "grammar_forced_batching_speedup": spec["configs"]["full_forced_batching"]["speedup"],
+        },
+        "calm": {name: {key: c[key] for key in ("task_success", "identical_outputs", "speedup", "tokens_per_s")}
+                 | {"threshold": confidence, "confident_tokens": c["stats"]["confident"]}
+                 for name, c in spec["configs"].items() if name.endswith("_calm")},
+        "trained_vs_untrained": comparison,
+        "heads": str(heads_path) if heads_path else None,
+        "training": training,
+        "profile": profile,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def _write_expert_traces(path: Path, n_tasks: int, seed: int, exclude_apps) -> None:
+    from android_bridge.emulator.episode import run_episode, trace_records
+    from android_bridge.emulator.expert import expert_action
+    from android_bridge.emulator.phone import EmulatedPhone
+    from android_bridge.emulator.tasks import generate_tasks
+
+    phone = EmulatedPhone()
+    lines = []
+    for task in generate_tasks(n_tasks, seed, exclude_apps=exclude_apps):
+        lines += [json.dumps(r, ensure_ascii=False) for r in trace_records(run_episode(phone, task, expert_action))]
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+        f.write("\n".join(lines) + "\n")
+    Path(f.name).replace(path)
+
+
+def early_exit_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """One row per depth for the terminal table (measured)."""
+    columns = ["exit layer", "head", "task success", "tokens/s", "TTFT ms", "perplexity", "memory MB", "untrained shared"]
+    rows = []
+    for r in result["exits"]:
+        un = r.get("untrained_shared")
+        rows.append([
+            f"{r['exit_layer']}/{result['n_layers']}", r["head"], f"{100 * r['task_success']:.0f} %",
+            f"{r['tokens_per_s']:.1f}", f"{r['ttft_ms']:.2f}",
+            "-" if r["perplexity"] is None else f"{r['perplexity']:.3f}", f"{r['memory_mb']:.1f}",
+            f"{100 * un['task_success']:.0f} %" if un and r["head"] != "shared" else "",
+        ])
+    return columns, rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m edgeagent.early_exit_bench`` (what ``edgeagent bench --early-exit`` runs)."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", type=Path, default=None, help="HF model directory (default: the built-in model)")
+    p.add_argument("--exits", default=None, help="exit depths, e.g. 1,2,3 or 0.33,0.5 (default: every depth below L)")
+    p.add_argument("--quant", default="q8_0")
+    p.add_argument("--tasks", type=int, default=20)
+    p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--heads", type=Path, default=None, help="trained exit heads (exit_heads.json directory)")
+    p.add_argument("--train-steps", type=int, default=0, help="train dedicated heads first (EE-Tuning)")
+    p.add_argument("--train-tasks", type=int, default=300)
+    p.add_argument("--draft-exits", default=None, help="depths tried as drafts (default: exits in the first half)")
+    p.add_argument("--n-draft", type=int, default=4)
+    p.add_argument("--confidence", type=float, default=0.9, help="CALM threshold (0 to skip)")
+    p.add_argument("--heldout-tasks", type=int, default=10)
+    p.add_argument("--exclude-app", action="append", default=None,
+                   help="apps held out of the tasks (default for the built-in model: its held-out apps)")
+    p.add_argument("--max-steps", type=int, default=15)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--work-dir", type=Path, default=None)
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    result = run_early_exit_bench(
+        a.model, a.exits, a.quant, a.tasks, a.seed, heads=a.heads, train_steps=a.train_steps,
+        train_tasks=a.train_tasks,
+        draft_exits=[int(k) for k in a.draft_exits.split(",")] if a.draft_exits else None,
+        n_draft=a.n_draft, confidence=a.confidence or None, heldout_tasks=a.heldout_tasks, exclude_apps=a.exclude_app,
+        max_steps=a.max_steps, threads=a.threads, work_dir=a.work_dir,
+        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    if a.json:
+        print(json.dumps(result, indent=2))
+        return
+    columns, rows = early_exit_rows(result)
+    print(" | ".join(columns))
+    for row in rows:
+        print(" | ".join(row))
+    print(f"shallowest exit within {WITHIN_POINTS:.0f} points of the full model: {result['shallowest_within_5_points']}")
+    print(f"self-speculative ({result['speculative']['best']}): identical outputs {result['identical_outputs']}, "
+          f"acceptance {result['acceptance_rate']:.2f}, speed-up {result['speculative_speedup']:.2f}x "
+          f"(decode {result['speculative_decode_speedup']:.2f}x), grammar-forced batching alone "
+          f"{result['speculative']['grammar_forced_batching_speedup']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,875 @@
+"""Self-speculative decoding on llama.cpp: an early-exit GGUF drafts, the full model verifies.
+
+LayerSkip's idea (Elhoushi et al. 2024, arXiv:2404.16710, section 5) on a runtime without
+layer skipping: the depth-k exit variant (the first k blocks + that exit's head, packed by
+``converters.exit_pack.pack_exits``) proposes up to ``n_draft`` tokens greedily, then the full
+model evaluates the last committed token and all drafts in ONE ``llama_decode`` batch. The
+longest prefix of drafts equal to the full model's own greedy choices is accepted, plus the
+full model's token at the first mismatch (or after the last draft), so every round commits at
+least one token and the output is the full model's greedy output token for token (Leviathan
+et al. 2023, arXiv:2211.17192, with greedy acceptance). Both KV caches are rolled back past
+the accepted tokens with ``llama_memory_seq_rm`` (0.3.36 has it; ``llama_kv_self_seq_rm`` is
+gone). "Token for token" holds up to llama.cpp's batch-dependent rounding, see
+``SelfSpeculativeEngine`` (kv_type).
+
+The draft never prefills the prompt: after the full model's prefill its first k layers' KV
+cache is copied into the draft (``transplant_kv``; LayerSkip section 5.2 reuses the early
+layers' cache the same way), since the exit variant *is* those k layers.
+
+Grammar-constrained decoding stays identical: one llama.cpp grammar sampler
+(``llama_sampler_init_grammar``) holds the committed state. Drafting runs on a clone of it;
+verification advances the committed one only through tokens it has checked. At each
+position the set of legal tokens is computed once per call (``TokenIndex``: one grammar check
+per first byte, then only the tokens starting with an allowed byte) and shared by draft and
+verification; both pick the first maximal logit among legal tokens, as llama.cpp's greedy
+sampler does after its grammar sampler. An illegal token is never accepted into the sampler
+(which llama.cpp would abort on).
+
+Where the grammar leaves exactly one legal token (the index after a named element, the
+closing brace) no model has to choose it: with ``forced_batching`` it is committed at once and
+rides along in the next batch, and when only end-of-generation is legal the call ends without
+another decode. Greedy output is unchanged (greedy under a grammar must pick the only legal
+token).
+
+Memory: the models are loaded through llama.cpp's C API (not ``llama_cpp.Llama``, whose
+``draft_model`` hook turns on ``logits_all`` and a numpy buffer of n_ctx × n_vocab floats).
+Each decode asks for logits only at the positions that are compared (at most n_draft + 1
+rows), so besides the two models' weights and KV caches the runtime holds a few vocab-sized
+rows (plus one n_vocab scratch array for the grammar).
+
+``confidence`` switches on a CALM-style rule (Schuster et al. 2022, arXiv:2207.07061): a draft
+token whose probability at the exit (among the legal tokens) is at least the threshold is
+taken without comparing it to the full model's choice. No longer identical; reported
+separately.
+
+``SelfSpeculativeEngine.generate`` has ``Engine.generate``'s calling convention for what the
+agent uses (prompt, max_tokens, temperature=0, grammar), so ``ModelPolicy`` runs on it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgeagent.engine import EngineError, default_repack
+from edgeagent.metrics import PeakRSS, per_second, rss_mb
+
+_BACKEND_LOCK = threading.Lock()
+_BACKEND_READY = False
+_EOG_ONLY = -1  # _forced(): only end-of-generation tokens are legal
+KV_TYPES = {"f32": "GGML_TYPE_F32", "f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q8_0"}
+
+
+def _llama():
+    import llama_cpp
+
+    global _BACKEND_READY
+    with _BACKEND_LOCK:
+        if not _BACKEND_READY:
+            llama_cpp.llama_backend_init()
+            _BACKEND_READY = True
+    return llama_cpp
+
+
+# ---------------------------------------------------------------------------------------
+# one GGUF in llama.cpp, logits only where asked
+
+
+class LlamaRunner:
+    """A model + context + batch through llama.cpp's C API, with the tokens held in its KV
+    cache tracked in ``tokens`` (positions 0..len-1, sequence 0).
+
+    The context settings are those ``llama_cpp.Llama`` uses for ``edgeagent.engine.Engine``
+    (same n_batch/n_ubatch, F16 KV cache, no flash attention, repacking as ``load_llama``),
+    so the full model computes what the engine computes.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        repack: bool | None = None,
+        kv_type: str | None = None,
+        verbose: bool = False,
+    ):
+        lib = _llama()
+        logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
+        path = Path(model_path)
+        if not path.is_file():
+            raise EngineError(f"{path}: model file not found")
+        self.path = path
+        self.n_threads = int(n_threads or os.cpu_count() or 1)
+        self.repack = default_repack() if repack is None else bool(repack)
+        mp = lib.llama_model_default_params()
+        mp.n_gpu_layers = 0
+        mp.load_mode = lib.LLAMA_LOAD_MODE_MMAP
+        # x86's AMX repack buffer crashes on quantized models here; see engine.default_repack.
+        mp.use_extra_bufts = self.repack
+        self.model = lib.llama_model_load_from_file(str(path).encode("utf-8"), mp)
+        if not self.model:
+            raise EngineError(f"{path}: llama.cpp could not load it")
+        cp = lib.llama_context_default_params()
+        cp.n_ctx = n_ctx
+        cp.n_batch = cp.n_ubatch = n_batch
+        cp.n_seq_max = 1
+        cp.n_threads = cp.n_threads_batch = self.n_threads
+        cp.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        cp.yarn_attn_factor, cp.yarn_beta_fast, cp.yarn_beta_slow = 1.0, 32.0, 1.0  # as llama_cpp.Llama sets them
+        cp.no_perf = False
+        if kv_type is not None:
+            if kv_type not in KV_TYPES:
+                raise EngineError(f"KV cache type {kv_type!r} is unknown (choose from {', '.join(KV_TYPES)})")
+            cp.type_k = cp.type_v = getattr(lib, KV_TYPES[kv_type])
+        self.kv_type = kv_type or "f16"
+        self.ctx = lib.llama_init_from_model(self.model, cp)
+        if not self.ctx:
+            lib.llama_model_free(self.model)
+            raise EngineError(f"{path}: llama.cpp could not create a context of {n_ctx} tokens")
+        self.n_ctx = lib.llama_n_ctx(self.ctx)
+        self.n_batch = n_batch
+        self.vocab = lib.llama_model_get_vocab(self.model)
+        self.n_vocab = lib.llama_vocab_n_tokens(self.vocab)
+        self.n_layer = lib.llama_model_n_layer(self.model)
+        self.memory = lib.llama_get_memory(self.ctx)
+        self.batch = lib.llama_batch_init(n_batch, 0, 1)
+        self._token = np.ctypeslib.as_array(self.batch.token, shape=(n_batch,))
+        self._pos = np.ctypeslib.as_array(self.batch.pos, shape=(n_batch,))
+        self._wants_logits = np.ctypeslib.as_array(self.batch.logits, shape=(n_batch,))
+        np.ctypeslib.as_array(self.batch.n_seq_id, shape=(n_batch,))[:] = 1
+        for i in range(n_batch):
+            self.batch.seq_id[i][0] = 0
+        self.tokens: list[int] = []  # what the KV cache holds
+        self._first_output = 0  # batch index of the first logits row of the last decode
+        self._piece = ctypes.create_string_buffer(256)
+        self._eog: dict[int, bool] = {}
+        # measurements
+        self.max_output_rows = 0  # most logits rows requested by one decode (memory rule)
+        self.decode_calls = 0
+        self.decoded_tokens = 0
+        self.decode_s = 0.0
+
+    # -- tokens -------------------------------------------------------------------------
+
+    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
+        lib = _llama()
+        data = text.encode("utf-8")
+        room = len(data) + 8
+        buf = (lib.llama_token * room)()
+        n = lib.llama_tokenize(self.vocab, data, len(data), buf, room, add_bos, True)
+        if n < 0:
+            room = -n
+            buf = (lib.llama_token * room)()
+            n = lib.llama_tokenize(self.vocab, data, len(data), buf, room, add_bos, True)
+        if n < 0:
+            raise EngineError(f"could not tokenize a text of {len(data)} bytes")
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        lib = _llama()
+        n = lib.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = lib.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
+            return bytes(buf[:n])
+        return bytes(self._piece[:n])
+
+    def detokenize(self, tokens: Sequence[int]) -> bytes:
+        """As ``llama_cpp.Llama.detokenize`` (special tokens not rendered)."""
+        return b"".join(self.piece(t) for t in tokens)
+
+    def is_eog(self, token: int) -> bool:
+        eog = self._eog.get(token)
+        if eog is None:
+            eog = self._eog[token] = bool(_llama().llama_vocab_is_eog(self.vocab, token))
+        return eog
+
+    # -- the KV cache -------------------------------------------------------------------
+
+    def truncate(self, n: int) -> None:
+        """Forget every cached position from ``n`` on (the rollback after a rejected draft)."""
+        if n < len(self.tokens):
+            if not _llama().llama_memory_seq_rm(self.memory, 0, n, -1):
+                raise EngineError(f"{self.path.name}: llama.cpp could not remove KV positions from {n}")
+            del self.tokens[n:]
+
+    def reset(self) -> None:
+        self.truncate(0)
+
+    def feed(self, seq: Sequence[int], n_outputs: int = 1) -> None:
+        """Make the KV cache hold ``seq`` and leave logits for its last ``n_outputs`` positions.
+
+        The cached prefix shared with ``seq`` is kept (prompt reuse across calls, accepted
+        drafts within one); everything after it is removed, then the rest is decoded.
+        """
+        if not 1 <= n_outputs <= min(len(seq), self.n_batch):
+            raise EngineError(f"need 1..{min(len(seq), self.n_batch)} output rows, asked for {n_outputs}")
+        if len(seq) > self.n_ctx:
+            raise EngineError(f"{len(seq)} tokens do not fit the context ({self.n_ctx})")
+        keep = 0
+        limit = min(len(self.tokens), len(seq) - n_outputs)
+        while keep < limit and self.tokens[keep] == seq[keep]:
+            keep += 1
+        self.truncate(keep)
+        self._decode(list(seq[keep:]), n_outputs)
+
+    def _decode(self, tokens: list[int], n_outputs: int) -> None:
+        lib = _llama()
+        n = len(tokens)
+        first_out = n - n_outputs
+        start = 0
+        t0 = time.perf_counter()
+        while start < n:
+            end = min(n, start + self.n_batch)
+            if end < n and end > first_out:  # keep every output row in the last batch
+                end = max(start + 1, first_out)
+            m = end - start
+            self._token[:m] = tokens[start:end]
+            self._pos[:m] = np.arange(len(self.tokens), len(self.tokens) + m)
+            self._wants_logits[:m] = np.arange(start, end) >= first_out
+            self.batch.n_tokens = m
+            rc = lib.llama_decode(self.ctx, self.batch)
+            if rc != 0:
+                raise EngineError(f"{self.path.name}: llama_decode failed with code {rc} ({m} tokens at {len(self.tokens)})")
+            self.tokens.extend(tokens[start:end])
+            self._first_output = max(0, first_out - start)
+            start = end
+        self.decode_s += time.perf_counter() - t0
+        self.decode_calls += 1
+        self.decoded_tokens += n
+        self.max_output_rows = max(self.max_output_rows, n_outputs)
+
+    def logits(self, row: int) -> np.ndarray:
+        """Logits row ``row`` (0 = first of the last decode's outputs). A view into
+        llama.cpp's buffer, valid until the next decode."""
+        ptr = _llama().llama_get_logits_ith(self.ctx, self._first_output + row)
+        if not ptr:
+            raise EngineError(f"{self.path.name}: no logits for output row {row}")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def close(self) -> None:
+        lib = _llama()
+        if getattr(self, "ctx", None):
+            lib.llama_batch_free(self.batch)
+            lib.llama_free(self.ctx)
+            self.ctx = None
+        if getattr(self, "model", None):
+            lib.llama_model_free(self.model)
+            self.model = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------------------------------
+# sharing the early layers' KV cache (LayerSkip section 5.2)
+
+
+def transplant_kv(full: LlamaRunner, draft: LlamaRunner) -> bool:
+    """Give the draft the full model's KV cache for its layers instead of a prefill.
+
+    The depth-k exit variant *is* the full model's first k blocks, so its K/V for every
+    cached position equal the full model's layers 0..k-1 (LayerSkip, arXiv:2404.16710,
+    section 5.2, reuses them the same way). llama.cpp has no call to share cache layers
+    between two models, so the full model's sequence state (``llama_state_seq_get_data``) is
+    cut down to its first k layers and loaded into the draft (``llama_state_seq_set_data``).
+
+    The state layout is llama.cpp's (0.3.36's vendored copy): 8 header bytes, n_stream,
+    cell_count, per cell (pos, n_seq_id, seq ids), then v_trans, n_layer, the K rows of
+    every layer (type, row size, rows), then V (rows, or transposed: type, element size,
+    n_embd, columns). Every field is checked against what the runners know; on any mismatch
+    nothing is loaded and False is returned, and the caller prefills the draft instead (so
+    a llama.cpp upgrade that moves the layout costs speed, never correctness, and the tests
+    notice). The result is byte-identical to the draft's own prefill (tested).
+    """
+    lib = _llama()
+    n_cells = len(full.tokens)
+    if n_cells == 0 or draft.n_layer > full.n_layer:
+        return False
+    size = lib.llama_state_seq_get_size(full.ctx, 0)
+    buf = (ctypes.c_uint8 * size)()
+    if lib.llama_state_seq_get_data(full.ctx, buf, size, 0) != size:
+        return False
+    blob = memoryview(buf).cast("B")
+    u32 = lambda off: int.from_bytes(blob[off:off + 4], "little")  # noqa: E731
+    off = 8
+    if u32(off) != 1 or u32(off + 4) != n_cells:  # one stream; one cell per cached token
+        return False
+    off += 8
+    meta = np.frombuffer(blob, dtype="<u4", count=3 * n_cells, offset=off).reshape(n_cells, 3)
+    if not (meta[:, 1] == 1).all() or not (meta[:, 2] == 0).all():  # every cell: sequence 0 only
+        return False
+    off += 12 * n_cells
+    header_end = off
+    v_trans, n_layer = u32(off), u32(off + 4)
+    if v_trans not in (0, 1) or n_layer != full.n_layer:
+        return False
+    off += 8
+    sections: list[list[tuple[int, int]]] = [[], []]  # K, V: (start, end) per layer
+    for part in (0, 1):
+        for _ in range(n_layer):
+            if part == 0 or not v_trans:
+                row = int.from_bytes(blob[off + 4:off + 12], "little")
+                end = off + 12 + row * n_cells
+            else:
+                element, n_embd = u32(off + 4), u32(off + 8)
+                end = off + 12 + element * n_embd * n_cells
+            if end > size:
+                return False
+            sections[part].append((off, end))
+            off = end
+    if off != size:
+        return False
+    k = draft.n_layer
+    pieces = [bytes(blob[:header_end]), v_trans.to_bytes(4, "little"), k.to_bytes(4, "little")]
+    pieces += [bytes(blob[a:b]) for a, b in sections[0][:k]] + [bytes(blob[a:b]) for a, b in sections[1][:k]]
+    cut = b"".join(pieces)
+    src = (ctypes.c_uint8 * len(cut)).from_buffer_copy(cut)
+    draft.reset()
+    if lib.llama_state_seq_set_data(draft.ctx, src, len(cut), 0) != len(cut):
+        draft.reset()
+        return False
+    draft.tokens = list(full.tokens)
+    return True
+
+
+# ---------------------------------------------------------------------------------------
+# grammar state
+
+
+class GrammarState:
+    """One llama.cpp grammar sampler: where a (partial) output stands in the GBNF."""
+
+    DTYPE = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])  # llama_token_data
+
+    def __init__(self, ptr, scratch: np.ndarray):
+        if not ptr:
+            raise EngineError("llama.cpp could not parse the grammar (GBNF)")
+        self.ptr = ptr
+        self.scratch = scratch  # a DTYPE array of n_vocab entries, shared by clones
+
+    def clone(self) -> "GrammarState":
+        return GrammarState(_llama().llama_sampler_clone(self.ptr), self.scratch)
+
+    def accept(self, token: int) -> None:
+        _llama().llama_sampler_accept(self.ptr, token)
+
+    def filter(self, ids: np.ndarray) -> np.ndarray:
+        """The tokens among ``ids`` the grammar allows next (order kept)."""
+        lib = _llama()
+        m = len(ids)
+        if m == 0:
+            return ids
+        buf = self.scratch[:m]
+        buf["id"] = ids
+        buf["logit"] = 0.0
+        arr = lib.llama_token_data_array(
+            data=buf.ctypes.data_as(lib.llama_token_data_p), size=m, selected=-1, sorted=False
+        )
+        lib.llama_sampler_apply(self.ptr, ctypes.byref(arr))
+        return ids[np.isfinite(buf["logit"])]
+
+    def close(self) -> None:
+        if self.ptr:
+            _llama().llama_sampler_free(self.ptr)
+            self.ptr = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class TokenIndex:
+    """The vocabulary grouped by the first byte of each token's text, as llama.cpp's grammar
+    sees it (special tokens rendered), so the set of legal next tokens costs one grammar
+    check per first byte plus the tokens that start with an allowed byte, not n_vocab checks.
+
+    A token can only be legal if the first byte of its text is; a token whose text is that
+    single byte is legal exactly when the byte is. End-of-generation tokens are checked
+    directly (the grammar allows them when it can end); other tokens with empty text never
+    are. Tested against a whole-vocabulary check.
+    """
+
+    def __init__(self, runner: LlamaRunner):
+        lib = _llama()
+        buf = ctypes.create_string_buffer(256)
+        groups: dict[int, list[int]] = {}
+        reps: dict[int, int] = {}
+        eog = []
+        for t in range(runner.n_vocab):
+            if runner.is_eog(t):
+                eog.append(t)
+                continue
+            n = lib.llama_token_to_piece(runner.vocab, t, buf, len(buf), 0, True)
+            if n <= 0:
+                continue  # empty (or over-long) text: the grammar never allows it
+            first = buf.raw[0]
+            if n == 1 and first not in reps:
+                reps[first] = t
+            else:
+                groups.setdefault(first, []).append(t)
+        self.n_vocab = runner.n_vocab
+        self.eog = np.array(eog, dtype=np.int32)
+        self.rep_bytes = np.array(sorted(reps), dtype=np.int32)
+        self.probe = np.concatenate([self.eog, np.array([reps[b] for b in sorted(reps)], dtype=np.int32)])
+        self.rest = {b: np.array(ids, dtype=np.int32) for b, ids in groups.items() if b in reps}
+        # bytes with no one-byte token: their tokens are always checked
+        self.unprobed = np.array(sorted(t for b, ids in groups.items() if b not in reps for t in ids), dtype=np.int32)
+        self._byte_of = {reps[b]: b for b in reps}
+
+    def legal(self, state: GrammarState) -> np.ndarray:
+        """Sorted ids of every token ``state`` allows next."""
+        first = state.filter(self.probe)
+        allowed = [self._byte_of[int(t)] for t in first if int(t) in self._byte_of]
+        more = [self.rest[b] for b in allowed if b in self.rest]
+        candidates = np.concatenate([*more, self.unprobed])
+        return np.sort(np.concatenate([first, state.filter(candidates)]))
+
+
+def greedy_token(logits: np.ndarray, legal: np.ndarray | None) -> int:
+    """Greedy choice: the first maximal logit (llama.cpp's greedy sampler), among the legal
+    tokens (sorted ids) when a grammar constrains the output."""
+    if legal is None:
+        return int(np.argmax(logits))
+    if len(legal) == 0:
+        raise EngineError("the grammar allows no token here (dead end)")
+    return int(legal[int(np.argmax(logits[legal]))])
+
+
+# ---------------------------------------------------------------------------------------
+# the decoder
+
+
+@dataclass
+class SpeculativeStats:
+    """Counters over one or more calls."""
+
+    calls: int = 0
+    generated_tokens: int = 0
+    rounds: int = 0  # verification batches of the full model
+    drafted: int = 0  # tokens the exit model proposed (forced tokens not counted)
+    accepted: int = 0  # of those, equal to the full model's choice (or confident, with CALM)
+    confident: int = 0  # CALM: taken without comparison
+    forced_tokens: int = 0  # committed because the grammar allowed nothing else
+    eog_forced: int = 0  # calls ended because only end-of-generation was legal
+    full_decode_calls: int = 0
+    draft_decode_calls: int = 0
+    full_ms: float = 0.0
+    draft_ms: float = 0.0
+    grammar_ms: float = 0.0
+    total_ms: float = 0.0
+    full_prefill_ms: float = 0.0  # the full model's prompt evaluation (part of full_ms)
+    draft_prefill_ms: float = 0.0  # the draft's prompt evaluation, when not transplanted (part of draft_ms)
+    kv_transplants: int = 0  # draft KV cache taken from the full model instead of a prefill
+    kv_transplant_ms: float = 0.0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    def add(self, other: "SpeculativeStats") -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["acceptance_rate"] = self.acceptance_rate
+        d["tokens_per_round"] = self.generated_tokens / self.rounds if self.rounds else 0.0
+        d["other_ms"] = max(0.0, self.total_ms - self.full_ms - self.draft_ms - self.grammar_ms - self.kv_transplant_ms)
+        return d
+
+
+@dataclass
+class SpeculativeGeneration:
+    text: str
+    tokens: list[int]
+    metrics: dict[str, Any]
+    stats: SpeculativeStats = field(repr=False, default_factory=SpeculativeStats)
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "tokens": self.tokens, "metrics": self.metrics}
+
+
+class SelfSpeculativeEngine:
+    """Greedy decoding of ``full_path`` drafted by ``draft_path`` (the depth-k exit variant).
+
+    ``n_draft`` tokens per round (0: the full model alone, through the same code path).
+    ``forced_batching``: commit grammar-forced tokens without a model choice (exact).
+    ``share_kv``: after the full model's prefill, give the draft those layers' KV cache
+    (``transplant_kv``) instead of a prefill of its own.
+    ``kv_type``: KV cache type of both models ("f16", llama.cpp's and ``Engine``'s default;
+    "f32"; "q8_0"). Compare outputs against an ``Engine`` with the same cache type.
+
+    How exact "identical" is: the algorithm commits only the full model's own greedy
+    choices, but llama.cpp's kernels are not batch-invariant, so a position's logits from
+    the batched verification can differ in the last bits from a one-token decode, and a
+    near-tie can then flip. Measured on a tiny random (chaotic, init std 0.1) 4-layer model
+    over 260 positions, max |Δlogit| single vs batched: Q8_0 weights 0.098 with an F16 cache,
+    0.005 with F32; Q4_0 0.094 / 2e-6; Q4_K_M 0.18 / 0.18; F32 weights 2e-3 / 1e-5.
+    """
+
+    def __init__(
+        self,
+        full_path: str | os.PathLike,
+        draft_path: str | os.PathLike | None,
+        *,
+        n_draft: int = 4,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        repack: bool | None = None,
+        forced_batching: bool = True,
+        share_kv: bool = True,
+        kv_type: str | None = None,
+        confidence: float | None = None,
+        track_peak_rss: bool = False,
+        verbose: bool = False,
+    ):
+        if n_draft < 0:
+            raise EngineError(f"n_draft must be >= 0, got {n_draft}")
+        if n_draft > 0 and draft_path is None:
+            raise EngineError("n_draft > 0 needs a draft model (the early-exit GGUF)")
+        if confidence is not None and not 0.0 < confidence <= 1.0:
+            raise EngineError(f"confidence threshold must be in (0, 1], got {confidence}")
+        self.n_draft = n_draft
+        self.forced_batching = forced_batching
+        self.share_kv = share_kv
+        self.confidence = confidence
+        self.track_peak_rss = track_peak_rss
+        self.full = LlamaRunner(full_path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, repack=repack,
+                                kv_type=kv_type, verbose=verbose)
+        self.draft = None
+        if n_draft > 0:
+            self.draft = LlamaRunner(draft_path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
+                                     repack=self.full.repack, kv_type=kv_type, verbose=verbose)
+            if self.draft.n_vocab != self.full.n_vocab:
+                raise EngineError(
+                    f"{draft_path}: vocabulary of {self.draft.n_vocab} tokens, the full model has {self.full.n_vocab}; "
+                    "the draft must be an exit variant of the same model"
+                )
+        self.n_ctx = self.full.n_ctx
+        self.n_threads = self.full.n_threads
+        self.model_path = self.full.path
+        self._scratch = np.zeros(self.full.n_vocab, dtype=GrammarState.DTYPE)
+        self._index: TokenIndex | None = None  # built on the first grammar-constrained call
+        self._legal_cache: dict[tuple, np.ndarray] = {}
+        self._draft_fed = False  # per call: has the draft decoded anything yet
+        self._grammars: OrderedDict[str, GrammarState] = OrderedDict()
+        self.stats = SpeculativeStats()
+
+    # -- Engine-compatible surface -----------------------------------------------------
+
+    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
+        return self.full.tokenize(text, add_bos)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.full.detokenize(tokens).decode("utf-8", errors="replace")
+
+    def reset(self) -> None:
+        self.full.reset()
+        if self.draft is not None:
+            self.draft.reset()
+
+    def close(self) -> None:
+        for g in self._grammars.values():
+            g.close()
+        self._grammars.clear()
+        self.full.close()
+        if self.draft is not None:
+            self.draft.close()
+
+    def __enter__(self) -> "SelfSpeculativeEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _grammar(self, grammar: Any) -> GrammarState | None:
+        if grammar is None:
+            return None
+        text = grammar if isinstance(grammar, str) else getattr(grammar, "_grammar", None)
+        if text is None:
+            raise EngineError(f"grammar must be GBNF text or a llama_cpp.LlamaGrammar, got {type(grammar).__name__}")
+        base = self._grammars.get(text)
+        if base is None:
+            ptr = _llama().llama_sampler_init_grammar(self.full.vocab, text.encode("utf-8"), b"root")
+            base = GrammarState(ptr, self._scratch)
+            self._grammars[text] = base
+            while len(self._grammars) > 32:
+                self._grammars.popitem(last=False)[1].close()
+        self._grammars.move_to_end(text)
+        return base.clone()
+
+    def _legal(self, path: tuple, state: GrammarState | None) -> np.ndarray | None:
+        """The tokens the grammar allows after output ``path`` (cached for the call: the
+        draft and the verification ask about the same positions)."""
+        if state is None:
+            return None
+        legal = self._legal_cache.get(path)
+        if legal is None:
+            if self._index is None:
+                self._index = TokenIndex(self.full)
+            legal = self._legal_cache[path] = self._index.legal(state)
+        return legal
+
+    def _forced(self, legal: np.ndarray | None) -> int | None:
+        """The only token the grammar allows, ``_EOG_ONLY`` when only end-of-generation
+        tokens are allowed, else None."""
+        if legal is None or not self.forced_batching:
+            return None
+        if len(legal) == 1 and not self.full.is_eog(int(legal[0])):
+            return int(legal[0])
+        if len(legal) and all(self.full.is_eog(int(t)) for t in legal):
+            return _EOG_ONLY
+        return None
+
+    # -- generation --------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int = 128,
+        *,
+        temperature: float = 0.0,
+        grammar: Any = None,
+        stop: Sequence[str] = (),
+        ignore_eos: bool = False,
+        **_sampling: Any,
+    ) -> SpeculativeGeneration:
+        """Greedy generation, identical to the full model's (without ``confidence``).
+
+        Sampling settings other than temperature (top_k, top_p, ...) do not change a greedy
+        choice and are accepted and ignored, as in ``Engine.generate`` at temperature 0.
+        """
+        if temperature != 0.0:
+            raise EngineError("self-speculative decoding here is greedy only (temperature=0)")
+        if stop:
+            raise EngineError("stop strings are not supported by the speculative engine; use a grammar")
+        started = time.perf_counter()
+        stats = SpeculativeStats(calls=1)
+        full, draft = self.full, self.draft
+        full_s0, full_calls0 = full.decode_s, full.decode_calls
+        draft_s0 = draft.decode_s if draft else 0.0
+        draft_calls0 = draft.decode_calls if draft else 0
+        prompt_tokens = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        if not prompt_tokens:
+            raise EngineError("empty prompt")
+        room = self.n_ctx - len(prompt_tokens) - self.n_draft - 1
+        if room <= 0:
+            raise EngineError(f"prompt of {len(prompt_tokens)} tokens does not fit the context ({self.n_ctx})")
+        limit = min(max_tokens, room)
+        reused = _common_prefix(full.tokens, prompt_tokens[:-1])
+        peak = PeakRSS() if self.track_peak_rss else None
+        if peak is not None:
+            peak.__enter__()
+
+        state = self._grammar(grammar)
+        self._legal_cache.clear()
+        legal_at = self._legal
+        grammar_s = 0.0
+        out: list[int] = []
+        t_first = None
+        stop_reason = "length"
+
+        n_at_first = 0
+        self._draft_fed = False
+
+        def commit(token: int) -> None:
+            # TTFT is taken at the first token the full model chose (after its prefill): tokens
+            # the grammar forces before that come for free and would flatter it.
+            nonlocal t_first, n_at_first
+            out.append(token)
+            if state is not None:
+                state.accept(token)
+            if t_first is None and stats.rounds > 0:
+                t_first = time.perf_counter()
+                n_at_first = len(out)
+
+        try:
+            while len(out) < limit:
+                tg = time.perf_counter()
+                forced = self._forced(legal_at(tuple(out), state))
+                grammar_s += time.perf_counter() - tg
+                if forced == _EOG_ONLY and not ignore_eos:
+                    stats.eog_forced += 1
+                    stop_reason = "eos"
+                    break
+                if forced is not None and forced != _EOG_ONLY:
+                    stats.forced_tokens += 1
+                    commit(forced)
+                    continue
+
+                seq = prompt_tokens + out
+                drafts: list[int] = []
+                kinds: list[str] = []  # per draft: "model", "forced" or "confident"
+                n = min(self.n_draft, limit - len(out) - 1)
+                if n > 0 and stats.rounds > 0:  # first the full model's prefill alone (TTFT), then the draft gets its KV
+                    drafts, kinds, g_s = self._draft(seq, out, n, state, stats)
+                    grammar_s += g_s
+                # Verification: the full model sees the last committed token and the drafts
+                # in one batch; logits only where a choice is compared (with CALM, only after
+                # the last draft: every draft is taken).
+                calm = self.confidence is not None
+                full.feed(seq + drafts, 1 if calm else len(drafts) + 1)
+                stats.rounds += 1
+                if stats.rounds == 1:
+                    stats.full_prefill_ms = (full.decode_s - full_s0) * 1000
+                    if draft is not None and self.share_kv and \
+                            len(full.tokens) - _common_prefix(draft.tokens, full.tokens) > self.n_draft:
+                        tk = time.perf_counter()
+                        stats.kv_transplants += transplant_kv(full, draft)
+                        stats.kv_transplant_ms += (time.perf_counter() - tk) * 1000
+                tg = time.perf_counter()
+                ended = False
+                accepted = 0
+                for i, (token, kind) in enumerate(zip(drafts, kinds)):
+                    # a forced token is the greedy choice by definition; a confident one is
+                    # taken on the exit's word (CALM)
+                    if kind == "model" and greedy_token(full.logits(i), legal_at(tuple(out), state)) != token:
+                        break
+                    accepted += 1
+                    stats.accepted += kind != "forced"
+                    stats.forced_tokens += kind == "forced"
+                    if full.is_eog(token) and not ignore_eos:
+                        ended = True
+                        break
+                    commit(token)
+                if not ended:
+                    if calm and accepted < len(drafts):
+                        raise AssertionError("with CALM every draft is taken")
+                    correction = greedy_token(full.logits(0 if calm else accepted), legal_at(tuple(out), state))
+                    if full.is_eog(correction) and not ignore_eos:
+                        ended = True
+                    else:
+                        commit(correction)
+                grammar_s += time.perf_counter() - tg
+                if ended:
+                    stop_reason = "eos"
+                    break
+                # Roll both caches back to the committed tokens: the full model keeps all but
+                # the last (evaluated with the next round's drafts), the draft what it shares.
+                full.truncate(len(prompt_tokens) + len(out) - 1)
+                if draft is not None:
+                    draft.truncate(_common_prefix(draft.tokens, prompt_tokens + out))
+            if stop_reason == "length" and len(out) >= limit and limit < max_tokens:
+                stop_reason = "context"
+        finally:
+            if peak is not None:
+                peak.__exit__(None, None, None)
+        ended_at = time.perf_counter()
+        stats.generated_tokens = len(out)
+        stats.full_ms = (full.decode_s - full_s0) * 1000
+        stats.full_decode_calls = full.decode_calls - full_calls0
+        if draft is not None:
+            stats.draft_ms = (draft.decode_s - draft_s0) * 1000
+            stats.draft_decode_calls = draft.decode_calls - draft_calls0
+        stats.grammar_ms = grammar_s * 1000
+        stats.total_ms = (ended_at - started) * 1000
+        self.stats.add(stats)
+        if state is not None:
+            state.close()
+
+        t_first = t_first or ended_at
+        text = full.detokenize(out).decode("utf-8", errors="replace")
+        after_first = len(out) - n_at_first
+        metrics = {
+            "prompt_tokens": len(prompt_tokens),
+            "reused_prompt_tokens": reused,
+            "generated_tokens": len(out),
+            "ttft_ms": (t_first - started) * 1000,
+            "total_ms": stats.total_ms,
+            "tokens_per_s": per_second(after_first, (ended_at - t_first) * 1000) if after_first > 0 else 0.0,
+            "tpot_ms": (ended_at - t_first) * 1000 / after_first if after_first > 0 else 0.0,
+            "decode_tokens": after_first,  # committed after the TTFT token
+            "rss_mb": rss_mb(),
+            "peak_rss_mb": peak.peak_mb if peak is not None else 0.0,
+            "stop_reason": stop_reason,
+            **{k: v for k, v in stats.to_dict().items() if k not in ("calls", "generated_tokens", "total_ms")},
+        }
+        return SpeculativeGeneration(text=text, tokens=out, metrics=metrics, stats=stats)
+
+    def _draft(self, seq: list[int], out: list[int], n: int, state: GrammarState | None, stats: SpeculativeStats):
+        """Up to ``n`` greedy draft tokens from the exit model after ``seq``, under a clone of
+        the grammar state. Returns (drafts, their kinds, seconds spent on the grammar); a kind
+        is "model" (to verify), "forced" (the grammar's only legal token) or "confident"
+        (CALM: taken without verification)."""
+        draft = self.draft
+        g = state.clone() if state is not None else None
+        grammar_s = 0.0
+        drafts: list[int] = []
+        kinds: list[str] = []
+        try:
+            while len(drafts) < n:
+                tg = time.perf_counter()
+                legal = self._legal(tuple(out + drafts), g)
+                forced = self._forced(legal)
+                grammar_s += time.perf_counter() - tg
+                if forced == _EOG_ONLY:
+                    break
+                if forced is not None:
+                    drafts.append(forced)
+                    kinds.append("forced")
+                    g.accept(forced)
+                    continue
+                before = draft.decode_s
+                draft.feed(seq + drafts, 1)
+                if not self._draft_fed:  # the call's first draft step holds any prefill
+                    self._draft_fed = True
+                    stats.draft_prefill_ms += (draft.decode_s - before) * 1000
+                logits = draft.logits(0)
+                tg = time.perf_counter()
+                token = greedy_token(logits, legal)
+                grammar_s += time.perf_counter() - tg
+                kind = "model"
+                if self.confidence is not None:
+                    tg = time.perf_counter()
+                    confident = _confidence(logits, token, legal) >= self.confidence
+                    grammar_s += time.perf_counter() - tg
+                    if not confident:
+                        break  # the full model decides this position
+                    kind = "confident"
+                    stats.confident += 1
+                drafts.append(token)
+                kinds.append(kind)
+                stats.drafted += 1
+                if draft.is_eog(token):
+                    break
+                if g is not None:
+                    g.accept(token)
+        finally:
+            if g is not None:
+                g.close()
+        return drafts, kinds, grammar_s
+
+
+def _confidence(logits: np.ndarray, token: int, legal: np.ndarray | None) -> float:
+    """CALM's confidence at the exit: the chosen token's softmax probability among the tokens
+    the grammar allows (all tokens without a grammar)."""
+    z = logits if legal is None else logits[legal]
+    top = float(np.max(z))
+    return float(np.exp(logits[token] - top) / np.exp(z - top).sum())
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

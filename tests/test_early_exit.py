@@ -1,0 +1,412 @@
+"""Early exit end to end on tiny random models: the loss, EE-Tuning with resume, exit variants
+packed as GGUF and checked against transformers, and self-speculative decoding in llama.cpp
+giving the full model's greedy output token for token (with and without the agent's grammar)
+while keeping logits memory to a few rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+llama_cpp = pytest.importorskip("llama_cpp")
+
+from converters import early_exit as ee  # noqa: E402
+from converters.exit_pack import EarlyExitError, pack_exits, parse_exits, sha256_file, write_exit_model  # noqa: E402
+from converters.quantize import all_logits  # noqa: E402
+from converters.tiny import TinyConfig, make_tiny_model  # noqa: E402
+from edgeagent.engine import Engine  # noqa: E402
+from edgeagent.speculative import LlamaRunner, SelfSpeculativeEngine, transplant_kv  # noqa: E402
+
+torch.set_num_threads(1)  # a shared 2-core machine: see tests/test_engine.py
+
+N_LAYERS = 4
+PROMPTS = [
+    "The agent opens the Settings app, scrolls down to Display, and taps Brightness.",
+    "Numbers: 0 1 2 3 4 5 6 7 8 9 10 42 100 256",
+    "def tokens_per_second(n_tokens, seconds):",
+]
+
+
+def load_hf(model_dir: Path):
+    return transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("ee") / "hf", TinyConfig(num_layers=N_LAYERS, seed=7))
+
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory) -> Path:
+    """Expert steps on a few emulated tasks, in `edgeagent traces` format."""
+    from android_bridge.emulator.episode import run_episode, trace_records
+    from android_bridge.emulator.expert import expert_action
+    from android_bridge.emulator.phone import EmulatedPhone
+    from android_bridge.emulator.tasks import generate_tasks
+
+    phone = EmulatedPhone()
+    lines = []
+    for task in generate_tasks(6, seed=3):
+        lines += [json.dumps(r) for r in trace_records(run_episode(phone, task, expert_action))]
+    path = tmp_path_factory.mktemp("traces") / "traces.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def packed(model_dir, tmp_path_factory):
+    """F32 GGUFs of the full model and its shared exits at 1 and 2."""
+    out = tmp_path_factory.mktemp("packed")
+    variants = pack_exits(model_dir, None, "1,2,4", ["f32"], out)
+    return out, {v["exit_layer"]: out / v["path"] for v in variants}, variants
+
+
+# --- exit depths ---------------------------------------------------------------------------
+
+
+def test_parse_exits_counts_and_fractions():
+    assert parse_exits("2,4,6", 6) == [2, 4, 6]
+    assert parse_exits("0.33,0.66", 6) == [2, 4]
+    assert parse_exits("4, 2,2", 6) == [2, 4]
+    assert parse_exits([1, 0.5], 4) == [1, 2]
+    for bad in ("0", "7", "1.5", "x", "", "2.5e0"):
+        with pytest.raises(EarlyExitError):
+            parse_exits(bad, 6)
+
+
+# --- the loss --------------------------------------------------------------------------------
+
+
+def _batch(vocab: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (2, 16), generator=g)
+    labels = ids.clone()
+    labels[:, :9] = -100  # loss on the "action" tail only
+    return ids, labels
+
+
+def test_loss_shapes_weights_and_per_exit_terms(model_dir):
+    model = load_hf(model_dir)
+    heads = ee.ExitHeads(model, [1, 2, 3, 4], "dedicated")
+    assert heads.exits == [1, 2, 3]  # 4 = L is the model's own head
+    ids, labels = _batch(model.config.vocab_size)
+    out = model(ids, output_hidden_states=True)
+    loss, per_exit = ee.early_exit_loss(out.hidden_states, labels, model, heads, [1, 2, 3, 4],
+                                        final_logits=out.logits, temperature=2.0)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert sorted(per_exit) == [1, 2, 3]
+    weights = [per_exit[k]["weight"] for k in (1, 2, 3)]
+    assert weights == pytest.approx([1 / 10, 3 / 10, 6 / 10])  # LayerSkip's Σ_{i≤l} i, normalised
+    expected = sum(v["weight"] * (v["ce"] + v["kd"]) for v in per_exit.values())
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(EarlyExitError):
+        ee.early_exit_loss(out.hidden_states, labels, model, heads, [1], final_logits=None, kd_weight=1.0)
+
+
+def test_kd_is_zero_when_the_exit_equals_the_final_layer(model_dir):
+    """Zero the residual updates of the last block: the exit after block L-1 then *is* the
+    final layer, so distillation is 0 and its CE equals the model's own loss."""
+    model = load_hf(model_dir)
+    last = model.model.layers[-1]
+    with torch.no_grad():
+        last.self_attn.o_proj.weight.zero_()
+        last.mlp.down_proj.weight.zero_()
+    heads = ee.ExitHeads(model, [N_LAYERS - 1], "shared")
+    ids, labels = _batch(model.config.vocab_size, seed=1)
+    out = model(ids, labels=labels, output_hidden_states=True)
+    _, per_exit = ee.early_exit_loss(out.hidden_states, labels, model, heads, [N_LAYERS - 1],
+                                     final_logits=out.logits, temperature=3.0)
+    assert per_exit[N_LAYERS - 1]["kd"] == pytest.approx(0.0, abs=1e-6)
+    assert per_exit[N_LAYERS - 1]["ce"] == pytest.approx(float(out.loss.detach()), rel=1e-5)
+
+
+def test_gradient_reaches_only_the_heads_when_the_body_is_frozen(model_dir):
+    model = load_hf(model_dir)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    heads = ee.ExitHeads(model, [1, 2], "dedicated")
+    ids, labels = _batch(model.config.vocab_size, seed=2)
+    out = model(ids, output_hidden_states=True)
+    loss, _ = ee.early_exit_loss(out.hidden_states, labels, model, heads, [1, 2], final_logits=out.logits)
+    loss.backward()
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in heads.parameters())
+    # an untrained dedicated exit is exactly the shared one
+    shared = ee.ExitHeads(model, [1], "shared")
+    h = out.hidden_states[1]
+    assert torch.allclose(heads.logits(model, 1, h), shared.logits(model, 1, h), atol=1e-5)
+
+
+def test_shared_exit_trains_the_body_below_it_only(model_dir):
+    model = load_hf(model_dir).train()
+    heads = ee.ExitHeads(model, [1], "shared")
+    ids, labels = _batch(model.config.vocab_size, seed=3)
+    out = model(ids, output_hidden_states=True)
+    loss, _ = ee.early_exit_loss(out.hidden_states, labels, model, heads, [1], final_logits=out.logits)
+    loss.backward()
+    assert model.model.layers[0].mlp.down_proj.weight.grad is not None
+    assert model.model.layers[2].mlp.down_proj.weight.grad is None  # above the exit: no gradient
+    assert model.lm_head.weight.grad is not None
+
+
+def test_layer_dropout_skips_layers_in_training_only(model_dir):
+    probs = ee.layer_dropout_probs(N_LAYERS, 0.5)
+    assert probs[0] == 0.0 and probs[-1] == pytest.approx(0.5) and probs == sorted(probs)
+    model = load_hf(model_dir)
+    ids, _ = _batch(model.config.vocab_size)
+    with torch.no_grad():
+        reference = model(ids).logits
+    handle = ee.layer_dropout(model, p_max=0.9, seed=0)
+    try:
+        model.eval()
+        with torch.no_grad():
+            assert torch.equal(model(ids).logits, reference)  # eval: never dropped
+        model.train()
+        dropped = set()
+        for _ in range(10):
+            model(ids)
+            dropped |= set(handle.dropped)
+        assert dropped and 0 not in dropped  # layer 0 has p = 0
+    finally:
+        handle.remove()
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, reference)
+
+
+# --- EE-Tuning: train the heads, checkpoint, resume ---------------------------------------------
+
+
+def test_train_exits_resumes_where_an_uninterrupted_run_ends(model_dir, traces, tmp_path):
+    cfg = ee.ExitTrainConfig(holdout_tasks=1, batch_tokens=1024, ckpt_every=1, warmup=1, eval_batches=1)
+    whole = ee.train_exits(model_dir, traces, "1,2", "dedicated", tmp_path / "whole", steps=4, lr=3e-3,
+                           config=cfg, log=None)
+    assert whole["exits"] == [1, 2] and whole["steps"] == 4
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_2(step, _record):
+        if step == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        ee.train_exits(model_dir, traces, "1,2", "dedicated", tmp_path / "cut", steps=4, lr=3e-3,
+                       config=cfg, on_step=kill_at_2, log=None)
+    assert not (tmp_path / "cut" / ee.HEADS_FILE).exists()
+    resumed = ee.train_exits(model_dir, traces, "1,2", "dedicated", tmp_path / "cut", steps=4, lr=3e-3,
+                             config=cfg, resume=True, log=None)
+    assert resumed["steps"] == 4
+    from safetensors.numpy import load_file
+
+    a, b = load_file(str(tmp_path / "whole" / ee.HEADS_FILE)), load_file(str(tmp_path / "cut" / ee.HEADS_FILE))
+    assert sorted(a) == ["head.1.weight", "head.2.weight", "norm.1.weight", "norm.2.weight"]
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=0, atol=1e-6)
+    meta = json.loads((tmp_path / "whole" / ee.HEADS_META).read_text())
+    assert meta["kind"] == "dedicated" and meta["exits"] == [1, 2]
+    # the trained heads fit the data better than the untrained (shared) start
+    assert meta["heldout_loss_after"]["1"] < meta["heldout_loss_before"]["1"]
+
+    with pytest.raises(EarlyExitError, match="nothing to train"):
+        ee.train_exits(model_dir, traces, "1", "shared", tmp_path / "shared", steps=1, log=None)
+
+
+# --- packing: exit directory -> GGUF -> llama.cpp == transformers ---------------------------------
+
+
+def _hf_exit_logits(model_dir: Path, heads: ee.ExitHeads | None, k: int, tokens: list[int]) -> np.ndarray:
+    model = load_hf(model_dir)
+    heads = heads or ee.ExitHeads(model, [k], "shared")
+    with torch.no_grad():
+        out = model(torch.tensor([tokens]), output_hidden_states=True)
+        return heads.logits(model, k, out.hidden_states[k])[0].numpy()
+
+
+@pytest.mark.parametrize("kind", ["shared", "dedicated"])
+def test_exit_gguf_matches_the_truncated_transformers_model(model_dir, tmp_path, kind):
+    import gguf
+
+    k = 2
+    heads_dir = None
+    heads = None
+    if kind == "dedicated":
+        model = load_hf(model_dir)
+        heads = ee.ExitHeads(model, [k], "dedicated")
+        with torch.no_grad():  # make it differ from the shared head
+            heads.norms[str(k)].weight.mul_(1.3)
+            heads.heads[str(k)].weight.add_(0.05 * torch.randn_like(heads.heads[str(k)].weight))
+        heads_dir = tmp_path / "heads"
+        ee.save_heads(heads, heads_dir, {})
+    exit_dir = write_exit_model(model_dir, heads_dir, k, tmp_path / "exit")
+    config = json.loads((exit_dir / "config.json").read_text())
+    assert config["num_hidden_layers"] == k and config["edgeagent_exit"]["kind"] == kind
+
+    from converters.export_gguf import export
+
+    gguf_path = Path(export(exit_dir, tmp_path / "exit.gguf", "f32").path)
+    reader = gguf.GGUFReader(gguf_path)
+    assert int(reader.fields["llama.block_count"].contents()) == k
+    assert not any(t.name.startswith(f"blk.{k}.") for t in reader.tensors)
+
+    llm = LlamaRunner(gguf_path, n_ctx=256, n_threads=1)
+    tokens = llm.tokenize(PROMPTS[0])
+    llm.close()
+    got = all_logits(gguf_path, tokens, threads=1)
+    want = _hf_exit_logits(model_dir, heads, k, tokens)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() < 1e-3
+
+
+def test_pack_exits_variants_describe_their_files(packed):
+    out, paths, variants = packed
+    assert [v["exit_layer"] for v in variants] == [1, 2, 4]
+    for v in variants:
+        assert set(v) == {"id", "quant", "exit_layer", "n_layers", "path", "sha256", "size_bytes"}
+        f = out / v["path"]
+        assert v["n_layers"] == N_LAYERS and v["quant"] == "f32"
+        assert v["sha256"] == sha256_file(f) and v["size_bytes"] == f.stat().st_size
+    assert paths[1].stat().st_size < paths[2].stat().st_size < paths[4].stat().st_size
+    assert not list(out.glob(".exit-dirs*"))  # scratch directories are cleaned up
+
+
+# --- self-speculative decoding ----------------------------------------------------------------------
+
+
+def _agent_grammar() -> tuple[str, str]:
+    """The agent's real per-screen grammar and prompt, on the emulated phone's home screen."""
+    from android_bridge.emulator.phone import EmulatedPhone
+    from edgeagent.agent.grammar import action_grammar
+    from edgeagent.agent.prompt import build_prompt, observation_text
+
+    screen = EmulatedPhone(seed=1).screen()
+    obs = observation_text(screen.elements, screen.app)
+    return action_grammar(screen.elements, apps=None, allow_xy=False), build_prompt("Open the Clock app", obs, None)
+
+
+@pytest.mark.parametrize("forced_batching", [True, False])
+def test_self_speculative_output_is_the_full_models_greedy_output(packed, forced_batching):
+    _, paths, _ = packed
+    grammar, agent_prompt = _agent_grammar()
+    with Engine(paths[4], n_ctx=1024, n_threads=1, track_peak_rss=False) as full, \
+            SelfSpeculativeEngine(paths[4], paths[2], n_draft=3, n_ctx=1024, n_threads=1,
+                                  forced_batching=forced_batching) as spec:
+        cases = [(p, None) for p in PROMPTS] + [(agent_prompt, grammar), (PROMPTS[0], grammar)]
+        for prompt, gram in cases:
+            want = full.generate(prompt, max_tokens=40, temperature=0.0, grammar=gram)
+            got = spec.generate(prompt, max_tokens=40, temperature=0.0, grammar=gram)
+            assert got.tokens == want.tokens, (prompt[:30], gram is not None)
+            assert got.text == want.text
+            if gram is not None and want.metrics.stop_reason == "eos":
+                json.loads(got.text)  # a complete action
+        stats = spec.stats.to_dict()
+    assert stats["kv_transplants"] > 0  # the draft never prefilled the prompts itself
+    print(f"acceptance rate {stats['acceptance_rate']:.2f} ({stats['accepted']}/{stats['drafted']}), "
+          f"{stats['tokens_per_round']:.2f} tokens per verification, forced {stats['forced_tokens']}")
+    assert stats["drafted"] > 0 and 0.0 <= stats["acceptance_rate"] <= 1.0
+    assert stats["rounds"] < stats["generated_tokens"] + stats["calls"]
+
+
+def test_legal_token_sets_match_a_whole_vocabulary_check(packed):
+    """The first-byte index gives exactly the tokens llama.cpp's grammar allows, at every
+    position of random walks through the agent's grammar."""
+    from edgeagent.speculative import TokenIndex
+
+    _, paths, _ = packed
+    grammar, _ = _agent_grammar()
+    rng = np.random.default_rng(0)
+    with SelfSpeculativeEngine(paths[4], None, n_draft=0, n_ctx=256, n_threads=1) as engine:
+        index = TokenIndex(engine.full)
+        everything = np.arange(engine.full.n_vocab, dtype=np.int32)
+        checked = 0
+        for _walk in range(6):
+            state = engine._grammar(grammar)
+            for _step in range(60):
+                want = state.filter(everything)
+                np.testing.assert_array_equal(index.legal(state), want)
+                checked += 1
+                choices = [t for t in want if not engine.full.is_eog(int(t))]
+                if not choices:
+                    break
+                state.accept(int(rng.choice(choices)))
+            state.close()
+    assert checked > 100
+
+
+def test_draft_kv_cache_taken_from_the_full_model_equals_its_own_prefill(packed):
+    """LayerSkip's cache reuse: the exit variant's KV cache is the full model's first k
+    layers; loaded from the full model's state, the draft continues exactly as after its own
+    prefill."""
+    _, paths, _ = packed
+    full = LlamaRunner(paths[4], n_ctx=512, n_threads=1)
+    own = LlamaRunner(paths[2], n_ctx=512, n_threads=1)
+    shared = LlamaRunner(paths[2], n_ctx=512, n_threads=1)
+    try:
+        prompt = full.tokenize(PROMPTS[0] * 3)
+        full.feed(prompt, 1)
+        own.feed(prompt, 1)
+        assert transplant_kv(full, shared)
+        assert shared.tokens == prompt
+        continuation = prompt + [11, 22, 33]
+        own.feed(continuation, 3)
+        shared.feed(continuation, 3)
+        assert shared.decoded_tokens == 3  # no prefill
+        for row in range(3):
+            np.testing.assert_array_equal(own.logits(row), shared.logits(row))
+    finally:
+        for r in (full, own, shared):
+            r.close()
+
+
+def test_speculative_decoding_keeps_logits_to_a_few_rows(packed):
+    """The memory rule: no context with logits for every position (llama_cpp.Llama's
+    logits_all / draft_model path keeps n_ctx x n_vocab floats); each decode asks for at most
+    n_draft + 1 rows."""
+    _, paths, _ = packed
+    n_draft = 4
+    with SelfSpeculativeEngine(paths[4], paths[1], n_draft=n_draft, n_ctx=2048, n_threads=1) as spec:
+        spec.generate(PROMPTS[0] * 4, max_tokens=48)
+        for runner in (spec.full, spec.draft):
+            assert isinstance(runner, LlamaRunner) and not isinstance(runner, llama_cpp.Llama)
+            assert not hasattr(runner, "scores") and not getattr(runner, "_logits_all", False)
+        assert spec.full.max_output_rows <= n_draft + 1
+        assert spec.draft.max_output_rows == 1
+        # every decode's logits are vocab-sized rows in llama.cpp's buffer, nothing else
+        assert spec.full.logits(0).shape == (spec.full.n_vocab,)
+
+
+def test_calm_rule_and_n_draft_zero(packed):
+    _, paths, _ = packed
+    grammar, prompt = _agent_grammar()
+    with Engine(paths[4], n_ctx=1024, n_threads=1, track_peak_rss=False) as full, \
+            SelfSpeculativeEngine(paths[4], None, n_draft=0, n_ctx=1024, n_threads=1) as alone, \
+            SelfSpeculativeEngine(paths[4], paths[2], n_draft=4, n_ctx=1024, n_threads=1, confidence=0.01) as calm:
+        want = full.generate(prompt, max_tokens=40, grammar=grammar)
+        assert alone.generate(prompt, max_tokens=40, grammar=grammar).tokens == want.tokens
+        got = calm.generate(prompt, max_tokens=40, grammar=grammar)
+        assert got.metrics["confident"] > 0  # a threshold this low takes the exit's tokens
+        if got.metrics["stop_reason"] == "eos":
+            json.loads(got.text)  # still grammar-constrained
+
+
+def test_model_policy_runs_on_the_speculative_engine(packed):
+    from android_bridge.emulator.phone import EmulatedPhone
+    from android_bridge.emulator.tasks import generate_tasks
+    from edgeagent.agent.policy import ModelPolicy
+
+    _, paths, _ = packed
+    task = generate_tasks(1, seed=2)[0]
+    phone = EmulatedPhone()
+    task.setup(phone)
+    screen = phone.screen()
+    with Engine(paths[4], n_ctx=2048, n_threads=1, track_peak_rss=False) as full, \
+            SelfSpeculativeEngine(paths[4], paths[2], n_draft=4, n_ctx=2048, n_threads=1) as spec:
+        a = ModelPolicy(full, copy_text=True).decide(task.instruction, screen, None)
+        b = ModelPolicy(spec, copy_text=True).decide(task.instruction, screen, None)
+    assert a.raw_output == b.raw_output
+    assert "acceptance_rate" in b.metrics and "ttft_ms" in b.metrics
