@@ -1,0 +1,142 @@
+"""Writing a bundle: GGUF variants (quantization x exit depth), their measured quality, and
+``manifest.json`` (the format ``edgeagent.bundle`` reads and verifies).
+
+The bundle is assembled in a staging directory and swapped into place whole at the end, so
+a reader sees the old bundle or the new one, never a mix; inside it every file is written
+through a temp file and a rename, the manifest last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgeagent.agent.actions import SCHEMA_VERSION
+from edgeagent.bundle import FORMAT, FORMAT_VERSION, MANIFEST, PromptFormat, sha256_file
+
+
+def pack_variants(model_dir: str | os.PathLike, bundle_dir: str | os.PathLike, quants: Sequence[str],
+                  exits: Sequence[int], *, heads_dir: str | os.PathLike | None = None, name: str = "model",
+                  threads: int | None = None) -> list[dict]:
+    """One GGUF per (exit depth, quant) in ``bundle_dir``: the full depth through the
+    exporter, shallower exits through ``converters.exit_pack.pack_exits`` (first k blocks +
+    that exit's norm and head). ``heads_dir`` None: shared exits (the final norm and head)."""
+    from converters.exit_pack import pack_exits
+
+    variants = pack_exits(model_dir, heads_dir, list(exits), list(quants), bundle_dir, name=name, threads=threads)
+    for v in variants:  # pack_exits hashes as it writes; check it against the reader's hash
+        assert v["sha256"] == sha256_file(Path(bundle_dir) / v["path"])
+    return variants
+
+
+def measure_variant(path: str | os.PathLike, *, heldout: Sequence[tuple[list[int], list[int]]] = (),
+                    tasks: Sequence[Any] = (), prompt_format: PromptFormat | None = None, max_steps: int = 20,
+                    threads: int | None = None) -> dict[str, Any]:
+    """Quality of one GGUF in llama.cpp: held-out perplexity (target tokens only), task success
+    on emulated tasks when there are any, and KV-cache bytes per token."""
+    from edgeagent.quality import heldout_perplexity, kv_cache_bytes_per_token, task_success
+
+    started = time.perf_counter()
+    quality: dict[str, Any] = {}
+    if heldout:
+        ppl = heldout_perplexity(path, heldout, threads=threads)
+        quality.update(perplexity=ppl["perplexity"], heldout_nll=ppl["heldout_nll"],
+                       heldout_tokens=ppl["heldout_tokens"], heldout_examples=ppl["examples"])
+    if tasks:
+        ts = task_success(path, tasks, prompt_format=prompt_format, max_steps=max_steps, threads=threads)
+        quality.update(task_success=ts["task_success"], tasks=ts["tasks"], steps_per_task=ts["steps"],
+                       per_template=ts.get("per_template", {}), failed_tasks=ts.get("failed_tasks", []))
+    kv = kv_cache_bytes_per_token(path, threads=1)
+    quality["source"] = "measured"
+    quality["seconds"] = round(time.perf_counter() - started, 2)
+    return {"quality": quality, "kv_cache_bytes_per_token": kv["kv_cache_bytes_per_token"]}
+
+
+def make_manifest(variants: Sequence[dict], *, source_model: dict, prompt_format: PromptFormat,
+                  tokenizer: dict, measurements: dict, profile: str | None) -> dict:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created_unix": int(time.time()),
+        "created_by": "edgeagent convert",
+        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "profile": profile,
+        "source_model": source_model,
+        "tokenizer": tokenizer,
+        "prompt_format": prompt_format.to_dict(),
+        "action_schema_version": SCHEMA_VERSION,
+        "variants": list(variants),
+        "measurements": measurements,
+    }
+
+
+def write_manifest(bundle_dir: str | os.PathLike, manifest: dict) -> Path:
+    """``manifest.json``, atomically (temp file, fsync, rename)."""
+    path = Path(bundle_dir) / MANIFEST
+    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2, ensure_ascii=False, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def staging_dir(out_dir: str | os.PathLike) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".staging", dir=out_dir.parent))
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; a bundle is a normal directory
+    return staging
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def publish(staging: Path, out_dir: str | os.PathLike) -> Path:
+    """Swap the finished staging directory in as ``out_dir`` (the old bundle, if any, goes)."""
+    out_dir = Path(out_dir)
+    old = None
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise FileExistsError(f"{out_dir}: exists and is not a directory")
+        old = out_dir.with_name(f".{out_dir.name}.old.{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
+def variant_rows(manifest: dict) -> tuple[list[str], list[list[Any]]]:
+    """The variant table ``edgeagent convert`` prints."""
+    columns = ["variant", "quant", "exit", "size MiB", "perplexity", "task success", "KV B/token"]
+    rows = []
+    for v in manifest["variants"]:
+        q = v.get("quality", {})
+        ppl = q.get("perplexity")
+        ts = q.get("task_success")
+        rows.append([
+            v["id"], v["quant"], f"{v['exit_layer']}/{v['n_layers']}", f"{v['size_bytes'] / 2**20:.2f}",
+            f"{ppl:.3f}" if ppl is not None else "-",
+            f"{ts:.0%} of {q.get('tasks')}" if ts is not None else "-",
+            v.get("kv_cache_bytes_per_token", "-"),
+        ])
+    return columns, rows
+
