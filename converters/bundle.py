@@ -140,3 +140,61 @@ def variant_rows(manifest: dict) -> tuple[list[str], list[list[Any]]]:
         ])
     return columns, rows
 
+
+
+def build_bundle(model_dir: str | os.PathLike, out_dir: str | os.PathLike, quants: Sequence[str],
+                 exits: Sequence[int] | None = None, *, name: str = "model", heads_dir: str | os.PathLike | None = None,
+                 tasks: Sequence[Any] = (), heldout_examples: Sequence[dict] = (), max_steps: int = 15,
+                 prompt_format: PromptFormat | None = None, source_model: dict | None = None,
+                 measurements: dict | None = None, profile: str | None = None, threads: int | None = None,
+                 log: Any = None) -> dict:
+    """A bundle of an HF model as it is (no fine-tuning): pack every quant x exit depth,
+    measure each variant in llama.cpp (task success on ``tasks``, perplexity of the action
+    tokens of ``heldout_examples`` -- prompt/completion dicts), write the manifest, publish.
+
+    What ``edgeagent.builtin.builtin_bundle`` and ``edgeagent bench --ablation`` use; numpy,
+    safetensors and llama.cpp only (no torch). Returns the manifest."""
+    from edgeagent.early_exit_bench import heldout_perplexity
+
+    model_dir = Path(model_dir)
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    n_layers = int(config["num_hidden_layers"])
+    fmt = prompt_format or PromptFormat()
+    exits = sorted(set(exits or []) | {n_layers})
+    say = log or (lambda message: None)
+    staging = staging_dir(out_dir)
+    try:
+        variants = pack_variants(model_dir, staging, quants, exits, heads_dir=heads_dir, name=name, threads=threads)
+        examples = [{**ex, "prompt": fmt.wrap(ex["prompt"])} for ex in heldout_examples]
+        for v in variants:
+            path = staging / v["path"]
+            v.update(measure_variant(path, tasks=tasks, prompt_format=fmt, max_steps=max_steps, threads=threads))
+            if examples:
+                ppl = heldout_perplexity(path, examples, n_threads=threads)
+                v["quality"].update(perplexity=ppl["perplexity"], heldout_nll=ppl["nll"], heldout_tokens=ppl["tokens"])
+            say(f"{v['id']}: task success {v['quality'].get('task_success')}, perplexity {v['quality'].get('perplexity')}")
+        tokenizer_config = model_dir / "tokenizer_config.json"
+        tok = json.loads(tokenizer_config.read_text(encoding="utf-8")) if tokenizer_config.is_file() else {}
+        manifest = make_manifest(
+            variants,
+            source_model=source_model or {
+                "name": name, "path": str(model_dir), "model_type": config.get("model_type"), "n_layers": n_layers,
+                "hidden_size": config.get("hidden_size"), "num_attention_heads": config.get("num_attention_heads"),
+                "num_key_value_heads": config.get("num_key_value_heads") or config.get("num_attention_heads"),
+                "vocab_size": config.get("vocab_size"), "fine_tuned": False,
+                "exit_heads": "dedicated" if heads_dir else "shared",
+            },
+            prompt_format=fmt,
+            tokenizer={"class": tok.get("tokenizer_class"), "bos_token": tok.get("bos_token"),
+                       "eos_token": tok.get("eos_token"), "chat_template": bool(tok.get("chat_template"))},
+            measurements={"tasks_for_task_success": len(tasks), "heldout_examples": len(examples),
+                          "max_steps": max_steps, **(measurements or {})},
+            profile=profile,
+        )
+        manifest["created_by"] = "converters.bundle.build_bundle"
+        write_manifest(staging, manifest)
+        publish(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest

@@ -55,6 +55,8 @@ def run_command(
     task: Optional[str] = typer.Option(None, "--task", help="What the agent should do, in words."),
     task_json: Optional[Path] = typer.Option(None, "--task-json", help="A task spec from `edgeagent tasks --json` (one object, or a list: the first)."),
     model: Optional[Path] = typer.Option(None, "--model", help="GGUF file (default: the built-in model)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="A bundle from `edgeagent convert`: its best variant runs (with --profile: the one `edgeagent select` picks)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Device profile: run the bundle's variant selected for it (default bundle: the built-in model's)."),
     quant: str = typer.Option("q8_0", "--quant", help="Built-in model quantization when --model is not given."),
     device: str = typer.Option("emulator", "--device", help="emulator | adb | adb:SERIAL"),
     max_steps: int = typer.Option(20, "--max-steps", min=1),
@@ -85,7 +87,36 @@ def run_command(
             fail(f"{task_json}: not a task spec ({exc})")
         task = spec.instruction
 
-    model_path = resolve_model(model, quant)
+    if bundle is not None and model is not None:
+        fail("give --model or --bundle, not both")
+    if profile is not None and model is not None:
+        fail("--profile selects a variant of a bundle; drop --model (or use --bundle)")
+    if bundle is not None or profile is not None:
+        from edgeagent.bundle import BundleError, load_bundle
+
+        try:
+            if bundle is None:  # --profile alone: the built-in model's bundle
+                from edgeagent.builtin import BuiltinModelMissing, builtin_bundle
+
+                try:
+                    bundle = builtin_bundle(threads=threads)
+                except BuiltinModelMissing as exc:
+                    fail(str(exc))
+            loaded = load_bundle(bundle)  # every file's sha256 is checked first
+            if profile is None:
+                model_path = loaded.best_quality().path
+            else:
+                from edgeagent.profiles import ProfileError, load_profile
+                from edgeagent.select import NoVariantFits, select_variant
+
+                try:
+                    model_path = Path(select_variant(loaded, load_profile(profile))["selected"]["path"])
+                except (ProfileError, NoVariantFits) as exc:
+                    fail(str(exc))
+        except BundleError as exc:
+            fail(str(exc))
+    else:
+        model_path = resolve_model(model, quant)
     dev, phone = open_device(device)
     if spec is not None and phone is None:
         fail("--task-json sets up an emulated task; use --device emulator (or --task TEXT on a real device)")

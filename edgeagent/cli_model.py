@@ -80,14 +80,38 @@ def export_command(
 
 
 def bench_command(
-    model: Path = typer.Option(..., "--model", "-m", help="GGUF file to benchmark."),
+    model: Optional[Path] = typer.Option(
+        None, "--model", "-m", help="GGUF file to benchmark (with --early-exit: an HF dir, default the built-in model)."
+    ),
     threads: Optional[int] = typer.Option(None, "--threads", "-t", help="Threads (default: all cores)."),
-    prompt_tokens: int = typer.Option(128, "--prompt-tokens", "-p", help="Prompt length (prefill test)."),
-    gen_tokens: int = typer.Option(128, "--gen-tokens", "-n", help="Tokens to generate (decode test)."),
+    prompt_tokens: Optional[int] = typer.Option(
+        None, "--prompt-tokens", "-p", help="Prompt length (prefill test; default 128, --ablation: 256, one agent step)."
+    ),
+    gen_tokens: Optional[int] = typer.Option(
+        None, "--gen-tokens", "-n", help="Tokens to generate (decode test; default 128, --ablation: 16, one action)."
+    ),
     reps: int = typer.Option(5, "--reps", "-r", help="Measured repetitions (after one warm-up)."),
     prefix_reuse: bool = typer.Option(
         False, "--prefix-reuse", help="Instead: what the KV cache kept between calls saves (cold vs cached prefix)."
     ),
+    early_exit: bool = typer.Option(
+        False, "--early-exit", help="Instead: exit depths (task success, tokens/s, perplexity) and self-speculative decoding."
+    ),
+    exits: Optional[str] = typer.Option(None, "--exits", help="Exit depths for --early-exit, e.g. 2,4 or 0.5."),
+    quant: str = typer.Option("q8_0", "--quant", help="Quantization of the --early-exit variants."),
+    tasks: int = typer.Option(20, "--tasks", help="Emulated tasks per variant for --early-exit."),
+    seed: int = typer.Option(1000, "--seed", help="Task seed for --early-exit (training used seed 1)."),
+    heads: Optional[Path] = typer.Option(None, "--heads", help="Trained exit heads for --early-exit."),
+    train_exit_steps: int = typer.Option(0, "--train-exit-steps", help="Train dedicated exit heads first (EE-Tuning)."),
+    n_draft: int = typer.Option(4, "--n-draft", help="Draft length for self-speculative decoding."),
+    ablation: bool = typer.Option(
+        False, "--ablation", help="Instead: the ablation matrix (full precision, 8/4-bit, exit, GQA, pairs, all three)."
+    ),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Device profile for --ablation's estimates and constraints."),
+    gqa_model: Optional[Path] = typer.Option(None, "--gqa-model", help="GQA-converted sibling (HF dir) for --ablation's GQA cells."),
+    shape: Optional[str] = typer.Option(None, "--shape", help="--ablation for a published shape, estimated only (e.g. phi-3-mini)."),
+    gqa_groups: int = typer.Option(4, "--gqa-groups", help="KV heads per group for a --shape's GQA cells."),
+    png: Optional[Path] = typer.Option(None, "--png", help="--ablation: write the cells on quality vs latency / energy."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Measure tokens/s: the engine next to plain llama-cpp-python, prefill and decode."""
@@ -96,6 +120,30 @@ def bench_command(
     from edgeagent import bench
     from edgeagent.engine import EngineError
 
+    if early_exit:
+        from edgeagent.early_exit_bench import early_exit_rows, run_early_exit_bench
+
+        try:
+            result = run_early_exit_bench(
+                model, exits, quant, tasks, seed, heads=heads, train_steps=train_exit_steps, n_draft=n_draft,
+                threads=threads, progress=None if json_out else err_console.print,
+            )
+        except (ValueError, EngineError) as e:
+            fail(" ".join(str(e).split()))
+        if json_out:
+            emit_json(result)
+            return
+        columns, rows = early_exit_rows(result)
+        table("edgeagent bench --early-exit (measured on this machine)", columns, rows)
+        return
+    if ablation:
+        _ablation(model, profile, gqa_model, shape, gqa_groups, exits, heads, tasks, seed, prompt_tokens, gen_tokens,
+                  threads, png, json_out)
+        return
+    prompt_tokens = 128 if prompt_tokens is None else prompt_tokens
+    gen_tokens = 128 if gen_tokens is None else gen_tokens
+    if model is None:
+        fail("--model FILE.gguf is required (except with --early-exit and --ablation)")
     if not model.is_file():
         fail(f"{model}: model file not found")
     if prompt_tokens < 2 or gen_tokens < 2 or reps < 1:
@@ -137,3 +185,55 @@ def bench_command(
         f"llama-cpp-python {result['llama_cpp_python']}, {result['machine']}",
         highlight=False,
     )
+
+
+def _ablation(model, profile, gqa_model, shape, gqa_groups, exits, heads, tasks, seed, prompt_tokens, gen_tokens,
+              threads, png, json_out) -> None:
+    """``bench --ablation``: measured on a model (default the built-in one), or estimated
+    for a published ``--shape``."""
+    from edgeagent import ablation as ab
+    from edgeagent.builtin import BuiltinModelMissing
+    from edgeagent.engine import EngineError
+    from edgeagent.measure import MeasureError
+    from edgeagent.profiles import ProfileError, load_profile
+
+    if profile is None:
+        fail("--ablation needs --profile (the device the cells are estimated on), e.g. --profile snapdragon-8-gen-2")
+    try:
+        prof = load_profile(profile)
+    except ProfileError as e:
+        fail(str(e))
+    workload = {"prompt_tokens": prompt_tokens or ab.STEP_PROMPT_TOKENS, "gen_tokens": gen_tokens or ab.STEP_GEN_TOKENS}
+    try:
+        if shape is not None:
+            if model is not None or gqa_model is not None:
+                fail("--shape is estimated only: drop --model / --gqa-model")
+            result = ab.shape_ablation(prof, shape, exit_layer=exits, gqa_groups=gqa_groups, **workload)
+        else:
+            for path, flag in ((model, "--model"), (gqa_model, "--gqa-model")):
+                if path is not None and not (path / "config.json").is_file():
+                    fail(f"{flag} {path}: not a Hugging Face model directory (no config.json)")
+            result = ab.run_ablation(prof, model, gqa_model=gqa_model, exit_layer=exits, heads=heads, tasks=tasks,
+                                     seed=seed, threads=threads, progress=None if json_out else err_console.print,
+                                     **workload)
+    except (ValueError, EngineError, MeasureError, BuiltinModelMissing) as e:
+        fail(" ".join(str(e).split()))
+    if png is not None:
+        from edgeagent.report.html import write_bytes
+        from edgeagent.report.plots import ReportError, ablation_png
+
+        try:
+            result["reports"] = [str(write_bytes(ablation_png(result), png))]
+        except ReportError as e:
+            fail(str(e))
+    if json_out:
+        emit_json(result)
+        return
+    columns, rows = ab.ablation_rows(result)
+    what = "estimated" if not result["measured"] else "measured here + estimated"
+    table(f"edgeagent bench --ablation: {result['model']} on {result['profile']} ({what})", columns, rows)
+    best = result["best"]
+    console.print(f"best under the default constraints: {best['cell'] if best else 'none fits'}"
+                  + (f" -- {best['basis']}" if best else ""), highlight=False)
+    for note in result["notes"]:
+        console.print(f"note: {note}", highlight=False)

@@ -1,5 +1,6 @@
 """Commands of this area, registered on the main ``edgeagent`` app: device profiles and
-roofline estimates (``devices``, ``estimate``). Imports happen inside the commands so
+roofline estimates (``devices``, ``estimate [--validate]``), variant selection (``select``),
+measured cost (``profile``) and this machine's profile (``calibrate``). Imports happen inside the commands so
 ``edgeagent --help`` stays fast."""
 
 from __future__ import annotations
@@ -128,6 +129,9 @@ def estimate(
     wait_s: float = typer.Option(0.0, "--wait-s", help="Seconds the inference keeps the device awake and idle (charged at idle power)."),
     include_load: bool = typer.Option(False, "--include-load", help="Add a model load (weights / storage read speed)."),
     compare_published: bool = typer.Option(False, "--compare-published", help="Set the estimator beside published phone measurements."),
+    validate: bool = typer.Option(False, "--validate", help="Estimated vs measured on this machine for every variant of --bundle (use --profile host)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle for --validate (default: the built-in model's)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for building the built-in bundle (--validate measures with the profile's runtime.threads)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON for machines."),
 ) -> None:
     """Estimate memory, TTFT/TPOT, tokens/s and battery cost of a model on a device (roofline)."""
@@ -135,6 +139,9 @@ def estimate(
     from edgeagent.output import emit_json, fail
 
     prof = _load(profile)
+    if validate:
+        _validate(prof, bundle, prompt_tokens, gen_tokens, context, threads, json_out)
+        return
     if compare_published:
         if model or shape:
             fail("--compare-published uses the published models' shapes; drop --model/--shape")
@@ -159,6 +166,298 @@ def estimate(
     emit_json(result) if json_out else _print_estimate(result)
 
 
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """A table whose first column (a variant id, what users type) never wraps or gets cut."""
+    from rich.table import Table
+
+    from edgeagent.output import console
+
+    t = Table(title=title)
+    for i, c in enumerate(columns):
+        t.add_column(c, no_wrap=i == 0)
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    console.print(t)
+
+
+def _bundle(path: Optional[Path], threads: Optional[int]) -> Any:
+    """``--bundle`` loaded and verified; the built-in model's bundle when not given."""
+    from edgeagent.bundle import BundleError, load_bundle
+    from edgeagent.output import err_console, fail
+
+    if path is None:
+        from edgeagent.builtin import BuiltinModelMissing, builtin_bundle
+
+        try:
+            from edgeagent.builtin import builtin_model_dir, cache_dir, weights_digest
+
+            if not (cache_dir() / f"builtin-{weights_digest(builtin_model_dir())}" / "bundle" / "manifest.json").is_file():
+                err_console.print("building the built-in model's bundle (once: f32, q8_0, q4_k_m, quality on emulated tasks)...")
+            path = builtin_bundle(threads=threads)
+        except BuiltinModelMissing as exc:
+            fail(f"{exc}; or pass --bundle DIR")
+    try:
+        return load_bundle(path)
+    except BundleError as exc:
+        fail(str(exc))
+
+
+def _validate(prof: Any, bundle: Optional[Path], prompt_tokens: int, gen_tokens: int, context: int,
+              threads: Optional[int], json_out: bool) -> None:
+    from edgeagent.calibrate import validate_estimates, validate_rows
+    from edgeagent.measure import MeasureError
+    from edgeagent.output import console, emit_json, err_console, fail
+
+    b = _bundle(bundle, threads)
+    try:
+        result = validate_estimates(b.variants, prof, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, n_ctx=context,
+                                    log=None if json_out else err_console.print)
+    except (MeasureError, ValueError) as exc:
+        fail(str(exc))
+    result["bundle"] = str(b.root)
+    if json_out:
+        emit_json(result)
+        return
+    w = result["workload"]
+    columns, rows = validate_rows(result)
+    _table(f"estimated on {prof.name} / measured here ({w['prompt_tokens']}-token prompt, {w['gen_tokens']} tokens, "
+          f"{w['threads']} thread(s))", columns, rows)
+    console.print("targets: memory within 10 %, decode tokens/s within 25 % (ratio = estimated / measured; "
+                  "TTFT has no target). Measured: peak RSS of a fresh process, median token gap.", highlight=False)
+
+
+def _constraints(prof: Any, max_memory_mb, max_ttft_ms, min_tokens_per_s, max_mah_per_100, min_quality) -> Any:
+    from edgeagent.select import constraints_for
+
+    if min_quality is not None and min_quality > 1:
+        min_quality /= 100.0  # 90 means 90 %
+    return constraints_for(prof, max_memory_mb=max_memory_mb, max_ttft_ms=max_ttft_ms,
+                           min_tokens_per_s=min_tokens_per_s, max_mah_per_100=max_mah_per_100, min_quality=min_quality)
+
+
+def _write_reports(html: Optional[Path], png: Optional[Path], make_png, make_report) -> list[str]:
+    """Write --png / --html (the HTML embeds the PNG); returns the paths written."""
+    from edgeagent.output import fail
+    from edgeagent.report.html import write, write_bytes
+    from edgeagent.report.plots import ReportError
+
+    written = []
+    if html is None and png is None:
+        return written
+    try:
+        image = make_png()
+    except ReportError as exc:
+        fail(str(exc))
+    if png is not None:
+        written.append(str(write_bytes(image, png)))
+    if html is not None:
+        written.append(str(write(make_report(image), html)))
+    return written
+
+
+def select(
+    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory (default: the built-in model's)."),
+    profile: str = typer.Option(..., "--profile", "-p", help="Device profile name or path to a .toml file."),
+    max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="Memory bound (default: 80% of the profile's usable memory)."),
+    max_ttft_ms: Optional[float] = typer.Option(None, "--max-ttft-ms", help="TTFT bound per agent step (default 500)."),
+    min_tokens_per_s: Optional[float] = typer.Option(None, "--min-tokens-per-s", help="Decode speed bound (default 20)."),
+    max_mah_per_100: Optional[float] = typer.Option(None, "--max-mah-per-100", help="Battery bound, mAh per 100 inferences (default none)."),
+    min_quality: Optional[float] = typer.Option(None, "--min-quality", help="Quality bound as a fraction of full precision (0.9, or 90; default 0.9)."),
+    prompt_tokens: int = typer.Option(256, "--prompt-tokens", min=1, help="Prompt tokens of one agent step."),
+    gen_tokens: int = typer.Option(16, "--gen-tokens", min=1, help="Output tokens of one agent step."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads when the built-in bundle must be built first."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write an HTML report (plots embedded)."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Write the quality vs latency / energy plot."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON for machines."),
+) -> None:
+    """The best-quality variant of a bundle that fits the device; why each other one does not."""
+    from edgeagent.output import console, emit_json, fail
+    from edgeagent.select import NoVariantFits, select_rows, select_variant
+
+    prof = _load(profile)
+    b = _bundle(bundle, threads)
+    c = _constraints(prof, max_memory_mb, max_ttft_ms, min_tokens_per_s, max_mah_per_100, min_quality)
+    error = None
+    try:
+        result = select_variant(b, prof, c, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens)
+    except NoVariantFits as exc:
+        result, error = exc.result, str(exc)
+    except ValueError as exc:
+        fail(str(exc))
+    result["error"] = error
+
+    def report(image: bytes):
+        from edgeagent.report.html import Report, table_from
+
+        columns, rows = select_rows(result)
+        return Report(
+            title=f"edgeagent select: {b.root.name} on {prof.name}",
+            subtitle=f"selected: {result['selected']['id'] if result['selected'] else 'none'} - all figures estimated "
+                     f"(roofline) for a {prompt_tokens}-token prompt + {gen_tokens} tokens; quality measured at conversion",
+            images=[("Variants on quality vs latency per step and vs battery; Pareto front in green, selected starred, "
+                     "rejected hollow.", image)],
+            tables=[table_from("Variants", columns, rows),
+                    table_from("Constraints", ["bound", "value", "from"],
+                               [[k, v, c.origin.get(k, "")] for k, v in c.to_dict().items() if k != "origin"])],
+            warnings=[error] if error else [],
+        )
+
+    from edgeagent.report.plots import tradeoff_png
+
+    written = _write_reports(html, png, lambda: tradeoff_png(result), report)
+    result["reports"] = written
+    if json_out:
+        emit_json(result)
+    else:
+        columns, rows = select_rows(result)
+        _table(f"edgeagent select: {b.root.name} on {prof.name} (estimated; one step = {prompt_tokens}-token prompt + "
+              f"{gen_tokens} tokens)", columns, rows)
+        bounds = ", ".join(f"{k} {v:g} ({c.origin[k]})" for k, v in c.to_dict().items() if k != "origin" and v is not None)
+        console.print(f"constraints: {bounds}", highlight=False)
+        if result["selected"]:
+            console.print(f"selected: [bold]{result['selected']['id']}[/] ({result['selected']['path']})", highlight=False)
+        for path in written:
+            console.print(f"report: {path}", highlight=False)
+    if error:
+        fail(error)
+
+
+def profile_command(
+    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory (default: the built-in model's)."),
+    profile: str = typer.Option(..., "--profile", "-p", help="Target device profile (selection and the estimated figures)."),
+    runs: int = typer.Option(100, "--runs", "-n", min=1, help="Agent inferences to run."),
+    device: str = typer.Option("host", "--device", help="host | emulator | adb | adb:SERIAL (adb: battery measured)."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="Variant id (default: what `edgeagent select` picks)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="llama.cpp threads here (default: all cores)."),
+    seed: int = typer.Option(1000, "--seed", help="Task seed for the emulated screens."),
+    hz: float = typer.Option(10.0, "--hz", help="Battery sampling rate on adb (>= 4)."),
+    baseline_s: float = typer.Option(3.0, "--baseline-s", help="Idle baseline before the run on adb, seconds."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write an HTML report (plots embedded)."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Write the variants' trade-offs and the per-call timings."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON for machines."),
+) -> None:
+    """Run N agent inferences; measured RSS, TTFT, TPOT, tokens/s and energy beside the target's estimates."""
+    from android_bridge.device import DeviceError
+    from edgeagent.bundle import BundleError
+    from edgeagent.engine import EngineError
+    from edgeagent.output import console, emit_json, err_console, fail
+    from edgeagent.profiling import profile_rows, profile_variant
+    from edgeagent.select import NoVariantFits, select_variant
+
+    prof = _load(profile)
+    b = _bundle(bundle, threads)
+    selection = None
+    try:
+        selection = select_variant(b, prof)
+        chosen = b.variant(variant) if variant else b.variant(selection["selected"]["id"])
+    except NoVariantFits as exc:
+        selection = exc.result
+        if not variant:
+            fail(f"{exc}\n(profile one anyway with --variant ID)")
+        try:
+            chosen = b.variant(variant)
+        except BundleError as e:
+            fail(str(e))
+    except BundleError as exc:
+        fail(str(exc))
+    from edgeagent.builtin import HELD_OUT_APPS
+
+    exclude = HELD_OUT_APPS if (b.manifest.get("source_model") or {}).get("name") == "builtin" else ()
+    progress = None
+    if not json_out and err_console.is_terminal:
+        progress = lambda done, total: err_console.print(f"\r{done}/{total} inferences", end="")  # noqa: E731
+    try:
+        result = profile_variant(chosen, b.prompt_format, prof, runs=runs, device=device, threads=threads, seed=seed,
+                                 hz=hz, baseline_s=baseline_s, exclude_apps=exclude, progress=progress)
+    except (ValueError, DeviceError, EngineError) as exc:
+        fail(str(exc))
+    if progress:
+        err_console.print()
+    result["bundle"] = str(b.root)
+    result["selection"] = {k: selection[k] for k in ("constraints", "workload", "reference", "variants")} | {
+        "selected": selection["selected"]["id"] if selection["selected"] else None}
+
+    def report(image: bytes):
+        from edgeagent.report.html import Report, table_from
+        from edgeagent.select import select_rows
+
+        columns, rows = profile_rows(result)
+        vcols, vrows = select_rows(selection)
+        here = result["measured_here"]
+        return Report(
+            title=f"edgeagent profile: {chosen.id} on {device} (target {prof.name})",
+            subtitle=f"{result['workload']['runs']} agent inferences; measured on {here['where']}; "
+                     f"estimated for {result['estimated_on_target']['where']}",
+            images=[("Top: the bundle's variants on quality vs latency per step and vs battery on the target "
+                     "(estimated; Pareto front green, selected starred). Bottom: every inference of this run "
+                     "(measured here).", image)],
+            tables=[table_from("Measured here beside estimated on the target", columns, rows),
+                    table_from(f"Variants on {prof.name}", vcols, vrows)],
+            warnings=result["warnings"],
+            notes=[f"{k}: {v['source']} ({v['where']})" for k, v in result["figures"].items()],
+        )
+
+    from edgeagent.report.plots import profile_png
+
+    result["reports"] = _write_reports(html, png, lambda: profile_png(result, selection), report)
+    if json_out:
+        emit_json(result)
+        return
+    columns, rows = profile_rows(result)
+    _table(f"edgeagent profile: {chosen.id}, {result['workload']['runs']} inferences on {device}", columns, rows)
+    console.print(f"measured: {result['measured_here']['where']}", highlight=False)
+    for key, fig in result["figures"].items():
+        console.print(f"  {key}: {fig['source']} ({fig['where']})", highlight=False)
+    for w in result["warnings"]:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    for path in result["reports"]:
+        console.print(f"report: {path}", highlight=False)
+
+
+def calibrate_command(
+    out: Path = typer.Option(..., "-o", "--out", help="Profile TOML to write, e.g. device_profiles/host.toml."),
+    model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="HF model dir for the probes (default: the built-in model)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads to calibrate with (default: all cores)."),
+    probe_mb: Optional[str] = typer.Option(None, "--probe-mb", help="Sizes of the random probe models in MiB, e.g. 48,160 (default: 1.5x and 5x the last-level cache)."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON for machines."),
+) -> None:
+    """Measure this machine (bandwidth, compute, llama.cpp decode) and write its device profile."""
+    from converters.export_gguf import ExportError
+    from edgeagent.builtin import BuiltinModelMissing
+    from edgeagent.calibrate import CalibrationError, calibrate, write_profile
+    from edgeagent.measure import MeasureError
+    from edgeagent.output import console, emit_json, err_console, fail
+    from edgeagent.profiles import ProfileError
+
+    if model_dir is not None and not (model_dir / "config.json").is_file():
+        fail(f"{model_dir}: not a Hugging Face model directory (no config.json)")
+    sizes = None
+    if probe_mb:
+        try:
+            sizes = [float(x) * 2**20 for x in probe_mb.split(",") if x.strip()]
+        except ValueError:
+            fail(f"--probe-mb {probe_mb!r}: expected sizes in MiB separated by commas, e.g. 48,160")
+        if not sizes or min(sizes) <= 0:
+            fail(f"--probe-mb {probe_mb!r}: sizes must be positive")
+    try:
+        result = calibrate(model_dir, threads=threads, probe_bytes=sizes, log=None if json_out else err_console.print)
+        path = write_profile(result["profile"], out)
+    except (BuiltinModelMissing, CalibrationError, MeasureError, ExportError, ProfileError, OSError) as exc:
+        fail(str(exc))
+    result["path"] = str(path)
+    if json_out:
+        emit_json(result)
+        return
+    p = result["profile"]
+    console.print(
+        f"wrote {path}: bandwidth {p['bandwidth_theoretical_gbs']} GB/s x eta {p['bandwidth_efficiency']}, "
+        f"compute {p['compute_gflops_sustained']} GFLOP/s, decode overhead {p['runtime']['decode_overhead_ms']} ms/token, "
+        f"runtime {p['runtime']['overhead_mb']} MiB ({p['runtime']['threads']} thread(s))", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command("devices")(devices)
     app.command("estimate")(estimate)
+    app.command("select")(select)
+    app.command("profile")(profile_command)
+    app.command("calibrate")(calibrate_command)

@@ -263,15 +263,28 @@ def _tensor(name: str, shape: tuple[int, ...], ggml_type: str) -> TensorInfo:
     return TensorInfo(name, shape, ggml_type, n // block * size)
 
 
-def shape_from_config(name: str, quant: str = "q4_k_m") -> ModelShape:
+def shape_from_config(name: str, quant: str = "q4_k_m", *, exit_layer: int | None = None,
+                      n_head_kv: int | None = None) -> ModelShape:
     """A published model shape, quantized as ``llama-quantize`` would: tensor names and
-    shapes as llama.cpp's converter writes them (GGUF ``blk.N.*``), types from the mixture."""
+    shapes as llama.cpp's converter writes them (GGUF ``blk.N.*``), types from the mixture.
+
+    ``exit_layer`` k: the early-exit variant (the first k blocks, packed as a k-layer model,
+    so the Q4_K_M mixture is the one llama-quantize picks for k layers). ``n_head_kv``: the
+    model after MHA->GQA conversion to that many KV heads (``converters.gqa``)."""
     key, quant = name.lower(), quant.lower()
     if key not in PUBLISHED_SHAPES:
         raise ValueError(f"unknown model shape {name!r}; known: {', '.join(PUBLISHED_SHAPES)}")
     if quant not in QUANTS:
         raise ValueError(f"unknown quantization {quant!r}; known: {', '.join(QUANTS)}")
-    c = PUBLISHED_SHAPES[key]
+    c = dict(PUBLISHED_SHAPES[key])
+    if exit_layer is not None:
+        if not 1 <= exit_layer <= c["n_layers"]:
+            raise ValueError(f"exit_layer {exit_layer} is not within 1..{c['n_layers']} for {key}")
+        c["n_layers"] = exit_layer
+    if n_head_kv is not None:
+        if n_head_kv < 1 or c["n_head_kv"] % n_head_kv:
+            raise ValueError(f"n_head_kv {n_head_kv} must divide {key}'s {c['n_head_kv']} KV heads")
+        c["n_head_kv"] = n_head_kv
     L, d, hd, ff, V = c["n_layers"], c["n_embd"], c["head_dim"], c["n_ff"], c["n_vocab"]
     q_dim, kv_dim = c["n_head"] * hd, c["n_head_kv"] * hd
     tied = c["tied"]
@@ -307,7 +320,8 @@ def shape_from_config(name: str, quant: str = "q4_k_m") -> ModelShape:
     if not tied:
         tensors.append(weight("output.weight", "output", d, V))
     return ModelShape(
-        name=key, arch=c["arch"], n_layers=L, n_embd=d, n_head=c["n_head"], n_head_kv=c["n_head_kv"], head_dim=hd,
+        name=key + (f"-exit{L}" if exit_layer is not None else "") + (f"-kv{c['n_head_kv']}" if n_head_kv is not None else ""),
+        arch=c["arch"], n_layers=L, n_embd=d, n_head=c["n_head"], n_head_kv=c["n_head_kv"], head_dim=hd,
         n_ff=ff, n_vocab=V, quant=quant.upper(), tensors=tuple(tensors), origin=c["url"],
     )
 

@@ -142,3 +142,30 @@ def median_std(values: Sequence[float]) -> tuple[float, float]:
     if not values:
         return 0.0, 0.0
     return statistics.median(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def cpu_model() -> str:
+    """What CPU this machine has, to say where a measurement was made ("AMD EPYC 9654 ...")."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Hardware", "Processor") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-quantile (0..1) by linear interpolation between order statistics (numpy's
+    default), None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)

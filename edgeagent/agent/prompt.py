@@ -82,6 +82,12 @@ def observation_text(elements: Sequence[UIElement], app: str | None = None) -> s
 
 
 def build_prompt(instruction: str, observation: str, previous_action: str | None) -> str:
-    """Everything before the model's answer. The answer is one action JSON and a newline."""
+    """Everything before the model's answer. The answer is one action JSON and a newline.
+
+    The task comes last, right before the answer: a small model trained from scratch with
+    the task at the top (100+ tokens away) stayed on the plateau where it ignores the task
+    for 600 steps (measured with the recipe); next to the answer it is the easiest context
+    to attend to.
+    """
     prev = previous_action if previous_action else "none"
-    return f"{TASK_PREFIX}{instruction}\n{PREVIOUS_PREFIX}{prev}\n{observation}\n{ACTION_PREFIX}"
+    return f"{PREVIOUS_PREFIX}{prev}\n{observation}\n{TASK_PREFIX}{instruction}\n{ACTION_PREFIX}"

@@ -58,3 +58,31 @@ def builtin_gguf(quant: str = "q8_0") -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         export(model_dir, out, quant=quant)
     return out
+
+
+# The built-in bundle: full depth at these quantizations (f32 is the full-precision reference
+# the selection holds the others to), quality measured on a few emulated tasks of the apps
+# the model was trained on, with a task seed training never used.
+BUNDLE_QUANTS = ("f32", "q8_0", "q4_k_m")
+BUNDLE_TASKS = 10
+BUNDLE_HELDOUT_TASKS = 4  # expert episodes whose action tokens give the perplexity
+BUNDLE_TASK_SEED = 1000
+
+
+def builtin_bundle(model_dir: Path | None = None, *, threads: int | None = None) -> Path:
+    """The built-in model's bundle (``edgeagent select``/``profile``/``run`` default to it):
+    written by ``converters.bundle.build_bundle`` on first use, then cached next to the GGUFs
+    (keyed by the weights' hash). No torch needed."""
+    from android_bridge.emulator.tasks import generate_tasks
+    from converters.bundle import build_bundle
+    from edgeagent.early_exit_bench import heldout_examples
+
+    model_dir = model_dir or builtin_model_dir()
+    out = cache_dir() / f"builtin-{weights_digest(model_dir)}" / "bundle"
+    if not (out / "manifest.json").is_file():
+        tasks = generate_tasks(BUNDLE_TASKS, BUNDLE_TASK_SEED, exclude_apps=HELD_OUT_APPS)
+        examples = heldout_examples(BUNDLE_HELDOUT_TASKS, BUNDLE_TASK_SEED + 1, exclude_apps=HELD_OUT_APPS)
+        build_bundle(model_dir, out, BUNDLE_QUANTS, name="builtin", tasks=tasks, heldout_examples=examples,
+                     measurements={"task_seed": BUNDLE_TASK_SEED, "excluded_apps": list(HELD_OUT_APPS)},
+                     threads=threads)
+    return out

@@ -1,0 +1,449 @@
+"""``edgeagent calibrate``: measure this machine and write its device profile, so the roofline
+estimator (``edgeagent.estimate``) can be checked against reality here
+(``edgeagent estimate --validate``).
+
+What is measured, each in a fresh process (``edgeagent.measure``) held to ``threads``:
+
+1. memory bandwidth: ``threads`` threads summing disjoint slices of a 256 MiB array, best of
+   N: the ceiling a streaming read reaches here. A VM hides the DIMM layout, so this stands
+   in for the datasheet figure the phone profiles use (``bandwidth_theoretical_gbs``);
+2. compute: a float32 BLAS matmul (reported), and what the estimator uses: llama.cpp's
+   prefill on the largest probe model, its FLOPs (``estimate.prefill_flops``) over the
+   measured prefill time -> ``compute_gflops_sustained``;
+3. decode: llama.cpp tokens/s on probe GGUFs of three sizes -- the given model (the built-in
+   one by default) and two random-weight models of the same architecture and tokenizer, one
+   about 1.5x and one about 5x the last-level cache. A straight line through
+   (bytes read per token, time per token) gives the per-token fixed cost (the intercept:
+   ``runtime.decode_overhead_ms``) and the bandwidth actually reached (1 / slope), whose
+   ratio to (1) is eta (``bandwidth_efficiency``);
+4. the runtime's own resident memory before a model loads (``runtime.overhead_mb``).
+
+Power cannot be measured inside a VM (no RAPL, no battery): those figures are written as
+stated assumptions, and ``sources`` says so. The profile is validated (``parse_profile``)
+before it is written, and written atomically.
+
+Random-weight probes are written with numpy + safetensors and exported by
+``converters.export_gguf`` (no torch), cached by shape next to the built-in model's GGUFs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from edgeagent.estimate import decode_bytes_per_token, prefill_flops, shape_from_gguf
+from edgeagent.measure import measure_gguf, measure_numpy, measure_runtime_baseline
+from edgeagent.metrics import cpu_model
+
+# Probe decode after an agent step's prompt (select.STEP_PROMPT_TOKENS): for a small model
+# the per-token cost that is neither bytes nor FLOPs (graph, mask, softmax over the cached
+# positions, sampling) grows with the context, so the fixed overhead is fitted where agent
+# steps run. Enough tokens for a stable median gap.
+PROBE_PROMPT_TOKENS = 256
+PROBE_GEN_TOKENS = 48
+PREFILL_PROMPT_TOKENS = 128
+PROBE_CONTEXT = 512
+PROBE_ROUNDS = 3
+# Random-weight probes: llama blocks of width 768 (3 x 256, so K-quants apply), 12 query
+# heads of 64, 4 KV heads, FFN 2048: ~6.3 M parameters per block, ~6.7 MB at Q8_0.
+PROBE_WIDTH, PROBE_HEADS, PROBE_KV_HEADS, PROBE_FFN = 768, 12, 4, 2048
+PROBE_QUANT = "q8_0"
+WATTS_PER_BUSY_CORE = 3.75  # EPYC 9654: 360 W TDP / 96 cores; an assumption, see sources
+
+
+class CalibrationError(RuntimeError):
+    """Calibration cannot go on; says what is missing."""
+
+
+def last_level_cache_bytes() -> int:
+    """The largest CPU cache (sysfs), or 32 MiB when the system does not say."""
+    best = 0
+    for size_file in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = size_file.read_text().strip().upper()
+        mult = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+        try:
+            best = max(best, int(text.rstrip("KMG")) * mult)
+        except ValueError:
+            continue
+    return best or 32 * 2**20
+
+
+def write_probe_model(out_dir: Path, tokenizer_dir: Path, n_layers: int, seed: int = 0) -> Path:
+    """A llama checkpoint of random float16 weights (numpy + safetensors) with the tokenizer
+    files of ``tokenizer_dir``: the size of the weights is all a speed probe needs."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    source = json.loads((tokenizer_dir / "config.json").read_text(encoding="utf-8"))
+    vocab = int(source["vocab_size"])
+    d, hd = PROBE_WIDTH, PROBE_WIDTH // PROBE_HEADS
+    rng = np.random.default_rng(seed)
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
+
+    tensors = {"model.embed_tokens.weight": w(vocab, d), "model.norm.weight": np.ones(d, np.float16),
+               "lm_head.weight": w(vocab, d)}
+    for i in range(n_layers):
+        p = f"model.layers.{i}."
+        tensors.update({
+            p + "input_layernorm.weight": np.ones(d, np.float16),
+            p + "post_attention_layernorm.weight": np.ones(d, np.float16),
+            p + "self_attn.q_proj.weight": w(PROBE_HEADS * hd, d),
+            p + "self_attn.k_proj.weight": w(PROBE_KV_HEADS * hd, d),
+            p + "self_attn.v_proj.weight": w(PROBE_KV_HEADS * hd, d),
+            p + "self_attn.o_proj.weight": w(d, PROBE_HEADS * hd),
+            p + "mlp.gate_proj.weight": w(PROBE_FFN, d),
+            p + "mlp.up_proj.weight": w(PROBE_FFN, d),
+            p + "mlp.down_proj.weight": w(d, PROBE_FFN),
+        })
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out_dir / "model.safetensors"))
+    config = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": d,
+        "intermediate_size": PROBE_FFN, "num_hidden_layers": n_layers, "num_attention_heads": PROBE_HEADS,
+        "num_key_value_heads": PROBE_KV_HEADS, "head_dim": hd, "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "vocab_size": vocab, "tie_word_embeddings": False,
+        "bos_token_id": source.get("bos_token_id"), "eos_token_id": source.get("eos_token_id"),
+    }
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json"):
+        if (tokenizer_dir / name).is_file():
+            shutil.copy2(tokenizer_dir / name, out_dir / name)
+    return out_dir
+
+
+def probe_gguf(tokenizer_dir: Path, n_layers: int, cache: Path, threads: int | None) -> Path:
+    """The Q8_0 GGUF of an ``n_layers`` random probe, exported once and cached."""
+    from converters.export_gguf import export
+
+    from edgeagent.builtin import weights_digest
+
+    out = cache / f"probe-{weights_digest(tokenizer_dir)}-w{PROBE_WIDTH}-l{n_layers}-{PROBE_QUANT}.gguf"
+    if not out.is_file():
+        scratch = cache / f".probe-l{n_layers}-{os.getpid()}"
+        try:
+            write_probe_model(scratch, tokenizer_dir, n_layers)
+            export(scratch, out, PROBE_QUANT, threads=threads)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return out
+
+
+def probe_layers_for(target_bytes: float) -> int:
+    per_block = 34 / 32 * (2 * PROBE_WIDTH**2 + 2 * PROBE_WIDTH * PROBE_KV_HEADS * 64 + 3 * PROBE_WIDTH * PROBE_FFN)
+    return max(1, round(target_bytes / per_block))
+
+
+def fit_decode(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Least squares ``seconds_per_token = overhead_s + bytes / bandwidth`` -> (overhead_s,
+    bandwidth bytes/s). Needs two or more distinct sizes."""
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if n < 2 or sxx == 0:
+        raise CalibrationError("the decode fit needs probes of at least two different sizes")
+    slope = sum((x - mx) * (y - my) for x, y in points) / sxx
+    if slope <= 0:
+        raise CalibrationError("decode time did not grow with model size (a noisy machine?); re-run calibrate")
+    return my - slope * mx, 1.0 / slope
+
+
+def _probe_points(paths: Sequence[Path], threads: int, rounds: int = PROBE_ROUNDS) -> list[dict[str, Any]]:
+    """Decode speed of every probe, measured in ``rounds`` interleaved rounds (probe 1, 2, 3,
+    then again), best round kept: on a shared machine another job's memory traffic comes and
+    goes, and interleaving spreads it over all probes instead of landing on one, which would
+    tilt the fitted line; the best round is the machine's capability, like the bandwidth's
+    best of N."""
+    runs: dict[Path, list[dict]] = {p: [] for p in paths}
+    for _ in range(rounds):
+        for p in paths:
+            runs[p].append(measure_gguf(p, prompt_tokens=PROBE_PROMPT_TOKENS, gen_tokens=PROBE_GEN_TOKENS,
+                                        n_ctx=PROBE_CONTEXT, threads=threads))
+    points = []
+    n_kv = PROBE_PROMPT_TOKENS + PROBE_GEN_TOKENS // 2  # the KV read at the middle of the decode
+    for p in paths:
+        shape = shape_from_gguf(p)
+        best = max(runs[p], key=lambda m: m["tokens_per_s"])
+        points.append({"model": p.name, "weights_mb": shape.weights_bytes / 2**20,
+                       "bytes_per_token": decode_bytes_per_token(shape, n_kv), "tpot_ms": best["tpot_ms"],
+                       "tokens_per_s": best["tokens_per_s"], "rss_peak_mb": best["rss_peak_mb"],
+                       "tokens_per_s_rounds": [m["tokens_per_s"] for m in runs[p]]})
+    return points
+
+
+def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cache: Path | None = None,
+              probe_bytes: Sequence[float] | None = None,
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure this machine; returns the profile (as TOML-ready data) and the measurements.
+    ``probe_bytes``: weight sizes of the random probes (default 1.5x and 5x the last-level
+    cache, so decode streams from memory as it does for real models on phones)."""
+    from edgeagent.builtin import builtin_gguf, builtin_model_dir, cache_dir
+
+    say = log or (lambda m: None)
+    threads = threads or os.cpu_count() or 1
+    given = model_dir is not None
+    model_dir = Path(model_dir) if given else builtin_model_dir()
+    cache = cache or cache_dir() / "calibrate"
+    cache.mkdir(parents=True, exist_ok=True)
+
+    say(f"[1/4] memory bandwidth and BLAS ({threads} thread(s))")
+    numpy_m = measure_numpy(threads)
+    bandwidth_gbs = numpy_m["read_gbs"]
+    say(f"      streaming read {bandwidth_gbs:.1f} GB/s, f32 matmul {numpy_m['matmul_gflops_f32']:.0f} GFLOP/s")
+
+    say("[2/4] probe models")
+    if not given:
+        small = builtin_gguf(PROBE_QUANT)
+    else:
+        from converters.export_gguf import export
+
+        from edgeagent.builtin import weights_digest
+
+        small = cache / f"model-{weights_digest(model_dir)}-{PROBE_QUANT}.gguf"
+        if not small.is_file():
+            export(model_dir, small, PROBE_QUANT, threads=threads)
+    llc = last_level_cache_bytes()
+    sizes = list(probe_bytes) if probe_bytes else [1.5 * llc, 5.0 * llc]
+    layers: list[int] = []
+    for b in sorted(sizes):  # distinct sizes, or the fit has nothing to fit
+        layers.append(max(probe_layers_for(b), layers[-1] + 1 if layers else 1))
+    probes = [small] + [probe_gguf(model_dir, n, cache, threads) for n in layers]
+
+    say("[3/4] llama.cpp decode and prefill")
+    points = _probe_points(probes, threads)
+    for pt in points:
+        rounds = ", ".join(f"{x:.0f}" for x in pt["tokens_per_s_rounds"])
+        say(f"      {pt['model']}: {pt['weights_mb']:.1f} MiB, {pt['tokens_per_s']:.1f} tokens/s (rounds: {rounds})")
+    overhead_s, reached_bps = fit_decode([(pt["bytes_per_token"], pt["tpot_ms"] / 1e3) for pt in points])
+    eta_raw = reached_bps / (bandwidth_gbs * 1e9)
+    eta = min(1.0, eta_raw)
+    overhead_ms = max(0.0, overhead_s * 1e3)
+    for pt in points:  # what the fitted line says for each probe
+        pt["fitted_tpot_ms"] = (overhead_s + pt["bytes_per_token"] / reached_bps) * 1e3
+
+    big = probes[-1]
+    prefill = max((measure_gguf(big, prompt_tokens=PREFILL_PROMPT_TOKENS, gen_tokens=2, n_ctx=PROBE_CONTEXT,
+                                threads=threads) for _ in range(PROBE_ROUNDS)), key=lambda m: m["prefill_tokens_per_s"])
+    flops = prefill_flops(shape_from_gguf(big), prefill["prompt_tokens"])
+    compute_gflops = flops / (prefill["prefill_ms"] / 1e3) / 1e9
+    say(f"      prefill {prefill['prefill_tokens_per_s']:.0f} tokens/s on {big.name} -> {compute_gflops:.1f} GFLOP/s; "
+        f"decode fit: {overhead_ms:.3f} ms + bytes / {reached_bps / 1e9:.1f} GB/s (eta {eta_raw:.2f})")
+
+    say("[4/4] runtime baseline memory")
+    overhead_mb = measure_runtime_baseline(threads)["rss_baseline_mb"]
+
+    return {
+        "profile": host_profile_data(bandwidth_gbs=bandwidth_gbs, eta=eta, compute_gflops=compute_gflops,
+                                     threads=threads, overhead_mb=overhead_mb, decode_overhead_ms=overhead_ms,
+                                     numpy_m=numpy_m, points=points, eta_raw=eta_raw, llc=llc,
+                                     prefill=prefill, big=big.name),
+        "measurements": {
+            "numpy": numpy_m, "decode_probes": points,
+            "decode_fit": {"overhead_ms": overhead_ms, "bandwidth_reached_gbs": reached_bps / 1e9,
+                           "eta": eta, "eta_unclamped": eta_raw},
+            "prefill": {"model": big.name, "prompt_tokens": prefill["prompt_tokens"], "prefill_ms": prefill["prefill_ms"],
+                        "prefill_tokens_per_s": prefill["prefill_tokens_per_s"], "gflops_effective": compute_gflops},
+            "runtime_baseline_mb": overhead_mb, "last_level_cache_bytes": llc, "threads": threads,
+            "source": "measured",
+        },
+    }
+
+
+def _cpu_ghz() -> float:
+    try:
+        import psutil
+
+        freq = psutil.cpu_freq()
+        if freq and freq.current:
+            return round(freq.current / 1000, 2)
+    except Exception:  # noqa: BLE001 - psutil may not know on a VM
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return round(float(line.split(":")[1]) / 1000, 2)
+    except (OSError, ValueError):
+        pass
+    return 1.0
+
+
+def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float, threads: int, overhead_mb: float,
+                      decode_overhead_ms: float, numpy_m: dict, points: list[dict], eta_raw: float, llc: int,
+                      prefill: dict, big: str) -> dict[str, Any]:
+    """The host profile as data (the TOML's tables), every number with its source."""
+    import psutil
+
+    from edgeagent.engine import default_repack
+
+    cpu = cpu_model()
+    today = _dt.date.today().isoformat()
+    stamp = f"measured by edgeagent calibrate on {today}, {cpu} ({platform.machine()})"
+    ram_gib = psutil.virtual_memory().total / 2**30
+    cores = os.cpu_count() or 1
+    probes = "; ".join(f"{p['model']} {p['weights_mb']:.1f} MiB: {p['tokens_per_s']:.1f} tokens/s" for p in points)
+    return {
+        "name": "host",
+        "soc": f"{cpu} ({platform.machine()})",
+        "kind": "host",
+        "example_device": f"this machine: {cores} CPU(s), {ram_gib:.1f} GiB",
+        "ram_gb": round(ram_gib, 2),
+        "usable_memory_gb": round(0.5 * ram_gib, 2),
+        "memory_type": "unknown (a VM hides it): bandwidth measured instead",
+        "bandwidth_theoretical_gbs": round(bandwidth_gbs, 2),
+        "bandwidth_efficiency": round(eta, 4),
+        "compute_gflops_sustained": round(compute_gflops, 2),
+        "cpu_clusters": [{"name": "cpu", "cores": cores, "ghz": _cpu_ghz(), "core": cpu}],
+        "power": {"prefill_w": WATTS_PER_BUSY_CORE * threads, "decode_w": WATTS_PER_BUSY_CORE * threads, "idle_w": 0.0},
+        "battery": {"nominal_v": 3.87},
+        "runtime": {"threads": threads, "weight_repack": default_repack(), "overhead_mb": round(overhead_mb, 1),
+                    "decode_overhead_ms": round(decode_overhead_ms, 4)},
+        "sources": [
+            {"what": f"bandwidth_theoretical_gbs = {bandwidth_gbs:.2f}: streaming read, {numpy_m['threads']} thread(s) "
+                     f"summing a {numpy_m['read_mib']} MiB float64 array, best of {numpy_m['reps']} (a VM hides the "
+                     "DIMM layout, so the measured ceiling stands in for the datasheet figure)", "citation": stamp},
+            {"what": f"bandwidth_efficiency = {eta:.4f} (unclamped {eta_raw:.4f}) and runtime.decode_overhead_ms = "
+                     f"{decode_overhead_ms:.4f}: least-squares line through llama.cpp decode time per token vs bytes "
+                     f"read per token on {len(points)} Q8_0 probes, best of {PROBE_ROUNDS} interleaved rounds ({probes}); last-level cache {llc / 2**20:.0f} MiB",
+             "citation": stamp},
+            {"what": f"compute_gflops_sustained = {compute_gflops:.2f}: llama.cpp prefill of {prefill['prompt_tokens']} "
+                     f"tokens on {big} (best of {PROBE_ROUNDS}) ({prefill['prefill_tokens_per_s']:.0f} tokens/s), FLOPs by "
+                     f"estimate.prefill_flops; f32 BLAS matmul for reference: {numpy_m['matmul_gflops_f32']:.1f} GFLOP/s",
+             "citation": stamp},
+            {"what": f"runtime.overhead_mb = {overhead_mb:.1f}: RSS of a fresh Python process with llama.cpp loaded "
+                     f"and no model; runtime.threads = {threads} (the threads calibrated with)", "citation": stamp},
+            {"what": f"ram_gb from the OS ({ram_gib:.2f} GiB); usable_memory_gb = 0.5 x RAM: the machine is shared "
+                     "(assumption)", "citation": stamp},
+            {"what": f"power {WATTS_PER_BUSY_CORE} W per busy core (EPYC 9654: 360 W TDP / 96 cores), idle 0 W, "
+                     "battery.nominal_v = 3.87 V (a phone cell, so host mAh compare with phones): assumptions -- "
+                     "no RAPL counters or battery here, so host energy is estimated, never measured",
+             "citation": "assumption"},
+        ],
+    }
+
+
+# --- TOML --------------------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"cannot write {value} to TOML")
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def to_toml(data: dict[str, Any], header: str = "") -> str:
+    """Scalars first, then tables, then arrays of tables: the profile's shape, no library."""
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    scalars = {k: v for k, v in data.items() if not isinstance(v, (dict, list))}
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    arrays = {k: v for k, v in data.items() if isinstance(v, list)}
+    lines += [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
+    for name, table in tables.items():
+        lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+    for name, items in arrays.items():
+        for item in items:
+            lines += ["", f"[[{name}]]"] + [f"{k} = {_toml_value(v)}" for k, v in item.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def write_profile(data: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Validate (the same check ``load_profile`` does), then write atomically."""
+    from edgeagent.profiles import parse_profile
+    from edgeagent.report.html import write_bytes
+
+    path = Path(path)
+    parse_profile(data, str(path))  # ProfileError names the key if calibrate produced a bad one
+    header = ("This machine, measured by `edgeagent calibrate` (re-run it to refresh).\n"
+              "Every number's origin is in `sources`; power figures are assumptions.")
+    return write_bytes(to_toml(data, header).encode("utf-8"), path)
+
+
+# --- estimate vs measured ----------------------------------------------------------------
+
+
+def validate_estimates(variants: Sequence[Any], profile: Any, *, prompt_tokens: int = 64, gen_tokens: int = 64,
+                       n_ctx: int | None = None, reps: int = 3,
+                       log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every variant estimated on ``profile`` and measured here (a fresh process each, the
+    profile's runtime settings), with estimated/measured ratios. Targets: memory within
+    10 %, decode tokens/s within 25 %; the ratios are reported as they come out."""
+    from edgeagent.estimate import estimate
+    from edgeagent.select import variant_context
+
+    say = log or (lambda m: None)
+    rt = profile.runtime
+    rows = []
+    for v in variants:
+        ctx = min(n_ctx, variant_context(v)) if n_ctx else variant_context(v)
+        est = estimate(shape_from_gguf(v.path), profile, prompt_tokens, gen_tokens, n_ctx=ctx)
+        m = measure_gguf(v.path, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, n_ctx=ctx, threads=rt.threads,
+                         n_ubatch=rt.n_ubatch, flash_attn=rt.flash_attn, repack=rt.weight_repack, reps=reps)
+        f = est["figures"]
+
+        def cmp(estimated: float, measured: float, target: float | None) -> dict[str, Any]:
+            ratio = estimated / measured if measured else None
+            return {"estimated": estimated, "measured": measured, "ratio": ratio, "target": target,
+                    "within_target": None if target is None or ratio is None else abs(ratio - 1) <= target}
+
+        row = {
+            "id": v.id, "quant": v.quant, "exit_layer": v.exit_layer, "weights_mb": est["memory"]["weights_mb"],
+            "context": ctx,
+            "memory_mb": cmp(f["memory_mb"]["value"], m["rss_peak_mb"], 0.10),
+            "tokens_per_s": cmp(f["tokens_per_s"]["value"], m["tokens_per_s"], 0.25),
+            "ttft_ms": cmp(f["ttft_ms"]["value"], m["ttft_ms"], None),
+            # where a memory gap comes from: each term beside what llama.cpp says it allocated
+            "memory_terms_mb": {
+                "weights": {"estimated": est["memory"]["weights_mb"], "llama_cpp": m["llama_cpp_buffers_mb"]["model"]},
+                "kv_cache": {"estimated": est["memory"]["kv_cache_mb"], "llama_cpp": m["llama_cpp_buffers_mb"]["kv_cache"]},
+                "compute_buffer": {"estimated": est["memory"]["compute_buffer_mb"],
+                                   "llama_cpp": m["llama_cpp_buffers_mb"]["compute"]},
+                "runtime": {"estimated": est["memory"]["overhead_mb"], "measured": m["rss_baseline_mb"]},
+            },
+            "measured": m,
+        }
+        rows.append(row)
+        say(f"{v.id}: memory {row['memory_mb']['ratio']:.2f}x, tokens/s {row['tokens_per_s']['ratio']:.2f}x "
+            f"(estimated / measured)")
+    return {
+        "profile": profile.name,
+        "workload": {"prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "threads": rt.threads},
+        "targets": {"memory_mb": "within 10 %", "tokens_per_s": "within 25 %", "ttft_ms": "reported, no target"},
+        "rows": rows,
+        "all_within_target": all(r["memory_mb"]["within_target"] and r["tokens_per_s"]["within_target"] for r in rows),
+        "source": "estimated vs measured on this machine",
+    }
+
+
+def validate_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    columns = ["variant", "MiB est", "MiB meas", "ratio", "compute buf est/llama.cpp", "tok/s est", "tok/s meas",
+               "ratio", "TTFT est", "TTFT meas", "ratio"]
+    rows = []
+    for r in result["rows"]:
+        m, t, f = r["memory_mb"], r["tokens_per_s"], r["ttft_ms"]
+
+        def mark(c):
+            ok = c["within_target"]
+            return f"{c['ratio']:.2f}" + ("" if ok is None else (" ok" if ok else " MISS"))
+
+        cb = r["memory_terms_mb"]["compute_buffer"]
+        cb_text = f"{cb['estimated']:.1f} / " + ("-" if cb["llama_cpp"] is None else f"{cb['llama_cpp']:.1f}")
+        rows.append([r["id"], f"{m['estimated']:.1f}", f"{m['measured']:.1f}", mark(m), cb_text, f"{t['estimated']:,.0f}",
+                     f"{t['measured']:,.0f}", mark(t), f"{f['estimated']:.1f}", f"{f['measured']:.1f}", mark(f)])
+    return columns, rows

@@ -1,0 +1,108 @@
+"""`edgeagent calibrate` and `estimate --validate`: the decode fit recovers a known line, the
+TOML writer round-trips, an invalid profile is never written, calibrate writes a profile that
+`load_profile` validates, and the estimator is set beside measurements for every variant.
+
+Probes are tiny (a few MiB) so a full calibration takes seconds; one thread throughout."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgeagent.calibrate import CalibrationError, fit_decode, probe_layers_for, to_toml, write_profile
+from edgeagent.cli import app
+from edgeagent.profiles import ProfileError, load_profile
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_decode_fit_recovers_overhead_and_bandwidth_exactly() -> None:
+    overhead_s, bandwidth = 0.0012, 18e9
+    points = [(b, overhead_s + b / bandwidth) for b in (5e6, 55e6, 170e6)]
+    got_overhead, got_bandwidth = fit_decode(points)
+    assert got_overhead == pytest.approx(overhead_s, rel=1e-9)
+    assert got_bandwidth == pytest.approx(bandwidth, rel=1e-9)
+    with pytest.raises(CalibrationError, match="at least two different sizes"):
+        fit_decode([(5e6, 0.001), (5e6, 0.002)])
+    with pytest.raises(CalibrationError, match="did not grow"):
+        fit_decode([(5e6, 0.003), (50e6, 0.002)])
+
+
+def test_probe_size_is_what_was_asked() -> None:
+    per_block = 34 / 32 * (2 * 768**2 + 2 * 768 * 256 + 3 * 768 * 2048)
+    assert probe_layers_for(10 * per_block) == 10
+    assert probe_layers_for(1) == 1
+
+
+def test_toml_writer_round_trips_the_shipped_host_profile(tmp_path) -> None:
+    data = tomllib.loads((REPO / "device_profiles" / "host.toml").read_text())
+    text = to_toml(data, "a header\nline two")
+    assert text.startswith("# a header\n# line two\n")
+    assert tomllib.loads(text) == data
+    path = write_profile(data, tmp_path / "h.toml")
+    assert load_profile(path).model_dump() == load_profile("host").model_dump()
+
+
+def test_an_invalid_profile_is_refused_and_nothing_is_written(tmp_path) -> None:
+    data = tomllib.loads((REPO / "device_profiles" / "host.toml").read_text())
+    data["runtime"]["threads"] = 0
+    del data["power"]["decode_w"]
+    target = tmp_path / "bad.toml"
+    with pytest.raises(ProfileError) as info:
+        write_profile(data, target)
+    assert f"{target}: power.decode_w: field required" in str(info.value)
+    assert "runtime.threads" in str(info.value)
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def calibrated(tiny_model_dir, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("calibrate") / "host.toml"
+    r = CliRunner().invoke(app, ["calibrate", "-o", str(out), "--model-dir", str(tiny_model_dir), "--threads", "1",
+                                 "--probe-mb", "8,22", "--json"],
+                           env={"EDGEAGENT_CACHE": str(out.parent / "cache")})
+    assert r.exit_code == 0, r.output
+    return out, json.loads(r.stdout)
+
+
+def test_calibrate_writes_a_profile_load_profile_accepts(calibrated) -> None:
+    path, result = calibrated
+    p = load_profile(path)
+    assert p.name == "host" and p.kind == "host"
+    assert p.runtime.threads == 1
+    assert 0 < p.bandwidth_efficiency <= 1
+    assert p.bandwidth_theoretical_gbs == pytest.approx(result["measurements"]["numpy"]["read_gbs"], abs=0.01)
+    assert p.compute_gflops_sustained == pytest.approx(result["measurements"]["prefill"]["gflops_effective"], abs=0.01)
+    assert p.runtime.decode_overhead_ms == pytest.approx(result["measurements"]["decode_fit"]["overhead_ms"], abs=1e-4)
+    assert p.runtime.overhead_mb > 0
+    today = datetime.date.today().isoformat()
+    measured = [s for s in p.sources if s.citation and s.citation.startswith(f"measured by edgeagent calibrate on {today}")]
+    assert len(measured) >= 4
+    assert any(s.citation == "assumption" and "power" in s.what for s in p.sources)
+    probes = result["measurements"]["decode_probes"]
+    assert len(probes) == 3 and probes[0]["weights_mb"] < probes[1]["weights_mb"] < probes[2]["weights_mb"]
+    assert result["path"] == str(path)
+
+
+def test_validate_sets_estimates_beside_measurements_for_every_variant(calibrated, tiny_bundle) -> None:
+    path, _ = calibrated
+    r = CliRunner().invoke(app, ["estimate", "--validate", "--profile", str(path), "--bundle", str(tiny_bundle),
+                                 "--prompt-tokens", "32", "--gen-tokens", "24", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert [row["id"] for row in out["rows"]] == ["tiny-f32", "tiny-q8_0"]
+    for row in out["rows"]:
+        for key, target in (("memory_mb", 0.10), ("tokens_per_s", 0.25), ("ttft_ms", None)):
+            c = row[key]
+            assert c["estimated"] > 0 and c["measured"] > 0
+            assert c["ratio"] == pytest.approx(c["estimated"] / c["measured"])
+            assert c["target"] == target
+            assert c["within_target"] == (None if target is None else abs(c["ratio"] - 1) <= target)
+        assert row["measured"]["threads"] == 1 and row["measured"]["source"] == "measured"
+    assert out["all_within_target"] == all(r["memory_mb"]["within_target"] and r["tokens_per_s"]["within_target"]
+                                           for r in out["rows"])

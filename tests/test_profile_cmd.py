@@ -1,0 +1,119 @@
+"""`edgeagent profile`: the JSON contract (every figure with its source), measured-here beside
+estimated-on-target, the emulated device, and measured energy through the whole path: a
+scripted battery behind the loopback adb server, read over the real adb protocol while the
+model runs, integrated against an idle baseline -- within 1 % of the analytic answer.
+
+A tiny random llama (real GGUFs, real llama.cpp, one thread) keeps every run to seconds."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("llama_cpp")
+
+from android_bridge.emulator.adb_server import DEFAULT_SERIAL, AdbServer  # noqa: E402
+from android_bridge.emulator.phone import EmulatedPhone  # noqa: E402
+from edgeagent.cli import app  # noqa: E402
+from edgeagent.profiles import load_profile  # noqa: E402
+
+S8G2 = load_profile("snapdragon-8-gen-2")
+FLAT = ("rss_peak_mb", "ttft_ms", "tpot_ms", "tokens_per_s", "joules_per_inference", "mah_per_100_inferences")
+
+
+def _profile(args: list[str], env: dict | None = None) -> dict:
+    r = CliRunner().invoke(app, ["profile", "--profile", "snapdragon-8-gen-2", "--threads", "1", "--json", *args],
+                           env=env)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_profile_json_contract_on_host(tiny_bundle) -> None:
+    out = _profile(["--bundle", str(tiny_bundle), "--runs", "12", "--device", "host"])
+    for key in FLAT:
+        assert isinstance(out[key], float) and out[key] > 0, key
+        assert out["figures"][key]["value"] == out[key]
+    assert out["sources"] == {"rss_peak_mb": "measured", "ttft_ms": "measured", "tpot_ms": "measured",
+                              "tokens_per_s": "measured", "joules_per_inference": "estimated",
+                              "mah_per_100_inferences": "estimated"}
+    assert "snapdragon-8-gen-2" in out["figures"]["joules_per_inference"]["where"]
+    assert out["variant"]["id"] == "tiny-q8_0"  # equal quality: the cheaper variant
+    here, target = out["measured_here"], out["estimated_on_target"]
+    assert here["source"] == "measured" and target["source"] == "estimated"
+    assert here["ttft_ms_p90"] >= here["ttft_ms"] and here["tpot_ms_p90"] >= here["tpot_ms"]
+    assert here["tokens_per_s_p90"] <= here["tokens_per_s"]  # the slow tail of a speed
+    assert out["mah_per_100_inferences"] == pytest.approx(target["mah_per_100_inferences"])
+    assert out["joules_per_inference"] == pytest.approx(target["joules_per_inference"])
+    assert target["mah_per_100_inferences"] == pytest.approx(100 * target["joules_per_inference"] / (3.6 * 3.88))
+    steps = out["per_step"]
+    assert len(steps) == out["workload"]["runs"] == 12
+    assert all(s["total_ms"] >= s["ttft_ms"] > 0 and s["generated_tokens"] >= 1 for s in steps)
+    assert here["rss_peak_mb"] >= here["rss_before_load_mb"]
+
+
+def test_profile_on_the_emulated_phone_runs_the_agent(tiny_bundle) -> None:
+    out = _profile(["--bundle", str(tiny_bundle), "--runs", "6", "--device", "emulator", "--variant", "tiny-f32"])
+    assert out["variant"]["id"] == "tiny-f32"
+    assert out["workload"]["runs"] == 6 and out["workload"]["episodes"]["tasks"] >= 1
+    assert "agent's own emulated episodes" in out["workload"]["what"]
+
+
+def test_profile_unknown_variant_and_bad_device_are_refused(tiny_bundle) -> None:
+    r = CliRunner().invoke(app, ["profile", "--bundle", str(tiny_bundle), "--profile", "snapdragon-8-gen-2",
+                                 "--variant", "nope", "--runs", "1"])
+    assert r.exit_code != 0 and "no variant 'nope'" in r.stderr
+    r = CliRunner().invoke(app, ["profile", "--bundle", str(tiny_bundle), "--profile", "snapdragon-8-gen-2",
+                                 "--device", "phone", "--runs", "1"])
+    assert r.exit_code != 0 and "expected host, emulator, adb or adb:SERIAL" in r.stderr
+
+
+A_MA, B_MA_PER_S = 300.0, 900.0  # the scripted current: I(t) = A + B t, t since the test's t0
+
+
+def test_scripted_adb_battery_through_the_whole_profile_path_within_one_percent(tiny_bundle) -> None:
+    """The battery's current ramps linearly in time, so the trapezoid rule is exact and the
+    answer is known: the run's charge minus the idle baseline's mean current over the run.
+    Voltage is the profile's nominal 3.88 V, so mAh from joules equals the coulomb count."""
+    t0 = time.monotonic()
+
+    def script(_server_t: float) -> tuple[float, float]:
+        return A_MA + B_MA_PER_S * (time.monotonic() - t0), S8G2.battery.nominal_v
+
+    with AdbServer(EmulatedPhone(seed=0), port=0, battery_script=script) as server:
+        out = _profile(["--bundle", str(tiny_bundle), "--runs", "16", "--device", f"adb:{DEFAULT_SERIAL}",
+                        "--hz", "20", "--baseline-s", "0.6"], env={"ANDROID_ADB_SERVER_PORT": str(server.port)})
+
+    assert out["sources"]["joules_per_inference"] == "measured"
+    assert out["sources"]["mah_per_100_inferences"] == "measured"
+    here = out["measured_here"]
+    w, energy = here["energy_window"], here["energy"]
+    assert energy["sample_hz"] >= 4.0 and energy["samples"] >= 3 and w["baseline_samples"] >= 3
+
+    def integral(a: float, b: float) -> float:  # of I dt over [a, b], mA*s, times on the monotonic clock
+        ta, tb = a - t0, b - t0
+        return A_MA * (tb - ta) + B_MA_PER_S * (tb**2 - ta**2) / 2
+
+    bs, be, rs, re = w["baseline_t_start"], w["baseline_t_end"], w["run_t_start"], w["run_t_end"]
+    baseline_ma = integral(bs, be) / (be - bs)
+    expected_mah = (integral(rs, re) - baseline_ma * (re - rs)) / 3600.0
+    assert expected_mah > 0.05  # a real signal, not a rounding error
+    assert energy["mah"] == pytest.approx(expected_mah, rel=0.01)
+    assert energy["mah_coulomb"] == pytest.approx(expected_mah, rel=0.01)
+    runs = out["workload"]["runs"]
+    assert out["mah_per_100_inferences"] == pytest.approx(100 * expected_mah / runs, rel=0.01)
+    assert out["joules_per_inference"] == pytest.approx(expected_mah * 3.6 * 3.88 / runs, rel=0.01)
+    assert energy["reliable"] and not any("charging" in x for x in out["warnings"])
+    # the model ran here, not on the phone: said, not hidden
+    assert any("not on" in x and DEFAULT_SERIAL in x for x in out["warnings"])
+
+
+def test_a_charging_adb_device_is_flagged(tiny_bundle) -> None:
+    with AdbServer(EmulatedPhone(seed=0), port=0, battery_script=lambda t: (-500.0, 4.2)) as server:
+        out = _profile(["--bundle", str(tiny_bundle), "--runs", "3", "--device", "adb", "--hz", "20",
+                        "--baseline-s", "0.3"], env={"ANDROID_ADB_SERVER_PORT": str(server.port)})
+    assert out["sources"]["mah_per_100_inferences"] == "measured"
+    assert not out["measured_here"]["energy"]["reliable"]
+    assert any("charging" in x and "unreliable" in x for x in out["warnings"])
