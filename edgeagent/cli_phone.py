@@ -149,6 +149,8 @@ def demo_command(
     quant: str = typer.Option("q8_0", "--quant", help="Built-in model quantization."),
     max_steps: int = typer.Option(20, "--max-steps", min=1, help="Step budget per episode."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    prefix_reuse: bool = typer.Option(True, "--prefix-reuse/--no-prefix-reuse",
+                                      help="Keep the KV cache of the prompt prefix shared with the previous step."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run the agent on the emulated phone over generated tasks; print success and cost."""
@@ -171,8 +173,9 @@ def demo_command(
 
         model_path = resolve_model(model, quant)
         engine = Engine(model_path, n_ctx=2048, n_threads=threads)
-        info.update(model=str(model_path), quant=quant if model is None else None, threads=engine.n_threads)
-        factory = model_policy_factory(engine)
+        info.update(model=str(model_path), quant=quant if model is None else None, threads=engine.n_threads,
+                    prefix_reuse=prefix_reuse)
+        factory = model_policy_factory(engine, reuse_prefix=prefix_reuse)
     if not json_out:
         err_console.print(f"running {n} emulated tasks with the {policy} policy ...")
     summary = evaluate_tasks(factory, tasks, max_steps=max_steps)

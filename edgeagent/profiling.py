@@ -221,8 +221,7 @@ def profile_variant(
     """Run ``runs`` agent inferences of ``variant`` (a ``bundle.Variant``) and report measured
     and estimated figures. ``device`` is host | emulator | adb | adb:SERIAL."""
     from edgeagent.engine import Engine
-    from edgeagent.estimate import estimate, shape_from_gguf
-    from edgeagent.select import variant_context
+    from edgeagent.select import estimate_variant, variant_context
 
     kind, serial = parse_device(device)
     if runs < 1:
@@ -303,21 +302,11 @@ def profile_variant(
     # The same work on the target: the median call's evaluated prompt and output lengths.
     prompt_tokens = max(1, round(summary["evaluated_prompt_tokens"]["median"]))
     gen_tokens = max(1, round(summary["generated_tokens"]["median"]))
-    est = estimate(shape_from_gguf(variant.path), profile, prompt_tokens, gen_tokens, n_ctx=n_ctx)
-    f = est["figures"]
     target = {
-        "memory_mb": f["memory_mb"]["value"],
-        "ttft_ms": f["ttft_ms"]["value"],
-        "tpot_ms": f["tpot_ms"]["value"],
-        "tokens_per_s": f["tokens_per_s"]["value"],
-        "step_ms": est["latency"]["total_ms"],
-        "joules_per_inference": f["joules_per_inference"]["value"],
-        "mah_per_100_inferences": f["mah_per_100_inferences"]["value"],
+        **estimate_variant(variant, profile, prompt_tokens, gen_tokens, n_ctx=n_ctx),
         "prompt_tokens": prompt_tokens,
         "gen_tokens": gen_tokens,
-        "context": n_ctx,
         "where": f"{profile.name} ({profile.soc}), roofline",
-        "source": "estimated",
     }
     measured_energy = energy is not None
 

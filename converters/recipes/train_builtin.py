@@ -228,7 +228,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 # --- the loop ----------------------------------------------------------------------------
 
-def train(data: Path, out: Path, shape: ModelShape, cfg: TrainConfig, resume: bool) -> None:
+def train(data: Path, out: Path, shape: ModelShape, cfg: TrainConfig, resume: bool, init: Path | None = None) -> None:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -244,7 +244,10 @@ def train(data: Path, out: Path, shape: ModelShape, cfg: TrainConfig, resume: bo
     random.Random(1).shuffle(eval_ex)
 
     tok_dir = out / "tokenizer"
-    if resume and tok_dir.exists():
+    if init is not None:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(init)  # continue a shipped model
+        tokenizer.save_pretrained(tok_dir)
+    elif resume and tok_dir.exists():
         tokenizer = PreTrainedTokenizerFast.from_pretrained(tok_dir)
     else:
         tokenizer = train_tokenizer([e["prompt"] + e["completion"] for e in train_ex], shape.vocab_size)
@@ -266,7 +269,14 @@ def train(data: Path, out: Path, shape: ModelShape, cfg: TrainConfig, resume: bo
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model = LlamaForCausalLM(config)
+    if init is not None:
+        # Warm start from an HF checkpoint (e.g. the shipped edgeagent/builtin/model): new
+        # optimizer state, same schedule; its shape and tokenizer replace ModelShape's.
+        model = LlamaForCausalLM.from_pretrained(init, torch_dtype=torch.float32)
+        shape.num_hidden_layers = model.config.num_hidden_layers
+        shape.num_key_value_heads = model.config.num_key_value_heads
+    else:
+        model = LlamaForCausalLM(config)
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -355,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, required=True, help="traces JSONL from `edgeagent traces`")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--init", type=Path, default=None, help="start from this HF model dir (warm start)")
     for name, f in TrainConfig.__dataclass_fields__.items():
         if isinstance(f.default, bool):
             p.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
@@ -369,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
                        num_key_value_heads=args.kv_heads)
     if not args.data.exists():
         sys.exit(f"{args.data}: no such traces file (write one with `edgeagent traces`)")
-    train(args.data, args.out, shape, cfg, args.resume)
+    train(args.data, args.out, shape, cfg, args.resume, args.init)
 
 
 if __name__ == "__main__":

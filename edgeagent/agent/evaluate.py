@@ -116,11 +116,11 @@ def evaluate_tasks(
     }
 
 
-def model_policy_factory(engine, *, copy_text: bool = True) -> Callable[[Any], Policy]:
+def model_policy_factory(engine, *, copy_text: bool = True, reuse_prefix: bool = True) -> Callable[[Any], Policy]:
     """Policies for the emulated phone: its app names narrow ``open_app`` in the grammar."""
     from edgeagent.agent.policy import ModelPolicy
 
     def make(phone) -> Policy:
-        return ModelPolicy(engine, apps=phone.app_names(), copy_text=copy_text)
+        return ModelPolicy(engine, apps=phone.app_names(), copy_text=copy_text, reuse_prefix=reuse_prefix)
 
     return make

@@ -29,12 +29,14 @@ class ModelPolicy:
         allow_xy: bool = False,
         copy_text: bool = False,  # type/answer only spans of the instruction / screen
         max_tokens: int = 96,
+        reuse_prefix: bool = True,  # keep the KV cache of the shared prompt prefix between steps
     ):
         self.engine = engine
         self.apps = list(apps) if apps else None
         self.allow_xy = allow_xy
         self.copy_text = copy_text
         self.max_tokens = max_tokens
+        self.reuse_prefix = reuse_prefix
 
     def prompt_for(self, instruction: str, screen: Screen, previous: Action | None) -> str:
         obs = observation_text(screen.elements, screen.app)
@@ -53,6 +55,8 @@ class ModelPolicy:
 
     def decide(self, instruction: str, screen: Screen, previous: Action | None) -> Decision:
         prompt = self.prompt_for(instruction, screen, previous)
+        if not self.reuse_prefix:
+            self.engine.reset()
         gen = self.engine.generate(
             prompt,
             max_tokens=self.max_tokens,

@@ -1,0 +1,1 @@
+"""Recipes: plain training scripts (train the built-in model)."""
