@@ -138,16 +138,18 @@ def make_batches(encoded: list[tuple[list[int], list[int]]], batch_tokens: int, 
     action tokens carry loss; an example never straddles two rows.
     """
     rows = max(1, batch_tokens // seq_len)
-    order = list(range(len(encoded)))
+    order = [i for i in range(len(encoded)) if len(encoded[i][0]) <= seq_len]
+    if not order:
+        raise ValueError(f"no example fits in {seq_len} tokens")
+    # The batch being filled carries over from one pass to the next, so data smaller than
+    # one batch still yields batches (each pass is a new shuffle).
+    ids = torch.zeros((rows, seq_len), dtype=torch.long)
+    lab = torch.full((rows, seq_len), -100, dtype=torch.long)
+    r, pos = 0, 0
     while True:
         rng.shuffle(order)
-        ids = torch.zeros((rows, seq_len), dtype=torch.long)
-        lab = torch.full((rows, seq_len), -100, dtype=torch.long)
-        r, pos = 0, 0
         for i in order:
             x, y = encoded[i]
-            if len(x) > seq_len:
-                continue
             if pos + len(x) > seq_len:
                 r, pos = r + 1, 0
                 if r == rows:
