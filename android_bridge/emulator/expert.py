@@ -293,20 +293,25 @@ def _contact_phone(p, s, h):
     return scroll_towards(s, p["name"], "contact", "contact_list", key=str.casefold)
 
 
-@skill("add_contact")
-def _add_contact(p, s, h):
-    if s.title == "New contact":
-        name, phone = s.field("Name"), s.field("Phone")
-        assert name is not None and phone is not None
-        if not name.text:
-            return type_into(name, p["name"])
-        if not phone.text:
-            return type_into(phone, p["phone"])
+def fill_form(s, h, page: str, fields: list[tuple[str, str]], opener: str):
+    """Open ``page`` with the ``opener`` button, type each (field label, value) into its empty
+    field, then Save; done once Save was tapped."""
+    if s.title == page:
+        for label, value in fields:
+            field = s.field(label)
+            assert field is not None, label
+            if not field.text:
+                return type_into(field, value)
         return tap(s.find("Save"))  # type: ignore[arg-type]
     if last_tapped(h, "Save"):
         return done()
-    add = s.find("Add contact")
-    return tap(add) if add else BACK
+    button = s.find(opener)
+    return tap(button) if button else BACK
+
+
+@skill("add_contact")
+def _add_contact(p, s, h):
+    return fill_form(s, h, "New contact", [("Name", p["name"]), ("Phone", p["phone"])], "Add contact")
 
 
 # --- Messages ------------------------------------------------------------------------------
@@ -363,18 +368,7 @@ def _open_note(s: Seen, title: str) -> Action:
 
 @skill("create_note")
 def _create_note(p, s, h):
-    if s.title == "New note":
-        title, body = s.field("Title"), s.field("Note text")
-        assert title is not None and body is not None
-        if not title.text:
-            return type_into(title, p["title"])
-        if not body.text:
-            return type_into(body, p["body"])
-        return tap(s.find("Save"))  # type: ignore[arg-type]
-    if last_tapped(h, "Save"):
-        return done()
-    new = s.find("New note")
-    return tap(new) if new else BACK
+    return fill_form(s, h, "New note", [("Title", p["title"]), ("Note text", p["body"])], "New note")
 
 
 @skill("append_note")
