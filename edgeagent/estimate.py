@@ -345,20 +345,28 @@ def compute_buffer_bytes(shape: ModelShape, n_ctx: int, n_ubatch: int = 512, fla
     llama.cpp reserves the graph for a full physical batch (``n_ubatch`` tokens, all of them
     producing logits, the KV cache full) and ggml-alloc reuses memory between ops, so the
     buffer is the largest of three moments, in F32:
-      output:    logits for every batch row (n_ubatch x n_vocab) + the normed hidden state;
-      ffn:       gate, up and their product (3 x n_ff) + residual and norm (2 x n_embd);
-      attention: Q, K, V and the residual, plus (without flash attention) the KQ scores and
-                 their softmax over the whole context for every head (2 x n_ctx x n_head).
-    Plus the logits output buffer of one row. An assumption checked against the engine by
-    ``edgeagent calibrate``; for a 152k-vocabulary model the output moment dominates.
+      output:    logits for every batch row (n_ubatch x n_vocab) + two hidden states;
+      ffn:       gate, up and their product (3 x n_ff) + the residual stream, its norm, the
+                 block output and the residual sum (4 x n_embd);
+      attention: Q, K, V and the same 4 x n_embd, plus (without flash attention) the KQ
+                 scores over the whole context for every head (n_ctx x n_head; the softmax
+                 runs in place).
+    The attention mask (n_ctx x n_ubatch; F16 with flash attention, else F32) is live through
+    the blocks, so it adds to the last two. Fitted to llama.cpp's own report ("CPU compute
+    buffer size", read by ``test_compute_buffer_matches_llama_cpp``): exact to 0.01 MiB on
+    the built-in model (11.76 / 38.76 MiB at n_ctx 512 / 2048 without flash attention, 7.01 /
+    8.51 MiB with it) and on an 8k-vocabulary shape; up to ~20% high on shapes where
+    ggml-alloc reuses an FFN buffer in place (n_ff = 2 x n_embd), which this does not model.
     """
     ub = min(n_ubatch, n_ctx)
-    output = ub * (shape.n_vocab + shape.n_embd)
-    ffn = ub * (3 * shape.n_ff + 2 * shape.n_embd)
-    attention = ub * (2 * shape.n_embd + (shape.n_head + 2 * shape.n_head_kv) * shape.head_dim)
+    mask = ub * n_ctx * (2 if flash_attn else F32)
+    output = F32 * ub * (shape.n_vocab + 2 * shape.n_embd)
+    ffn = F32 * ub * (3 * shape.n_ff + 4 * shape.n_embd) + mask
+    attention = ub * (4 * shape.n_embd + (shape.n_head + 2 * shape.n_head_kv) * shape.head_dim)
     if not flash_attn:
-        attention += 2 * ub * n_ctx * shape.n_head
-    return F32 * (max(output, ffn, attention) + shape.n_vocab)
+        attention += ub * n_ctx * shape.n_head
+    attention = F32 * attention + mask
+    return max(output, ffn, attention) + F32 * shape.n_vocab  # + the one-row logits buffer
 
 
 def memory_estimate(shape: ModelShape, profile: Profile, n_ctx: int) -> dict[str, Any]:

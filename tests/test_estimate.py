@@ -236,8 +236,31 @@ def test_memory_estimate_adds_up_and_states_its_parts() -> None:
     assert m["total_bytes"] == m["weights_bytes"] + m["kv_cache_bytes"] + m["compute_buffer_bytes"] + m["overhead_bytes"]
     assert m["weights_bytes"] == s.weights_bytes
     # 152k-vocabulary logits for a 512-row batch dominate the compute buffer
-    assert m["compute_buffer_bytes"] == 4 * (512 * (151936 + 1536) + 151936)
+    assert m["compute_buffer_bytes"] == 4 * (512 * (151936 + 2 * 1536) + 151936)
     assert m["memory_mb"] == pytest.approx(m["total_bytes"] / 2**20)
+
+
+@pytest.mark.parametrize(("n_ctx", "flash_attn"), [(512, False), (2048, False), (2048, True)])
+def test_compute_buffer_matches_llama_cpp(tiny_bundle: Path, n_ctx: int, flash_attn: bool) -> None:
+    """The formula against llama.cpp's own report of the buffer it reserved, read from its
+    log in a fresh process (llama.cpp logs to stderr)."""
+    import re
+    import subprocess
+    import sys
+
+    pytest.importorskip("llama_cpp")
+    gguf_path = next(tiny_bundle.glob("*f32*.gguf"))
+    code = ("import sys; from llama_cpp import Llama; "
+            "Llama(sys.argv[1], n_ctx=int(sys.argv[2]), n_batch=512, n_ubatch=512, n_threads=1, "
+            "flash_attn=sys.argv[3] == '1', verbose=True)")
+    done = subprocess.run([sys.executable, "-c", code, str(gguf_path), str(n_ctx), str(int(flash_attn))],
+                          capture_output=True, text=True, check=True)
+    reported = re.findall(r"CPU compute buffer size =\s+([\d.]+) MiB", done.stderr)
+    assert reported, done.stderr[-2000:]
+    estimated = est.compute_buffer_bytes(est.shape_from_gguf(gguf_path), n_ctx, 512, flash_attn) / 2**20
+    # n_ff = 2 x n_embd here: the shape where ggml-alloc's in-place reuse makes the formula high
+    assert estimated == pytest.approx(float(reported[-1]), rel=0.2, abs=0.05)
+    assert estimated >= float(reported[-1]) - 0.05  # and never low: memory budgets need an upper bound
 
 
 def test_flash_attention_shrinks_the_compute_buffer_at_long_context() -> None:
