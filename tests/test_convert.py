@@ -87,6 +87,17 @@ def examples(model_dir: Path, traces: Path, n: int | None = None) -> list[data_m
 # --- data ------------------------------------------------------------------------------
 
 
+def test_recipe_tokenizer_writes_a_word_the_same_after_a_space_and_after_a_quote(plain_tokenizer) -> None:
+    """The built-in model copies names and text between the task (after a space), the
+    screen and the JSON action (after a quote): no merge may join a space to what follows."""
+    vocab = plain_tokenizer.get_vocab()
+    assert not [t for t in vocab if len(t) > 1 and t.startswith("Ġ") and t.strip("Ġ")]
+    for word in ["Liam Miller", "Settings", "23", "where are the keys?"]:
+        after_space = plain_tokenizer.encode(f"Call {word}", add_special_tokens=False)
+        after_quote = plain_tokenizer.encode(f'"{word}', add_special_tokens=False)
+        assert after_space[-len(after_quote) + 1:] == after_quote[1:], word
+
+
 def test_plain_format_is_exactly_the_builtin_recipes(traces, plain_tokenizer) -> None:
     from converters.recipes.train_builtin import encode
 
