@@ -157,6 +157,34 @@ def test_tokenization_matches_hf(exported, case):
     assert not mismatches, f"{len(mismatches)} texts tokenize differently, first: {mismatches[0]}"
 
 
+def test_builtin_model_tokenizes_agent_prompts_as_transformers_does(tmp_path):
+    """The shipped model's tokenizer (merges trained with whitespace split off, encoded with
+    the GPT-2 pre-tokenizer) in llama.cpp: prompts of every app, the held-out one included."""
+    from android_bridge.emulator.episode import run_episode
+    from android_bridge.emulator.expert import expert_action
+    from android_bridge.emulator.phone import EmulatedPhone
+    from android_bridge.emulator.tasks import generate_tasks
+    from edgeagent.agent.prompt import build_prompt
+    from edgeagent.builtin import builtin_model_dir
+
+    texts = list(TEXTS)
+    phone = EmulatedPhone()
+    for task in generate_tasks(40, 4242):
+        for step in run_episode(phone, task, expert_action).trace:
+            prev = json.dumps(step.previous, separators=(",", ":")) if step.previous else None
+            texts.append(build_prompt(task.instruction, step.observation, prev) + json.dumps(step.action))
+    path = tmp_path / "builtin.gguf"
+    export(builtin_model_dir(), path, "q8_0", threads=1)
+    llm = load_llama(path, vocab_only=True)
+    try:
+        got = [llm.tokenize(t.encode("utf-8"), add_bos=True, special=False) for t in texts]
+    finally:
+        llm.close()
+    hf = transformers.AutoTokenizer.from_pretrained(builtin_model_dir())
+    mismatches = [t for t, g in zip(texts, got) if hf(t)["input_ids"] != g]
+    assert len(texts) > 100 and not mismatches, mismatches[:1]
+
+
 @pytest.mark.parametrize("case", CASE_PARAMS)
 def test_metadata_is_explicit(exported, case):
     model_dir, path, result = exported(case)
