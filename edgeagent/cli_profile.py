@@ -10,13 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return str(value)
+from edgeagent.report.html import fmt
 
 
 def _load(profile: str) -> Any:
@@ -78,16 +72,16 @@ def _print_estimate(est: dict[str, Any]) -> None:
         highlight=False,
     )
     rows = [
-        ["memory", _fmt(mem["memory_mb"], 0), "MiB",
+        ["memory", fmt(mem["memory_mb"], 0), "MiB",
          f"weights {mem['weights_mb']:,.0f} + KV {mem['kv_cache_mb']:,.0f} ({mem['context']} ctx, {mem['kv_cache_type']}) "
          f"+ compute {mem['compute_buffer_mb']:,.0f} + runtime {mem['overhead_mb']:,.0f}; "
          f"{100 * mem['fraction_of_usable']:.0f}% of {mem['usable_mb']:,.0f} usable"],
-        ["TTFT", _fmt(lat["ttft_ms"]), "ms", f"{lat['prompt_tokens']}-token prompt, {lat['prefill_bound']}-bound"],
-        ["TPOT", _fmt(lat["tpot_ms"], 2), "ms", f"{lat['decode_bound']}-bound, {lat['bandwidth_effective_gbs']:.1f} GB/s effective"],
-        ["tokens/s", _fmt(lat["tokens_per_s"]), "tokens/s", "decode"],
-        ["latency", _fmt(lat["total_ms"]), "ms", f"prompt + {lat['gen_tokens']} output tokens"],
-        ["energy", _fmt(en["joules_per_inference"], 2), "J", f"above idle; prefill {en['prefill_j']:.2f} J + decode {en['decode_j']:.2f} J"],
-        ["battery", _fmt(en["mah_per_100_inferences"], 2), "mAh / 100 inferences",
+        ["TTFT", fmt(lat["ttft_ms"]), "ms", f"{lat['prompt_tokens']}-token prompt, {lat['prefill_bound']}-bound"],
+        ["TPOT", fmt(lat["tpot_ms"], 2), "ms", f"{lat['decode_bound']}-bound, {lat['bandwidth_effective_gbs']:.1f} GB/s effective"],
+        ["tokens/s", fmt(lat["tokens_per_s"]), "tokens/s", "decode"],
+        ["latency", fmt(lat["total_ms"]), "ms", f"prompt + {lat['gen_tokens']} output tokens"],
+        ["energy", fmt(en["joules_per_inference"], 2), "J", f"above idle; prefill {en['prefill_j']:.2f} J + decode {en['decode_j']:.2f} J"],
+        ["battery", fmt(en["mah_per_100_inferences"], 2), "mAh / 100 inferences",
          f"at {en['nominal_v']:g} V" + (f"; ~{en['inferences_per_charge']:,.0f} inferences per charge" if en.get("inferences_per_charge") else "")],
     ]
     table("Estimate", ["figure", "value", "unit", "how"], rows)
@@ -111,7 +105,7 @@ def _print_comparison(cmp: dict[str, Any]) -> None:
         for key, name, d in keys:
             c = r[key]
             ratio = f"{c['ratio']:.2f}" if c["ratio"] is not None else "-"
-            rows.append([label, name, _fmt(c["estimated"], d), _fmt(c["published"], d), ratio])
+            rows.append([label, name, fmt(c["estimated"], d), fmt(c["published"], d), ratio])
             label = ""
     table("estimate / published", ["model", "figure", "estimated", "published", "ratio"], rows)
     for k, v in cmp["assumptions"].items():
