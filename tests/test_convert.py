@@ -8,6 +8,7 @@ the emulated phone, real bitsandbytes NF4, real llama.cpp. torch runs on one thr
 from __future__ import annotations
 
 import json
+import random
 import os
 import signal
 import subprocess
@@ -96,6 +97,50 @@ def test_recipe_tokenizer_writes_a_word_the_same_after_a_space_and_after_a_quote
         after_space = plain_tokenizer.encode(f"Call {word}", add_special_tokens=False)
         after_quote = plain_tokenizer.encode(f'"{word}', add_special_tokens=False)
         assert after_space[-len(after_quote) + 1:] == after_quote[1:], word
+
+
+def test_recipe_tokenizer_writes_every_digit_as_its_own_token(plain_tokenizer) -> None:
+    """A calculator showing "1" for the task "12% of 180": the next key is the token after
+    the displayed ones only if a number is its digits, one token each."""
+    from converters.tokenizer import match_pre_tokenizer
+
+    assert not [t for t in plain_tokenizer.get_vocab() if len(t) > 1 and any(c.isdigit() for c in t)]
+    ids = plain_tokenizer.encode("find 12% of 180", add_special_tokens=False)
+    assert plain_tokenizer.convert_ids_to_tokens(ids)[-3:] == ["1", "8", "0"]
+    saved = json.loads(plain_tokenizer.backend_tokenizer.to_str())
+    assert match_pre_tokenizer(saved["pre_tokenizer"]) == "qwen2"  # llama.cpp splits the same way
+
+
+def test_recipe_packs_examples_that_cannot_see_each_other() -> None:
+    """A packed row computes each example exactly as it would alone (inference sees one)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from converters.recipes.train_builtin import make_batches, packed_inputs, packed_loss
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2)).eval()
+    rng = random.Random(0)
+    encoded = []
+    for n in (9, 14, 6):
+        ids = [1] + [rng.randrange(3, 64) for _ in range(n)]
+        encoded.append((ids, [-100] * (n - 2) + ids[-3:]))
+    ids, lab, plab, seg = next(make_batches(encoded, 48, random.Random(0), seq_len=48))
+    assert int(seg[0].max()) >= 2 and (seg[0] == 0).any()  # several examples and an unused tail
+    mask, positions = packed_inputs(seg)
+    with torch.no_grad():
+        packed = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+        for s in range(1, int(seg[0].max()) + 1):
+            where = (seg[0] == s).nonzero().flatten()
+            alone = model(input_ids=ids[0, where][None]).logits[0]
+            assert torch.allclose(alone, packed[0, where], atol=1e-4), s
+    # prompt targets are the prompt tokens after BOS, never the action tokens
+    assert ((plab != -100) & (lab != -100)).sum() == 0
+    assert (plab[seg == 0] == -100).all()
+    with torch.no_grad():
+        total, action = packed_loss(model, ids, lab, plab, seg, 0.3)
+        assert float(total) > float(action) > 0
+        assert float(packed_loss(model, ids, lab, plab, seg, 0.0)[0]) == pytest.approx(float(action))
 
 
 def test_plain_format_is_exactly_the_builtin_recipes(traces, plain_tokenizer) -> None:

@@ -1,9 +1,10 @@
 """Recipe: train edgeagent's built-in agent model from scratch on emulator traces.
 
 A recipe is a script (torchtune's rule): one linear training loop you can read top to bottom
-and copy. Reproduce the shipped model with
+and copy. Reproduce the shipped model (the exact settings are in
+``edgeagent/builtin/MODEL_CARD.md`` and the model's ``training.json``) with
 
-    edgeagent traces --n 6000 --seed 1 --exclude-app notes -o runs/builtin/traces.jsonl
+    edgeagent traces --n 20000 --seed 1 --exclude-app Notes -o runs/builtin/traces.jsonl
     python -m converters.recipes.train_builtin --data runs/builtin/traces.jsonl --out runs/builtin
 
 (``--resume`` continues from ``OUT/checkpoint.pt`` after an interruption.)
@@ -12,9 +13,12 @@ What makes it learnable by a few-million-parameter model on 2 CPU cores:
 - The model never has to look up an element's index: it names the element (a copy of a
   quoted screen label) and the runtime's per-screen grammar forces the index. Loss is still
   taken on the index tokens, but success does not depend on learning that lookup.
-- Loss only on the action tokens (the prompt is context, not target).
+- The target is the action tokens; the prompt is context.
 - A byte-level BPE tokenizer trained on the traces themselves, so UI words and labels are
-  one or two tokens each.
+  one or two tokens each, and a copied word or number is the same tokens wherever it
+  appears (``train_tokenizer``).
+- An auxiliary loss on the prompt tokens and packed examples that cannot attend to each
+  other (``packed_loss``, ``packed_inputs``).
 - Step-level exact match on held-out traces is measured every ``--eval-every`` steps, so a
   plateau is seen in minutes, not at the end.
 """
@@ -37,6 +41,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from converters.tokenizer import QWEN2_SPLIT
 from edgeagent.agent.prompt import build_prompt
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
@@ -64,6 +69,7 @@ class TrainConfig:
     warmup: int = 200
     weight_decay: float = 0.05
     grad_clip: float = 1.0
+    prompt_loss_weight: float = 0.3  # auxiliary loss on the prompt tokens (see packed_loss)
     eval_every: int = 250
     ckpt_every: int = 250
     seed: int = 0
@@ -97,25 +103,34 @@ def load_examples(path: Path) -> list[dict]:
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Byte-level BPE whose merges never join a space to the word after it.
+    """Byte-level BPE whose merges join letters to letters and punctuation to punctuation only,
+    with every digit a token of its own.
 
     The agent copies: a name from the task onto the screen ("Delete Hana Davis" -> the label
-    "Hana Davis"), text from the task into an action, an answer from the screen. With GPT-2
-    merges a word is a different token after a space (" Hana" in the task) than after a
-    quote ("Hana" on the screen and in the JSON action), so every copy needed a learned
-    token-to-token mapping instead of the plain match-and-copy an attention head does: the
-    from-scratch model sat on the plateau before copying (step exact match ~0.59 for 450
-    steps, measured). Trained with whitespace split off first, no merge contains a space
-    followed by anything else, so a word is the same tokens wherever it appears.
+    "Hana Davis"), text from the task into an action, an answer from the screen, the next
+    key of "12% of 180" on a calculator showing "1". Copying is what a small model learns
+    as match-and-copy attention, and only if the copied thing is the same tokens wherever it
+    appears:
+    - With GPT-2 merges " Hana" (after a space, in the task) and "Hana" (after a quote, on
+      the screen and in the JSON action) were different tokens; the from-scratch model sat
+      on the plateau before copying (step exact match ~0.59 for 450 steps, measured).
+    - With digit merges "12" is one token and the "1" on the calculator's display another:
+      the next key is a fact about the inside of a token (0 of 45 calculator tasks, measured).
+    Merges are trained on whitespace, digits, letter runs and punctuation runs split apart, so
+    no merge crosses from one to the other.
 
-    Encoding still uses the GPT-2 pre-tokenizer (llama.cpp's ``gpt-2``): it hands BPE " Hana"
-    as one piece, and since no merge joins the space to "H", BPE yields the space, then
-    exactly the tokens of "Hana": the same split as training, and the same in llama.cpp.
+    Encoding uses llama.cpp's ``qwen2`` pre-tokenizer (digits one by one; a word may carry
+    the space or quote before it). Since no merge joins that space or quote to a letter, BPE
+    then yields the space, then exactly the tokens of the word: the same split as training,
+    the same in llama.cpp and in transformers.
     """
     tok = Tokenizer(models.BPE())
-    gpt2 = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(r"\s"), behavior="isolated"), gpt2])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"\s"), behavior="isolated"),
+        pre_tokenizers.Split(Regex(r"\p{N}"), behavior="isolated"),
+        pre_tokenizers.Split(Regex(r"[^\s\p{L}\p{N}]+"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -124,7 +139,10 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    tok.pre_tokenizer = gpt2
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     # BOS on every sequence, declared in the tokenizer itself so transformers and llama.cpp
     # (which reads this post-processor into add_bos_token) agree.
     tok.post_processor = processors.TemplateProcessing(
@@ -146,37 +164,88 @@ def encode(tokenizer: PreTrainedTokenizerFast, ex: dict) -> tuple[list[int], lis
 
 def make_batches(encoded: list[tuple[list[int], list[int]]], batch_tokens: int, rng: random.Random,
                  seq_len: int = 1024):
-    """Endless stream of (input_ids, labels): shuffled examples packed into rows of ``seq_len``.
+    """Endless stream of packed rows: shuffled examples packed into rows of ``seq_len``.
+
+    Yields ``(input_ids, labels, prompt_labels, segments)``, each ``(rows, seq_len)``:
+    ``labels`` holds the action tokens (the target), ``prompt_labels`` the prompt tokens (an
+    auxiliary target, see ``packed_loss``), ``segments`` which example a position belongs to
+    (1, 2, ... within a row; 0 is the unused tail) so that attention stays inside one
+    example, as it is at inference.
 
     Packing keeps batches i.i.d. and free of padding. (An earlier version grouped examples of
     similar length; on these traces length follows the task template, so each batch held one
     kind of step and the model chased each batch's favourite answer instead of reading the
-    task: measured, 600 steps on that plateau.) Each example starts with BOS and only its
-    action tokens carry loss; an example never straddles two rows.
+    task: measured, 600 steps on that plateau.) An example never straddles two rows.
     """
     rows = max(1, batch_tokens // seq_len)
     order = [i for i in range(len(encoded)) if len(encoded[i][0]) <= seq_len]
     if not order:
         raise ValueError(f"no example fits in {seq_len} tokens")
+
+    def empty():
+        return (torch.zeros((rows, seq_len), dtype=torch.long), torch.full((rows, seq_len), -100, dtype=torch.long),
+                torch.full((rows, seq_len), -100, dtype=torch.long), torch.zeros((rows, seq_len), dtype=torch.long))
+
     # The batch being filled carries over from one pass to the next, so data smaller than
     # one batch still yields batches (each pass is a new shuffle).
-    ids = torch.zeros((rows, seq_len), dtype=torch.long)
-    lab = torch.full((rows, seq_len), -100, dtype=torch.long)
-    r, pos = 0, 0
+    ids, lab, plab, seg = empty()
+    r, pos, n_in_row = 0, 0, 0
     while True:
         rng.shuffle(order)
         for i in order:
             x, y = encoded[i]
             if pos + len(x) > seq_len:
-                r, pos = r + 1, 0
+                r, pos, n_in_row = r + 1, 0, 0
                 if r == rows:
-                    yield ids, lab
-                    ids = torch.zeros((rows, seq_len), dtype=torch.long)
-                    lab = torch.full((rows, seq_len), -100, dtype=torch.long)
+                    yield ids, lab, plab, seg
+                    ids, lab, plab, seg = empty()
                     r = 0
-            ids[r, pos: pos + len(x)] = torch.tensor(x)
-            lab[r, pos: pos + len(y)] = torch.tensor(y)
+            xt, yt = torch.tensor(x), torch.tensor(y)
+            ids[r, pos: pos + len(x)] = xt
+            lab[r, pos: pos + len(y)] = yt
+            prompt = torch.where(yt == -100, xt, torch.full_like(xt, -100))
+            prompt[0] = -100  # BOS is given, never predicted
+            plab[r, pos: pos + len(x)] = prompt
+            n_in_row += 1
+            seg[r, pos: pos + len(x)] = n_in_row
             pos += len(x)
+
+
+def packed_inputs(seg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A block-diagonal causal mask ``(rows, 1, L, L)`` and per-example position ids.
+
+    Without it, a packed example attends to the examples before it in its row: another
+    screen with its own "Alarm 13:00", another task's name. A model learning to copy a name
+    from the task to the screen then also learns to copy from the wrong example, which it
+    never sees at inference.
+    """
+    L = seg.shape[1]
+    causal = torch.ones((L, L), dtype=torch.bool).tril()
+    same = seg[:, :, None] == seg[:, None, :]
+    mask = (same & causal) | torch.eye(L, dtype=torch.bool)  # unused tail: attend to itself
+    starts = torch.ones_like(seg, dtype=torch.bool)
+    starts[:, 1:] = seg[:, 1:] != seg[:, :-1]
+    idx = torch.arange(L).expand_as(seg)
+    first = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values
+    return mask[:, None], idx - first
+
+
+def packed_loss(model, ids, lab, plab, seg, prompt_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training loss, action loss). The training loss adds ``prompt_weight`` × the mean loss
+    on the prompt tokens to the mean loss on the action tokens.
+
+    The action tokens are ~6 % of a step's tokens. Predicting the prompt too gives the model
+    ~16× more signal for the skill it lacks longest, copying: the screen repeats a label
+    ("Alarm 13:00", then "Delete alarm 13:00"), the task repeats a name from the screen.
+    """
+    mask, positions = packed_inputs(seg)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, :-1].float()
+    flat = logits.reshape(-1, logits.shape[-1])
+    action = torch.nn.functional.cross_entropy(flat, lab[:, 1:].reshape(-1), ignore_index=-100)
+    if prompt_weight <= 0:
+        return action, action
+    prompt = torch.nn.functional.cross_entropy(flat, plab[:, 1:].reshape(-1), ignore_index=-100)
+    return action + prompt_weight * prompt, action
 
 
 # --- evaluation --------------------------------------------------------------------------
@@ -207,13 +276,14 @@ def exact_match(model, tokenizer, examples: list[dict], limit: int = 120) -> flo
 
 
 @torch.no_grad()
-def heldout_loss(model, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+def heldout_loss(model, batches: list[tuple[torch.Tensor, ...]]) -> float:
+    """Mean loss on the held-out action tokens."""
     model.eval()
     total, count = 0.0, 0
-    for ids, lab in batches:
-        out = model(input_ids=ids, labels=lab)  # right padding: no mask needed for a causal LM
+    for ids, lab, plab, seg in batches:
+        _, action = packed_loss(model, ids, lab, plab, seg, 0.0)
         n = int((lab[:, 1:] != -100).sum())
-        total += float(out.loss) * n
+        total += float(action) * n
         count += n
     model.train()
     return total / max(1, count)
@@ -316,8 +386,8 @@ def train(data: Path, out: Path, shape: ModelShape, cfg: TrainConfig, resume: bo
 
     train_enc = [encode(tokenizer, e) for e in train_ex]
     eval_batches = []
-    for ids, lab in make_batches([encode(tokenizer, e) for e in eval_ex[:400]], cfg.batch_tokens, random.Random(0)):
-        eval_batches.append((ids, lab))
+    for batch in make_batches([encode(tokenizer, e) for e in eval_ex[:400]], cfg.batch_tokens, random.Random(0)):
+        eval_batches.append(batch)
         if len(eval_batches) >= 6:
             break
     print(
@@ -334,14 +404,14 @@ def train(data: Path, out: Path, shape: ModelShape, cfg: TrainConfig, resume: bo
     model.train()
     t_last, tokens_since = time.perf_counter(), 0
     while step < cfg.steps:
-        ids, lab = next(batches)
+        ids, lab, plab, seg = next(batches)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         # bf16 autocast: ~2x the tokens/s of fp32 on CPUs with AVX512-BF16/AMX (measured here),
         # and the usual choice on GPUs; master weights and optimizer state stay fp32.
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            out_ = model(input_ids=ids, labels=lab)
-        out_.loss.backward()
+            loss, action_loss = packed_loss(model, ids, lab, plab, seg, cfg.prompt_loss_weight)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -352,7 +422,7 @@ def train(data: Path, out: Path, shape: ModelShape, cfg: TrainConfig, resume: bo
             now = time.perf_counter()
             elapsed += now - t_last
             print(
-                f"step {step}/{cfg.steps} loss {out_.loss.item():.4f} lr {lr_at(step, cfg):.2e} "
+                f"step {step}/{cfg.steps} loss {action_loss.item():.4f} lr {lr_at(step, cfg):.2e} "
                 f"{tokens_since / (now - t_last):.0f} tok/s {elapsed / 60:.1f} min",
                 flush=True,
             )
@@ -360,7 +430,7 @@ def train(data: Path, out: Path, shape: ModelShape, cfg: TrainConfig, resume: bo
         if step % cfg.eval_every == 0 or step == cfg.steps:
             em = exact_match(model, tokenizer, eval_ex)
             hl = heldout_loss(model, eval_batches)
-            rec = {"step": step, "train_loss": out_.loss.item(), "heldout_loss": hl, "exact_match": em,
+            rec = {"step": step, "train_loss": action_loss.item(), "heldout_loss": hl, "exact_match": em,
                    "minutes": elapsed / 60}
             print(json.dumps(rec), flush=True)
             with open(log_path, "a") as f:
