@@ -15,7 +15,10 @@ What is measured, each in a fresh process (``edgeagent.measure``) held to ``thre
    about 1.5x and one about 5x the last-level cache. A straight line through
    (bytes read per token, time per token) gives the per-token fixed cost (the intercept:
    ``runtime.decode_overhead_ms``) and the bandwidth actually reached (1 / slope), whose
-   ratio to (1) is eta (``bandwidth_efficiency``);
+   ratio to (1) is eta (``bandwidth_efficiency``). Before the line is fitted, attention over
+   the cache is measured on the given model (decode after a short and a long prompt: the
+   extra time per cached position, over attention's FLOPs -> ``runtime.decode_attention_gflops``)
+   and taken out of each probe's time;
 4. the runtime's own resident memory before a model loads (``runtime.overhead_mb``).
 
 Power cannot be measured inside a VM (no RAPL, no battery): those figures are written as
@@ -38,7 +41,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgeagent.estimate import decode_bytes_per_token, prefill_flops, shape_from_gguf
+from edgeagent.estimate import (attention_flops, decode_attention_s, decode_bytes_per_token, prefill_flops,
+                                shape_from_gguf)
 from edgeagent.measure import measure_gguf, measure_numpy, measure_runtime_baseline
 from edgeagent.metrics import cpu_model
 
@@ -51,6 +55,10 @@ PROBE_GEN_TOKENS = 48
 PREFILL_PROMPT_TOKENS = 128
 PROBE_CONTEXT = 512
 PROBE_ROUNDS = 3
+# Decode attention: the small model's decode speed after a short and a long prompt; the
+# difference per cached position, less what its KV bytes explain, is attention's cost.
+ATTENTION_PROMPTS = (32, 768)
+ATTENTION_CONTEXT = 1024
 # Random-weight probes: llama blocks of width 768 (3 x 256, so K-quants apply), 12 query
 # heads of 64, 4 KV heads, FFN 2048: ~6.3 M parameters per block, ~6.7 MB at Q8_0.
 PROBE_WIDTH, PROBE_HEADS, PROBE_KV_HEADS, PROBE_FFN = 768, 12, 4, 2048
@@ -157,7 +165,32 @@ def fit_decode(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
     return my - slope * mx, 1.0 / slope
 
 
-def _probe_points(paths: Sequence[Path], threads: int, rounds: int = PROBE_ROUNDS) -> list[dict[str, Any]]:
+def measure_attention(path: Path, threads: int, bandwidth_bps: float, rounds: int = PROBE_ROUNDS) -> dict[str, Any]:
+    """Decode-time attention throughput: tokens/s of ``path`` after a short and a long
+    prompt (best of ``rounds``, interleaved), the extra time per cached position, less the
+    KV bytes read at ``bandwidth_bps``, over attention's FLOPs per position."""
+    short, long_ = ATTENTION_PROMPTS
+    runs: dict[int, list[dict]] = {short: [], long_: []}
+    for _ in range(rounds):
+        for n in (short, long_):
+            runs[n].append(measure_gguf(path, prompt_tokens=n, gen_tokens=PROBE_GEN_TOKENS, n_ctx=ATTENTION_CONTEXT,
+                                        threads=threads))
+    tpot = {n: min(m["tpot_ms"] for m in runs[n]) / 1e3 for n in runs}
+    shape = shape_from_gguf(path)
+    mid = PROBE_GEN_TOKENS // 2
+    positions = long_ - short
+    kv_s = (decode_bytes_per_token(shape, long_ + mid) - decode_bytes_per_token(shape, short + mid)) / bandwidth_bps
+    per_position_s = (tpot[long_] - tpot[short] - kv_s) / positions
+    if per_position_s <= 0:
+        raise CalibrationError(f"decode did not slow down from {short} to {long_} cached positions on {path.name} "
+                               "(a noisy machine?); re-run calibrate")
+    return {"model": path.name, "prompt_tokens": [short, long_], "tpot_ms": [tpot[short] * 1e3, tpot[long_] * 1e3],
+            "us_per_cached_position": per_position_s * 1e6,
+            "attention_gflops": attention_flops(shape, 1) / per_position_s / 1e9}
+
+
+def _probe_points(paths: Sequence[Path], threads: int, rounds: int = PROBE_ROUNDS,
+                  attention_gflops: float | None = None) -> list[dict[str, Any]]:
     """Decode speed of every probe, measured in ``rounds`` interleaved rounds (probe 1, 2, 3,
     then again), best round kept: on a shared machine another job's memory traffic comes and
     goes, and interleaving spreads it over all probes instead of landing on one, which would
@@ -173,8 +206,10 @@ def _probe_points(paths: Sequence[Path], threads: int, rounds: int = PROBE_ROUND
     for p in paths:
         shape = shape_from_gguf(p)
         best = max(runs[p], key=lambda m: m["tokens_per_s"])
+        attention_ms = decode_attention_s(shape, n_kv, attention_gflops) * 1e3 if attention_gflops else 0.0
         points.append({"model": p.name, "weights_mb": shape.weights_bytes / 2**20,
                        "bytes_per_token": decode_bytes_per_token(shape, n_kv), "tpot_ms": best["tpot_ms"],
+                       "attention_ms": attention_ms,
                        "tokens_per_s": best["tokens_per_s"], "rss_peak_mb": best["rss_peak_mb"],
                        "tokens_per_s_rounds": [m["tokens_per_s"] for m in runs[p]]})
     return points
@@ -219,16 +254,22 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
     probes = [small] + [probe_gguf(model_dir, n, cache, threads) for n in layers]
 
     say("[3/4] llama.cpp decode and prefill")
-    points = _probe_points(probes, threads)
+    attention = measure_attention(small, threads, bandwidth_gbs * 1e9)
+    say(f"      {small.name}: decode {attention['tpot_ms'][0]:.3f} / {attention['tpot_ms'][1]:.3f} ms per token after "
+        f"{ATTENTION_PROMPTS[0]} / {ATTENTION_PROMPTS[1]} prompt tokens -> {attention['us_per_cached_position']:.2f} us "
+        f"per cached position, attention at {attention['attention_gflops']:.2f} GFLOP/s")
+    points = _probe_points(probes, threads, attention_gflops=attention["attention_gflops"])
     for pt in points:
         rounds = ", ".join(f"{x:.0f}" for x in pt["tokens_per_s_rounds"])
         say(f"      {pt['model']}: {pt['weights_mb']:.1f} MiB, {pt['tokens_per_s']:.1f} tokens/s (rounds: {rounds})")
-    overhead_s, reached_bps = fit_decode([(pt["bytes_per_token"], pt["tpot_ms"] / 1e3) for pt in points])
+    # the line is fitted to what is left once attention (measured above) is taken out
+    overhead_s, reached_bps = fit_decode([(pt["bytes_per_token"], (pt["tpot_ms"] - pt["attention_ms"]) / 1e3)
+                                          for pt in points])
     eta_raw = reached_bps / (bandwidth_gbs * 1e9)
     eta = min(1.0, eta_raw)
     overhead_ms = max(0.0, overhead_s * 1e3)
     for pt in points:  # what the fitted line says for each probe
-        pt["fitted_tpot_ms"] = (overhead_s + pt["bytes_per_token"] / reached_bps) * 1e3
+        pt["fitted_tpot_ms"] = (overhead_s + pt["bytes_per_token"] / reached_bps) * 1e3 + pt["attention_ms"]
 
     big = probes[-1]
     prefill = max((measure_gguf(big, prompt_tokens=PREFILL_PROMPT_TOKENS, gen_tokens=2, n_ctx=PROBE_CONTEXT,
@@ -245,9 +286,9 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
         "profile": host_profile_data(bandwidth_gbs=bandwidth_gbs, eta=eta, compute_gflops=compute_gflops,
                                      threads=threads, overhead_mb=overhead_mb, decode_overhead_ms=overhead_ms,
                                      numpy_m=numpy_m, points=points, eta_raw=eta_raw, llc=llc,
-                                     prefill=prefill, big=big.name),
+                                     prefill=prefill, big=big.name, attention=attention),
         "measurements": {
-            "numpy": numpy_m, "decode_probes": points,
+            "numpy": numpy_m, "decode_probes": points, "decode_attention": attention,
             "decode_fit": {"overhead_ms": overhead_ms, "bandwidth_reached_gbs": reached_bps / 1e9,
                            "eta": eta, "eta_unclamped": eta_raw},
             "prefill": {"model": big.name, "prompt_tokens": prefill["prompt_tokens"], "prefill_ms": prefill["prefill_ms"],
@@ -279,7 +320,7 @@ def _cpu_ghz() -> float:
 
 def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float, threads: int, overhead_mb: float,
                       decode_overhead_ms: float, numpy_m: dict, points: list[dict], eta_raw: float, llc: int,
-                      prefill: dict, big: str) -> dict[str, Any]:
+                      prefill: dict, big: str, attention: dict) -> dict[str, Any]:
     """The host profile as data (the TOML's tables), every number with its source."""
     import psutil
 
@@ -306,7 +347,8 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
         "power": {"prefill_w": WATTS_PER_BUSY_CORE * threads, "decode_w": WATTS_PER_BUSY_CORE * threads, "idle_w": 0.0},
         "battery": {"nominal_v": 3.87},
         "runtime": {"threads": threads, "weight_repack": default_repack(), "overhead_mb": round(overhead_mb, 1),
-                    "decode_overhead_ms": round(decode_overhead_ms, 4)},
+                    "decode_overhead_ms": round(decode_overhead_ms, 4),
+                    "decode_attention_gflops": round(attention["attention_gflops"], 3)},
         "sources": [
             {"what": f"bandwidth_theoretical_gbs = {bandwidth_gbs:.2f}: streaming read, {numpy_m['threads']} thread(s) "
                      f"summing a {numpy_m['read_mib']} MiB float64 array, best of {numpy_m['reps']} (a VM hides the "
@@ -315,6 +357,11 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
                      f"{decode_overhead_ms:.4f}: least-squares line through llama.cpp decode time per token vs bytes "
                      f"read per token on {len(points)} Q8_0 probes, best of {PROBE_ROUNDS} interleaved rounds ({probes}); last-level cache {llc / 2**20:.0f} MiB",
              "citation": stamp},
+            {"what": f"runtime.decode_attention_gflops = {attention['attention_gflops']:.3f}: llama.cpp decode of "
+                     f"{attention['model']} after {ATTENTION_PROMPTS[0]} and {ATTENTION_PROMPTS[1]} prompt tokens "
+                     f"({attention['tpot_ms'][0]:.3f} / {attention['tpot_ms'][1]:.3f} ms per token, best of {PROBE_ROUNDS}): "
+                     f"{attention['us_per_cached_position']:.3f} us per cached position beyond its KV bytes, over "
+                     "attention's FLOPs per position (estimate.attention_flops)", "citation": stamp},
             {"what": f"compute_gflops_sustained = {compute_gflops:.2f}: llama.cpp prefill of {prefill['prompt_tokens']} "
                      f"tokens on {big} (best of {PROBE_ROUNDS}) ({prefill['prefill_tokens_per_s']:.0f} tokens/s), FLOPs by "
                      f"estimate.prefill_flops; f32 BLAS matmul for reference: {numpy_m['matmul_gflops_f32']:.1f} GFLOP/s",

@@ -428,6 +428,12 @@ def decode_flops_per_token(shape: ModelShape, n_kv: int) -> float:
     return 2 * (shape.block_matmul_params + shape.head.n_elements) + attention_flops(shape, n_kv)
 
 
+def decode_attention_s(shape: ModelShape, n_kv: int, attention_gflops: float) -> float:
+    """Seconds one decode step spends attending to ``n_kv`` cached positions, at a
+    calibrated attention throughput (``runtime.decode_attention_gflops``)."""
+    return attention_flops(shape, n_kv) / (attention_gflops * 1e9)
+
+
 def prefill_flops(shape: ModelShape, prompt_tokens: int) -> float:
     """2 FLOPs per weight per token through the blocks (Kaplan et al. 2020: forward pass
     C ~ 2N), the output head for the last token only (llama.cpp computes logits just for the
@@ -446,6 +452,13 @@ def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, ge
     first token's logits). Each later token is one decode step, bandwidth-bound:
     tokens/s = eta * bandwidth / bytes read per token, with the KV read growing as the
     context fills; ``runtime.decode_overhead_ms`` adds a fixed per-step cost (calibrated).
+
+    Attention over the cache: without flash attention llama.cpp runs it per head as small
+    ops (KQ, mask, softmax, KQV) that reach a fraction of peak compute and overlap nothing.
+    Where the profile has a calibrated ``runtime.decode_attention_gflops`` it is added to
+    each step at that throughput (on this machine it is what makes decode slow down as the
+    context fills: 1.27 us per cached position for the built-in model, against ~0.1 ns its
+    KV bytes explain); otherwise it is counted inside the roofline at peak compute.
     """
     rt = profile.runtime
     bandwidth = profile.bandwidth_theoretical_gbs * 1e9 * profile.bandwidth_efficiency  # bytes/s
@@ -461,9 +474,13 @@ def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, ge
     for i in range(max(steps, 1)):  # at least one step, so TPOT exists even for gen_tokens=1
         n_kv = prompt_tokens + 1 + i
         memory_s = decode_bytes_per_token(shape, n_kv, rt.kv_cache_type) / bandwidth
-        compute_s = decode_flops_per_token(shape, n_kv) / compute
+        if rt.decode_attention_gflops:
+            compute_s = decode_flops_per_token(shape, 0) / compute
+            attention_s = decode_attention_s(shape, n_kv, rt.decode_attention_gflops)
+        else:
+            compute_s, attention_s = decode_flops_per_token(shape, n_kv) / compute, 0.0
         bound_memory += memory_s >= compute_s
-        step_times.append(max(memory_s, compute_s) + rt.decode_overhead_ms / 1e3)
+        step_times.append(max(memory_s, compute_s) + attention_s + rt.decode_overhead_ms / 1e3)
     tpot_s = sum(step_times) / len(step_times)
     decode_s = tpot_s * steps
     return {

@@ -73,6 +73,10 @@ class Runtime(_Strict):
     kv_cache_type: Literal["f16", "q8_0", "f32"] = "f16"
     overhead_mb: float = Field(default=80.0, ge=0)  # process baseline RSS before the model loads
     decode_overhead_ms: float = Field(default=0.0, ge=0)  # fixed cost per decode step (calibrated)
+    # Throughput of decode-time attention over the cache (KQ, softmax, KQV: small per-head
+    # ops, far below peak compute), calibrated from decode speed at two context lengths.
+    # Unset: attention is counted at compute_gflops_sustained inside the roofline's max().
+    decode_attention_gflops: float | None = Field(default=None, gt=0)
 
 
 class Selection(_Strict):

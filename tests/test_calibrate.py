@@ -80,6 +80,9 @@ def test_calibrate_writes_a_profile_load_profile_accepts(calibrated) -> None:
     assert p.compute_gflops_sustained == pytest.approx(result["measurements"]["prefill"]["gflops_effective"], abs=0.01)
     assert p.runtime.decode_overhead_ms == pytest.approx(result["measurements"]["decode_fit"]["overhead_ms"], abs=1e-4)
     assert p.runtime.overhead_mb > 0
+    attention = result["measurements"]["decode_attention"]
+    assert attention["tpot_ms"][1] > attention["tpot_ms"][0]  # decode slows down as the cache fills
+    assert p.runtime.decode_attention_gflops == pytest.approx(attention["attention_gflops"], abs=1e-3)
     today = datetime.date.today().isoformat()
     measured = [s for s in p.sources if s.citation and s.citation.startswith(f"measured by edgeagent calibrate on {today}")]
     assert len(measured) >= 4

@@ -204,12 +204,27 @@ def test_decode_is_bandwidth_bound_tokens_per_s(tiny_gguf: Path) -> None:
     lat = est.latency_estimate(s, HOST, prompt_tokens=10, gen_tokens=2)  # one decode step at n_kv = 11
     bandwidth = HOST.bandwidth_theoretical_gbs * 1e9 * HOST.bandwidth_efficiency
     memory_s = est.decode_bytes_per_token(s, 11) / bandwidth
-    compute_s = est.decode_flops_per_token(s, 11) / (HOST.compute_gflops_sustained * 1e9)
+    compute_s = est.decode_flops_per_token(s, 0) / (HOST.compute_gflops_sustained * 1e9)
     assert memory_s > compute_s
-    # plus the fixed per-token cost `edgeagent calibrate` fits (runtime.decode_overhead_ms)
-    tpot_s = est.decode_bytes_per_token(s, 11) / bandwidth + HOST.runtime.decode_overhead_ms / 1e3
+    # plus the fixed per-token cost `edgeagent calibrate` fits (runtime.decode_overhead_ms) and
+    # attention over the 11 cached positions at its calibrated throughput
+    attention_s = 4 * s.n_layers * s.n_head * s.head_dim * 11 / (HOST.runtime.decode_attention_gflops * 1e9)
+    tpot_s = memory_s + attention_s + HOST.runtime.decode_overhead_ms / 1e3
     assert lat["tokens_per_s"] == pytest.approx(1 / tpot_s)
     assert lat["decode_bound"] == "memory"
+
+
+def test_decode_slows_down_by_attention_per_cached_position() -> None:
+    s = est.shape_from_config("qwen2.5-1.5b")
+    runtime = ELITE.runtime.model_copy(update={"decode_attention_gflops": 5.0})
+    calibrated = ELITE.model_copy(update={"runtime": runtime})
+    a = est.latency_estimate(s, calibrated, 100, 2)
+    b = est.latency_estimate(s, calibrated, 1100, 2)
+    per_position_s = 4 * s.n_layers * s.n_head * s.head_dim / 5.0e9
+    kv_s = 2 * s.n_layers * s.n_head_kv * s.head_dim * 2 * 1000 / (ELITE.bandwidth_theoretical_gbs * 1e9 * ELITE.bandwidth_efficiency)
+    assert (b["tpot_ms"] - a["tpot_ms"]) / 1e3 == pytest.approx(1000 * per_position_s + kv_s, rel=1e-6)
+    # an uncalibrated profile counts attention inside the roofline: decode barely notices
+    assert est.latency_estimate(s, ELITE, 1100, 2)["tpot_ms"] < b["tpot_ms"]
 
 
 def test_prefill_is_compute_bound_and_ttft_scales_with_prompt() -> None:
