@@ -18,13 +18,15 @@ from edgeagent.output import console, emit_json, err_console, fail, table
 
 APPS_HELP = "Only tasks of these apps (repeat, or comma-separate: --apps Settings,Clock)."
 EXCLUDE_HELP = "Hold this app's tasks out (repeatable), e.g. to test generalisation to an unseen app."
+TEMPLATES_HELP = "Only tasks of these templates (repeat, or comma-separate), e.g. to oversample weak ones."
 
 
-def _tasks_or_fail(n: int, seed: int, apps: Optional[list[str]], exclude_app: Optional[list[str]]):
+def _tasks_or_fail(n: int, seed: int, apps: Optional[list[str]], exclude_app: Optional[list[str]],
+                   templates: Optional[list[str]] = None):
     from android_bridge.emulator.tasks import generate_tasks
 
     try:
-        return generate_tasks(n, seed, apps=apps, exclude_apps=exclude_app)
+        return generate_tasks(n, seed, apps=apps, exclude_apps=exclude_app, templates=templates)
     except ValueError as exc:
         fail(str(exc))
 
@@ -50,10 +52,11 @@ def tasks_command(
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same tasks."),
     apps: Optional[list[str]] = typer.Option(None, "--apps", help=APPS_HELP),
     exclude_app: Optional[list[str]] = typer.Option(None, "--exclude-app", help=EXCLUDE_HELP),
+    templates: Optional[list[str]] = typer.Option(None, "--templates", help=TEMPLATES_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list of task specs."),
 ) -> None:
     """List generated tasks for the emulated phone."""
-    specs = [t.to_dict() for t in _tasks_or_fail(n, seed, apps, exclude_app)]
+    specs = [t.to_dict() for t in _tasks_or_fail(n, seed, apps, exclude_app, templates)]
     if json_out:
         emit_json(specs)
         return
@@ -67,6 +70,7 @@ def traces_command(
     seed: int = typer.Option(0, "--seed", help="Task seed."),
     apps: Optional[list[str]] = typer.Option(None, "--apps", help=APPS_HELP),
     exclude_app: Optional[list[str]] = typer.Option(None, "--exclude-app", help=EXCLUDE_HELP),
+    templates: Optional[list[str]] = typer.Option(None, "--templates", help=TEMPLATES_HELP),
     max_steps: int = typer.Option(30, "--max-steps", min=1, help="Step budget per episode."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -77,7 +81,7 @@ def traces_command(
     from android_bridge.emulator.expert import expert_action
     from android_bridge.emulator.phone import EmulatedPhone
 
-    tasks = _tasks_or_fail(n, seed, apps, exclude_app)
+    tasks = _tasks_or_fail(n, seed, apps, exclude_app, templates)
     phone = EmulatedPhone()
     results = []
     lines: list[bytes] = []

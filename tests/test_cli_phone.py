@@ -47,6 +47,15 @@ def test_traces_write_one_line_per_step(tmp_path) -> None:
     assert not [p for p in out.parent.iterdir() if p.name != out.name]  # no temp file left behind
 
 
+def test_traces_can_be_limited_to_templates(tmp_path) -> None:
+    out = tmp_path / "weak.jsonl"
+    result = invoke("traces", "--n", "6", "--seed", "3", "-o", str(out), "--templates", "calc_binary,add_alarm", "--json")
+    assert result.exit_code == 0, result.output
+    assert {json.loads(line)["task"]["template"] for line in out.read_text().splitlines()} == {"calc_binary", "add_alarm"}
+    bad = invoke("traces", "--n", "2", "-o", str(out), "--templates", "nope")
+    assert bad.exit_code == 1 and "unknown task template 'nope'" in bad.output
+
+
 def test_screenshot_saves_a_png_with_the_next_action(tmp_path) -> None:
     out = tmp_path / "shot.png"
     result = invoke("screenshot", "--task-seed", "4", "--template", "switch_setting", "--steps", "1",

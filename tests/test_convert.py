@@ -562,3 +562,33 @@ def test_convert_reports_bad_data_and_missing_builtin(tmp_path, llama_mha, monke
     monkeypatch.setattr(builtin, "PACKAGE_DIR", tmp_path / "nowhere")
     result = CliRunner().invoke(app, ["convert", "builtin", "--data", str(bad), "-o", str(tmp_path / "b")])
     assert result.exit_code == 1 and "built-in model is not in this checkout" in result.output
+
+
+def test_builtin_recipe_trains_on_several_trace_files_and_resumes(tmp_path) -> None:
+    """The recipe's whole loop on two `edgeagent traces` files (base mix + oversampled
+    templates): tokenizer, packed steps, held-out evaluation, best-model save, checkpoint,
+    and a resume that continues from the checkpoint's step."""
+    from converters.recipes.train_builtin import main as recipe_main
+    from edgeagent.cli import app
+
+    base, weak = tmp_path / "base.jsonl", tmp_path / "weak.jsonl"
+    runner = CliRunner()
+    for out, extra in ((base, []), (weak, ["--templates", "calc_binary"])):
+        result = runner.invoke(app, ["traces", "--n", "6", "--seed", "7", "-o", str(out), "--json", *extra])
+        assert result.exit_code == 0, result.output
+    out = tmp_path / "run"
+    common = ["--data", str(base), str(weak), "--out", str(out), "--layers", "1", "--vocab-size", "400",
+              "--batch-tokens", "1024", "--holdout-tasks", "2", "--eval-every", "2", "--ckpt-every", "2",
+              "--warmup", "1", "--no-bf16"]
+    recipe_main([*common, "--steps", "2"])
+    card = json.loads((out / "model" / "training.json").read_text())
+    assert card["data"] == [str(base), str(weak)] and card["step"] == 2
+    assert card["shape"]["num_hidden_layers"] == 1 and card["shape"]["num_key_value_heads"] == 2
+    assert 0.0 <= card["step_exact_match"] <= 1.0 and card["heldout_loss"] > 0
+    recipe_main([*common, "--steps", "4", "--resume"])
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [2, 4]
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 4
+    missing = tmp_path / "missing.jsonl"
+    with pytest.raises(SystemExit, match="missing.jsonl: no such traces file"):
+        recipe_main(["--data", str(base), str(missing), "--out", str(out)])

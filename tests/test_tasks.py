@@ -70,6 +70,15 @@ def test_app_filters_hold_apps_out() -> None:
         TaskSpec.from_dict({"app": "Clock", "template": "nope", "params": {}, "instruction": "", "seed": 0})
 
 
+def test_template_filter_oversamples_only_the_named_templates() -> None:
+    tasks = generate_tasks(30, seed=5, templates=["calc_binary,delete_alarm", "set_brightness"])
+    assert {t.template for t in tasks} == {"calc_binary", "delete_alarm", "set_brightness"}
+    with pytest.raises(ValueError, match="unknown task template 'nope'"):
+        generate_tasks(3, templates=["nope"])
+    with pytest.raises(ValueError, match="no task templates left"):
+        generate_tasks(3, apps=["Clock"], templates=["calc_binary"])
+
+
 def test_setup_is_deterministic_from_the_seed() -> None:
     task = make_task("remove_from_cart", 42)
     a, b = EmulatedPhone(), EmulatedPhone(seed=999)

@@ -787,11 +787,26 @@ def _resolve_apps(names: Iterable[str] | None, option: str) -> set[str]:
     return resolved
 
 
+def _resolve_templates(names: Iterable[str] | None) -> set[str]:
+    resolved = set()
+    for raw in names or ():
+        for name in str(raw).split(","):
+            name = name.strip()
+            if not name:
+                continue
+            if name not in TEMPLATES:
+                raise ValueError(f"unknown task template {name!r} in templates; known: {', '.join(sorted(TEMPLATES))}")
+            resolved.add(name)
+    return resolved
+
+
 def generate_tasks(n: int, seed: int = 0, apps: Iterable[str] | None = None,
-                   exclude_apps: Iterable[str] | None = None) -> list[TaskSpec]:
+                   exclude_apps: Iterable[str] | None = None,
+                   templates: Iterable[str] | None = None) -> list[TaskSpec]:
     """``n`` tasks, deterministic in ``seed``: templates are cycled in a shuffled order (every
     template once per cycle) and each task gets its own phone seed. ``apps`` keeps only those
-    apps' tasks; ``exclude_apps`` holds apps out (e.g. to test generalisation to a new app)."""
+    apps' tasks; ``exclude_apps`` holds apps out (e.g. to test generalisation to a new app);
+    ``templates`` keeps only those templates (e.g. to oversample the ones a model gets wrong)."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     allowed = _resolve_apps(apps, "apps") or set(APP_NAMES)
@@ -799,7 +814,11 @@ def generate_tasks(n: int, seed: int = 0, apps: Iterable[str] | None = None,
     if not allowed:
         raise ValueError("the app filters leave no apps to make tasks for")
     allowed_in_order = [a for a in APP_NAMES if a in allowed]
-    templates = [t for t in TEMPLATES.values() if t.app in allowed or t.app == "Home"]
+    only = _resolve_templates(templates)
+    templates = [t for t in TEMPLATES.values()
+                 if (t.app in allowed or t.app == "Home") and (not only or t.name in only)]
+    if not templates:
+        raise ValueError(f"no task templates left: {', '.join(sorted(only))} are not in the allowed apps")
     rng = random.Random(seed)
     cycle: list[Template] = []
     tasks = []

@@ -317,14 +317,15 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 # --- the loop ----------------------------------------------------------------------------
 
-def train(data: Path, out: Path, shape: ModelShape, cfg: TrainConfig, resume: bool, init: Path | None = None) -> None:
+def train(data: Path | list[Path], out: Path, shape: ModelShape, cfg: TrainConfig, resume: bool, init: Path | None = None) -> None:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     log_path = out / "log.jsonl"
 
-    examples = load_examples(data)
+    data = [data] if isinstance(data, Path) else list(data)
+    examples = [e for path in data for e in load_examples(path)]
     tasks = sorted({e["task"] for e in examples})
     random.Random(1234).shuffle(tasks)
     held = set(tasks[: cfg.holdout_tasks])
@@ -435,7 +436,7 @@ def train(data: Path, out: Path, shape: ModelShape, cfg: TrainConfig, resume: bo
             print(json.dumps(rec), flush=True)
             with open(log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
-            card = {"shape": asdict(shape), "train": asdict(cfg), "data": str(data), "step": step,
+            card = {"shape": asdict(shape), "train": asdict(cfg), "data": [str(d) for d in data], "step": step,
                     "params": n_params, "minutes": round(elapsed / 60, 1), "heldout_loss": hl,
                     "step_exact_match": em, "torch_threads": torch.get_num_threads()}
             if best is None or em >= best:
@@ -451,7 +452,8 @@ def train(data: Path, out: Path, shape: ModelShape, cfg: TrainConfig, resume: bo
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", type=Path, required=True, help="traces JSONL from `edgeagent traces`")
+    p.add_argument("--data", type=Path, nargs="+", required=True,
+                   help="traces JSONL file(s) from `edgeagent traces`, read in the order given")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--init", type=Path, default=None, help="start from this HF model dir (warm start)")
@@ -467,8 +469,9 @@ def main(argv: list[str] | None = None) -> None:
     cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__})
     shape = ModelShape(num_hidden_layers=args.layers, vocab_size=args.vocab_size,
                        num_key_value_heads=args.kv_heads)
-    if not args.data.exists():
-        sys.exit(f"{args.data}: no such traces file (write one with `edgeagent traces`)")
+    for path in args.data:
+        if not path.exists():
+            sys.exit(f"{path}: no such traces file (write one with `edgeagent traces`)")
     train(args.data, args.out, shape, cfg, args.resume, args.init)
 
 
