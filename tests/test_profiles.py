@@ -43,7 +43,12 @@ def test_every_shipped_profile_loads_and_cites_sources(name: str) -> None:
     assert p.name == name  # the file name is the profile's name
     assert p.sources and all(s.url or s.citation for s in p.sources)
     assert 0 < p.usable_memory_gb <= p.ram_gb
-    assert 0.3 <= p.bandwidth_efficiency <= 0.8
+    if p.kind == "host":
+        # Fitted by `calibrate` against a measured streaming-read ceiling, clamped at 1: a
+        # probe model that partly sits in the last-level cache decodes at about that ceiling.
+        assert 0.3 <= p.bandwidth_efficiency <= 1.0
+    else:
+        assert 0.3 <= p.bandwidth_efficiency <= 0.8  # the sourced range for llama.cpp CPU decode
     assert p.runtime.threads <= p.cores
     if p.kind == "phone":
         assert p.battery.capacity_mah and 3.6 <= p.battery.nominal_v <= 4.0
