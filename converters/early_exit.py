@@ -376,11 +376,10 @@ def exit_heldout_loss(model, heads: ExitHeads, batches) -> dict[int, float]:
     n_layers = _n_layers(model)
     sums: dict[int, float] = {k: 0.0 for k in [*heads.exits, n_layers]}
     count = 0
-    from converters.recipes.train_builtin import packed_inputs
+    from converters.recipes.train_builtin import packed_forward
 
     for ids, lab, _plab, seg in batches:
-        mask, pos = packed_inputs(seg)  # packed examples must not see each other
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True)
+        out = packed_forward(model, ids, seg, output_hidden_states=True)
         mask = lab[:, 1:] != -100
         y = lab[:, 1:][mask]
         n = int(y.numel())
@@ -425,7 +424,7 @@ def train_exits(
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    from converters.recipes.train_builtin import encode, load_examples, make_batches, packed_inputs
+    from converters.recipes.train_builtin import encode, load_examples, make_batches, packed_forward
 
     cfg = copy.deepcopy(config) if config is not None else ExitTrainConfig()
     if steps is not None:
@@ -492,11 +491,10 @@ def train_exits(
     heads.train()
     while step < cfg.steps:
         ids, lab, _plab, seg = next(batches)
-        mask, pos = packed_inputs(seg)
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
         with torch.no_grad():  # the body is frozen: no graph through it
-            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True)
+            out = packed_forward(model, ids, seg, output_hidden_states=True)  # examples see only themselves
         loss, per_exit = early_exit_loss(
             out.hidden_states, lab, model, heads, exit_layers,
             ce_weight=cfg.ce_weight, kd_weight=cfg.kd_weight, temperature=cfg.temperature,

@@ -8,8 +8,8 @@ the emulated phone, real bitsandbytes NF4, real llama.cpp. torch runs on one thr
 from __future__ import annotations
 
 import json
-import random
 import os
+import random
 import signal
 import subprocess
 import sys

@@ -1,13 +1,15 @@
 """Recipe: train edgeagent's built-in agent model from scratch on emulator traces.
 
 A recipe is a script (torchtune's rule): one linear training loop you can read top to bottom
-and copy. Reproduce the shipped model (the exact settings are in
-``edgeagent/builtin/MODEL_CARD.md`` and the model's ``training.json``) with
+and copy. One run from scratch is
 
     edgeagent traces --n 20000 --seed 1 --exclude-app Notes -o runs/builtin/traces.jsonl
     python -m converters.recipes.train_builtin --data runs/builtin/traces.jsonl --out runs/builtin
 
-(``--resume`` continues from ``OUT/checkpoint.pt`` after an interruption.)
+(``--resume`` continues from ``OUT/checkpoint.pt`` after an interruption; ``--init DIR``
+warm-starts from a model dir). The shipped model is such a run followed by a warm-started
+one on extra traces of its weak templates: the exact commands are in
+``edgeagent/builtin/MODEL_CARD.md``, the settings in the model's ``training.json``.
 
 What makes it learnable by a few-million-parameter model on 2 CPU cores:
 - The model never has to look up an element's index: it names the element (a copy of a
@@ -230,6 +232,12 @@ def packed_inputs(seg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mask[:, None], idx - first
 
 
+def packed_forward(model, ids: torch.Tensor, seg: torch.Tensor, **kwargs):
+    """The model on a packed batch, each example seeing only itself (``packed_inputs``)."""
+    mask, positions = packed_inputs(seg)
+    return model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs)
+
+
 def packed_loss(model, ids, lab, plab, seg, prompt_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(training loss, action loss). The training loss adds ``prompt_weight`` × the mean loss
     on the prompt tokens to the mean loss on the action tokens.
@@ -238,8 +246,7 @@ def packed_loss(model, ids, lab, plab, seg, prompt_weight: float) -> tuple[torch
     ~16× more signal for the skill it lacks longest, copying: the screen repeats a label
     ("Alarm 13:00", then "Delete alarm 13:00"), the task repeats a name from the screen.
     """
-    mask, positions = packed_inputs(seg)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, :-1].float()
+    logits = packed_forward(model, ids, seg).logits[:, :-1].float()
     flat = logits.reshape(-1, logits.shape[-1])
     action = torch.nn.functional.cross_entropy(flat, lab[:, 1:].reshape(-1), ignore_index=-100)
     if prompt_weight <= 0:
@@ -317,14 +324,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 # --- the loop ----------------------------------------------------------------------------
 
-def train(data: Path | list[Path], out: Path, shape: ModelShape, cfg: TrainConfig, resume: bool, init: Path | None = None) -> None:
+def train(data: list[Path], out: Path, shape: ModelShape, cfg: TrainConfig, resume: bool, init: Path | None = None) -> None:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     log_path = out / "log.jsonl"
 
-    data = [data] if isinstance(data, Path) else list(data)
     examples = [e for path in data for e in load_examples(path)]
     tasks = sorted({e["task"] for e in examples})
     random.Random(1234).shuffle(tasks)
