@@ -100,8 +100,8 @@ def test_recipe_tokenizer_writes_a_word_the_same_after_a_space_and_after_a_quote
 
 
 def test_recipe_tokenizer_writes_every_digit_as_its_own_token(plain_tokenizer) -> None:
-    """A calculator showing "1" for the task "12% of 180": the next key is the token after
-    the displayed ones only if a number is its digits, one token each."""
+    """A number copied from the task or the screen ("12% of 180", a display showing "124.8")
+    is copied token by token: the same digits must be the same tokens wherever they stand."""
     from converters.tokenizer import match_pre_tokenizer
 
     assert not [t for t in plain_tokenizer.get_vocab() if len(t) > 1 and any(c.isdigit() for c in t)]

@@ -413,7 +413,8 @@ def test_alarm_time_picker(phone: EmulatedPhone) -> None:
 
 @pytest.mark.parametrize("expression, shown", [
     ("12+3×4", "24"), ("7÷2", "3.5"), ("5−9", "−4"), ("1÷0", "Error"), ("2×", "Error"), ("0.1+0.2", "0.3"),
-    ("100×15÷100", "15"), ("1÷3", "0.3333333333"),
+    ("100×15÷100", "15"), ("1÷3", "0.3333333333"), ("40%×312", "124.8"), ("312×40%", "124.8"),
+    ("5%3", "Error"), ("5%%", "Error"), ("%", "Error"),
 ])
 def test_calculator_arithmetic(expression: str, shown: str) -> None:
     assert evaluate(expression) == shown
@@ -436,7 +437,26 @@ def test_calculator_keypad(phone: EmulatedPhone) -> None:
     tap(phone, "=", clickable=True)
     assert phone.world.calculator.expression == "3"
     tap(phone, "C", clickable=True)
-    assert phone.screen().elements[1].text == "0"
+    assert field_value(phone, "Expression") == ""
+
+
+def test_calculator_display_takes_typed_expressions(phone: EmulatedPhone) -> None:
+    """The display is a field (AOSP's CalculatorEditText): typed text goes through the keys,
+    spaces dropped and ASCII operators read as the display's signs."""
+    phone.launch("Calculator")
+    type_into(phone, "Expression", "380 + 11 × 21")
+    assert phone.world.calculator.expression == "380+11×21"
+    tap(phone, "=", clickable=True)
+    assert field_value(phone, "Expression") == "611"
+    type_into(phone, "Expression", "*2 - 1")  # an operator continues from the result
+    phone.key(KEYCODE_ENTER)  # the keyboard's Enter is "="
+    assert phone.world.calculator.expression == "1221"
+    type_into(phone, "Expression", "40%")  # a digit starts over
+    tap(phone, "×", clickable=True)
+    type_into(phone, "Expression", "312 apples")  # letters are not keys
+    assert phone.world.calculator.expression == "40%×312"
+    phone.key(KEYCODE_DEL)
+    assert phone.world.calculator.expression == "40%×31"
 
 
 def test_battery_is_plausible_and_drains(phone: EmulatedPhone) -> None:

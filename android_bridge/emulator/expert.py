@@ -409,13 +409,27 @@ def _note_question(p, s, h):
 
 @skill("calc_binary", "calc_chain", "calc_percent")
 def _calculate(p, s, h):
-    # Clear, key the expression in, then "=": progress is the number of keys pressed so far.
-    keys = ["C", *p["expression"], "="]
-    pressed = sum(1 for a in h if a.action == "tap")
-    if pressed < len(keys):
-        key = s.find(keys[pressed], clickable=True)
-        return tap(key) if key else BACK
-    return done(answer=s.text_of("display"))
+    # Clear, type the expression as the task writes it (the display is a field), then "=".
+    # A percentage is typed in two parts around a tapped "×": "of" is not on the keyboard.
+    # Progress is the number of taps and typings so far.
+    steps = [("tap", "C"), *_calc_input(p), ("tap", "=")]
+    done_so_far = sum(1 for a in h if a.action in ("tap", "type"))
+    if done_so_far >= len(steps):
+        return done(answer=s.text_of("display"))
+    kind, what = steps[done_so_far]
+    if kind == "type":
+        box = s.field("Expression")
+        return type_into(box, what) if box else BACK
+    key = s.find(what, clickable=True)
+    return tap(key) if key else BACK
+
+
+def _calc_input(p) -> list[tuple[str, str]]:
+    if "percent" in p:
+        return [("type", f"{p['percent']}%"), ("tap", "×"), ("type", str(p["amount"]))]
+    if "op2" in p:
+        return [("type", f"{p['a']} {p['op1']} {p['b']} {p['op2']} {p['c']}")]
+    return [("type", f"{p['a']} {p['op']} {p['b']}")]
 
 
 # --- Browser -------------------------------------------------------------------------------

@@ -508,7 +508,7 @@ class CalcPercent(_Calculation):
     def sample(self, rng, world, apps):
         percent = rng.choice((5, 10, 12, 15, 18, 20, 25, 30, 40, 75))
         amount = rng.randrange(20, 400, 4)
-        return {"percent": percent, "amount": amount, "expression": f"{amount}×{percent}÷100"}
+        return {"percent": percent, "amount": amount, "expression": f"{percent}%×{amount}"}
 
 
 # --- Browser -----------------------------------------------------------------------------

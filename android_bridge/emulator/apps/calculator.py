@@ -1,20 +1,28 @@
-"""Calculator: a keypad and a display, with the usual precedence (× and ÷ before + and −)."""
+"""Calculator: a keypad and an editable display, with the usual precedence (× and ÷ before
++ and −) and a postfix percent (``40%`` is 0.4).
+
+The display is a text field, as in AOSP's Calculator (``CalculatorEditText``): a keyboard can
+type an expression into it (``input text "12 × 3"``). Typed characters go through the same
+keys as taps, spaces are dropped and ``* / - x`` are read as × ÷ − ×.
+"""
 
 from __future__ import annotations
 
 from fractions import Fraction
 
 from android_bridge.emulator.apps.base import App
-from android_bridge.emulator.widgets import Button, IconButton, Page, Row, Text, View
+from android_bridge.emulator.widgets import Button, Field, IconButton, Page, Row, View
 
 OPERATORS = ("+", "−", "×", "÷")
 KEYPAD = (
-    ("C", "Backspace", "÷", "×"),
-    ("7", "8", "9", "−"),
-    ("4", "5", "6", "+"),
-    ("1", "2", "3", "."),
-    ("0", "="),
+    ("C", "Backspace", "%", "÷"),
+    ("7", "8", "9", "×"),
+    ("4", "5", "6", "−"),
+    ("1", "2", "3", "+"),
+    ("0", ".", "="),
 )
+KEYS = frozenset("0123456789.%") | frozenset(OPERATORS)
+TYPED_ALIASES = {"*": "×", "x": "×", "X": "×", "/": "÷", "-": "−", ":": "÷"}
 ERROR = "Error"
 MAX_CHARS = 24
 
@@ -26,6 +34,12 @@ def evaluate(expression: str) -> str:
     number = ""
     for ch in expression:
         if ch.isdigit() or ch == ".":
+            if number.endswith("%"):
+                return ERROR  # "5%3"
+            number += ch
+        elif ch == "%":
+            if not number or number.endswith("%") or number in ("-", "."):
+                return ERROR
             number += ch
         elif ch in OPERATORS:
             if not number:
@@ -41,9 +55,9 @@ def evaluate(expression: str) -> str:
         return ERROR
     tokens.append(number)
     try:
-        values = [Fraction(tokens[0])]
+        values = [_operand(tokens[0])]
         for op, operand in zip(tokens[1::2], tokens[2::2]):
-            value = Fraction(operand)
+            value = _operand(operand)
             if op in ("×", "÷"):
                 if op == "÷" and value == 0:
                     return ERROR
@@ -53,6 +67,10 @@ def evaluate(expression: str) -> str:
     except (ValueError, ZeroDivisionError):
         return ERROR
     return format_number(sum(values, Fraction(0)))
+
+
+def _operand(text: str) -> Fraction:
+    return Fraction(text[:-1]) / 100 if text.endswith("%") else Fraction(text)
 
 
 def format_number(value: Fraction) -> str:
@@ -66,8 +84,11 @@ class CalculatorApp(App):
     color = "#d93025"
 
     def page_main(self) -> Page:
-        display = self.world.calculator.expression or "0"
-        rows: list[View] = [Text(text=display, rid="display", style="display", height=0, margin=24)]
+        calc = self.world.calculator
+        display = Field(text=calc.expression, hint="Expression", rid="display", style="display",
+                        has_focus=self.top.focus == "display", on_tap=self._focus, on_change=self._typed,
+                        on_submit=lambda: self._press("="), height=0, margin=24)
+        rows: list[View] = [display]
         for keys in KEYPAD:
             items: list[View] = []
             for key in keys:
@@ -93,13 +114,28 @@ class CalculatorApp(App):
             return
         if calc.just_evaluated:
             # After a result, a digit starts a new calculation and an operator continues it.
-            if key not in OPERATORS or calc.expression == ERROR:
+            if key not in OPERATORS + ("%",) or calc.expression == ERROR:
                 calc.expression = ""
             calc.just_evaluated = False
         if key in OPERATORS and calc.expression and calc.expression[-1] in OPERATORS:
             calc.expression = calc.expression[:-1]  # a second operator replaces the first
         if len(calc.expression) < MAX_CHARS:
             calc.expression += key
+
+    def _focus(self) -> None:
+        self.top.focus = "display"
+
+    def _typed(self, value: str) -> None:
+        """The field's new text after a keyboard event: keys for what was added, a
+        backspace for a deleted character."""
+        current = self.world.calculator.expression
+        if not value.startswith(current):
+            self._backspace()
+            return
+        for ch in value[len(current):]:
+            ch = TYPED_ALIASES.get(ch, ch)
+            if ch in KEYS:
+                self._press(ch)
 
     def _backspace(self) -> None:
         calc = self.world.calculator
