@@ -14,8 +14,10 @@ from edgeagent.agent.grammar import action_grammar, copy_spans
 from edgeagent.agent.loop import Decision
 from edgeagent.agent.prompt import build_prompt, observation_text
 
-# Counting questions ("How many alarms ...?") answer with a number that is on no label.
-SMALL_NUMBERS = tuple(str(i) for i in range(21))
+# Counting questions ("How many alarms ...?") answer with a number that is on no label: one
+# digit. A longer number must be copied from the screen; allowing every 2-digit number let the
+# built-in model answer "14" for a display showing "184" (it copies the first digit, then drifts).
+SMALL_NUMBERS = tuple(str(i) for i in range(10))
 
 
 class ModelPolicy:
