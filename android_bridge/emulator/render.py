@@ -322,6 +322,9 @@ class _Painter:
             self.d.line((x1, y2, x2, y2), fill=c["divider"], width=1)
 
     def field(self, v: Field) -> None:
+        if v.style == "display":
+            self.display_field(v)
+            return
         x1, y1, x2, y2 = v.bounds
         c = self.c
         pad = self.px(16)
@@ -367,6 +370,22 @@ class _Painter:
             self.d.rectangle((left - self.px(4), y1 - self.px(7), left + lw + self.px(4), y1 + self.px(7)), fill=c["bg"])
             _draw_text(self.d, v.hint, lf, c["primary"] if v.has_focus else c["secondary"],
                        (left, y1 - self.px(8), left + lw + 2, y1 + self.px(8)))
+
+    def display_field(self, v: Field) -> None:
+        """A calculator's editable display: large right-aligned text at the bottom, no outline;
+        "0" while empty, as calculators show it."""
+        x1, y1, x2, y2 = v.bounds
+        size, _, colour, _ = _TEXT_STYLES["display"]
+        pad = self.px(16)
+        f = font(self.px(size))
+        while size > 20 and _text_width(f, v.text) > x2 - x1 - 2 * pad:  # shrink a long expression
+            size -= 4
+            f = font(self.px(size))
+        _draw_text(self.d, v.text or "0", f, self.c[colour] if v.text else self.c["secondary"],
+                   (x1 + pad, y1, x2 - pad, y2 - pad), align="right", valign="bottom")
+        if v.has_focus:
+            self.d.line((x2 - pad + 3, y2 - pad - self.px(size), x2 - pad + 3, y2 - pad),
+                        fill=self.c["primary"], width=max(2, self.px(1)))
 
     def slider(self, v: Slider) -> None:
         x1, y1, x2, y2 = v.bounds
