@@ -17,7 +17,7 @@ from android_bridge.emulator.tasks import make_task
 from edgeagent.agent.actions import Action
 from edgeagent.agent.grammar import action_grammar, copy_spans
 from edgeagent.agent.loop import Decision, run_agent
-from edgeagent.agent.policy import ModelPolicy
+from edgeagent.agent.policy import ModelPolicy, answer_choices, text_choices
 from edgeagent.agent.safety import ConfirmationGate, sensitive_reason
 from edgeagent.agent.trace import TraceWriter
 
@@ -64,9 +64,31 @@ def test_every_output_of_a_random_model_parses_under_the_screen_grammar(engine) 
             if action.index is not None:
                 assert screen.element(action.index).label == action.element
             if action.action == "type":
-                assert action.text in copy_spans(task.instruction)
+                assert action.text in text_choices(task.instruction)
             if action.action == "open_app":
                 assert action.app in phone.app_names()
+
+
+def test_the_copy_grammar_admits_every_text_and_answer_the_expert_writes() -> None:
+    """The model is trained on the expert's actions and decoded under the copy grammar: a text
+    or answer the grammar cannot produce is a task the model cannot solve, however well it
+    learned ("Nina Scott" typed from "What is Nina Scott's phone number?" was one)."""
+    from android_bridge.emulator.expert import expert_action
+    from android_bridge.emulator.tasks import generate_tasks
+
+    phone = EmulatedPhone()
+    refused: list[tuple[str, str]] = []
+    for task in generate_tasks(300, seed=11):
+        def check(step, screen, task=task) -> None:
+            action = Action.from_dict(step.action)
+            if action.action == "type" and action.text not in text_choices(task.instruction):
+                refused.append((task.instruction, action.text))
+            if action.action == "done" and action.answer is not None and action.answer not in answer_choices(screen):
+                refused.append((task.instruction, action.answer))
+        assert run_episode(phone, task, expert_action, on_step=check).success
+    assert refused == []
+    assert "Nina Scott" in copy_spans("What is Nina Scott's phone number?")
+    assert " buy stamps" in text_choices('Add "buy stamps" to the end of the note "Ideas"')
 
 
 def test_the_grammar_forces_the_index_of_a_named_element() -> None:

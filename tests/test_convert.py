@@ -567,7 +567,7 @@ def test_convert_reports_bad_data_and_missing_builtin(tmp_path, llama_mha, monke
 def test_builtin_recipe_trains_on_several_trace_files_and_resumes(tmp_path) -> None:
     """The recipe's whole loop on two `edgeagent traces` files (base mix + oversampled
     templates): tokenizer, packed steps, held-out evaluation, best-model save, checkpoint,
-    and a resume that continues from the checkpoint's step."""
+    a resume that continues from the checkpoint's step, and the kept evaluated models."""
     from converters.recipes.train_builtin import main as recipe_main
     from edgeagent.cli import app
 
@@ -585,9 +585,12 @@ def test_builtin_recipe_trains_on_several_trace_files_and_resumes(tmp_path) -> N
     assert card["data"] == [str(base), str(weak)] and card["step"] == 2
     assert card["shape"]["num_hidden_layers"] == 1 and card["shape"]["num_key_value_heads"] == 2
     assert 0.0 <= card["step_exact_match"] <= 1.0 and card["heldout_loss"] > 0
-    recipe_main([*common, "--steps", "4", "--resume"])
+    recipe_main([*common, "--steps", "4", "--resume", "--keep-evals"])
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == [2, 4]
+    # --keep-evals keeps each evaluated model beside the best one, for choosing by task success
+    assert [d.name for d in (out / "evals").iterdir()] == ["step-4"]
+    assert json.loads((out / "evals" / "step-4" / "training.json").read_text())["step"] == 4
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 4
     missing = tmp_path / "missing.jsonl"
     with pytest.raises(SystemExit, match="missing.jsonl: no such traces file"):

@@ -153,6 +153,37 @@ def test_expert_names_every_element_it_points_at_and_screens_fit_the_prompt() ->
     assert {"open_app", "tap", "type", "scroll", "done"} <= set(seen_kinds)
 
 
+def test_expert_looks_a_named_contact_or_product_up_by_search_before_answering() -> None:
+    """Questions about one contact or product are answered from a search: the name is typed as
+    the instruction writes it, and the answer is then the only value of its kind on screen."""
+    phone = EmulatedPhone()
+    for template, param in (("contact_phone_question", "name"), ("price_question", "product")):
+        for seed in range(5):
+            task = make_task(template, seed)
+            screens: list[Screen] = []
+            result = run_episode(phone, task, expert_action, on_step=lambda step, screen: screens.append(screen))
+            assert result.success
+            typed = [a for a in result.run.steps if a.action["action"] == "type"]
+            assert [a.action["text"] for a in typed] == [task.params[param]]
+            assert task.params[param] in task.instruction
+            if template == "price_question":
+                assert sum(e.resource_id.endswith(":id/product_detail") for e in screens[-1].elements) == 1
+
+
+def test_the_shop_says_a_count_in_the_words_of_a_buy_task() -> None:
+    phone = EmulatedPhone()
+    task = make_task("buy_two", 4)
+    task.setup(phone)
+    phone.launch("Shop")
+    product = task.params["product1"]
+    for n in (1, 2):
+        screen = phone.screen()
+        add = next(e for e in screen.elements if e.label == f"Add {product} to cart")
+        phone.act(Action(action="tap", index=add.index))
+        assert f"{n} {product} in cart" in [e.label for e in phone.screen().elements]
+    assert f"Buy {task.params['qty1']} {product}" in task.instruction
+
+
 def test_expert_accepts_a_spec_dict() -> None:
     phone = EmulatedPhone()
     task = make_task("switch_setting", 8)

@@ -77,6 +77,9 @@ class TrainConfig:
     seed: int = 0
     holdout_tasks: int = 150  # whole tasks (all their steps) kept out for evaluation
     bf16: bool = True
+    # Also keep every evaluated model as OUT/evals/step-N, so a checkpoint can be chosen by
+    # task success on a validation seed (step exact match ranks them only roughly).
+    keep_evals: bool = False
 
 
 # --- data --------------------------------------------------------------------------------
@@ -448,6 +451,9 @@ def train(data: list[Path], out: Path, shape: ModelShape, cfg: TrainConfig, resu
             if best is None or em >= best:
                 best = em
                 save_hf_dir(model, tokenizer, out / "model", card)
+            if cfg.keep_evals:
+                (out / "evals").mkdir(exist_ok=True)
+                save_hf_dir(model, tokenizer, out / "evals" / f"step-{step}", card)
             t_last = time.perf_counter()
         if step % cfg.ckpt_every == 0:
             save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,

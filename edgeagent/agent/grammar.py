@@ -26,18 +26,21 @@ MAX_SPAN_WORDS = 8
 # Word runs: whole whitespace-separated words, and the same split at ':' (so "7:30" also
 # offers "7" and "30" for a time picker's hour and minute fields).
 _WORD_PATTERNS = (re.compile(r'[^\s"]+'), re.compile(r'[^\s":]+'))
+_POSSESSIVE = re.compile(r"['\u2019]s$")
 
 
 def copy_spans(text: str, max_words: int = MAX_SPAN_WORDS) -> set[str]:
-    """Every run of up to ``max_words`` consecutive words of ``text`` (trailing .,?! dropped)."""
+    """Every run of up to ``max_words`` consecutive words of ``text``, also with trailing .,?!
+    and a possessive 's dropped ("What is Nina Scott's number?" offers "Nina Scott")."""
     spans: set[str] = set()
     for pattern in _WORD_PATTERNS:
         words = list(pattern.finditer(text))
         for i in range(len(words)):
             for j in range(i, min(len(words), i + max_words)):
                 span = text[words[i].start(): words[j].end()]
-                spans.add(span)
-                spans.add(span.rstrip(".,?!"))
+                for s in (span, span.rstrip(".,?!")):
+                    spans.add(s)
+                    spans.add(_POSSESSIVE.sub("", s))
     spans.discard("")
     return spans
 

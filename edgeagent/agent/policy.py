@@ -20,6 +20,22 @@ from edgeagent.agent.prompt import build_prompt, observation_text
 SMALL_NUMBERS = tuple(str(i) for i in range(10))
 
 
+def text_choices(instruction: str) -> set[str]:
+    """What a copying policy may type: the word spans of the instruction, each also after a
+    space (appending to a field that has text, as in 'Add "buy stamps" to the end of the note')."""
+    spans = copy_spans(instruction)
+    return spans | {" " + s for s in spans}
+
+
+def answer_choices(screen: Screen) -> set[str]:
+    """What a copying policy may answer: a word span of a label or text on the screen, or a
+    one-digit count."""
+    answers = set(SMALL_NUMBERS)
+    for e in screen.elements:
+        answers |= copy_spans(e.label) | copy_spans(e.text)
+    return answers
+
+
 class ModelPolicy:
     """Drives an ``edgeagent.engine.Engine`` (or anything with the same ``generate``)."""
 
@@ -47,12 +63,9 @@ class ModelPolicy:
     def grammar_for(self, instruction: str, screen: Screen) -> str:
         if not self.copy_text:
             return action_grammar(screen.elements, apps=self.apps, allow_xy=self.allow_xy)
-        answers = set(SMALL_NUMBERS)
-        for e in screen.elements:
-            answers |= copy_spans(e.label) | copy_spans(e.text)
         return action_grammar(
             screen.elements, apps=self.apps, allow_xy=self.allow_xy,
-            text_choices=sorted(copy_spans(instruction)), answer_choices=sorted(answers),
+            text_choices=sorted(text_choices(instruction)), answer_choices=sorted(answer_choices(screen)),
         )
 
     def decide(self, instruction: str, screen: Screen, previous: Action | None) -> Decision:

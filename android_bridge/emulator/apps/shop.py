@@ -80,7 +80,10 @@ class ShopApp(App):
     # --- behaviour --------------------------------------------------------------------
     def _add(self, name: str) -> None:
         self.world.cart[name] = self.world.cart.get(name, 0) + 1
-        self.top.notice = f"Added {name} ({self.world.cart[name]} in cart)"
+        # "2 Rice in cart" repeats the task's own words ("Buy 2 Rice and 1 Milk"), so whether
+        # a product's count is reached is a repeated pair of tokens, which a small model's
+        # attention finds, rather than a number to match across "Added Rice (2 in cart)".
+        self.top.notice = f"{self.world.cart[name]} {name} in cart"
 
     def _remove(self, name: str) -> None:
         qty = self.world.cart.get(name, 0) - 1
