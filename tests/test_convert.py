@@ -582,7 +582,7 @@ def test_builtin_recipe_trains_on_several_trace_files_and_resumes(tmp_path) -> N
               "--warmup", "1", "--no-bf16"]
     recipe_main([*common, "--steps", "2"])
     card = json.loads((out / "model" / "training.json").read_text())
-    assert card["data"] == [str(base), str(weak)] and card["step"] == 2
+    assert card["data"] == [str(base), str(weak)] and card["step"] == 2 and card["init"] is None
     assert card["shape"]["num_hidden_layers"] == 1 and card["shape"]["num_key_value_heads"] == 2
     assert 0.0 <= card["step_exact_match"] <= 1.0 and card["heldout_loss"] > 0
     recipe_main([*common, "--steps", "4", "--resume", "--keep-evals"])

@@ -184,6 +184,25 @@ def test_the_shop_says_a_count_in_the_words_of_a_buy_task() -> None:
     assert f"Buy {task.params['qty1']} {product}" in task.instruction
 
 
+def test_a_conversation_says_which_messages_were_received() -> None:
+    """"The last message X sent me" is answerable from the prompt alone: each bubble says
+    whether it was received or sent (the expert reads the same from resource ids)."""
+    from edgeagent.agent.prompt import observation_text, quote
+
+    phone = EmulatedPhone()
+    task = make_task("last_message_question", 5)
+    task.setup(phone)
+    phone.launch("Messages")
+    thread = next(e for e in phone.screen().elements if e.label == task.params["name"])
+    phone.act(Action(action="tap", index=thread.index))
+    lines = observation_text(phone.screen().elements).splitlines()
+    messages = phone.world.conversation(task.params["name"])
+    assert {m.incoming for m in messages} == {True, False}
+    for m in messages:
+        line = next(line for line in lines if quote(m.text) in line)
+        assert line.endswith('"received"' if m.incoming else '"sent"'), line
+
+
 def test_expert_accepts_a_spec_dict() -> None:
     phone = EmulatedPhone()
     task = make_task("switch_setting", 8)

@@ -447,7 +447,8 @@ def train(data: list[Path], out: Path, shape: ModelShape, cfg: TrainConfig, resu
                 f.write(json.dumps(rec) + "\n")
             card = {"shape": asdict(shape), "train": asdict(cfg), "data": [str(d) for d in data], "step": step,
                     "params": n_params, "minutes": round(elapsed / 60, 1), "heldout_loss": hl,
-                    "step_exact_match": em, "torch_threads": torch.get_num_threads()}
+                    "step_exact_match": em, "torch_threads": torch.get_num_threads(),
+                    "init": str(init) if init is not None else None}
             if best is None or em >= best:
                 best = em
                 save_hf_dir(model, tokenizer, out / "model", card)

@@ -67,6 +67,8 @@ def element_line(e: UIElement) -> str:
             line += " focused"
     elif r != "text" and e.text and e.text != e.label:
         line += f" {quote(e.text)}"
+    elif r == "text" and e.content_desc and e.content_desc != e.label:
+        line += f" {quote(e.content_desc)}"  # e.g. a message bubble's "received" / "sent"
     if not e.enabled:
         line += " disabled"
     if e.scrollable:

@@ -43,8 +43,12 @@ class MessagesApp(App):
         )
 
     def page_conversation(self, name: str) -> Page:
+        # A bubble's content-desc says who wrote it, as messaging apps tell screen readers: the
+        # side of the screen a bubble sits on is not in a UI dump, and "the last message X sent
+        # me" is not always the last message of the thread.
         bubbles: list[View] = [
-            Text(text=m.text, rid="message_in" if m.incoming else "message_out",
+            Text(text=m.text, desc="received" if m.incoming else "sent",
+                 rid="message_in" if m.incoming else "message_out",
                  style="bubble_in" if m.incoming else "bubble_out", margin=0)
             for m in self.world.conversation(name)
         ]
