@@ -151,6 +151,9 @@ def demo_command(
     policy: str = typer.Option("model", "--policy", help="model (the built-in model through llama.cpp) or expert."),
     model: Optional[Path] = typer.Option(None, "--model", help="GGUF to run instead of the built-in model."),
     quant: str = typer.Option("q8_0", "--quant", help="Built-in model quantization."),
+    exclude_app: Optional[list[str]] = typer.Option(
+        None, "--exclude-app",
+        help=EXCLUDE_HELP + " Default: the built-in model's held-out apps when it runs, none with --model."),
     max_steps: int = typer.Option(20, "--max-steps", min=1, help="Step budget per episode."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
     prefix_reuse: bool = typer.Option(True, "--prefix-reuse/--no-prefix-reuse",
@@ -164,8 +167,9 @@ def demo_command(
 
     if policy not in ("model", "expert"):
         fail(f"--policy {policy!r}: expected 'model' or 'expert'")
-    # The built-in model never saw these apps; the demo shows what it was trained for.
-    exclude = list(HELD_OUT_APPS) if policy == "model" and model is None else None
+    # The built-in model never saw these apps; the demo shows what it was trained for. A GGUF
+    # of one of its checkpoints (--model) is validated the same way with --exclude-app Notes.
+    exclude = exclude_app or (list(HELD_OUT_APPS) if policy == "model" and model is None else None)
     tasks = _tasks_or_fail(n, seed, None, exclude)
     start = time.perf_counter()
     info: dict = {"policy": policy, "device": "emulated"}

@@ -75,6 +75,13 @@ def test_demo_json_reports_success_rate() -> None:
     assert len(report["episodes"]) == 10 and all(e["success"] for e in report["episodes"])
 
 
+def test_demo_holds_out_the_apps_it_is_told_to() -> None:
+    result = invoke("demo", "--policy", "expert", "--n", "40", "--seed", "1", "--exclude-app", "Notes", "--json")
+    assert result.exit_code == 0, result.output
+    apps = {e["app"] for e in json.loads(result.stdout)["episodes"]}
+    assert "Notes" not in apps and len(apps) >= 5
+
+
 def test_demo_prints_a_table() -> None:
     result = invoke("demo", "--policy", "expert", "--n", "3")
     assert result.exit_code == 0, result.output
