@@ -32,15 +32,29 @@ class EngineError(RuntimeError):
 _LOAD_LOCK = threading.Lock()
 
 
-def default_repack() -> bool:
-    """Whether llama.cpp should repack weights into CPU-specific layouts at load time.
+def default_repack(cpuinfo: str | None = None) -> bool:
+    """Whether llama.cpp should repack weights into CPU-specific layouts at load time, decided
+    from `cpuinfo` (the text of ``/proc/cpuinfo``; read from this machine when None).
 
-    On ARM (aarch64) repacking (Q4_0 -> interleaved 4x4/4x8/8x8 blocks for NEON/i8mm/SVE)
-    is the main CPU speed-up, so keep it. On x86 the only repack buffer we would gain is
-    AMX's, and llama.cpp's AMX buffer crashes (segfault) on quantized models on this
-    machine class, so it is off.
+    On ARM (aarch64) repacking (Q4_0 -> interleaved 4x4/4x8/8x8 blocks for NEON/i8mm/SVE) is
+    the main CPU speed-up: on. On x86 it is on too (the AVX2/AVX-512 repack buffers run fine,
+    e.g. on this project's AMD EPYC host), unless the CPU has Intel AMX (``amx_tile`` in the
+    flags): llama.cpp then also repacks into its AMX buffer, which segfaults on quantized
+    models (ggml-org/llama.cpp#20824, "segfault in ggml_backend_amx_mul_mat"). An x86 machine
+    whose cpuinfo cannot be read (not Linux) could have AMX, so it stays off there.
     """
-    return platform.machine().lower() in ("aarch64", "arm64", "armv8l")
+    from edgeagent.doctor import has_amx, parse_cpuinfo
+
+    if cpuinfo is None:
+        machine = platform.machine().lower()
+        if machine not in ("x86_64", "amd64", "i686", "i386", "x86"):
+            return True
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+    cpu = parse_cpuinfo(cpuinfo)
+    return cpu.arch != "x86_64" or not has_amx(cpu)
 
 
 def load_llama(model_path: str | os.PathLike, *, repack: bool | None = None, verbose: bool = False, **kwargs):
