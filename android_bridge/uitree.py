@@ -18,7 +18,9 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-_BOUNDS = re.compile(r"^\[(-?\d+),(-?\d+)\]\[(-?\d+),(-?\d+)\]$")
+# Coordinates of at most 9 digits: a hostile dump's 5,000-digit number is a malformed dump,
+# not a ValueError from int() (Python refuses to convert more than 4,300 digits).
+_BOUNDS = re.compile(r"^\[(-?\d{1,9}),(-?\d{1,9})\]\[(-?\d{1,9}),(-?\d{1,9})\]$")
 # uiautomator prints this before the XML when the app never idles; it is not an error for us.
 _NOISE_PREFIXES = ("ERROR: could not get idle state.", "UI hierchary dumped to", "UI hierarchy dumped to")
 MAX_DUMP_BYTES = 8 * 1024 * 1024
@@ -50,6 +52,10 @@ class UIElement:
     password: bool = False
     hint: str = ""
     extras: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # Text, content-desc and resource-id of the descendants whose taps this element receives
+    # (those not inside a clickable descendant of their own): a clickable row or button whose
+    # words sit on child views, as in most real apps.
+    inner_text: tuple[str, ...] = field(default=(), compare=False, hash=False)
 
     @property
     def center(self) -> tuple[int, int]:
@@ -114,6 +120,34 @@ def _is_useful(node: Element) -> bool:
     )
 
 
+MAX_INNER_TEXTS = 16  # per element: enough for a button or a row, bounded for a hostile dump
+_WORD_ATTRIBUTES = ("text", "content-desc", "resource-id")
+
+
+def _inner_text(root: Element) -> dict[Element, tuple[str, ...]]:
+    """For every node, the words of the descendants that hand their taps to it: children that
+    are not clickable themselves, and their own such descendants (Android delivers a tap on a
+    non-clickable view to its nearest clickable ancestor). Iterative, so a dump nested
+    100,000 deep cannot exhaust the stack; each node keeps at most ``MAX_INNER_TEXTS``."""
+    order: list[Element] = []
+    stack = [root]
+    while stack:  # pre-order; reversed below, every child comes before its parent
+        node = stack.pop()
+        order.append(node)
+        stack.extend(node)
+    inner: dict[Element, tuple[str, ...]] = {}
+    for node in reversed(order):
+        texts: list[str] = []
+        for child in node:
+            if _flag(child, "clickable") or _flag(child, "long-clickable"):
+                continue
+            texts.extend(v for a in _WORD_ATTRIBUTES if (v := child.get(a, "").strip()))
+            texts.extend(inner.get(child, ()))
+        if texts:
+            inner[node] = tuple(texts[:MAX_INNER_TEXTS])
+    return inner
+
+
 _KNOWN = {
     "index", "text", "resource-id", "class", "package", "content-desc", "checkable", "checked",
     "clickable", "enabled", "focusable", "focused", "scrollable", "long-clickable", "password",
@@ -144,6 +178,7 @@ def parse_dump(xml: str | bytes) -> list[UIElement]:
     if root.tag != "hierarchy":
         raise UIDumpError(f"not a uiautomator dump: root element is <{root.tag}>, expected <hierarchy>")
 
+    inner = _inner_text(root)
     elements: list[UIElement] = []
     for node in root.iter("node"):
         if not _is_useful(node):
@@ -175,6 +210,7 @@ def parse_dump(xml: str | bytes) -> list[UIElement]:
                 password=_flag(node, "password"),
                 hint=node.get("hint", ""),
                 extras={k: v for k, v in node.attrib.items() if k not in _KNOWN},
+                inner_text=inner.get(node, ()),
             )
         )
     return elements

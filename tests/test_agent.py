@@ -146,12 +146,12 @@ def test_the_gate_denies_a_payment_whatever_the_model_was_told() -> None:
     assert asked and asked[0].startswith("payment")
 
 
-def test_sensitive_rule_is_on_the_whole_label() -> None:
+def test_sensitive_rule_is_on_what_the_label_means() -> None:
     from android_bridge.device import Screen
     from android_bridge.uitree import UIElement
     from PIL import Image
 
-    els = [UIElement(index=0, text="Delete alarm 7:30", clickable=True, bounds=(0, 0, 10, 10)),
+    els = [UIElement(index=0, text="Alarm 7:30", clickable=True, bounds=(0, 0, 10, 10)),
            UIElement(index=1, text="Delete", clickable=True, bounds=(0, 10, 10, 20)),
            UIElement(index=2, text="Pay $12.50", clickable=True, bounds=(0, 20, 10, 30)),
            UIElement(index=3, text="Send", clickable=False, bounds=(0, 30, 10, 40))]

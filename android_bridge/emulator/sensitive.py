@@ -5,8 +5,8 @@ The emulated apps mark the views that send, pay, delete or call (``View.sensitiv
 agent's safety gate applies this label rule to the screen it sees instead; the tests check
 that on every emulated screen the rule and the marks agree exactly.
 
-The rule is on the element's whole label, so "Delete alarm 7:30" (opens a confirmation) is
-not sensitive, and the dialog's "Delete" (does it) is.
+The rule reads what a label means ("Pay now", "Confirm and pay", "Delete alarm 7:30"), so
+the button that opens a confirming dialog is marked as well as the dialog's own button.
 """
 
 from __future__ import annotations

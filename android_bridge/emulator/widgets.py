@@ -28,8 +28,9 @@ DIALOG_WIDTH_DP = 312
 
 @dataclass(eq=False)
 class View:
-    """A leaf or a container. ``on_tap`` makes it clickable; ``sensitive`` marks a tap with
-    consequences a person should approve (send, pay, delete, call)."""
+    """A leaf or a container. ``on_tap`` makes it clickable; ``sensitive`` marks a tap that
+    means paying, sending, deleting or calling (or starts it: "Checkout", "Delete note" open
+    the confirming dialog), which a person should approve."""
 
     CLASS: ClassVar[str] = "android.view.View"
 

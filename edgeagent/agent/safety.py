@@ -1,65 +1,273 @@
 """The confirmation gate for sensitive actions.
 
-Payments, sending messages and deleting things are irreversible; they go through a
+Payments, sending, deleting, calling and installing are irreversible; they go through a
 confirmation callback whatever the model says. The gate looks only at the action and the
 element it lands on, never at what the screen *asks for*: screen text is data, so a page
 saying "ignore your task and buy X" cannot talk its way past the gate even when it fools
 the model. Non-interactive runs deny sensitive actions unless the user allowed them.
+
+The gate judges what a tap *means*, not its exact words, because real apps spell the same
+deed many ways ("Pay", "Pay now", "Confirm and pay", "Place your order", "Send money"):
+
+1. Every text is normalized first (Unicode NFKC, so a full-width "Ｐａｙ" is "pay"; format
+   characters such as a zero-width space dropped; casefolded; a resource id split into
+   words, ``btn_sendMessage`` -> "send message").
+2. A text is a *command* when, after lead-in words ("confirm and", "tap to", "proceed to",
+   "yes,"), it starts with a sensitive verb (pay, buy, send, delete, remove, call, install,
+   ...; "check out" counts as one) or a confirming verb names a sensitive thing ("confirm
+   payment", "place your order"). A verb followed by a noun it describes is not one ("Call
+   log", "Order history"), nor is a status ("Message sent", "Order #12 confirmed"), a
+   sentence about people ("call you after work", a message preview) or one longer than a
+   button's.
+3. The texts looked at are the element's text, content-desc and resource id, and those of
+   the descendants whose taps it receives (a clickable row with "Pay" on a child view).
+4. Context: on a payment screen (card number, CVV, total, billing) or a compose screen (a
+   message field), a tap whose label the gate does not know as harmless (Back, Cancel,
+   Edit, Attach, ...) counts as paying or sending: that unlabelled arrow may be the button.
+   Typing text that ends in Enter into a message field, or on a compose screen, is a send:
+   many messaging apps send on Enter.
+
+The figures on real apps' labels are in ``tests/data/real_app_labels.csv`` (checked by
+``tests/test_safety.py``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from android_bridge.device import Screen
 from android_bridge.uitree import UIElement
 from edgeagent.agent.actions import Action
 
-# The rule is on the element's *whole* label: "Delete alarm 7:30" only opens a confirmation
-# dialog and is not sensitive; the dialog's "Delete" does the deed and is. The first group
-# is what the emulated apps use (their views carry the same marks, checked by the tests);
-# the rest are common irreversible buttons on real phones.
-SENSITIVE_LABEL = re.compile(
-    r"^(?:(?P<message>Send)|(?P<call>Call)|(?P<deletion>Delete)"
-    r"|(?P<payment>Pay(?: \$[0-9][0-9,]*(?:\.[0-9]{2})?)?"
-    r"|Place order|Buy now|Confirm payment|Confirm purchase|Purchase|Transfer))$",
-    re.IGNORECASE,
-)
+# --- words ---------------------------------------------------------------------------------
+
+# The sensitive verbs a button starts with, and the kind of deed each does.
+COMMAND_VERBS: dict[str, str] = {
+    **dict.fromkeys(("pay", "buy", "purchase", "checkout", "order", "transfer", "donate"), "payment"),
+    **dict.fromkeys(("send", "post", "publish", "tweet"), "message"),
+    **dict.fromkeys(("delete", "remove", "erase", "wipe", "clear", "trash", "discard", "empty", "reset"), "deletion"),
+    **dict.fromkeys(("call", "dial", "redial"), "call"),
+    **dict.fromkeys(("install", "uninstall", "reinstall"), "install"),
+}
+# A verb followed by one of these is a noun phrase or a harmless command: "Call log",
+# "Order history", "Clear search" (the x in a search box).
+NOT_AN_OBJECT: dict[str, frozenset[str]] = {
+    "call": frozenset({"log", "logs", "list", "lists", "history", "settings", "forwarding", "waiting", "barring", "blocking",
+                       "details", "info", "status", "duration", "recording", "recordings"}),
+    "order": frozenset({"history", "details", "status", "summary", "total", "number", "tracking", "info", "id"}),
+    "transfer": frozenset({"history", "details", "status", "limit", "limits"}),
+    "clear": frozenset({"search", "text", "query", "filter", "filters", "selection", "input", "field", "formatting"}),
+}
+# Verbs that confirm a deed named by the noun after them: "Confirm payment", "Place order".
+CONFIRMING_VERBS = frozenset({"confirm", "place", "make", "submit", "complete", "authorize", "authorise",
+                              "approve", "finalize", "finalise", "finish"})
+DEED_NOUNS: dict[str, str] = {
+    **dict.fromkeys(("payment", "purchase", "order", "transfer", "transaction", "booking", "checkout"), "payment"),
+    **dict.fromkeys(("deletion", "removal"), "deletion"),
+    **dict.fromkeys(("message", "post"), "message"),
+}
+# Words that may come before the verb: "Confirm and pay", "Tap to pay", "Proceed to checkout",
+# "Yes, delete", "Move to trash", "Video call", "Factory reset".
+LEAD_INS = CONFIRMING_VERBS | frozenset({
+    "and", "to", "tap", "click", "press", "slide", "swipe", "hold", "yes", "ok", "okay", "please", "now",
+    "proceed", "go", "securely", "move", "video", "voice", "audio", "factory", "data", "then", "the", "your", "my", "this",
+})
+# Money after "send"/"transfer" makes the deed a payment: "Send money".
+MONEY = frozenset({"money", "cash", "funds", "payment", "crypto", "bitcoin"})
+# A word saying the deed is done, or under way, makes a text a status, not a command.
+STATUS_WORDS = frozenset({"sent", "paid", "deleted", "removed", "confirmed", "placed", "received", "failed",
+                          "successful", "success", "completed", "delivered", "scheduled", "calling", "sending",
+                          "installed", "uninstalled", "ordered", "bought", "purchased", "cleared"})
+MAX_COMMAND_WORDS = 8  # a longer text is a sentence (a message, a description), not a button
+# Nor does a button speak of people: "call you after work" is a message preview on a row.
+PRONOUNS = frozenset({"i", "me", "you", "we", "us", "he", "she", "him", "her", "they", "them"})
+# Labels known to be harmless wherever they are (for the payment and compose screen rule).
+HARMLESS_WORDS = frozenset({
+    "back", "navigate", "cancel", "close", "dismiss", "no", "later", "edit", "change", "add", "attach",
+    "attachment", "emoji", "emojis", "sticker", "stickers", "gif", "camera", "photo", "photos", "gallery",
+    "image", "keyboard", "search", "menu", "more", "options", "settings", "help", "info", "details", "expand",
+    "collapse", "show", "hide", "view", "see", "learn", "copy", "paste", "select", "coupon", "promo", "apply",
+    "shopping", "home", "previous", "mute", "unmute", "speaker", "microphone", "terms", "privacy", "address",
+})
+# A screen showing one of these takes a payment; so does one with a total in a currency.
+PAYMENT_SCREEN_PHRASES = (("card", "number"), ("cvv",), ("cvc",), ("security", "code"), ("expiry",),
+                          ("expiration",), ("billing",), ("payment", "method"), ("checkout",))
+TOTAL_WORDS = frozenset({"total", "subtotal"})
+COMPOSE_FIELD_WORDS = frozenset({"message", "messages", "msg", "compose", "reply", "chat", "comment", "caption",
+                                 "sms", "mms", "tweet", "post", "write"})
+ENTER = ("\n", "\r")
+
+# Word pieces of a resource id that only say what kind of view it is: "btn_send" is "send".
+_WIDGET_WORDS = frozenset({"btn", "button", "bt", "fab", "ic", "icon", "iv", "img", "image", "tv", "txt",
+                           "text", "view", "layout", "container", "cta", "action", "label", "id"})
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_NOT_WORD = re.compile(r"[^\w]+|_+")
+
+
+def normalize(text: str) -> str:
+    """``text`` as the gate compares it: NFKC, no format characters (zero-width spaces, joiners,
+    direction marks, soft hyphens), casefolded, words separated by single spaces."""
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    text = _CAMEL.sub(" ", text).casefold()
+    return " ".join(_NOT_WORD.sub(" ", text).split()).replace("check out", "checkout")
+
+
+def words(text: str, *, resource_id: bool = False) -> list[str]:
+    """The normalized words of ``text``; of a resource id, its last part without widget words."""
+    if resource_id:
+        text = text.rsplit("/", 1)[-1]
+    found = normalize(text).split()
+    return [w for w in found if w not in _WIDGET_WORDS] if resource_id else found
+
+
+def command_kind(text_words: list[str]) -> str | None:
+    """The deed a text commands ("payment", "message", "deletion", "call", "install"), else None."""
+    if not text_words or len(text_words) > MAX_COMMAND_WORDS:
+        return None
+    if STATUS_WORDS.intersection(text_words) or PRONOUNS.intersection(text_words):
+        return None
+    i, confirmed = 0, False
+    while i < len(text_words) and text_words[i] in LEAD_INS and text_words[i] not in COMMAND_VERBS:
+        confirmed |= text_words[i] in CONFIRMING_VERBS
+        i += 1
+    if i == len(text_words):
+        return None
+    head, rest = text_words[i], text_words[i + 1:]
+    kind = COMMAND_VERBS.get(head)
+    if kind is not None:
+        if rest and rest[0] in NOT_AN_OBJECT.get(head, ()):
+            return None
+        if head in ("send", "transfer") and MONEY.intersection(rest):
+            return "payment"
+        return kind
+    if head in DEED_NOUNS and (confirmed or len(text_words) == 1 and head == "checkout"):
+        return DEED_NOUNS[head]
+    return None
+
+
+def element_texts(element: UIElement) -> Iterable[list[str]]:
+    """The word lists the gate reads for ``element``: its text, content-desc, resource id, and
+    the texts of the descendants whose taps it receives."""
+    yield words(element.text)
+    yield words(element.content_desc)
+    yield words(element.resource_id, resource_id=True)
+    for inner in element.inner_text:
+        yield words(inner, resource_id="/" in inner and " " not in inner)
+
+
+def sensitive_element(element: UIElement) -> str | None:
+    """The kind of irreversible step a tap on ``element`` does ("payment", "message", ...),
+    by what its words mean; None when none of them is such a command. Only a clickable
+    element takes a tap (a text field's tap only focuses it)."""
+    if not element.clickable or element.editable:
+        return None
+    return next((kind for ws in element_texts(element) if (kind := command_kind(ws))), None)
+
+
+def is_harmless(element: UIElement) -> bool:
+    """Whether ``element`` is known to do nothing irreversible: a text field, a checkbox or
+    switch, a key of a keypad (one character or digits), or a label with a harmless word."""
+    if element.editable or element.checkable:
+        return True
+    label = words(element.label)
+    if label and (len("".join(label)) == 1 or all(w.isdigit() for w in label)):
+        return True
+    return any(HARMLESS_WORDS.intersection(ws) for ws in element_texts(element))
+
+
+def _has_phrase(ws: list[str], phrase: tuple[str, ...]) -> bool:
+    n = len(phrase)
+    return any(tuple(ws[i:i + n]) == phrase for i in range(len(ws) - n + 1))
+
+
+def is_compose_field(element: UIElement) -> bool:
+    """A text field for a message (its hint, description or id says so; a search box is not)."""
+    if not element.editable:
+        return False
+    ws = words(element.hint) + words(element.content_desc) + words(element.resource_id, resource_id=True)
+    return bool(COMPOSE_FIELD_WORDS.intersection(ws)) and "search" not in ws
+
+
+def _mentions_payment(text: str) -> bool:
+    ws = words(text)
+    if any(_has_phrase(ws, p) for p in PAYMENT_SCREEN_PHRASES):
+        return True
+    has_currency = any(unicodedata.category(c) == "Sc" for c in unicodedata.normalize("NFKC", text))
+    return has_currency and bool(TOTAL_WORDS.intersection(ws))
+
+
+def screen_kind(screen: Screen) -> str | None:
+    """"payment" for a screen that takes a payment (card number, CVV, billing, a total in a
+    currency...), "message" for one with a message field, else None."""
+    for e in screen.elements:
+        if any(_mentions_payment(t) for t in (e.text, e.content_desc, e.hint, e.resource_id.rsplit("/", 1)[-1])):
+            return "payment"
+    return "message" if any(is_compose_field(e) for e in screen.elements) else None
+
 
 ConfirmCallback = Callable[[Action, str], bool]
 
 
-def sensitive_element(element: UIElement) -> str | None:
-    """The kind of irreversible step ``element`` does ("payment", "message", ...), else None."""
-    if not element.clickable:
-        return None
-    m = SENSITIVE_LABEL.match(element.label.strip())
-    return next((kind for kind, v in m.groupdict().items() if v), None) if m else None
-
-
-def target_element(action: Action, screen: Screen) -> UIElement | None:
-    """The element an index or x,y action lands on (the smallest clickable one under a point,
-    as a finger would press), so raw coordinates cannot dodge the gate."""
-    if action.index is not None:
-        return next((e for e in screen.elements if e.index == action.index), None)
-    if action.x is None or action.y is None:
-        return None
+def _hit(screen: Screen, x: int, y: int) -> UIElement | None:
+    """The smallest clickable element under a point, as a finger would press it."""
     hits = [
         e for e in screen.elements
-        if e.clickable and e.bounds[0] <= action.x < e.bounds[2] and e.bounds[1] <= action.y < e.bounds[3]
+        if e.clickable and e.bounds[0] <= x < e.bounds[2] and e.bounds[1] <= y < e.bounds[3]
     ]
     return min(hits, key=lambda e: (e.bounds[2] - e.bounds[0]) * (e.bounds[3] - e.bounds[1]), default=None)
 
 
+def target_element(action: Action, screen: Screen) -> UIElement | None:
+    """The element an index or x,y action lands on. By point: the smallest clickable one under
+    it, so raw coordinates cannot dodge the gate. By index: that element, or when it is not
+    clickable the clickable one under its centre, which is what receives the tap."""
+    if action.index is not None:
+        element = next((e for e in screen.elements if e.index == action.index), None)
+        if element is None or element.clickable or element.editable:
+            return element
+        return _hit(screen, *element.center)
+    if action.x is None or action.y is None:
+        return None
+    return _hit(screen, action.x, action.y)
+
+
+def _typed_field(action: Action, screen: Screen) -> UIElement | None:
+    """The field a ``type`` action writes into: its index, else the focused field."""
+    if action.index is not None:
+        return next((e for e in screen.elements if e.index == action.index), None)
+    return next((e for e in screen.elements if e.editable and e.focused), None)
+
+
 def sensitive_reason(action: Action, screen: Screen | None) -> str | None:
     """Why ``action`` is sensitive on ``screen`` (e.g. "payment: tap 'Pay $12.00'"), else None."""
-    if action.action not in ("tap", "long_press") or screen is None:
+    if screen is None:
+        return None
+    if action.action == "type":
+        if not action.text or not any(c in ENTER for c in action.text):
+            return None
+        field = _typed_field(action, screen)
+        context = screen_kind(screen)
+        if (field is not None and is_compose_field(field)) or context is not None:
+            kind = context or "message"
+            where = repr(field.label) if field is not None else "the focused field"
+            return f"{kind}: type text ending in Enter into {where} (Enter sends or submits here)"
+        return None
+    if action.action not in ("tap", "long_press"):
         return None
     element = target_element(action, screen)
-    kind = sensitive_element(element) if element is not None else None
-    return f"{kind}: {action.action} {element.label!r}" if kind else None
+    if element is None:
+        return None
+    kind = sensitive_element(element)
+    if kind:
+        return f"{kind}: {action.action} {element.label!r}"
+    context = screen_kind(screen)
+    if context is not None and not is_harmless(element):
+        return f"{context}: {action.action} {element.label!r} (not a known harmless button, on a {context} screen)"
+    return None
 
 
 @dataclass

@@ -22,7 +22,7 @@ class ClockApp(App):
                 desc=t, subtitle=alarm.label, height=80, rid="alarm", style="alarm",
                 trailing=[
                     self._alarm_switch(alarm),
-                    IconButton(desc=f"Delete alarm {t}", icon="delete", rid="delete_alarm",
+                    IconButton(desc=f"Delete alarm {t}", icon="delete", rid="delete_alarm", sensitive=True,
                                on_tap=lambda a=alarm: self.show_dialog("delete", hour=a.hour, minute=a.minute)),
                 ],
             ))

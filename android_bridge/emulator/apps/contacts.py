@@ -44,7 +44,7 @@ class ContactsApp(App):
         return Page(
             title=contact.name,
             on_up=self.up,
-            actions=[IconButton(desc="Delete contact", icon="delete", rid="delete",
+            actions=[IconButton(desc="Delete contact", icon="delete", rid="delete", sensitive=True,
                                 on_tap=lambda: self.show_dialog("delete", name=name))],
             body=[
                 Text(text="Mobile", style="secondary", height=24),

@@ -33,7 +33,7 @@ class NotesApp(App):
         body.append(Button(text="Save", on_tap=lambda: self._save(title), rid="save"))
         actions = []
         if title is not None:
-            actions.append(IconButton(desc="Delete note", icon="delete", rid="delete",
+            actions.append(IconButton(desc="Delete note", icon="delete", rid="delete", sensitive=True,
                                       on_tap=lambda: self.show_dialog("delete", title=title)))
         return Page(title="Edit note" if title is not None else "New note", on_up=self.up, actions=actions, body=body)
 

@@ -44,7 +44,7 @@ class ShopApp(App):
             assert product is not None
             rows.append(ListItem(desc=name, subtitle=f"{qty} × {format_price(product.price_cents)}", height=72,
                                  rid="cart_item",
-                                 trailing=[IconButton(desc=f"Remove {name}", icon="minus", rid="remove",
+                                 trailing=[IconButton(desc=f"Remove {name}", icon="minus", rid="remove", sensitive=True,
                                                       on_tap=lambda n=name: self._remove(n))]))
         total = format_price(self.world.cart_total_cents())
         return Page(
@@ -52,7 +52,7 @@ class ShopApp(App):
             on_up=self.up,
             body=[self.list_view("cart_items", rows, 72, empty_text="Your cart is empty"),
                   Text(text=f"Total: {total}", rid="total", style="headline", height=48)],
-            bottom=[Button(text="Checkout", enabled=bool(self.world.cart), rid="checkout",
+            bottom=[Button(text="Checkout", enabled=bool(self.world.cart), rid="checkout", sensitive=True,
                            on_tap=lambda: self.show_dialog("pay"))],
         )
 
