@@ -4,10 +4,16 @@
 alternating which goes first each repetition, on the same GGUF, threads and sampler, so the
 comparison survives the noise of a shared machine: compare the two columns of one run, not
 figures from different runs. Each repetition starts from an empty KV cache and measures
-prefill (prompt tokens/s, llama.cpp's counters) and decode (generated tokens/s from the
-median wall-clock gap between consecutive tokens, as a caller sees them; the first-to-last
-average is kept per run too). Headline figures are medians over repetitions with their
-sample stddev: on a shared machine one preempted repetition should not move them.
+prefill (prompt tokens/s, llama.cpp's counters) and decode. The decode headline is throughput:
+tokens generated after the first divided by the wall time from the first token to the last,
+what a caller waiting for the answer gets. The median gap between consecutive tokens is kept
+as a secondary figure: it shows the speed of an undisturbed step, and on a loaded machine it
+can be many times the throughput (the steps that wait for the CPU are the ones it drops).
+Figures are medians over repetitions with their sample stddev.
+
+Every run also records how much CPU the process got: process CPU time over wall time per
+llama.cpp thread. Below `CONTENDED_BELOW` the threads spent a good part of the run waiting for
+a core, so the result says ``contended`` and the figures describe the load, not the model.
 
 Other modes (early exit, ablations) belong here as further ``bench_<mode>`` functions that
 return a dict with ``mode`` and ``measured: true``, plus a ``<mode>_rows`` for the table.
@@ -38,6 +44,10 @@ def bench_prompt(engine: Engine, n_tokens: int) -> list[int]:
     return tokens[:n_tokens]
 
 
+# A run whose threads got less than this share of their wall time on a CPU was contended.
+CONTENDED_BELOW = 0.8
+
+
 def _decode_rates(times_ms: list[float]) -> tuple[float, float]:
     """(tokens/s from the median gap between tokens, tokens/s from first to last token).
     The median shrugs off the odd preemption on a shared machine; both are reported."""
@@ -46,13 +56,24 @@ def _decode_rates(times_ms: list[float]) -> tuple[float, float]:
     return per_second(1, median), per_second(len(times_ms) - 1, times_ms[-1] - times_ms[0] if times_ms else 0.0)
 
 
+def _timed(run: Callable[[], dict], threads: int) -> dict:
+    """`run()`'s result plus the share of its wall time the process's `threads` spent on a CPU."""
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    result = run()
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {**result, "cpu_utilization": cpu / (wall * threads) if wall > 0 else 0.0}
+
+
+def _decode_figures(times_ms: list[float]) -> dict:
+    gap_rate, throughput = _decode_rates(times_ms)
+    return {"decode_tokens_per_s": throughput, "decode_tokens_per_s_median_gap": gap_rate}
+
+
 def _run_engine(engine: Engine, prompt: list[int], n_gen: int) -> dict:
     engine.reset()
     g = engine.generate(prompt, max_tokens=n_gen, temperature=0.0, ignore_eos=True)
-    rate, rate_mean = _decode_rates(g.token_times_ms)
     return {
-        "decode_tokens_per_s": rate,
-        "decode_tokens_per_s_first_to_last": rate_mean,
+        **_decode_figures(g.token_times_ms),
         "prefill_tokens_per_s": g.metrics.prefill_tokens_per_s,
         "ttft_ms": g.metrics.ttft_ms,
         "generated_tokens": g.metrics.generated_tokens,
@@ -77,10 +98,8 @@ def _run_baseline(llm, prompt: list[int], n_gen: int) -> dict:
             break
     tokens.close()
     times_ms = [(t - started) * 1000 for t in times]
-    rate, rate_mean = _decode_rates(times_ms)
     return {
-        "decode_tokens_per_s": rate,
-        "decode_tokens_per_s_first_to_last": rate_mean,
+        **_decode_figures(times_ms),
         "prefill_tokens_per_s": per_second(prefill.tokens, prefill.ms) if prefill else 0.0,
         "ttft_ms": times_ms[0] if times_ms else 0.0,
         "generated_tokens": len(times),
@@ -121,7 +140,10 @@ def bench_throughput(
             order = ("engine", "baseline") if rep % 2 == 0 else ("baseline", "engine")
             results = {}
             for side in order:
-                results[side] = _run_engine(engine, prompt, gen_tokens) if side == "engine" else _run_baseline(baseline, prompt, gen_tokens)
+                if side == "engine":
+                    results[side] = _timed(lambda: _run_engine(engine, prompt, gen_tokens), engine.n_threads)
+                else:
+                    results[side] = _timed(lambda: _run_baseline(baseline, prompt, gen_tokens), engine.n_threads)
             if rep >= warmup:
                 runs.append({"rep": rep - warmup, "first": order[0], **{f"{k}": v for k, v in results.items()}})
             if progress is not None:
@@ -136,6 +158,9 @@ def bench_throughput(
 
     engine_tps, engine_tps_std = stat("engine", "decode_tokens_per_s")
     base_tps, base_tps_std = stat("baseline", "decode_tokens_per_s")
+    engine_gap, engine_gap_std = stat("engine", "decode_tokens_per_s_median_gap")
+    base_gap, base_gap_std = stat("baseline", "decode_tokens_per_s_median_gap")
+    utilization = min(median_std([r[side]["cpu_utilization"] for r in runs])[0] for side in ("engine", "baseline"))
     # Per-repetition overhead, paired: each rep's two runs ran back to back.
     overheads = [
         100.0 * (r["baseline"]["decode_tokens_per_s"] - r["engine"]["decode_tokens_per_s"]) / r["baseline"]["decode_tokens_per_s"]
@@ -164,10 +189,17 @@ def bench_throughput(
         "prompt_tokens": prompt_tokens,
         "gen_tokens": gen_tokens,
         "reps": reps,
+        "decode_statistic": "throughput: tokens after the first / wall time from first to last token",
         "engine_tokens_per_s": engine_tps,
         "engine_tokens_per_s_std": engine_tps_std,
         "baseline_tokens_per_s": base_tps,
         "baseline_tokens_per_s_std": base_tps_std,
+        "engine_tokens_per_s_median_gap": engine_gap,
+        "engine_tokens_per_s_median_gap_std": engine_gap_std,
+        "baseline_tokens_per_s_median_gap": base_gap,
+        "baseline_tokens_per_s_median_gap_std": base_gap_std,
+        "cpu_utilization": utilization,
+        "contended": utilization < CONTENDED_BELOW,
         "overhead_pct": overhead,
         "overhead_pct_std": overhead_std,
         "prefill_tokens_per_s": prefill,
@@ -262,19 +294,33 @@ def prefix_reuse_rows(result: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def throughput_rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    """llama-bench-style table: one row per test and runner, tokens/s +- stddev."""
-    columns = ["model", "size", "params", "threads", "runner", "test", "t/s"]
+    """llama-bench-style table: one row per test and runner, tokens/s +- stddev; decode as
+    throughput, with the median-gap rate beside it."""
+    columns = ["model", "size", "params", "threads", "runner", "test", "t/s", "t/s (median gap)"]
     model = f"{result['arch']} {result['file_type']}"
     size = f"{result['model_size_bytes'] / 2**20:.2f} MiB"
     params = _human_count(result["model_params"])
     rows = []
     for runner, prefix in (("edgeagent engine", ""), ("llama-cpp-python", "baseline_")):
-        pp = f"{result[prefix + 'prefill_tokens_per_s']:.2f} ± {result[prefix + 'prefill_tokens_per_s_std']:.2f}"
+        pp = _pm(result, prefix + "prefill_tokens_per_s")
         tg_key = "engine_tokens_per_s" if not prefix else "baseline_tokens_per_s"
-        tg = f"{result[tg_key]:.2f} ± {result[tg_key + '_std']:.2f}"
-        rows.append([model, size, params, str(result["threads"]), runner, f"pp{result['prompt_tokens']}", pp])
-        rows.append([model, size, params, str(result["threads"]), runner, f"tg{result['gen_tokens']}", tg])
+        rows.append([model, size, params, str(result["threads"]), runner, f"pp{result['prompt_tokens']}", pp, ""])
+        rows.append([model, size, params, str(result["threads"]), runner, f"tg{result['gen_tokens']}",
+                     _pm(result, tg_key), _pm(result, tg_key + "_median_gap")])
     return columns, rows
+
+
+def contention_note(result: dict) -> str:
+    """One line on how much CPU the run got, and what that means for its figures."""
+    share = f"the process got {100 * result['cpu_utilization']:.0f} % of {result['threads']} thread(s)' wall time on a CPU"
+    if result["contended"]:
+        return (f"CONTENDED: {share} (< {100 * CONTENDED_BELOW:.0f} %): other work held the cores, so these figures "
+                "describe the load; the median-gap column shows the speed of the undisturbed steps. Re-run on an idle machine.")
+    return f"not contended: {share}"
+
+
+def _pm(result: dict, key: str) -> str:
+    return f"{result[key]:.2f} ± {result[key + '_std']:.2f}"
 
 
 def _model_size(path: Path) -> tuple[int, int]:

@@ -185,6 +185,7 @@ def bench_command(
         f"llama-cpp-python {result['llama_cpp_python']}, {result['machine']}",
         highlight=False,
     )
+    console.print(bench.contention_note(result), highlight=False)
 
 
 def _ablation(model, profile, gqa_model, shape, gqa_groups, exits, heads, tasks, seed, prompt_tokens, gen_tokens,
