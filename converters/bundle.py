@@ -8,6 +8,7 @@ through a temp file and a rename, the manifest last.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import platform
@@ -96,11 +97,39 @@ def write_manifest(bundle_dir: str | os.PathLike, manifest: dict) -> Path:
 
 
 def staging_dir(out_dir: str | os.PathLike) -> Path:
+    """A fresh directory next to ``out_dir`` to assemble the bundle in. Its name carries the
+    writing process's id (``.OUT.<pid>.<random>.staging``), so the leftovers of a run that was
+    killed (kill -9 leaves no chance to clean up) are recognised and removed here."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".staging", dir=out_dir.parent))
+    remove_stale_staging(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{os.getpid()}.", suffix=".staging", dir=out_dir.parent))
     os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; a bundle is a normal directory
     return staging
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_staging(out_dir: Path) -> list[Path]:
+    """Remove the staging and swapped-out directories of ``out_dir`` that a dead process left
+    (``.OUT.<pid>.*.staging``, ``.OUT.old.<pid>``); a live writer's are kept. Returns them."""
+    removed = []
+    for leftover in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*"):
+        middle = leftover.name[len(out_dir.name) + 2:]
+        pid_text = middle.split(".")[0] if middle.endswith(".staging") else middle.removeprefix("old.")
+        if not pid_text.isdigit() or leftover.is_symlink() or not leftover.is_dir() or _pid_alive(int(pid_text)):
+            continue
+        shutil.rmtree(leftover, ignore_errors=True)
+        removed.append(leftover)
+    return removed
 
 
 def _umask() -> int:

@@ -25,8 +25,29 @@ def _register() -> None:
 _register()
 
 
+def _write_errors() -> tuple[type[BaseException], ...]:
+    """What writing a file can raise: OSError (a full disk, a read-only or vanished
+    directory) and, when the converter extra is installed, safetensors' own error."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:
+        return (OSError,)
+    return (OSError, SafetensorError)
+
+
 def main() -> None:
-    app()
+    """Run the command. A file that cannot be written or read, wherever in a command it
+    happens, ends it with one line naming the file and exit code 2, not a traceback."""
+    from edgeagent.output import fail
+
+    try:
+        app()
+    except _write_errors() as exc:
+        where = getattr(exc, "filename", None)
+        reason = getattr(exc, "strerror", None) or str(exc)
+        fail(f"{where}: {reason}" if where else f"cannot write or read a file: {reason}", 2)
+    except RecursionError:
+        fail("input nested too deeply (a JSON or TOML file with thousands of levels of brackets)", 2)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,21 @@ def register(app: typer.Typer) -> None:
     app.command("convert")(convert_command)
 
 
+def check_paths(out: Path, work: Path, resume: bool) -> None:
+    """Refuse what would fail or lose work only at the end, before any work starts: an
+    output path that is a file, and (without ``--resume``) a fine-tuning checkpoint an
+    interrupted run left, which a fresh run would overwrite."""
+    from converters.finetune import CHECKPOINT
+
+    for path, what in ((out, "-o"), (work, "--work-dir")):
+        if path.exists() and not path.is_dir():
+            fail(f"{what} {path}: exists and is not a directory; give a directory path", 2)
+    checkpoint = work / "finetune" / CHECKPOINT
+    if checkpoint.is_file() and not resume:
+        fail(f"{checkpoint}: an interrupted run's checkpoint; add --resume to continue it, "
+             "or delete it to start over", 2)
+
+
 def convert_command(
     model: str = typer.Argument(..., help="Hugging Face model directory (llama, mistral, qwen2), or 'builtin'."),
     data: list[Path] = typer.Option(..., "--data", help="Training JSONL: `edgeagent traces` output or chat "
@@ -80,14 +95,20 @@ def convert_command(
     )
     if exit_kind not in ("dedicated", "shared"):
         fail(f"--exit-kind {exit_kind!r}: choose dedicated or shared")
+    work = work_dir or out.with_name(out.name + ".work")
+    check_paths(out, work, resume)
 
     def say(message: str) -> None:
         err_console.print(message, highlight=False, soft_wrap=True)
 
+    work_existed = work.exists()
     try:
         manifest = convert(cfg, log=say, progress=err_console.is_terminal and not json_out)
-    except ConvertError as e:
-        fail(str(e))
+    except (ConvertError, RecursionError) as e:
+        if not work_existed and work.is_dir() and not any(work.iterdir()):
+            work.rmdir()  # a run that failed before its first intermediate file leaves nothing
+        fail(str(e) if isinstance(e, ConvertError) else
+             f"{', '.join(map(str, data))}: a line is nested too deeply to be a training example", 2)
     if manifest is None:  # a non-main process under `accelerate launch`
         return
     if json_out:

@@ -221,12 +221,16 @@ def _validate(prof: Any, bundle: Optional[Path], prompt_tokens: int, gen_tokens:
 
 
 def _constraints(prof: Any, max_memory_mb, max_ttft_ms, min_tokens_per_s, max_mah_per_100, min_quality) -> Any:
+    from edgeagent.output import fail
     from edgeagent.select import constraints_for
 
     if min_quality is not None and min_quality > 1:
         min_quality /= 100.0  # 90 means 90 %
-    return constraints_for(prof, max_memory_mb=max_memory_mb, max_ttft_ms=max_ttft_ms,
-                           min_tokens_per_s=min_tokens_per_s, max_mah_per_100=max_mah_per_100, min_quality=min_quality)
+    try:
+        return constraints_for(prof, max_memory_mb=max_memory_mb, max_ttft_ms=max_ttft_ms, min_tokens_per_s=min_tokens_per_s,
+                               max_mah_per_100=max_mah_per_100, min_quality=min_quality)
+    except ValueError as exc:
+        fail(str(exc), 2)
 
 
 def _write_reports(html: Optional[Path], png: Optional[Path], make_png, make_report) -> list[str]:

@@ -20,6 +20,8 @@ GGUF file.
 from __future__ import annotations
 
 import math
+import os
+import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -146,12 +148,48 @@ def _field(reader: Any, key: str, default: Any = None) -> Any:
     return value
 
 
+# The smallest a key/value pair (key length, one byte of key, type, one byte of value) and
+# a tensor record (name length, one byte of name, n_dims, one dim, type, offset) can be.
+_MIN_KV_BYTES = 8 + 1 + 4 + 1
+_MIN_TENSOR_BYTES = 8 + 1 + 4 + 8 + 4 + 8
+
+
+def check_gguf_header(path: Path) -> None:
+    """Refuse a file whose GGUF header cannot be true before any parser trusts its counts: a
+    tensor or key/value count (2^40, say) that the file is far too small to hold. Raises
+    ValueError naming the file and the field."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(head) < 24 or head[:4] != b"GGUF":
+        raise ValueError(f"{path}: cannot read as GGUF: no GGUF magic and header")
+    version, n_tensors, n_kv = struct.unpack("<IQQ", head[4:24])
+    if version not in (2, 3):
+        raise ValueError(f"{path}: GGUF version {version} is not supported (2 or 3)")
+    for field, count, least in (("tensor count", n_tensors, _MIN_TENSOR_BYTES), ("key/value count", n_kv, _MIN_KV_BYTES)):
+        if count * least > size:
+            raise ValueError(f"{path}: GGUF header's {field} {count} cannot fit in a {size}-byte file")
+
+
 def shape_from_gguf(path: str | Path) -> ModelShape:
     """The shape of a GGUF model, with every tensor's real type and byte size, so the
-    weight bytes are exact whatever quantization mix the file holds."""
+    weight bytes are exact whatever quantization mix the file holds. The file is untrusted:
+    any header or field it cannot back up is a ValueError naming the file, never a crash."""
+    path = Path(path)
+    check_gguf_header(path)
+    try:
+        return _shape_from_gguf(path)
+    except (IndexError, KeyError, TypeError, OverflowError, MemoryError, UnicodeDecodeError, ZeroDivisionError,
+            struct.error) as exc:
+        raise ValueError(f"{path}: corrupt GGUF ({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+def _shape_from_gguf(path: Path) -> ModelShape:
     from gguf import GGUFReader, LlamaFileType  # the only heavy-ish import, and only here
 
-    path = Path(path)
     try:
         reader = GGUFReader(path)
     except (OSError, ValueError) as exc:
@@ -171,6 +209,8 @@ def shape_from_gguf(path: str | Path) -> ModelShape:
     )
     n_embd = int(hp("embedding_length"))
     n_head = int(hp("attention.head_count"))
+    if n_embd <= 0 or n_head <= 0:
+        raise ValueError(f"{path}: GGUF {arch}.embedding_length {n_embd} / attention.head_count {n_head} must be positive")
     embd = next((t for t in tensors if t.name == "token_embd.weight"), None)
     tokens = _field(reader, "tokenizer.ggml.tokens")
     n_vocab = _field(reader, f"{arch}.vocab_size") or (len(tokens) if isinstance(tokens, list) else None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any
 
@@ -13,8 +14,21 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def finite(obj: Any) -> Any:
+    """``obj`` with every infinite or NaN float replaced by None: JSON has no such numbers,
+    and ``Infinity`` in a ``--json`` output breaks strict parsers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    """``obj`` as strict JSON on stdout (no ``Infinity``/``NaN``: they print as null)."""
+    sys.stdout.write(json.dumps(finite(obj), indent=2, ensure_ascii=False, default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 

@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edgeagent.validation import describe
+
 PROFILE_PACKAGE = "device_profiles"
 
 
@@ -44,10 +46,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def _within(low: float, high: float, *, default: Any = ..., low_open: bool = True) -> Any:
+    """A finite number in a physically plausible range: ``inf``, ``1e309`` (inf to TOML),
+    ``1e-308`` bandwidth or ``threads = 10**12`` are mistakes to report, not numbers that
+    make every estimate infinite. ``low_open``: ``low`` itself is excluded (> instead of >=)."""
+    bound = {"gt": low} if low_open else {"ge": low}
+    return Field(default=default, le=high, allow_inf_nan=False, **bound)
+
+
 class CpuCluster(_Strict):
     name: str
-    cores: int = Field(gt=0)
-    ghz: float = Field(gt=0)
+    cores: int = _within(0, 1024)
+    ghz: float = _within(0.1, 10.0, low_open=False)
     core: str | None = None  # microarchitecture, e.g. "Cortex-X4"
 
 
@@ -55,39 +65,39 @@ class Power(_Strict):
     """Whole-device power *above the idle baseline* while each phase runs (what a battery
     measurement with the idle baseline subtracted shows), and the idle baseline itself."""
 
-    prefill_w: float = Field(gt=0)
-    decode_w: float = Field(gt=0)
-    idle_w: float = Field(ge=0)
+    prefill_w: float = _within(0.001, 5000.0, low_open=False)
+    decode_w: float = _within(0.001, 5000.0, low_open=False)
+    idle_w: float = _within(0.0, 5000.0, low_open=False)
 
 
 class BatterySpec(_Strict):
-    capacity_mah: float | None = Field(default=None, gt=0)  # boards have none
-    nominal_v: float = Field(gt=0)  # cell nominal voltage (or the supply voltage of a board)
+    capacity_mah: float | None = _within(10.0, 1e6, default=None, low_open=False)  # boards have none
+    nominal_v: float = _within(0.5, 100.0, low_open=False)  # cell nominal voltage (or a board's supply)
 
 
 class Runtime(_Strict):
-    threads: int = Field(gt=0)
+    threads: int = _within(0, 1024)
     weight_repack: bool  # llama.cpp CPU_REPACK (AArch64 interleaved Q4_0/Q4_K/IQ4_NL kernels)
     flash_attn: bool = False
-    n_ubatch: int = Field(default=512, gt=0)  # llama.cpp physical batch (graph reserve size)
+    n_ubatch: int = _within(0, 65536, default=512)  # llama.cpp physical batch (graph reserve size)
     kv_cache_type: Literal["f16", "q8_0", "f32"] = "f16"
-    overhead_mb: float = Field(default=80.0, ge=0)  # process baseline RSS before the model loads
-    decode_overhead_ms: float = Field(default=0.0, ge=0)  # fixed cost per decode step (calibrated)
+    overhead_mb: float = _within(0.0, 1e6, default=80.0, low_open=False)  # process RSS before the model loads
+    decode_overhead_ms: float = _within(0.0, 1e4, default=0.0, low_open=False)  # fixed cost per decode step (calibrated)
     # Throughput of decode-time attention over the cache (KQ, softmax, KQV: small per-head
     # ops, far below peak compute), calibrated from decode speed at two context lengths.
     # Unset: attention is counted at compute_gflops_sustained inside the roofline's max().
-    decode_attention_gflops: float | None = Field(default=None, gt=0)
+    decode_attention_gflops: float | None = _within(0.001, 1e7, default=None, low_open=False)
 
 
 class Selection(_Strict):
     """Per-device overrides of the selection defaults (TTFT <= 500 ms, >= 20 tokens/s,
     memory <= 80 % of usable RAM, quality >= 90 % of full precision)."""
 
-    max_ttft_ms: float | None = Field(default=None, gt=0)
-    min_tokens_per_s: float | None = Field(default=None, gt=0)
-    max_memory_fraction: float | None = Field(default=None, gt=0, le=1)
-    max_mah_per_100: float | None = Field(default=None, gt=0)
-    min_quality: float | None = Field(default=None, gt=0, le=1)
+    max_ttft_ms: float | None = _within(0.0, 1e7, default=None)
+    min_tokens_per_s: float | None = _within(0.0, 1e7, default=None)
+    max_memory_fraction: float | None = _within(0.0, 1.0, default=None)
+    max_mah_per_100: float | None = _within(0.0, 1e7, default=None)
+    min_quality: float | None = _within(0.0, 1.0, default=None)
 
 
 class Source(_Strict):
@@ -108,13 +118,13 @@ class Profile(_Strict):
     kind: Literal["phone", "devboard", "host"]
     example_device: str | None = None
     cpu_clusters: list[CpuCluster] = Field(min_length=1)
-    ram_gb: float = Field(gt=0)
-    usable_memory_gb: float = Field(gt=0)
+    ram_gb: float = _within(0.0625, 65536.0, low_open=False)  # 64 MiB to 64 TiB
+    usable_memory_gb: float = _within(0.0625, 65536.0, low_open=False)
     memory_type: str
-    bandwidth_theoretical_gbs: float = Field(gt=0)
-    bandwidth_efficiency: float = Field(gt=0, le=1)  # eta: fraction llama.cpp CPU decode reaches
-    compute_gflops_sustained: float = Field(gt=0)  # int8-dot matmul throughput in prefill, all threads
-    storage_read_gbs: float | None = Field(default=None, gt=0)  # sequential read, for model-load time
+    bandwidth_theoretical_gbs: float = _within(0.1, 100000.0, low_open=False)
+    bandwidth_efficiency: float = _within(0.001, 1.0, low_open=False)  # eta: fraction llama.cpp CPU decode reaches
+    compute_gflops_sustained: float = _within(0.1, 1e8, low_open=False)  # int8-dot matmul throughput in prefill, all threads
+    storage_read_gbs: float | None = _within(0.001, 10000.0, default=None, low_open=False)  # sequential read, for model-load time
     power: Power
     battery: BatterySpec
     runtime: Runtime
@@ -145,55 +155,23 @@ class Profile(_Strict):
 # --- loading --------------------------------------------------------------------------
 
 
-def _models_along(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model that owns the last key of ``loc`` (to list its allowed keys)."""
-    model: type[BaseModel] | None = Profile
-    for part in loc[:-1]:
-        if model is None or isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return None
-        ann = field.annotation
-        inner = getattr(ann, "__args__", (ann,))
-        model = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
-    return model
-
-
-def _key(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _explain(err: dict[str, Any]) -> str:
-    loc = tuple(err["loc"])
-    kind = err["type"]
-    if kind == "missing":
-        return f"{_key(loc)}: field required"
-    if kind == "extra_forbidden":
-        owner = _models_along(loc)
-        allowed = ", ".join(owner.model_fields) if owner else "?"
-        return f"{_key(loc)}: unknown key (allowed here: {allowed})"
-    where = _key(loc) or "(top level)"
-    return f"{where}: {err['msg']} (got {err.get('input')!r})"
-
-
 def parse_profile(data: dict[str, Any], origin: str) -> Profile:
     """Validate already-parsed TOML; ``origin`` is the file name used in error messages."""
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{origin}: {_explain(e)}" for e in exc.errors()]
-        raise ProfileError("\n".join(lines)) from None
+        raise ProfileError(describe(exc, origin, Profile)) from None
 
 
-def _read(text: str, origin: str) -> Profile:
+def _read(raw: bytes, origin: str) -> Profile:
     try:
-        data = tomllib.loads(text)
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{origin}: not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{origin}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ProfileError(f"{origin}: not a device profile: arrays or tables nested too deeply") from None
     return parse_profile(data, origin)
 
 
@@ -210,12 +188,15 @@ def load_profile(name_or_path: str | Path) -> Profile:
     if text_path.endswith(".toml") or "/" in text_path or "\\" in text_path:
         if not path.is_file():
             raise ProfileError(f"{text_path}: no such profile file")
-        return _read(path.read_text(encoding="utf-8"), text_path)
+        try:
+            return _read(path.read_bytes(), text_path)
+        except OSError as exc:
+            raise ProfileError(f"{text_path}: cannot read ({exc.strerror})") from None
     resource = resources.files(PROFILE_PACKAGE) / f"{text_path}.toml"
     if not resource.is_file():
         known = ", ".join(list_profiles())
         raise ProfileError(f"unknown device profile {text_path!r}; known profiles: {known} (or pass a path to a .toml file)")
-    return _read(resource.read_text(encoding="utf-8"), f"{PROFILE_PACKAGE}/{text_path}.toml")
+    return _read(resource.read_bytes(), f"{PROFILE_PACKAGE}/{text_path}.toml")
 
 
 def load_all() -> list[Profile]:

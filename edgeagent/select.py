@@ -84,12 +84,15 @@ def constraints_for(
     max_mah_per_100: float | None = None,
 ) -> Constraints:
     """The bounds for ``profile``: a given argument (a flag) wins, then the profile's
-    ``[selection]`` table, then the defaults."""
+    ``[selection]`` table, then the defaults. A flag that is not a finite number above 0
+    raises ValueError naming it."""
     sel = profile.selection
     origin: dict[str, str] = {}
 
     def pick(name: str, flag: float | None, from_profile: float | None, default: float | None) -> float | None:
         if flag is not None:
+            if not (math.isfinite(flag) and flag > 0):
+                raise ValueError(f"--{name.replace('_', '-')} {flag!r}: expected a finite number above 0")
             origin[name] = "flag"
             return flag
         if from_profile is not None:

@@ -73,7 +73,7 @@ def test_missing_field_in_a_shipped_name_says_device_profiles(monkeypatch: pytes
     from edgeagent import profiles
 
     text = shipped_text("tensor-g3").replace("nominal_v = 3.87", "")
-    monkeypatch.setattr(profiles, "_read", lambda t, origin, _orig=profiles._read: _orig(text, origin))
+    monkeypatch.setattr(profiles, "_read", lambda t, origin, _orig=profiles._read: _orig(text.encode(), origin))
     with pytest.raises(ProfileError, match=r"^device_profiles/tensor-g3\.toml: battery\.nominal_v: field required$"):
         profiles.load_profile("tensor-g3")
 

@@ -29,6 +29,7 @@ import struct
 import threading
 from typing import Any
 
+from android_bridge.emulator import adb_shell
 from android_bridge.emulator.adb_shell import BatteryScript, PhoneShell, ShellResult
 
 log = logging.getLogger(__name__)
@@ -414,22 +415,31 @@ class AdbServer:
         conn.send(bytes(out))
 
     def _sync_send(self, conn: _Connection, path_and_mode: str) -> bool:
+        """A push: the file's chunks until DONE. A file over the size cap is read to its end
+        but not kept, and answered with FAIL, so the client prints the reason."""
         path = path_and_mode.rsplit(",", 1)[0]
         data = bytearray()
+        received = 0
         while True:
             kind, length = struct.unpack("<4sI", conn.read_exact(8))
             if kind == b"DATA":
                 if length > SYNC_MAX_CHUNK:
                     raise _ClientGone(f"sync DATA of {length} bytes exceeds {SYNC_MAX_CHUNK}")
-                data += conn.read_exact(length)
+                chunk = conn.read_exact(length)
+                received += length
+                if received <= adb_shell.MAX_FILE_BYTES:
+                    data += chunk
+                else:
+                    data = bytearray()  # over the cap: drain the rest, keep nothing
             elif kind == b"DONE":  # length is the mtime here
                 break
             else:
                 raise _ClientGone(f"unexpected {kind!r} during sync SEND")
         try:
+            adb_shell.check_file_size(path, received)
             self.shell.write_file(path, bytes(data))
         except OSError as exc:
-            self._sync_fail(conn, str(exc.args[0]) if exc.args else f"{path}: cannot write")
+            self._sync_fail(conn, exc.strerror or (str(exc.args[0]) if exc.args else f"{path}: cannot write"))
             return False
         conn.send(b"OKAY" + struct.pack("<I", 0))
         return True

@@ -20,7 +20,9 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import io
+import math
 import posixpath
 import shlex
 import stat
@@ -71,6 +73,20 @@ class ShellResult:
     stdout: bytes = b""
     stderr: bytes = b""
     exit_code: int = 0
+
+
+MAX_INPUT_NUMBER = 1e9  # pixels or milliseconds; a larger `input` argument is a mistake
+
+# The emulated phone keeps pushed and written files in memory: bounded, so `adb push` of a
+# few large files cannot take the host's memory.
+MAX_FILE_BYTES = 64 * 2**20
+MAX_TOTAL_BYTES = 256 * 2**20
+
+
+def check_file_size(path: str, size: int) -> None:
+    """OSError (EFBIG) naming ``path`` when a file of ``size`` bytes is over ``MAX_FILE_BYTES``."""
+    if size > MAX_FILE_BYTES:
+        raise OSError(errno.EFBIG, f"{path}: File too large (the emulator takes files up to {MAX_FILE_BYTES >> 20} MiB)")
 
 
 class _CommandFailed(Exception):
@@ -195,10 +211,17 @@ class PhoneShell:
         return posixpath.normpath(posixpath.join("/", path))
 
     def write_file(self, path: str, data: bytes) -> None:
+        """Store a file; refused (OSError with the reason) outside the writable directories,
+        above ``MAX_FILE_BYTES``, or when the files held would pass ``MAX_TOTAL_BYTES``."""
         path = self._norm(path)
         if not any(path.startswith(d + "/") for d in WRITABLE_DIRS):
             raise PermissionError(f"{path}: Read-only file system")
+        check_file_size(path, len(data))
         with self.lock:
+            held = sum(len(content) for p, (content, _) in self.files.items() if p != path)
+            if held + len(data) > MAX_TOTAL_BYTES:
+                raise OSError(errno.ENOSPC, f"{path}: No space left on device (the emulator holds at most "
+                                            f"{MAX_TOTAL_BYTES >> 20} MiB of files; {held >> 20} MiB used)")
             self.files[path] = (bytes(data), int(time.time()))
 
     def read_file(self, path: str) -> bytes:
@@ -434,13 +457,19 @@ class PhoneShell:
         if len(args) != n:
             raise _CommandFailed(f"usage: {usage}")
         try:
-            return [int(float(a)) for a in args]  # `input` accepts floats and truncates
+            values = [float(a) for a in args]  # `input` accepts floats and truncates
         except ValueError:
             raise _CommandFailed(f"input: not a number in {args}; usage: {usage}") from None
+        bad = next((a for a, v in zip(args, values) if not math.isfinite(v) or abs(v) > MAX_INPUT_NUMBER), None)
+        if bad is not None:
+            raise _CommandFailed(f"input: {bad[:40]!r} is not a finite number up to {MAX_INPUT_NUMBER:.0e}; usage: {usage}")
+        return [int(v) for v in values]
 
     @staticmethod
     def _keycode(name: str) -> int:
         if name.isdigit():
+            if len(name) > 9:
+                raise _CommandFailed(f"input keyevent: key code {name[:20]}... is out of range")
             return int(name)
         code = KEYCODES.get(name.removeprefix("KEYCODE_"))
         if code is None:
