@@ -7,9 +7,11 @@ Two line formats are accepted, mixed freely:
   "observation": "Screen ...", "action": {action}, "success": true}``;
 - a chat record: ``{"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}]}``.
 
-Rendering follows the model. A tokenizer with a chat template gets the conversation in that
-template (a trace step becomes one user turn, the ``build_prompt`` text, and one assistant
-turn, the action JSON). A tokenizer without one (the built-in model) gets the plain format it
+Rendering follows the model's ``PromptFormat`` (edgeagent.agent.prompt). A tokenizer with a
+chat template gets the ``episode`` layout: the steps of one episode become one conversation,
+``episode_messages`` exactly as the runtime builds it, with the loss on every action (one
+sequence per episode: each screen is read once, where the step layout repeated the task and
+the system text at every step). A tokenizer without one (the built-in model) gets the plain format it
 was trained on, exactly as ``converters.recipes.train_builtin.encode`` builds it:
 ``BOS prompt action "\\n" EOS``. Either way the labels are -100 everywhere except the
 assistant's tokens (with the end-of-turn marker, so the model learns to stop).
@@ -28,8 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeagent.agent.actions import Action, ActionError
-from edgeagent.agent.prompt import build_prompt
-from edgeagent.bundle import PromptFormat
+from edgeagent.agent.prompt import SYSTEM_TEXT, PromptFormat, build_prompt, episode_messages
 
 IGNORE = -100  # label of a position that carries no loss (PyTorch cross_entropy's ignore_index)
 ROLES = ("system", "user", "assistant", "tool")
@@ -63,6 +64,8 @@ class Record:
     task: dict[str, Any] | None = None  # trace steps: the emulator task spec
     prompt: str | None = None  # trace steps: the plain build_prompt text
     completion: str | None = None  # trace steps: the action JSON
+    observation: str | None = None  # trace steps: the screen
+    step: int | None = None  # trace steps: the step's index in its episode
 
     @property
     def group(self) -> str:
@@ -186,7 +189,11 @@ def _trace_record(obj: dict, source: str) -> Record:
     prompt = build_prompt(task["instruction"], obj["observation"], prev_text)
     completion = json.dumps(obj["action"], ensure_ascii=False, separators=(",", ":"))
     messages = [{"role": "user", "content": prompt.rstrip()}, {"role": "assistant", "content": completion}]
-    return Record(source=source, messages=messages, task=task, prompt=prompt, completion=completion)
+    step = obj.get("step")
+    if step is not None and (not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 10_000):
+        raise ValueError(f"trace step: step must be a whole number from 0, got {step!r}")
+    return Record(source=source, messages=messages, task=task, prompt=prompt, completion=completion,
+                  observation=obj["observation"], step=step)
 
 
 def _chat_record(obj: dict, source: str) -> Record:
@@ -212,12 +219,13 @@ def _chat_record(obj: dict, source: str) -> Record:
 
 
 def prompt_format(tokenizer) -> PromptFormat:
-    """How this model is prompted: its chat template if it has one, else the plain format."""
+    """How this model is prompted: its chat template in the episode layout if it has one, else
+    the plain format."""
     bos = tokenizer.bos_token
     add_bos = bool(bos) and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]
     if getattr(tokenizer, "chat_template", None):
         return PromptFormat(kind="chat", chat_template=tokenizer.chat_template, bos_token=bos,
-                            eos_token=tokenizer.eos_token, add_bos=add_bos)
+                            eos_token=tokenizer.eos_token, add_bos=add_bos, layout="episode", system=SYSTEM_TEXT)
     return PromptFormat(kind="plain", bos_token=bos, eos_token=tokenizer.eos_token, add_bos=add_bos)
 
 
@@ -269,11 +277,43 @@ def encode_chat(tokenizer, messages: list[dict], fmt: PromptFormat) -> tuple[lis
     return ids, labels
 
 
+def episodes(records: Sequence[Record], fmt: PromptFormat) -> list[Record]:
+    """Trace steps -> one record per episode, in the episode layout (chat records pass as they
+    are). An episode is a run of consecutive steps 0, 1, 2, ... of one task in one file."""
+    out: list[Record] = []
+    run: list[Record] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        first = run[0]
+        messages = episode_messages(first.task["instruction"], [r.observation or "" for r in run],
+                                    [r.completion or "" for r in run], system=fmt.system)
+        out.append(Record(source=first.source, messages=messages, task=first.task))
+        run.clear()
+
+    for r in records:
+        if r.task is None:
+            flush()
+            out.append(r)
+            continue
+        continues = (run and r.group == run[-1].group and r.step is not None and run[-1].step is not None
+                     and r.step == run[-1].step + 1 and r.source.rsplit(":", 1)[0] == run[-1].source.rsplit(":", 1)[0])
+        if not continues:
+            flush()
+        run.append(r)
+    flush()
+    return out
+
+
 def encode_records(tokenizer, records: Sequence[Record], *, max_seq_len: int = 2048,
                    fmt: PromptFormat | None = None) -> tuple[list[Example], dict[str, int]]:
     """Tokenize. Examples longer than ``max_seq_len`` are left out (cutting an agent step's
-    prompt would train the action on a screen the model never saw); the counts say how many."""
+    prompt would train the action on a screen the model never saw); the counts say how many.
+    In the episode layout an example is a whole episode."""
     fmt = fmt or prompt_format(tokenizer)
+    if fmt.is_episode:
+        records = episodes(records, fmt)
     examples: list[Example] = []
     counts = {"too_long": 0, "no_target": 0}
     for r in records:

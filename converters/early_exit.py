@@ -178,6 +178,7 @@ def early_exit_loss(
     temperature: float = 2.0,
     final_logits: torch.Tensor | None = None,
     scale: str | Sequence[float] = "sum_l",
+    teacher_logits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[int, dict[str, float]]]:
     """The extra loss the exits add to the normal language-model loss.
 
@@ -189,6 +190,8 @@ def early_exit_loss(
       predicts ``labels[:, t+1]``, as transformers' causal-LM loss shifts them.
     - ``final_logits`` (B, S, V): the model's own logits, needed when ``kd_weight`` > 0; they
       are detached here (the teacher is the final layer, not trained by this term).
+    - ``teacher_logits`` (N, V): instead of ``final_logits``, the model's logits at the target
+      positions only, in ``labels``' row-major order (a model run with ``logits_to_keep``).
     - ``exits``: exit layers; any k ≥ L is skipped (that is the main loss). ``scale``: see
       ``exit_loss_weights``.
 
@@ -202,7 +205,7 @@ def early_exit_loss(
     """
     n_layers = len(hidden_states) - 1
     used = [int(k) for k in exits if int(k) < n_layers]
-    if kd_weight > 0 and final_logits is None:
+    if kd_weight > 0 and final_logits is None and teacher_logits is None:
         raise EarlyExitError("kd_weight > 0 needs final_logits (the model's own logits) as the distillation target")
     if temperature <= 0:
         raise EarlyExitError(f"temperature must be > 0, got {temperature}")
@@ -217,7 +220,8 @@ def early_exit_loss(
         return torch.zeros((), device=device), {k: {"ce": 0.0, "kd": 0.0, "weight": 0.0} for k in used}
     teacher = None
     if kd_weight > 0:
-        teacher = F.log_softmax(final_logits[:, :-1][mask].detach().float() / temperature, dim=-1)
+        at_targets = teacher_logits if teacher_logits is not None else final_logits[:, :-1][mask]
+        teacher = F.log_softmax(at_targets.detach().float() / temperature, dim=-1)
 
     weights = exit_loss_weights(used, scale)
     total = torch.zeros((), device=device)

@@ -9,7 +9,7 @@ Read top to bottom:
 4. the q/k permutation for the llama architecture;
 5. the tokenizer (``converters.tokenizer``);
 6. F32/F16 written directly by ``gguf.GGUFWriter``, everything else quantized from an F32
-   intermediate by llama.cpp itself (``converters.quantize``);
+   intermediate by llama.cpp itself (``edgeagent.quantize``);
 7. an atomic rename: on any error no output file is left behind.
 """
 
@@ -401,7 +401,7 @@ def export(
         fallbacks: list[dict] = []
         quant_error = None
         if quant != direct:
-            from converters import quantize
+            from edgeagent import quantize
 
             quantized = temp_path(quant)
             quantize.quantize(written, quantized, quant, threads=threads)

@@ -87,10 +87,12 @@ class FinetuneConfig:
     exit_temperature: float = 2.0
     exit_loss_weight: float = 1.0  # the whole early-exit term, added to the LM loss
     ckpt_every: int = 50
+    keep_adapters: bool = False  # also keep each checkpoint's adapter (out_dir/adapters/step-N), to choose one later
+    logits_at_targets_only: bool = True  # the vocabulary projection only where a label is (same loss, less memory)
     seed: int = 0
 
     # Fields that do not change the optimisation: a resumed run may change them.
-    RESUMABLE = ("ckpt_every",)
+    RESUMABLE = ("ckpt_every", "keep_adapters", "logits_at_targets_only")
 
     def trajectory(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in self.RESUMABLE}
@@ -230,11 +232,17 @@ class Objective(nn.Module):
         per-exit stats). ``scale`` = world_size / global target tokens, so the loss DDP
         averages over processes is the token mean over the whole global batch."""
         want_hidden = self.heads is not None
-        out = self.model(input_ids=input_ids, output_hidden_states=want_hidden, use_cache=False)
-        logits = out.logits[:, :-1].float()
         target = labels[:, 1:]
-        n_tokens = int((target != IGNORE).sum())
-        ce_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+        mask = target != IGNORE  # (B, S-1): position t predicts token t+1
+        # Logits only where some row has a target: the vocabulary projection at every position
+        # (49k x sequence) is most of a small model's training memory and much of its time.
+        keep = mask.any(0).nonzero().squeeze(1)
+        if not self.cfg.logits_at_targets_only:
+            keep = torch.arange(target.shape[1], device=target.device)
+        out = self.model(input_ids=input_ids, output_hidden_states=want_hidden, use_cache=False, logits_to_keep=keep)
+        logits = out.logits.float()  # (B, K, V)
+        n_tokens = int(mask.sum())
+        ce_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target[:, keep].reshape(-1),
                                  ignore_index=IGNORE, reduction="sum")
         loss = ce_sum * scale
         per_exit: dict = {}
@@ -244,7 +252,7 @@ class Objective(nn.Module):
             ee, per_exit = early_exit_loss(
                 out.hidden_states, labels, self.model, self.heads, self.cfg.exits,
                 ce_weight=self.cfg.exit_ce_weight, kd_weight=self.cfg.exit_kd_weight,
-                temperature=self.cfg.exit_temperature, final_logits=out.logits,
+                temperature=self.cfg.exit_temperature, teacher_logits=out.logits[mask[:, keep]],
             )
             loss = loss + self.cfg.exit_loss_weight * ee * n_tokens * scale  # its token mean, reweighted
         return loss, ce_sum.detach(), n_tokens, per_exit
@@ -507,6 +515,15 @@ def _finetune(model_dir, train, out_dir, cfg, *, heldout, resume, stop_after, pr
                 "config": cfg.trajectory(), "data": fingerprint, "history": history,
                 "heldout_loss_before": heldout_before,
             }, ckpt_path)
+            if cfg.keep_adapters:
+                snapshot = out_dir / "adapters" / f"step-{step}"
+                unwrapped_model = accelerator.unwrap_model(objective).model
+                _atomic_dir(snapshot, lambda tmp: _save_adapter(unwrapped_model, tmp, model_dir, cfg))
+                if heads is not None:
+                    from converters.early_exit import save_heads
+
+                    _atomic_dir(snapshot.with_name(f"heads-{step}"), lambda tmp: save_heads(heads, tmp, {
+                        "source_model": str(model_dir), "step": step}))
         accelerator.wait_for_everyone()
 
     started = time.perf_counter()

@@ -25,6 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgeagent.agent.prompt import PromptFormat  # noqa: F401  (the manifest's prompt_format)
+from edgeagent.validation import describe
+
 MANIFEST = "manifest.json"
 FORMAT = "edgeagent-bundle"
 FORMAT_VERSION = 1
@@ -66,62 +71,6 @@ class Variant:
         }
 
 
-@dataclass(frozen=True)
-class PromptFormat:
-    """How the agent's plain prompt (``edgeagent.agent.prompt.build_prompt``) reaches the model.
-
-    ``plain``: as is (the built-in model is trained on exactly that text). ``chat``: as the
-    user turn of the model's own chat template, the assistant turn opened
-    (``add_generation_prompt``), as the converter rendered it for fine-tuning.
-    """
-
-    kind: str = "plain"  # plain | chat
-    chat_template: str | None = None
-    bos_token: str | None = None
-    eos_token: str | None = None
-    add_bos: bool = True  # the tokenizer puts BOS in front by itself (llama.cpp does the same)
-
-    def wrap(self, prompt: str) -> str:
-        if self.kind == "plain":
-            return prompt
-        text = render_chat(
-            self.chat_template or "", [{"role": "user", "content": prompt.rstrip()}],
-            add_generation_prompt=True, bos_token=self.bos_token, eos_token=self.eos_token,
-        )
-        # Templates that write BOS themselves would get a second one from llama.cpp's
-        # tokenizer (add_bos), so the text leaves it to the tokenizer; the converter's
-        # training data are built the same way (converters.data).
-        if self.add_bos and self.bos_token and text.startswith(self.bos_token):
-            text = text[len(self.bos_token):]
-        return text
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"kind": self.kind}
-        if self.kind == "chat":
-            d.update(chat_template=self.chat_template, bos_token=self.bos_token, eos_token=self.eos_token,
-                     add_bos=self.add_bos)
-        return d
-
-
-def render_chat(template: str, messages: list[dict], *, add_generation_prompt: bool,
-                bos_token: str | None = None, eos_token: str | None = None) -> str:
-    """A Hugging Face chat template rendered the way transformers renders it (a sandboxed
-    jinja2 environment with ``trim_blocks``/``lstrip_blocks`` and ``raise_exception``)."""
-    from jinja2 import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str):
-        raise TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False, indent=indent)
-    env.globals["raise_exception"] = raise_exception
-    return env.from_string(template).render(
-        messages=messages, add_generation_prompt=add_generation_prompt,
-        bos_token=bos_token or "", eos_token=eos_token or "",
-    )
-
-
 @dataclass
 class Bundle:
     root: Path
@@ -146,22 +95,79 @@ class Bundle:
         return max(full, key=lambda v: (v.size_bytes, v.exit_layer))
 
 
+MAX_MANIFEST_BYTES = 16 * 2**20
+
+
+class _VariantEntry(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    id: str = Field(min_length=1)
+    quant: str = Field(min_length=1)
+    exit_layer: int = Field(ge=1, le=100_000)  # blocks in this GGUF
+    n_layers: int = Field(ge=1, le=100_000)
+    path: str = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    size_bytes: int = Field(ge=0, le=2**50)
+    quality: dict[str, Any]
+    kv_cache_bytes_per_token: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _depth(self) -> "_VariantEntry":
+        if self.exit_layer > self.n_layers:
+            raise ValueError(f"exit_layer {self.exit_layer} is not within 1..n_layers ({self.n_layers})")
+        return self
+
+
+class _Manifest(BaseModel):
+    """The manifest's shape (keys the runtime reads; others are kept as written)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    format: str
+    format_version: int
+    variants: list[_VariantEntry] = Field(min_length=1)
+    prompt_format: dict[str, Any] | None = None
+    source_model: dict[str, Any] | None = None
+    measurements: dict[str, Any] | None = None
+    profile: str | None = None
+
+
+def _read_manifest(manifest_path: Path) -> dict[str, Any]:
+    """The manifest's JSON object, read without following a symlink, size-capped."""
+    try:
+        with _open_inside(manifest_path) as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as e:
+        raise BundleError(f"{manifest_path}: cannot read ({e.strerror or e})") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{manifest_path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB; not a manifest")
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{manifest_path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise BundleError(f"{manifest_path}: not a manifest: JSON nested too deeply") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path}: expected a JSON object")
+    return manifest
+
+
 def load_bundle(bundle_dir: str | os.PathLike, *, verify: bool = True) -> Bundle:
     """Read and check a bundle. Raises BundleError naming the file for a missing manifest, a
-    malformed entry, or any variant file that is missing, of the wrong size or whose sha256
-    differs from the manifest (all such files in one message)."""
+    malformed entry (the manifest is validated against its schema), a path that leaves the
+    bundle or goes through a symlink, or any variant file that is missing, of the wrong
+    size or whose sha256 differs from the manifest (all such files in one message)."""
     root = Path(bundle_dir)
     manifest_path = root / MANIFEST
     if not root.is_dir():
         raise BundleError(f"{root}: no such bundle directory (write one with `edgeagent convert`)")
-    if not manifest_path.is_file():
+    root = root.resolve()  # the bundle itself may be reached through a link; nothing inside it may
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file() and not manifest_path.is_symlink():
         raise BundleError(f"{manifest_path}: missing (not a bundle written by `edgeagent convert`?)")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{manifest_path}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{manifest_path}: expected a JSON object")
+    if manifest_path.is_symlink():
+        raise BundleError(f"{manifest_path}: a symlink; a bundle holds its own files, so it is refused")
+    manifest = _read_manifest(manifest_path)
     if manifest.get("format") != FORMAT:
         raise BundleError(f"{manifest_path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -169,65 +175,72 @@ def load_bundle(bundle_dir: str | os.PathLike, *, verify: bool = True) -> Bundle
             f"{manifest_path}: format_version {manifest.get('format_version')!r} is not supported "
             f"(this edgeagent reads {FORMAT_VERSION}); re-run `edgeagent convert`"
         )
-    entries = manifest.get("variants")
-    if not isinstance(entries, list) or not entries:
-        raise BundleError(f"{manifest_path}: variants: expected a non-empty list")
+    try:
+        checked = _Manifest.model_validate(manifest)
+    except ValidationError as e:
+        raise BundleError(describe(e, str(manifest_path), _Manifest)) from None
 
-    variants = [_variant(root, manifest_path, i, e) for i, e in enumerate(entries)]
+    variants = [_variant(root, manifest_path, i, e) for i, e in enumerate(checked.variants)]
     ids = [v.id for v in variants]
     if len(set(ids)) != len(ids):
         raise BundleError(f"{manifest_path}: variants: duplicate id {next(i for i in ids if ids.count(i) > 1)!r}")
     if verify:
-        problems = [p for v in variants if (p := _check_file(v))]
+        problems = [p for v in variants if (p := _check_file(root, v))]
         if problems:
             raise BundleError(
                 f"{root}: bundle refused, {len(problems)} file(s) missing or altered:\n  " + "\n  ".join(problems)
             )
-    pf = manifest.get("prompt_format") or {"kind": "plain"}
-    if pf.get("kind") not in ("plain", "chat") or (pf.get("kind") == "chat" and not pf.get("chat_template")):
-        raise BundleError(f"{manifest_path}: prompt_format: expected kind plain, or chat with a chat_template")
-    prompt_format = PromptFormat(
-        kind=pf["kind"], chat_template=pf.get("chat_template"), bos_token=pf.get("bos_token"),
-        eos_token=pf.get("eos_token"), add_bos=bool(pf.get("add_bos", True)),
-    )
+    try:
+        prompt_format = PromptFormat.from_dict(checked.prompt_format or {"kind": "plain"})
+    except ValueError as e:
+        raise BundleError(f"{manifest_path}: {e}") from None
     return Bundle(root=root, manifest=manifest, variants=variants, prompt_format=prompt_format)
 
 
-_FIELDS = {"id": str, "quant": str, "exit_layer": int, "n_layers": int, "path": str, "sha256": str,
-           "size_bytes": int, "quality": dict}
-
-
-def _variant(root: Path, manifest_path: Path, i: int, entry: Any) -> Variant:
-    where = f"{manifest_path}: variants[{i}]"
-    if not isinstance(entry, dict):
-        raise BundleError(f"{where}: expected an object")
-    for key, kind in _FIELDS.items():
-        value = entry.get(key)
-        if value is None:
-            raise BundleError(f"{where}.{key}: field required")
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise BundleError(f"{where}.{key}: expected {kind.__name__}, got {value!r}")
-    rel = PurePosixPath(entry["path"])
+def _variant(root: Path, manifest_path: Path, i: int, entry: _VariantEntry) -> Variant:
+    rel = PurePosixPath(entry.path)
     # A manifest is data from wherever the bundle came from: it may not point outside it.
-    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-        raise BundleError(f"{where}.path: {entry['path']!r} must be a relative path inside the bundle")
-    if not 1 <= entry["exit_layer"] <= entry["n_layers"]:
-        raise BundleError(f"{where}.exit_layer: {entry['exit_layer']} is not within 1..n_layers ({entry['n_layers']})")
-    kv = entry.get("kv_cache_bytes_per_token")
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts or "\\" in entry.path or "\0" in entry.path:
+        raise BundleError(f"{manifest_path}: variants[{i}].path: {entry.path!r} must be a relative path inside the bundle")
     return Variant(
-        id=entry["id"], quant=entry["quant"], exit_layer=entry["exit_layer"], n_layers=entry["n_layers"],
-        path=root / rel, sha256=entry["sha256"].lower(), size_bytes=entry["size_bytes"],
-        quality=dict(entry["quality"]), kv_cache_bytes_per_token=int(kv) if isinstance(kv, int) else None,
+        id=entry.id, quant=entry.quant, exit_layer=entry.exit_layer, n_layers=entry.n_layers,
+        path=root.joinpath(*rel.parts), sha256=entry.sha256.lower(), size_bytes=entry.size_bytes,
+        quality=dict(entry.quality), kv_cache_bytes_per_token=entry.kv_cache_bytes_per_token,
     )
 
 
-def _check_file(v: Variant) -> str | None:
+def _open_inside(path: Path):
+    """``path`` opened for reading, refusing a symlink as the file itself (``O_NOFOLLOW``)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    return os.fdopen(os.open(path, flags), "rb")
+
+
+def _escape(root: Path, path: Path) -> str | None:
+    """Why ``path`` is not a plain file inside ``root``: a symlink on the way, or a target
+    outside the bundle; None when it is one."""
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            return f"{current}: a symlink; a bundle holds its own files, so it is refused"
+    if not path.resolve().is_relative_to(root):
+        return f"{path}: resolves outside the bundle {root}"
+    return None
+
+
+def _check_file(root: Path, v: Variant) -> str | None:
+    if (why := _escape(root, v.path)) is not None:
+        return f"{why} (variant {v.id})"
     if not v.path.is_file():
         return f"{v.path}: missing (variant {v.id})"
-    size = v.path.stat().st_size
-    if size != v.size_bytes:
-        return f"{v.path}: altered (variant {v.id}: {size} bytes, manifest says {v.size_bytes})"
-    digest = sha256_file(v.path)
+    try:
+        with _open_inside(v.path) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size != v.size_bytes:
+                return f"{v.path}: altered (variant {v.id}: {size} bytes, manifest says {v.size_bytes})"
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as e:
+        return f"{v.path}: cannot read ({e.strerror or e}) (variant {v.id})"
     if digest != v.sha256:
         return f"{v.path}: altered (variant {v.id}: sha256 {digest[:16]}..., manifest says {v.sha256[:16]}...)"
     return None

@@ -12,6 +12,10 @@ import typer
 from edgeagent.output import console, emit_json, fail
 
 
+# The agent's own word for how a run ended; "done" is what it claims, not a checked success.
+STATUS_WORDS = {"complete": "done"}
+
+
 def resolve_model(model: Optional[Path], quant: str = "q8_0") -> Path:
     """The GGUF to run: ``--model`` as given, else the built-in model at ``quant``."""
     if model is not None:
@@ -25,6 +29,17 @@ def resolve_model(model: Optional[Path], quant: str = "q8_0") -> Path:
     except BuiltinModelMissing as exc:
         fail(str(exc))
     raise AssertionError  # unreachable: fail() exits
+
+
+def open_engine(model_path: Path, threads: Optional[int]):
+    """llama.cpp on ``model_path``; a file it cannot load (corrupt, truncated, not a GGUF) is
+    one line naming it and exit code 2, not a traceback."""
+    from edgeagent.engine import Engine, EngineError
+
+    try:
+        return Engine(model_path, n_ctx=4096, n_threads=threads)
+    except EngineError as exc:
+        fail(str(exc), 2)
 
 
 def open_device(spec: str):
@@ -63,14 +78,14 @@ def run_command(
     allow_sensitive: bool = typer.Option(False, "--allow-sensitive", help="Allow payments, sending, deleting without asking."),
     trace_dir: Optional[Path] = typer.Option(None, "--trace", help="Write steps.jsonl, screenshots and index.html here."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    raw_prompt: bool = typer.Option(False, "--raw-prompt", help="Send the plain step prompt, not the model's chat template."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run the agent on one task and print what it did and what it cost."""
     from edgeagent.agent.evaluate import step_costs, summarize_costs
-    from edgeagent.agent.policy import ModelPolicy
+    from edgeagent.agent.policy import ModelPolicy, engine_prompt_format
     from edgeagent.agent.safety import ConfirmationGate
     from edgeagent.agent.trace import TraceWriter
-    from edgeagent.engine import Engine
 
     if (task is None) == (task_json is None):
         fail("give exactly one of --task TEXT or --task-json FILE")
@@ -85,12 +100,15 @@ def run_command(
             spec = TaskSpec.from_dict(data)
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             fail(f"{task_json}: not a task spec ({exc})")
+        except RecursionError:
+            fail(f"{task_json}: not a task spec (JSON nested too deeply)", 2)
         task = spec.instruction
 
     if bundle is not None and model is not None:
         fail("give --model or --bundle, not both")
     if profile is not None and model is not None:
         fail("--profile selects a variant of a bundle; drop --model (or use --bundle)")
+    bundle_format = None
     if bundle is not None or profile is not None:
         from edgeagent.bundle import BundleError, load_bundle
 
@@ -103,6 +121,7 @@ def run_command(
                 except BuiltinModelMissing as exc:
                     fail(str(exc))
             loaded = load_bundle(bundle)  # every file's sha256 is checked first
+            bundle_format = loaded.prompt_format
             if profile is None:
                 model_path = loaded.best_quality().path
             else:
@@ -123,9 +142,10 @@ def run_command(
     interactive = sys.stdin.isatty() and not json_out
     gate = ConfirmationGate(allow_sensitive=allow_sensitive,
                             confirm=_interactive_confirm if interactive and not allow_sensitive else None)
-    engine = Engine(model_path, n_ctx=2048, n_threads=threads)
+    engine = open_engine(model_path, threads)
     apps = phone.app_names() if phone is not None else None
-    policy = ModelPolicy(engine, apps=apps, copy_text=True)
+    fmt = engine_prompt_format(engine, bundle_format=bundle_format, raw=raw_prompt)
+    policy = ModelPolicy(engine, apps=apps, copy_text=True, prompt_format=fmt)
     writer = TraceWriter(trace_dir, task, spec.to_dict() if spec else None) if trace_dir else None
 
     if spec is not None:
@@ -139,12 +159,14 @@ def run_command(
         if phone is not None:
             phone.go_home()
         run = run_agent(dev, task, policy, max_steps=max_steps, gate=gate, trace=writer)
-        success = run.status == "complete"
+        success = None  # no goal checker: the agent's own "done" is not a success
 
     costs = summarize_costs(step_costs([run]))
+    status = STATUS_WORDS.get(run.status, run.status)
     result = {
-        "task": task, "model": str(model_path), "device": device, "status": run.status, "answer": run.answer,
-        "success_rate": 1.0 if success else 0.0, "steps": len(run.steps),
+        "task": task, "model": str(model_path), "prompt_format": f"{fmt.kind}/{fmt.layout}" if fmt.kind == "chat" else "plain",
+        "device": device, "status": status, "verified": success is not None, "answer": run.answer,
+        "success_rate": None if success is None else 1.0 if success else 0.0, "steps": len(run.steps),
         "actions": [s.action for s in run.steps], "seconds": round(run.seconds, 3),
         **costs, "trace": str(trace_dir) if trace_dir else None,
     }
@@ -155,8 +177,9 @@ def run_command(
             flag = f" [{s.sensitive}: {'allowed' if s.allowed else 'DENIED'}]" if s.sensitive else ""
             err = f" ({s.error})" if s.error else ""
             console.print(f"step {s.step}: {json.dumps(s.action, ensure_ascii=False)}{flag}{err}", highlight=False)
+        verdict = ("success" if success else "failed") if success is not None else "not verified (no goal checker)"
         console.print(
-            f"{'success' if success else 'failed'}: status {run.status}, {len(run.steps)} steps, "
+            f"{verdict}: status {status}, {len(run.steps)} steps, "
             f"{run.seconds:.2f} s · median TTFT {costs.get('ttft_ms')} ms · TPOT {costs.get('tpot_ms')} ms · "
             f"{costs.get('tokens_per_s')} tok/s · RSS peak {costs.get('rss_peak_mb')} MB (measured here)"
         )

@@ -18,15 +18,18 @@ from edgeagent.output import console, emit_json, err_console, fail, table
 
 APPS_HELP = "Only tasks of these apps (repeat, or comma-separate: --apps Settings,Clock)."
 EXCLUDE_HELP = "Hold this app's tasks out (repeatable), e.g. to test generalisation to an unseen app."
-TEMPLATES_HELP = "Only tasks of these templates (repeat, or comma-separate), e.g. to oversample weak ones."
+TEMPLATES_HELP = ("Only tasks of these templates or groups (repeat, or comma-separate): a template name, "
+                  "'impossible' (requests the phone cannot carry out), 'default' (the usual mix) or 'all'.")
+PHRASING_HELP = ("How the instructions are worded: template (the template's own), train (the wordings and "
+                 "styles training may use), val (for choosing checkpoints), heldout (never used in training).")
 
 
 def _tasks_or_fail(n: int, seed: int, apps: Optional[list[str]], exclude_app: Optional[list[str]],
-                   templates: Optional[list[str]] = None):
+                   templates: Optional[list[str]] = None, phrasing: str = "template"):
     from android_bridge.emulator.tasks import generate_tasks
 
     try:
-        return generate_tasks(n, seed, apps=apps, exclude_apps=exclude_app, templates=templates)
+        return generate_tasks(n, seed, apps=apps, exclude_apps=exclude_app, templates=templates, phrasing=phrasing)
     except ValueError as exc:
         fail(str(exc))
 
@@ -53,10 +56,11 @@ def tasks_command(
     apps: Optional[list[str]] = typer.Option(None, "--apps", help=APPS_HELP),
     exclude_app: Optional[list[str]] = typer.Option(None, "--exclude-app", help=EXCLUDE_HELP),
     templates: Optional[list[str]] = typer.Option(None, "--templates", help=TEMPLATES_HELP),
+    phrasing: str = typer.Option("template", "--phrasing", help=PHRASING_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list of task specs."),
 ) -> None:
     """List generated tasks for the emulated phone."""
-    specs = [t.to_dict() for t in _tasks_or_fail(n, seed, apps, exclude_app, templates)]
+    specs = [t.to_dict() for t in _tasks_or_fail(n, seed, apps, exclude_app, templates, phrasing)]
     if json_out:
         emit_json(specs)
         return
@@ -71,6 +75,7 @@ def traces_command(
     apps: Optional[list[str]] = typer.Option(None, "--apps", help=APPS_HELP),
     exclude_app: Optional[list[str]] = typer.Option(None, "--exclude-app", help=EXCLUDE_HELP),
     templates: Optional[list[str]] = typer.Option(None, "--templates", help=TEMPLATES_HELP),
+    phrasing: str = typer.Option("template", "--phrasing", help=PHRASING_HELP),
     max_steps: int = typer.Option(30, "--max-steps", min=1, help="Step budget per episode."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -81,7 +86,7 @@ def traces_command(
     from android_bridge.emulator.expert import expert_action
     from android_bridge.emulator.phone import EmulatedPhone
 
-    tasks = _tasks_or_fail(n, seed, apps, exclude_app, templates)
+    tasks = _tasks_or_fail(n, seed, apps, exclude_app, templates, phrasing)
     phone = EmulatedPhone()
     results = []
     lines: list[bytes] = []
@@ -151,9 +156,13 @@ def demo_command(
     policy: str = typer.Option("model", "--policy", help="model (the built-in model through llama.cpp) or expert."),
     model: Optional[Path] = typer.Option(None, "--model", help="GGUF to run instead of the built-in model."),
     quant: str = typer.Option("q8_0", "--quant", help="Built-in model quantization."),
+    apps: Optional[list[str]] = typer.Option(None, "--apps", help=APPS_HELP),
     exclude_app: Optional[list[str]] = typer.Option(
         None, "--exclude-app",
         help=EXCLUDE_HELP + " Default: the built-in model's held-out apps when it runs, none with --model."),
+    templates: Optional[list[str]] = typer.Option(None, "--templates", help=TEMPLATES_HELP),
+    phrasing: str = typer.Option("template", "--phrasing", help=PHRASING_HELP),
+    raw_prompt: bool = typer.Option(False, "--raw-prompt", help="Send the plain step prompt, not the model's chat template."),
     max_steps: int = typer.Option(20, "--max-steps", min=1, help="Step budget per episode."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
     prefix_reuse: bool = typer.Option(True, "--prefix-reuse/--no-prefix-reuse",
@@ -170,20 +179,22 @@ def demo_command(
     # The built-in model never saw these apps; the demo shows what it was trained for. A GGUF
     # of one of its checkpoints (--model) is validated the same way with --exclude-app Notes.
     exclude = exclude_app or (list(HELD_OUT_APPS) if policy == "model" and model is None else None)
-    tasks = _tasks_or_fail(n, seed, None, exclude)
+    tasks = _tasks_or_fail(n, seed, apps, exclude, templates, phrasing)
     start = time.perf_counter()
-    info: dict = {"policy": policy, "device": "emulated"}
+    info: dict = {"policy": policy, "device": "emulated", "phrasing": phrasing}
     if policy == "expert":
         factory = lambda phone: expert_action  # noqa: E731
     else:
-        from edgeagent.cli_agent import resolve_model
-        from edgeagent.engine import Engine
+        from edgeagent.cli_agent import open_engine, resolve_model
+
+        from edgeagent.agent.policy import engine_prompt_format
 
         model_path = resolve_model(model, quant)
-        engine = Engine(model_path, n_ctx=2048, n_threads=threads)
+        engine = open_engine(model_path, threads)
+        fmt = engine_prompt_format(engine, raw=raw_prompt)
         info.update(model=str(model_path), quant=quant if model is None else None, threads=engine.n_threads,
-                    prefix_reuse=prefix_reuse)
-        factory = model_policy_factory(engine, reuse_prefix=prefix_reuse)
+                    prefix_reuse=prefix_reuse, prompt_format=f"{fmt.kind}/{fmt.layout}" if fmt.kind == "chat" else "plain")
+        factory = model_policy_factory(engine, reuse_prefix=prefix_reuse, prompt_format=fmt)
     if not json_out:
         err_console.print(f"running {n} emulated tasks with the {policy} policy ...")
     summary = evaluate_tasks(factory, tasks, max_steps=max_steps)

@@ -196,6 +196,17 @@ class Engine:
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self.llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
 
+    def token_text(self, token: int) -> str:
+        """A token's text as the vocabulary stores it (special tokens included: "<|im_end|>")."""
+        import llama_cpp
+
+        return llama_cpp.llama_vocab_get_text(self._vocab, int(token)).decode("utf-8", errors="replace")
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The GGUF's key/value metadata (values as llama.cpp prints them)."""
+        return dict(self.llm.metadata)
+
     def reset(self) -> None:
         """Forget the KV cache: the next call evaluates its whole prompt."""
         self.llm.reset()

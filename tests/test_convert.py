@@ -80,9 +80,35 @@ def plain_tokenizer(traces):
 
 
 def examples(model_dir: Path, traces: Path, n: int | None = None) -> list[data_mod.Example]:
+    """One example per step (the step layout): many short examples, for tests of the loop."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    out, _ = data_mod.encode_records(tokenizer, data_mod.read_records(traces).records, max_seq_len=512)
+    fmt = data_mod.prompt_format(tokenizer).with_layout("step")
+    out, _ = data_mod.encode_records(tokenizer, data_mod.read_records(traces).records, max_seq_len=512, fmt=fmt)
     return out[:n] if n else out
+
+
+def test_the_episode_layout_is_one_example_per_episode_with_the_loss_on_every_action(qwen_mha, traces) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(qwen_mha)
+    records = data_mod.read_records(traces).records
+    fmt = data_mod.prompt_format(tokenizer)
+    assert fmt.is_episode
+    episodes, counts = data_mod.encode_records(tokenizer, records, max_seq_len=8192, fmt=fmt)
+    assert counts == {"too_long": 0, "no_target": 0}
+    assert len(episodes) == len({r.group for r in records}) == 6
+    steps, _ = data_mod.encode_records(tokenizer, records, max_seq_len=8192, fmt=fmt.with_layout("step"))
+    assert sum(len(e.input_ids) for e in episodes) < sum(len(e.input_ids) for e in steps)
+    for e in episodes:
+        spans: list[list[int]] = []  # runs of labelled tokens: one per action
+        for i, label in enumerate(e.labels):
+            if label != data_mod.IGNORE:
+                if not spans or e.labels[i - 1] == data_mod.IGNORE:
+                    spans.append([])
+                spans[-1].append(label)
+        text = tokenizer.decode(e.input_ids)
+        assert len(spans) == text.count("<|im_start|>assistant") >= 2
+        for span in spans:  # an action, then the end of the turn: the model learns to stop
+            answer = tokenizer.decode(span)
+            assert answer.startswith('{"action":') and "<|im_end|>" in answer, answer
 
 
 # --- data ------------------------------------------------------------------------------

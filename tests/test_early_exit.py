@@ -17,7 +17,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 from converters import early_exit as ee  # noqa: E402
 from converters.exit_pack import EarlyExitError, pack_exits, parse_exits, sha256_file, write_exit_model  # noqa: E402
-from converters.quantize import all_logits  # noqa: E402
+from edgeagent.quantize import all_logits  # noqa: E402
 from converters.tiny import TinyConfig, make_tiny_model  # noqa: E402
 from edgeagent.engine import Engine  # noqa: E402
 from edgeagent.speculative import LlamaRunner, SelfSpeculativeEngine, transplant_kv  # noqa: E402

@@ -35,10 +35,12 @@ def test_there_are_at_least_30_templates_over_every_app() -> None:
 
 
 def test_generate_tasks_is_deterministic_json_and_covers_every_template() -> None:
-    tasks = generate_tasks(len(TEMPLATES), seed=5)
-    assert [t.to_dict() for t in tasks] == [t.to_dict() for t in generate_tasks(len(TEMPLATES), seed=5)]
-    assert [t.to_dict() for t in tasks] != [t.to_dict() for t in generate_tasks(len(TEMPLATES), seed=6)]
+    tasks = generate_tasks(len(TEMPLATES), seed=5, templates=["all"])
+    assert [t.to_dict() for t in tasks] == [t.to_dict() for t in generate_tasks(len(TEMPLATES), seed=5, templates=["all"])]
+    assert [t.to_dict() for t in tasks] != [t.to_dict() for t in generate_tasks(len(TEMPLATES), seed=6, templates=["all"])]
     assert Counter(t.template for t in tasks) == Counter(list(TEMPLATES))  # one full cycle: each once
+    default = [t.template for t in generate_tasks(len(TEMPLATES), seed=5)]
+    assert set(default) == {t.name for t in TEMPLATES.values() if t.default_mix}  # the impossible ones only on request
     for t in tasks:
         spec = json.loads(json.dumps(t.to_dict()))
         assert set(spec) == SPEC_KEYS
@@ -310,3 +312,51 @@ def test_trace_records_are_one_json_line_per_step() -> None:
         assert r["task"] == task.to_dict() and r["success"] is True
         Action.from_dict(r["action"])
         json.dumps(r)
+
+
+# --- phrasings and impossible requests ------------------------------------------------------------
+
+def test_a_seed_gives_the_same_tasks_in_every_phrasing_and_the_pools_never_mix() -> None:
+    from android_bridge.emulator.phrasings import HELDOUT, TRAIN
+
+    by_mode = {m: generate_tasks(120, seed=9, templates=["all"], phrasing=m) for m in ("template", "train", "val", "heldout")}
+    for m, tasks in by_mode.items():
+        assert [(t.template, t.params, t.seed) for t in tasks] == [
+            (t.template, t.params, t.seed) for t in by_mode["template"]], m
+    assert set(TRAIN) == set(HELDOUT) == set(TEMPLATES)
+    for name in TEMPLATES:
+        assert not set(TRAIN[name]) & set(HELDOUT[name]), name
+        assert TEMPLATES[name].instruction not in HELDOUT[name]
+    held = {t.instruction for t in by_mode["heldout"]}
+    trained = {t.instruction for m in ("template", "train") for t in generate_tasks(600, seed=9, templates=["all"], phrasing=m)}
+    assert len(held - trained) >= 0.9 * len(held)  # held-out wordings do not turn up in training data
+    assert sum(a.instruction != b.instruction for a, b in zip(by_mode["template"], by_mode["heldout"])) >= 110
+
+
+def test_every_phrasing_keeps_the_words_a_model_must_type_copyable() -> None:
+    from edgeagent.agent.policy import text_choices
+
+    phone = EmulatedPhone()
+    for mode in ("train", "val", "heldout"):
+        for task in generate_tasks(150, seed=4, templates=["all"], phrasing=mode):
+            result = run_episode(phone, task, expert_action, 30)
+            assert result.success, (mode, task.instruction)
+            for step in result.trace:
+                if step.action["action"] == "type":
+                    text = step.action["text"]
+                    assert text in text_choices(task.instruction), (mode, task.instruction, text)
+
+
+def test_impossible_requests_are_answered_infeasible_with_nothing_changed() -> None:
+    from android_bridge.emulator.tasks import TEMPLATE_GROUPS
+
+    impossible = [t for t in TEMPLATES.values() if TEMPLATE_GROUPS["impossible"](t)]
+    assert len(impossible) >= 9
+    phone = EmulatedPhone()
+    tasks = generate_tasks(40, seed=3, templates=["impossible"], phrasing="heldout")
+    assert {t.template for t in tasks} == {t.name for t in impossible}
+    for task in tasks:
+        result = run_episode(phone, task, expert_action, 30)
+        assert result.success and result.final.status == "infeasible", task.instruction
+        # a "complete" claim, or any change to the phone, fails the task
+        assert not task.succeeded(phone, Action(action="done", status="complete"))

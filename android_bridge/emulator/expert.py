@@ -576,6 +576,25 @@ def _open_app(p, s, h):
     return done()  # expert_action has already opened it
 
 
+# --- impossible and unknown requests ---------------------------------------------------------
+
+@skill("switch_missing_setting", "brightness_out_of_range", "alarm_bad_time")
+def _not_in_app(p, s, h):
+    # expert_action has opened the app; what is asked for is not a thing it can do (a switch
+    # it has none of, a level past 100 %, a time no clock shows): say so, change nothing.
+    return infeasible()
+
+
+@skill("contact_phone_missing")
+def _missing_contact_phone(p, s, h):
+    return _search_contact(s, p["name"], "Search contacts")  # "No contacts found": infeasible
+
+
+@skill("open_missing_app")
+def _open_missing_app(p, s, h):
+    return infeasible()  # the home screen lists every app, and it is not among them
+
+
 def expert_action(task: TaskSpec | dict[str, Any], screen: Screen, history: Sequence[Action]) -> Action:
     """The expert's next action for ``task`` on ``screen`` after ``history`` (the actions so far)."""
     spec = task if isinstance(task, TaskSpec) else TaskSpec.from_dict(task)

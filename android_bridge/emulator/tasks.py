@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from android_bridge.emulator.apps import APPS
 from android_bridge.emulator.apps.browser import WEBSITES, search_results
 from android_bridge.emulator.apps.calculator import evaluate
+from android_bridge.emulator.phrasings import phrase
 from android_bridge.emulator.world import (
     MESSAGE_TEXTS,
     NOTE_BODIES,
@@ -49,6 +50,7 @@ SEARCH_QUERIES = (
 )
 MISSING_PRODUCTS = ("Television", "Sofa", "Bicycle", "Laptop", "Printer", "Headphones")
 PARAMS_STREAM = 0x9E3779B9
+PHRASING_STREAM = 0x85EBCA6B
 
 
 class Template:
@@ -59,6 +61,10 @@ class Template:
     instruction: ClassVar[str]  # str.format template over the params
     expected_status: ClassVar[str] = "complete"
     has_answer: ClassVar[bool] = False
+    # In the default task mix. The impossible requests added later are not, so a seed's
+    # default tasks stay what they were (and figures measured on them comparable); name them
+    # with templates=["impossible"] or one by one.
+    default_mix: ClassVar[bool] = True
 
     def sample(self, rng: random.Random, world: World, apps: Sequence[str]) -> dict[str, Any]:
         return {}
@@ -676,6 +682,80 @@ class OpenApp(Template):
         return phone.foreground.name == p["app"]
 
 
+# --- impossible and unknown requests ---------------------------------------------------------
+# A user asks for things the phone cannot do; the right answer is ``done`` with status
+# ``infeasible``, after looking where it would be, and nothing changed.
+
+MISSING_SETTINGS = ("NFC", "mobile data", "the flashlight", "hotspot", "Do Not Disturb", "location services")
+MISSING_APPS = ("Spotify", "Instagram", "Camera", "Maps", "Weather", "Gmail", "Uber", "Netflix")
+BAD_TIMES = ("25:30", "24:15", "7:75", "13:60", "31:00", "9:99")
+
+
+@template
+class SwitchMissingSetting(Template):
+    default_mix = False
+    name, app, instruction = "switch_missing_setting", "Settings", "Turn {state} {setting}"
+    expected_status = "infeasible"
+
+    def sample(self, rng, world, apps):
+        return {"setting": rng.choice(MISSING_SETTINGS), "state": _pick_state(rng)}
+
+    def check(self, before, phone, p):
+        return phone.world.settings == before.settings
+
+
+@template
+class BrightnessOutOfRange(Template):
+    default_mix = False
+    name, app, instruction = "brightness_out_of_range", "Settings", "Set the screen brightness to {level}%"
+    expected_status = "infeasible"
+
+    def sample(self, rng, world, apps):
+        return {"level": rng.choice((110, 120, 150, 200, 250))}
+
+    def check(self, before, phone, p):
+        return phone.world.settings == before.settings
+
+
+@template
+class AlarmBadTime(Template):
+    default_mix = False
+    name, app, instruction = "alarm_bad_time", "Clock", "Set an alarm for {time}"
+    expected_status = "infeasible"
+
+    def sample(self, rng, world, apps):
+        return {"time": rng.choice(BAD_TIMES)}
+
+    def check(self, before, phone, p):
+        return _alarms(phone.world) == _alarms(before)
+
+
+@template
+class ContactPhoneMissing(Template):
+    default_mix = False
+    name, app, instruction = "contact_phone_missing", "Contacts", "What is {name}'s phone number?"
+    expected_status = "infeasible"
+
+    def sample(self, rng, world, apps):
+        return {"name": _missing_name(rng, world)}
+
+    def check(self, before, phone, p):
+        return _contacts(phone.world) == _contacts(before) and not phone.world.call_log
+
+
+@template
+class OpenMissingApp(Template):
+    default_mix = False
+    name, app, instruction = "open_missing_app", "Home", "Open the {app} app"
+    expected_status = "infeasible"
+
+    def sample(self, rng, world, apps):
+        return {"app": rng.choice(MISSING_APPS)}
+
+    def check(self, before, phone, p):
+        return phone.foreground.name == "Home"
+
+
 # --- answers -----------------------------------------------------------------------------
 
 def _number(text: str) -> Fraction | None:
@@ -787,12 +867,23 @@ def _resolve_apps(names: Iterable[str] | None, option: str) -> set[str]:
     return resolved
 
 
+TEMPLATE_GROUPS = {
+    # every request the phone cannot carry out: the answer is ``done`` with status infeasible
+    "impossible": lambda t: t.expected_status == "infeasible",
+    "default": lambda t: t.default_mix,
+    "all": lambda t: True,
+}
+
+
 def _resolve_templates(names: Iterable[str] | None) -> set[str]:
     resolved = set()
     for raw in names or ():
         for name in str(raw).split(","):
             name = name.strip()
             if not name:
+                continue
+            if name in TEMPLATE_GROUPS:
+                resolved |= {t.name for t in TEMPLATES.values() if TEMPLATE_GROUPS[name](t)}
                 continue
             if name not in TEMPLATES:
                 raise ValueError(f"unknown task template {name!r} in templates; known: {', '.join(sorted(TEMPLATES))}")
@@ -802,11 +893,14 @@ def _resolve_templates(names: Iterable[str] | None) -> set[str]:
 
 def generate_tasks(n: int, seed: int = 0, apps: Iterable[str] | None = None,
                    exclude_apps: Iterable[str] | None = None,
-                   templates: Iterable[str] | None = None) -> list[TaskSpec]:
+                   templates: Iterable[str] | None = None, phrasing: str = "template") -> list[TaskSpec]:
     """``n`` tasks, deterministic in ``seed``: templates are cycled in a shuffled order (every
     template once per cycle) and each task gets its own phone seed. ``apps`` keeps only those
     apps' tasks; ``exclude_apps`` holds apps out (e.g. to test generalisation to a new app);
-    ``templates`` keeps only those templates (e.g. to oversample the ones a model gets wrong)."""
+    ``templates`` keeps only those templates (e.g. to oversample the ones a model gets wrong) or
+    groups (``impossible``, ``default``, ``all``; without it, the default mix). ``phrasing``
+    words the instructions (see ``phrasings``); the tasks themselves (template, parameters,
+    phone seed) do not depend on it, so one seed gives the same tasks in every phrasing."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     allowed = _resolve_apps(apps, "apps") or set(APP_NAMES)
@@ -816,7 +910,7 @@ def generate_tasks(n: int, seed: int = 0, apps: Iterable[str] | None = None,
     allowed_in_order = [a for a in APP_NAMES if a in allowed]
     only = _resolve_templates(templates)
     templates = [t for t in TEMPLATES.values()
-                 if (t.app in allowed or t.app == "Home") and (not only or t.name in only)]
+                 if (t.app in allowed or t.app == "Home") and (t.name in only if only else t.default_mix)]
     if not templates:
         raise ValueError(f"no task templates left: {', '.join(sorted(only))} are not in the allowed apps")
     rng = random.Random(seed)
@@ -826,16 +920,18 @@ def generate_tasks(n: int, seed: int = 0, apps: Iterable[str] | None = None,
         if not cycle:
             cycle = list(templates)
             rng.shuffle(cycle)
-        tasks.append(make_task(cycle.pop().name, rng.randrange(2**31), allowed_in_order))
+        tasks.append(make_task(cycle.pop().name, rng.randrange(2**31), allowed_in_order, phrasing))
     return tasks
 
 
-def make_task(template_name: str, seed: int, apps: Sequence[str] = APP_NAMES) -> TaskSpec:
+def make_task(template_name: str, seed: int, apps: Sequence[str] = APP_NAMES,
+              phrasing: str = "template") -> TaskSpec:
     """The task of one template on the phone seeded with ``seed``."""
     if template_name not in TEMPLATES:
         raise ValueError(f"unknown task template {template_name!r}; known: {', '.join(sorted(TEMPLATES))}")
     t = TEMPLATES[template_name]
     # Params draw from their own stream: sharing make_world's would correlate them with the data.
     params = t.sample(random.Random(seed ^ PARAMS_STREAM), make_world(seed), list(apps))
-    return TaskSpec(app=t.app_for(params), template=t.name, params=params,
-                    instruction=t.instruction.format(**params), seed=seed)
+    # The wording draws from a third stream: the same task in every phrasing.
+    instruction = phrase(t.name, t.instruction, params, phrasing, random.Random(seed ^ PHRASING_STREAM))
+    return TaskSpec(app=t.app_for(params), template=t.name, params=params, instruction=instruction, seed=seed)

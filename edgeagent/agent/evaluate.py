@@ -116,11 +116,16 @@ def evaluate_tasks(
     }
 
 
-def model_policy_factory(engine, *, copy_text: bool = True, reuse_prefix: bool = True) -> Callable[[Any], Policy]:
-    """Policies for the emulated phone: its app names narrow ``open_app`` in the grammar."""
-    from edgeagent.agent.policy import ModelPolicy
+def model_policy_factory(engine, *, copy_text: bool = True, reuse_prefix: bool = True,
+                         prompt_format=None) -> Callable[[Any], Policy]:
+    """Policies for the emulated phone: its app names narrow ``open_app`` in the grammar;
+    ``prompt_format`` (default: what the engine's GGUF implies) lays the prompt out."""
+    from edgeagent.agent.policy import ModelPolicy, engine_prompt_format
+
+    fmt = prompt_format if prompt_format is not None else engine_prompt_format(engine)
 
     def make(phone) -> Policy:
-        return ModelPolicy(engine, apps=phone.app_names(), copy_text=copy_text, reuse_prefix=reuse_prefix)
+        return ModelPolicy(engine, apps=phone.app_names(), copy_text=copy_text, reuse_prefix=reuse_prefix,
+                           prompt_format=fmt)
 
     return make

@@ -2,6 +2,8 @@
 
 A policy is anything with ``decide(instruction, screen, previous) -> Decision``: the
 built-in model through llama.cpp (``ModelPolicy``), the emulator's expert, or a user's own.
+A policy that keeps state across the steps of a task (a chat model's conversation) also has
+``begin(instruction)``, which ``run_agent`` calls before the first step.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from edgeagent.agent.prompt import observation_text
 from edgeagent.agent.safety import ConfirmationGate
 
 LOOP_REPEATS = 3  # the same action on the same screen this many times is a loop
+# The same action this many times in a row is a loop even when the screen changes each time
+# ("Add" tapped 19 times, the cart count going up). Set above the longest honest run: ten taps
+# on "Brightness up" take the screen brightness from 0 % to 100 %.
+RUN_REPEATS = 11
 
 
 @dataclass
@@ -86,9 +92,13 @@ def run_agent(
     t0 = time.perf_counter()
     steps: list[StepRecord] = []
     seen: Counter[tuple[str, str]] = Counter()
+    run_of_same = 0
     previous: Action | None = None
     status, answer = "step_limit", None
 
+    begin = getattr(policy, "begin", None)
+    if callable(begin):
+        begin(instruction)
     for i in range(max_steps):
         t_step = time.perf_counter()
         try:
@@ -126,7 +136,8 @@ def run_agent(
             break
         key = (_screen_key(obs), action.to_json())
         seen[key] += 1
-        if seen[key] >= LOOP_REPEATS:
+        run_of_same = run_of_same + 1 if previous is not None and previous.to_json() == action.to_json() else 1
+        if seen[key] >= LOOP_REPEATS or run_of_same >= RUN_REPEATS:
             status = "loop"
             break
         previous = action

