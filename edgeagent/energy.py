@@ -1,6 +1,6 @@
 """Battery energy, measured: sample the battery during a run, integrate, subtract idle.
 
-How it is done, and why (../shared/device_specs.md, "Battery readings on Android"):
+How it is done, and why (docs/device_specs.md, "Battery readings on Android"):
 
 - A background thread polls ``Device.battery()`` (or any callable returning an
   ``android_bridge.device.Battery``) at >= 4 Hz: fuel gauges refresh every ~250-310 ms, so

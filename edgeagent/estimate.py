@@ -5,7 +5,7 @@ llama.cpp's quantization recipe), then memory, latency and energy as plain funct
 that shape and a device profile (``edgeagent.profiles``). Every figure is an *estimate*
 and says so (``"source": "estimated"``, with the profile's name).
 
-The model, in four lines (DESIGN.md "Measuring"):
+The model, in four lines (docs/DESIGN.md "Measuring"):
 
     memory  = weights + KV cache + compute buffers + runtime overhead
     prefill = max(FLOPs / sustained compute, weight bytes / effective bandwidth)   (compute-bound)
@@ -642,7 +642,7 @@ def estimate(
 
 # llama.cpp CPU on a Galaxy S25 Ultra (Snapdragon 8 Elite), 8 threads, Q4_K_M, ~113-token
 # prompt, 100 output tokens, battery sampled every 100 ms, idle baseline subtracted, model
-# load included (../shared/device_specs.md; Ehsani et al. 2026). The 8B row's power is the
+# load included (docs/device_specs.md; Ehsani et al. 2026). The 8B row's power is the
 # profile's power input (in-sample); the Qwen rows are held out.
 PUBLISHED_ANCHORS = {
     "profile": "snapdragon-8-elite",
