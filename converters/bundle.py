@@ -13,13 +13,13 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from edgeagent.agent.actions import SCHEMA_VERSION
+from edgeagent.atomic import swap_dir_in, temp_dir_next_to, write_text
 from edgeagent.bundle import FORMAT, FORMAT_VERSION, MANIFEST, PromptFormat, sha256_file
 
 
@@ -80,20 +80,7 @@ def make_manifest(variants: Sequence[dict], *, source_model: dict, prompt_format
 
 def write_manifest(bundle_dir: str | os.PathLike, manifest: dict) -> Path:
     """``manifest.json``, atomically (temp file, fsync, rename)."""
-    path = Path(bundle_dir) / MANIFEST
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, ensure_ascii=False, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(Path(bundle_dir) / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def staging_dir(out_dir: str | os.PathLike) -> Path:
@@ -103,9 +90,7 @@ def staging_dir(out_dir: str | os.PathLike) -> Path:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(out_dir)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{os.getpid()}.", suffix=".staging", dir=out_dir.parent))
-    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; a bundle is a normal directory
-    return staging
+    return temp_dir_next_to(out_dir, suffix=".staging")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -132,25 +117,9 @@ def remove_stale_staging(out_dir: Path) -> list[Path]:
     return removed
 
 
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
 def publish(staging: Path, out_dir: str | os.PathLike) -> Path:
     """Swap the finished staging directory in as ``out_dir`` (the old bundle, if any, goes)."""
-    out_dir = Path(out_dir)
-    old = None
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise FileExistsError(f"{out_dir}: exists and is not a directory")
-        old = out_dir.with_name(f".{out_dir.name}.old.{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(staging, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return out_dir
+    return swap_dir_in(staging, out_dir)
 
 
 def variant_rows(manifest: dict) -> tuple[list[str], list[list[Any]]]:

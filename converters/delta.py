@@ -13,15 +13,14 @@ Exit heads trained by ``converters.early_exit`` go in as ``exit.<k>.output_norm.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from converters.export_gguf import gguf_name, permute_rotary
+from edgeagent.atomic import atomic_path
 
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.default)?\.weight$")
 
@@ -63,11 +62,5 @@ def adapter_delta(adapter_dir: Path, config: dict) -> dict[str, np.ndarray]:
 
 def save_delta(delta: dict[str, np.ndarray], path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write atomically, as float16 (the factors' precision is far above the 4/8-bit targets)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.astype(np.float16) for k, v in delta.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({k: v.astype(np.float16) for k, v in delta.items()}, str(tmp), metadata=metadata)

@@ -58,6 +58,7 @@ from converters.exit_pack import (  # noqa: F401
     read_heads,
     write_exit_model,
 )
+from edgeagent.atomic import atomic_path, write_text
 
 KINDS = ("shared", "dedicated")
 LOSS_SCALES = ("sum_l", "l", "one")
@@ -322,17 +323,10 @@ def save_heads(heads: ExitHeads, out_dir: str | os.PathLike, meta: dict) -> Path
     tensors = heads.head_tensors()
     path = out_dir / HEADS_FILE
     if tensors:
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"kind": heads.kind, "exits": ",".join(map(str, heads.exits))})
-        os.replace(tmp, path)
-    _write_text_atomic(out_dir / HEADS_META, json.dumps(meta, indent=2))
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"kind": heads.kind, "exits": ",".join(map(str, heads.exits))})
+    write_text(out_dir / HEADS_META, json.dumps(meta, indent=2))
     return path
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -516,10 +510,9 @@ def train_exits(
             say(f"exit step {step}/{cfg.steps} loss {record['loss']:.4f} "
                 + " ".join(f"L{k}:ce={v['ce']:.3f}" for k, v in per_exit.items()))
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            tmp = ckpt_path.with_name(ckpt_path.name + ".tmp")
-            torch.save({"heads": heads.state_dict(), "opt": opt.state_dict(), "step": step, "history": history,
-                        "before": before, "exits": exit_layers, "kind": kind}, tmp)
-            os.replace(tmp, ckpt_path)
+            with atomic_path(ckpt_path) as tmp:
+                torch.save({"heads": heads.state_dict(), "opt": opt.state_dict(), "step": step, "history": history,
+                            "before": before, "exits": exit_layers, "kind": kind}, tmp)
         if on_step is not None:
             on_step(step, record)
 

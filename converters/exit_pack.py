@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from edgeagent.atomic import atomic_dir
+
 HEADS_FILE = "exit_heads.safetensors"
 HEADS_META = "exit_heads.json"
 
@@ -151,20 +153,12 @@ def write_exit_model(
     if "layer_types" in config:  # per-layer lists must match the new depth
         config["layer_types"] = config["layer_types"][:exit_layer]
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
-    try:
+    with atomic_dir(out_dir) as tmp:
         save_file({k: v for k, v in tensors.items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         for name in TOKENIZER_FILES:
             if (model_dir / name).is_file():
                 shutil.copy2(model_dir / name, tmp / name)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-import secrets
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ import gguf
 import numpy as np
 
 from converters.tokenizer import TokenizerError, Vocab, load_vocab, write_vocab
+from edgeagent.atomic import atomic_path, temp_file_next_to
 
 
 class ExportError(Exception):
@@ -384,50 +384,34 @@ def export(
             f"to the whole context): outputs differ past {hp.sliding_window} tokens"
         )
 
-    temps: list[Path] = []
-
-    def temp_path(tag: str) -> Path:
-        # In the output's directory, so the final os.replace is an atomic rename; created
-        # with O_EXCL and mode 0666 & ~umask, the mode a plain new file would get.
-        path = out_path.parent / f".{out_path.name}.{secrets.token_hex(4)}.{tag}.tmp"
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        temps.append(path)
-        return path
-
+    direct = quant if quant in ("f32", "f16") else "f32"
+    fallbacks: list[dict] = []
+    quant_error = None
     try:
-        direct = quant if quant in ("f32", "f16") else "f32"
-        written = temp_path(direct)
-        _write_gguf(written, hp, vocab, checkpoint, plan, direct, progress)
-        fallbacks: list[dict] = []
-        quant_error = None
-        if quant != direct:
-            from edgeagent import quantize
+        with atomic_path(out_path) as final:
+            if quant == direct:
+                _write_gguf(final, hp, vocab, checkpoint, plan, direct, progress)
+            else:
+                from edgeagent import quantize
 
-            quantized = temp_path(quant)
-            quantize.quantize(written, quantized, quant, threads=threads)
-            fallbacks = quantize.find_fallbacks(quantized, quant)
-            for fb in fallbacks:
-                msg = (
-                    f"{fb['tensor']}: row size {fb['row_size']} is not a multiple of {fb['block_size']} "
-                    f"as {quant} needs; llama.cpp stored it as {fb['got']}"
-                )
-                notes.append(msg)
-                warnings.warn(msg, stacklevel=2)
-            if measure_error:
-                quant_error = quantize.logit_error(written, quantized, threads=threads)
-            written = quantized
-        tensor_types = _tensor_type_counts(written)
-        with open(written, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(written, out_path)
-        temps.remove(written)
+                with temp_file_next_to(out_path, f".{direct}") as unquantized:
+                    _write_gguf(unquantized, hp, vocab, checkpoint, plan, direct, progress)
+                    quantize.quantize(unquantized, final, quant, threads=threads)
+                    if measure_error:
+                        quant_error = quantize.logit_error(unquantized, final, threads=threads)
+                fallbacks = quantize.find_fallbacks(final, quant)
+                for fb in fallbacks:
+                    msg = (
+                        f"{fb['tensor']}: row size {fb['row_size']} is not a multiple of {fb['block_size']} "
+                        f"as {quant} needs; llama.cpp stored it as {fb['got']}"
+                    )
+                    notes.append(msg)
+                    warnings.warn(msg, stacklevel=2)
+            tensor_types = _tensor_type_counts(final)
     except ExportError:
         raise
     except (OSError, ValueError, RuntimeError) as e:
         raise ExportError(f"writing {out_path}: {e}") from None
-    finally:
-        for path in temps:
-            path.unlink(missing_ok=True)
 
     return ExportResult(
         path=str(out_path),

@@ -25,9 +25,10 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from edgeagent.atomic import atomic_dir
 
 SUPPORTED = ("llama", "mistral", "qwen2")
 _KV_TENSOR = re.compile(r"^model\.layers\.\d+\.self_attn\.(k_proj|v_proj)\.(weight|bias)$")
@@ -105,11 +106,9 @@ def convert_to_gqa(model_dir: str | os.PathLike, groups: int, out_dir: str | os.
     n_heads, n_kv, head_dim = check_groups(config, groups, str(config_path))
 
     shards = _weight_shards(model_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     pooled = params_before = params_after = 0
     weight_map: dict[str, str] = {}
-    try:
+    with atomic_dir(out_dir) as tmp:
         for shard in shards:
             if shard.suffix == ".bin":
                 state = torch.load(shard, map_location="cpu", weights_only=True)
@@ -139,24 +138,11 @@ def convert_to_gqa(model_dir: str | os.PathLike, groups: int, out_dir: str | os.
                 shutil.copy2(item, tmp / item.name)
         config["num_key_value_heads"] = n_kv // groups
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        os.chmod(tmp, _dir_mode())  # mkdtemp makes it private; give it a normal directory's mode
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return GQAResult(
         out_dir=str(out_dir), groups=groups, num_attention_heads=n_heads, kv_heads_before=n_kv,
         kv_heads_after=n_kv // groups, head_dim=head_dim, n_layers=int(config["num_hidden_layers"]),
         pooled_tensors=pooled, params_before=params_before, params_after=params_after,
     )
-
-
-def _dir_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o777 & ~umask
 
 
 def _weight_shards(model_dir: Path) -> list[Path]:

@@ -413,13 +413,13 @@ def to_toml(data: dict[str, Any], header: str = "") -> str:
 def write_profile(data: dict[str, Any], path: str | os.PathLike) -> Path:
     """Validate (the same check ``load_profile`` does), then write atomically."""
     from edgeagent.profiles import parse_profile
-    from edgeagent.report.html import write_bytes
+    from edgeagent.atomic import write_text
 
     path = Path(path)
     parse_profile(data, str(path))  # ProfileError names the key if calibrate produced a bad one
     header = ("This machine, measured by `edgeagent calibrate` (re-run it to refresh).\n"
               "Every number's origin is in `sources`; power figures are assumptions.")
-    return write_bytes(to_toml(data, header).encode("utf-8"), path)
+    return write_text(path, to_toml(data, header))
 
 
 # --- estimate vs measured ----------------------------------------------------------------

@@ -30,11 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +42,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from converters.tokenizer import QWEN2_SPLIT
 from edgeagent.agent.prompt import build_prompt
+from edgeagent.atomic import atomic_dir, atomic_path
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 
@@ -301,21 +299,12 @@ def heldout_loss(model, batches: list[tuple[torch.Tensor, ...]]) -> float:
 
 # --- checkpoints -------------------------------------------------------------------------
 
-def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def save_hf_dir(model, tokenizer, out_dir: Path, card: dict) -> None:
     """Write the HF model dir next to its final place, then swap it in whole."""
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp"))
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "training.json").write_text(json.dumps(card, indent=2))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "training.json").write_text(json.dumps(card, indent=2))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -457,9 +446,9 @@ def train(data: list[Path], out: Path, shape: ModelShape, cfg: TrainConfig, resu
                 save_hf_dir(model, tokenizer, out / "evals" / f"step-{step}", card)
             t_last = time.perf_counter()
         if step % cfg.ckpt_every == 0:
-            save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                         "elapsed_s": elapsed},
-                        ckpt_path)
+            with atomic_path(ckpt_path) as tmp:
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                            "elapsed_s": elapsed}, tmp)
     print(f"done: {step} steps in {elapsed / 60:.1f} min; best held-out step exact match {best}", flush=True)
 
 

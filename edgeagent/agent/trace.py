@@ -8,7 +8,6 @@ person can see where an episode went wrong.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from jinja2 import Environment, select_autoescape
@@ -16,6 +15,7 @@ from jinja2 import Environment, select_autoescape
 from android_bridge.device import Screen
 from edgeagent.agent.actions import Action
 from edgeagent.agent.loop import RunResult, StepRecord
+from edgeagent.atomic import write_text
 
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>edgeagent trace: {{ instruction }}</title>
@@ -88,6 +88,4 @@ class TraceWriter:
             instruction=self.instruction, status=result.status, answer=result.answer, seconds=result.seconds,
             steps=steps, shots=[f"step_{s.step:03d}.png" for s in self._steps],
         )
-        tmp = self.dir / "index.html.tmp"
-        tmp.write_text(html, encoding="utf-8")
-        os.replace(tmp, self.dir / "index.html")
+        write_text(self.dir / "index.html", html)
