@@ -58,6 +58,7 @@ from converters.exit_pack import (  # noqa: F401
     read_heads,
     write_exit_model,
 )
+from converters.schedule import warmup_cosine
 from edgeagent.atomic import atomic_path, write_text
 
 KINDS = ("shared", "dedicated")
@@ -353,10 +354,7 @@ class ExitTrainConfig:
 
 
 def _lr_at(step: int, cfg: ExitTrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+    return warmup_cosine(step, peak=cfg.lr, floor=cfg.min_lr, warmup=cfg.warmup, total=cfg.steps)
 
 
 def split_by_task(examples: list[dict], holdout_tasks: int, seed: int = 1234) -> tuple[list[dict], list[dict]]:

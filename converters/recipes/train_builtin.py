@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 import time
@@ -40,6 +39,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from converters.schedule import warmup_cosine
 from converters.tokenizer import QWEN2_SPLIT
 from edgeagent.agent.prompt import build_prompt
 from edgeagent.atomic import atomic_dir, atomic_path
@@ -308,10 +308,7 @@ def save_hf_dir(model, tokenizer, out_dir: Path, card: dict) -> None:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+    return warmup_cosine(step, peak=cfg.lr, floor=cfg.min_lr, warmup=cfg.warmup, total=cfg.steps)
 
 
 # --- the loop ----------------------------------------------------------------------------
