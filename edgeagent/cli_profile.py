@@ -88,32 +88,34 @@ def _print_estimate(est: dict[str, Any]) -> None:
 
 
 def _print_comparison(cmp: dict[str, Any]) -> None:
+    from edgeagent.anchors import FIGURES
     from edgeagent.output import console, table
 
-    pub = cmp["published"]
-    console.print(
-        f"Estimated on [bold]{cmp['profile']}[/] vs published: {pub['device']}, {pub['runtime']}, {pub['quant']}, "
-        f"{pub['prompt_tokens']}-token prompt, {pub['gen_tokens']} output tokens ({pub['citation']})",
-        highlight=False,
-    )
-    keys = [("decode_tokens_per_s", "decode tok/s", 1), ("average_power_w", "avg power W", 1),
-            ("run_s", "run s", 2), ("joules_per_run", "J/run", 1), ("joules_per_run_with_load", "J/run +load", 1),
-            ("peak_memory_mb", "peak mem MiB", 0), ("ttft_ms", "TTFT ms", 0)]
+    for src in cmp["sources"]:
+        console.print(f"[bold]{src['id']}[/]: {src['device']}, {src['runtime']} ({src['citation']}); "
+                      f"energy: {src['energy_includes']}", highlight=False)
+    digits = {"decode_tokens_per_s": 1, "prefill_tokens_per_s": 1, "run_s": 2, "joules_per_run": 1, "peak_memory_mb": 0}
     rows = []
     for r in cmp["rows"]:
-        label = r["model"] + ("" if r["held_out"] else " (power in-sample)")
-        for key, name, d in keys:
+        if not r["estimated"]:
+            continue  # in-sample rows the estimator cannot shape: in --json, with the reason
+        label = f"{r['model']} {r['quant']} ({r['profile']}, {'held out' if r['held_out'] else 'in-sample'})"
+        for key in FIGURES:
             c = r[key]
+            if c["published"] is None and c["estimated"] is None:
+                continue
             ratio = f"{c['ratio']:.2f}" if c["ratio"] is not None else "-"
-            rows.append([label, name, fmt(c["estimated"], d), fmt(c["published"], d), ratio])
+            rows.append([label, key, fmt(c["estimated"], digits[key]), fmt(c["published"], digits[key]), ratio])
             label = ""
-    table("estimate / published", ["model", "figure", "estimated", "published", "ratio"], rows)
-    for k, v in cmp["assumptions"].items():
-        console.print(f"  {k}: {v}", highlight=False)
+    table("estimate / published", ["row", "figure", "estimated", "published", "ratio"], rows)
+    srows = [[k, v["held_out_rows"], fmt(v["median_ratio"], 2), fmt(v["worst_ratio"], 2)] for k, v in cmp["summary"].items()]
+    table("held-out rows: estimated / published", ["figure", "rows", "median", "worst"], srows)
+    for note in cmp["notes"]:
+        console.print(f"  {note}", highlight=False)
 
 
 def estimate(
-    profile: str = typer.Option(..., "--profile", "-p", help="Device profile name or path to a .toml file."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Device profile name or path to a .toml file."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="A GGUF file (exact tensor types and sizes)."),
     shape: Optional[str] = typer.Option(None, "--shape", help="A published model shape, e.g. qwen2.5-1.5b."),
     quant: str = typer.Option("q4_k_m", "--quant", help="Quantization for --shape (llama.cpp mix): f16, q8_0, q4_k_m, ..."),
@@ -132,17 +134,21 @@ def estimate(
     from edgeagent import estimate as est
     from edgeagent.output import emit_json, fail
 
-    prof = _load(profile)
+    if profile is None and not compare_published:
+        fail("--profile is required (only --compare-published runs without one: every source on its own profile)")
+    prof = _load(profile) if profile is not None else None
     if validate:
         _validate(prof, bundle, prompt_tokens, gen_tokens, context, threads, json_out)
         return
     if compare_published:
         if model or shape:
             fail("--compare-published uses the published models' shapes; drop --model/--shape")
-        anchor = est.PUBLISHED_ANCHORS["profile"]
-        if prof.name != anchor:
-            fail(f"the published measurements are for {anchor}; use --profile {anchor}")
-        cmp = est.compare_published(prof, n_ctx=context)
+        from edgeagent.anchors import compare_published as compare
+
+        try:
+            cmp = compare({prof.name: prof} if prof else None, only_profile=prof.name if prof else None)
+        except ValueError as exc:
+            fail(str(exc))
         emit_json(cmp) if json_out else _print_comparison(cmp)
         return
     if (model is None) == (shape is None):
@@ -236,7 +242,8 @@ def _constraints(prof: Any, max_memory_mb, max_ttft_ms, min_tokens_per_s, max_ma
 def _write_reports(html: Optional[Path], png: Optional[Path], make_png, make_report) -> list[str]:
     """Write --png / --html (the HTML embeds the PNG); returns the paths written."""
     from edgeagent.output import fail
-    from edgeagent.report.html import write, write_bytes
+    from edgeagent.atomic import write_bytes
+    from edgeagent.report.html import write
     from edgeagent.report.plots import ReportError
 
     written = []
@@ -247,7 +254,7 @@ def _write_reports(html: Optional[Path], png: Optional[Path], make_png, make_rep
     except ReportError as exc:
         fail(str(exc))
     if png is not None:
-        written.append(str(write_bytes(image, png)))
+        written.append(str(write_bytes(png, image)))
     if html is not None:
         written.append(str(write(make_report(image), html)))
     return written
@@ -320,6 +327,32 @@ def select(
         fail(error)
 
 
+def _energy_range(result: dict[str, Any]) -> None:
+    """Give the battery figure a low/high range. Estimated: the estimator's held-out error on
+    published phone measurements (``anchors.energy_ratio_range``); measured: the spread between
+    the integral of current and the coulomb counter, when the phone has one."""
+    fig = result["figures"]["mah_per_100_inferences"]
+    value = fig["value"]
+    if fig["source"] == "estimated":
+        from edgeagent.anchors import energy_ratio_range, with_range
+
+        lo_r, hi_r = energy_ratio_range()
+        rng = with_range(value, (lo_r, hi_r))
+        fig.update(low=rng["low"], high=rng["high"],
+                   range_from=f"held-out published energy per run, estimated/published {lo_r:.2f}-{hi_r:.2f} "
+                              "(edgeagent estimate --compare-published)")
+    else:
+        energy = result["measured_here"]["energy"]
+        runs = result["workload"]["runs"]
+        by_counter = energy.get("mah_charge_counter")
+        values = [value] + ([100 * by_counter / runs] if by_counter is not None else [])
+        fig.update(low=min(values), high=max(values),
+                   range_from="integral of current and charge_counter" if by_counter is not None
+                   else "integral of current only (no charge_counter): no range")
+    result["mah_per_100_inferences_low"] = fig["low"]
+    result["mah_per_100_inferences_high"] = fig["high"]
+
+
 def profile_command(
     bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory (default: the built-in model's)."),
     profile: str = typer.Option(..., "--profile", "-p", help="Target device profile (selection and the estimated figures)."),
@@ -371,6 +404,7 @@ def profile_command(
         fail(str(exc))
     if progress:
         err_console.print()
+    _energy_range(result)
     result["bundle"] = str(b.root)
     result["selection"] = {k: selection[k] for k in ("constraints", "workload", "reference", "variants")} | {
         "selected": selection["selected"]["id"] if selection["selected"] else None}

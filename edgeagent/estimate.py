@@ -256,6 +256,9 @@ PUBLISHED_SHAPES: dict[str, dict[str, Any]] = {
     "phi-3-mini": dict(arch="phi3", n_layers=32, n_embd=3072, n_head=32, n_head_kv=32, head_dim=96, n_ff=8192,
                        n_vocab=32064, tied=False, fused_qkv=True,
                        url="https://huggingface.co/microsoft/Phi-3-mini-4k-instruct/blob/main/config.json"),
+    "tinyllama-1.1b": dict(arch="llama", n_layers=22, n_embd=2048, n_head=32, n_head_kv=4, head_dim=64, n_ff=5632,
+                           n_vocab=32000, tied=False,
+                           url="https://huggingface.co/TinyLlama/TinyLlama-1.1B-Chat-v1.0/blob/main/config.json"),
     "llama-3.1-8b": dict(arch="llama", n_layers=32, n_embd=4096, n_head=32, n_head_kv=8, head_dim=128, n_ff=14336,
                          n_vocab=128256, tied=False, url="https://huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json"),
 }
@@ -635,81 +638,4 @@ def estimate(
         "memory": memory,
         "latency": latency,
         "energy": {**energy, "model_load_s": load_s},
-    }
-
-
-# --- published measurements, for checking the estimator -----------------------------------
-
-# llama.cpp CPU on a Galaxy S25 Ultra (Snapdragon 8 Elite), 8 threads, Q4_K_M, ~113-token
-# prompt, 100 output tokens, battery sampled every 100 ms, idle baseline subtracted, model
-# load included (docs/device_specs.md; Ehsani et al. 2026). The 8B row's power is the
-# profile's power input (in-sample); the Qwen rows are held out.
-PUBLISHED_ANCHORS = {
-    "profile": "snapdragon-8-elite",
-    "citation": "Ehsani, Giamattei, Malavolta, Pietrantuono, 'Sustainability Is Not Linear', arXiv:2603.26603 (2026)",
-    "url": "https://arxiv.org/abs/2603.26603",
-    "quant": "q4_k_m",
-    "prompt_tokens": 113,
-    "gen_tokens": 100,
-    "rows": [
-        {"shape": "qwen2.5-1.5b", "decode_tokens_per_s": 31.6, "average_power_w": 12.6, "joules_per_run": 92.9,
-         "peak_memory_mb": 1373, "held_out": True},
-        {"shape": "qwen2.5-3b", "decode_tokens_per_s": 19.8, "average_power_w": 14.2, "joules_per_run": 151.5,
-         "peak_memory_mb": 2320, "held_out": True},
-        {"shape": "llama-3.1-8b", "decode_tokens_per_s": None, "average_power_w": 14.6, "joules_per_run": 291.7,
-         "peak_memory_mb": None, "held_out": False},
-    ],
-}
-
-
-def _ratio(estimated: float | None, published: float | None) -> float | None:
-    return None if estimated is None or not published else estimated / published
-
-
-def compare_published(profile: Profile, n_ctx: int = 2048) -> dict[str, Any]:
-    """The estimator beside the published S25 Ultra measurements, with estimated/published
-    ratios. Nothing here is fitted to these rows; a ratio far from 1 is the finding."""
-    a = PUBLISHED_ANCHORS
-    rows = []
-    for row in a["rows"]:
-        shape = shape_from_config(row["shape"], a["quant"])
-        est = estimate(shape, profile, a["prompt_tokens"], a["gen_tokens"], n_ctx=n_ctx, include_load=True)
-        lat, en, mem = est["latency"], est["energy"], est["memory"]
-        j_no_load = en["joules_per_inference"] - en["load_j"]
-        busy_no_load = lat["total_ms"] / 1e3
-        rows.append({
-            "model": row["shape"],
-            "held_out": row["held_out"],
-            "decode_tokens_per_s": {"estimated": lat["tokens_per_s"], "published": row["decode_tokens_per_s"],
-                                    "ratio": _ratio(lat["tokens_per_s"], row["decode_tokens_per_s"])},
-            "average_power_w": {"estimated": j_no_load / busy_no_load, "published": row["average_power_w"],
-                                "ratio": _ratio(j_no_load / busy_no_load, row["average_power_w"])},
-            "joules_per_run": {"estimated": j_no_load, "published": row["joules_per_run"],
-                               "ratio": _ratio(j_no_load, row["joules_per_run"])},
-            "joules_per_run_with_load": {"estimated": en["joules_per_inference"], "published": row["joules_per_run"],
-                                         "ratio": _ratio(en["joules_per_inference"], row["joules_per_run"]),
-                                         "model_load_s": en["model_load_s"]},
-            "peak_memory_mb": {"estimated": mem["memory_mb"], "published": row["peak_memory_mb"],
-                               "ratio": _ratio(mem["memory_mb"], row["peak_memory_mb"])},
-            "run_s": {"estimated": busy_no_load, "published": row["joules_per_run"] / row["average_power_w"],
-                      "ratio": _ratio(busy_no_load, row["joules_per_run"] / row["average_power_w"])},
-            "ttft_ms": {"estimated": lat["ttft_ms"], "published": None, "ratio": None},
-            "weights_mb": mem["weights_mb"],
-        })
-    return {
-        "source": "estimated vs published",
-        "profile": profile.name,
-        "published": {"citation": a["citation"], "url": a["url"], "device": "Samsung Galaxy S25 Ultra",
-                      "runtime": "llama.cpp CPU, 8 threads", "quant": a["quant"].upper(),
-                      "prompt_tokens": a["prompt_tokens"], "gen_tokens": a["gen_tokens"]},
-        "assumptions": {
-            "context": n_ctx,
-            "bandwidth_efficiency": profile.bandwidth_efficiency,
-            "power": "profile power (14.6 W) comes from the published Llama-3.1-8B row: that row is in-sample",
-            "energy": "published energy includes model load; 'joules_per_run' excludes it, 'joules_per_run_with_load' "
-                      "adds weights / storage_read_gbs at decode power (a lower bound on load time)",
-            "memory": f"estimate includes runtime.overhead_mb = {profile.runtime.overhead_mb} MiB and a {n_ctx}-token "
-                      "F16 KV cache; the paper's context size and what its peak-memory figure counts are not known",
-        },
-        "rows": rows,
     }

@@ -1,0 +1,304 @@
+"""Published on-device LLM measurements the estimator is fitted to and checked against.
+
+Every row is a published measurement with its setup (device, runtime, model, quantization,
+prompt and generated tokens, what the energy figure includes) and its citation. Rows marked
+``held_out`` are never used by ``fit_phone_model``; ``compare_published`` sets the estimator
+beside every row and summarises the held-out ratios per figure.
+
+What a run costs (the model ``estimate.energy_estimate`` uses):
+
+    energy per inference = P_prefill x t_prefill + P_decode x t_decode      (model resident)
+    + for a published run that starts a process: the setup energy of that protocol
+      (spin-up, process start, model load and page-in, exit), E0 + e_load x weight GB
+
+The powers are above the idle baseline. ``t_prefill`` = FLOPs / sustained compute,
+``t_decode`` per token = bytes read / (eta x bandwidth) + a fixed per-token overhead; all four
+device numbers, the two powers and the setup terms are fitted here, on in-sample rows only.
+This module imports the standard library only (it runs on phones).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+EHSANI = {
+    "id": "ehsani2026",
+    "citation": "Ehsani, Giamattei, Malavolta, Pietrantuono, 'Sustainability Is Not Linear', arXiv:2603.26603 (2026); "
+                "data: github.com/eziyoo/LLMs-on-Devices data/aggregated/final_results.csv (medians of 30 runs)",
+    "url": "https://arxiv.org/abs/2603.26603",
+    "device": "Samsung Galaxy S25 Ultra (Snapdragon 8 Elite)",
+    "profile": "snapdragon-8-elite",
+    "runtime": "llama-cli, CPU, 8 threads, -c 512, 100 tokens forced (--ignore-eos), greedy; fresh process per run",
+    "energy_includes": "BatteryManager current x voltage every 100 ms (gauge refresh ~310 ms), 0.10 A idle current "
+                       "subtracted, trapezoid; the window opens 2 s before llama-cli starts and closes after its "
+                       "output is pulled: spin-up, process start, model load, prefill, decode, exit, adb",
+    "time_is": "llama.cpp 'total time' (prompt eval + eval), from llama-cli's own timers",
+    "memory_is": "llama.cpp memory breakdown (model + context + compute) at -c 512",
+}
+
+GEERLING_Q6A = {
+    "id": "geerling-q6a",
+    "citation": "J. Geerling, 'Radxa Dragon Q6A' (QCS6490) review, llama-bench results, github.com/geerlingguy/sbc-reviews issue 85 (2025)",
+    "url": "https://github.com/geerlingguy/sbc-reviews/issues/85",
+    "device": "Radxa Dragon Q6A board (Qualcomm QCS6490, 8 GB)",
+    "profile": "qualcomm-rb3-gen-2",
+    "runtime": "llama-bench, CPU, 8 threads, pp512 and tg128 measured separately",
+    "energy_includes": "power at the wall during the run (board, regulators and the supply's loss; idle not "
+                       "subtracted and not published): not comparable with power above idle, so no energy ratio",
+    "time_is": "llama-bench throughputs only (no end-to-end run time)",
+    "memory_is": "not published",
+}
+
+SOURCES = {s["id"]: s for s in (EHSANI, GEERLING_Q6A)}
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """One published run. ``shape`` is an ``estimate.PUBLISHED_SHAPES`` key, or None when the
+    estimator has no shape for the model (such a row can only be in-sample for the power and
+    setup fits, through its published times and weight size)."""
+
+    source: str
+    model: str
+    quant: str
+    prompt_tokens: int
+    gen_tokens: int
+    held_out: bool
+    shape: str | None = None
+    params_b: float | None = None  # published parameter count, billions
+    weights_mib: float | None = None  # llama.cpp's model buffer
+    prefill_tokens_per_s: float | None = None
+    decode_tokens_per_s: float | None = None
+    prefill_s: float | None = None
+    decode_s: float | None = None
+    run_s: float | None = None  # llama.cpp's total time: prefill + decode, no load
+    average_power_w: float | None = None  # mean net power over the energy window
+    joules_per_run: float | None = None  # the energy window (see the source's energy_includes)
+    peak_memory_mb: float | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def window_s(self) -> float | None:
+        """The energy window's length: energy / mean power (samples are evenly spaced)."""
+        if self.joules_per_run is None or not self.average_power_w:
+            return None
+        return self.joules_per_run / self.average_power_w
+
+
+def _e(model: str, quant: str, prompt: int, params: float, weights: float, pp: float, tg: float, tp: float, td: float,
+       total: float, power: float, joules: float, peak: float, held_out: bool, shape: str | None = None,
+       notes: tuple[str, ...] = ()) -> Anchor:
+    return Anchor("ehsani2026", model, quant, prompt, 100, held_out, shape, params, weights, pp, tg, tp, td, total,
+                  power, joules, peak, notes)
+
+
+# Ehsani et al., final_results.csv, every dense model (OLMoE is a mixture of experts: a token
+# reads ~1.3 B of its 6.9 B parameters, which this estimator does not model; left out).
+# In-sample: every IQ4_XS row and the Q4_K_M rows of models without an estimator shape.
+# Held out: the Q4_K_M rows the estimator can shape, so every estimated figure is checked.
+PUBLISHED: tuple[Anchor, ...] = (
+    _e("Qwen2-0.5B", "Q4_K_M", 103, 0.49, 373, 189.24, 50.45, 0.54, 1.98, 2.53, 8.35, 43.95, 678, True, "qwen2.5-0.5b",
+       ("Qwen2-0.5B has the same config as Qwen2.5-0.5B (24 x 896, 14/2 heads, ff 4864, tied)",)),
+    _e("Qwen2.5-1.5B", "Q4_K_M", 113, 1.54, 1059, 93.00, 31.60, 1.22, 3.16, 4.37, 12.63, 92.87, 1373, True, "qwen2.5-1.5b"),
+    _e("Qwen2.5-3B", "Q4_K_M", 113, 3.09, 2001, 45.19, 19.84, 2.50, 5.04, 7.54, 14.20, 151.54, 2320, True, "qwen2.5-3b"),
+    _e("Llama-3.1-8B", "Q4_K_M", 119, 8.03, 4685, 18.27, 10.45, 6.51, 9.57, 16.13, 14.60, 291.69, 5007, True, "llama-3.1-8b"),
+    _e("Phi-2", "Q4_K_M", 108, 2.78, 1704, 43.87, 21.37, 2.46, 4.68, 7.15, 14.40, 143.78, 1969, False),
+    _e("Qwen2.5-7B", "Q4_K_M", 103, 7.62, 4460, 19.47, 10.50, 5.29, 9.52, 14.83, 13.42, 242.20, 4792, False),
+    _e("Gemma-2-9B", "Q4_K_M", 93, 9.24, 5488, 14.69, 7.24, 6.33, 13.81, 20.15, 12.94, 316.32, 6163, False),
+    _e("Qwen2-0.5B", "IQ4_XS", 103, 0.49, 327, 202.44, 56.17, 0.51, 1.78, 2.29, 7.22, 36.83, 632, False, "qwen2.5-0.5b"),
+    _e("Qwen2.5-1.5B", "IQ4_XS", 113, 1.54, 848, 80.34, 31.26, 1.41, 3.20, 4.61, 12.33, 93.42, 1162, False, "qwen2.5-1.5b"),
+    _e("Phi-2", "IQ4_XS", 105, 2.78, 1447, 41.49, 20.82, 2.53, 4.80, 7.35, 14.07, 141.96, 1712, False),
+    _e("Qwen2.5-3B", "IQ4_XS", 113, 3.09, 1652, 39.29, 19.79, 2.88, 5.05, 7.94, 14.35, 157.80, 1971, False, "qwen2.5-3b"),
+    _e("Qwen2.5-7B", "IQ4_XS", 113, 7.62, 4017, 16.63, 10.65, 6.79, 9.39, 16.26, 14.26, 251.54, 4349, False),
+    _e("Llama-3.1-8B", "IQ4_XS", 119, 8.03, 4234, 15.53, 9.12, 7.66, 10.96, 18.68, 13.53, 302.50, 4556, False, "llama-3.1-8b"),
+    _e("Gemma-2-9B", "IQ4_XS", 93, 9.24, 4937, 12.69, 6.81, 7.33, 14.68, 22.06, 12.65, 325.21, 5612, False),
+    # A different SoC, a different person, a board at the wall: held out, fitted to nothing.
+    Anchor("geerling-q6a", "TinyLlama-1.1B", "Q4_K_M", 512, 128, True, "tinyllama-1.1b", 1.10, 636.18,
+           prefill_tokens_per_s=25.25, decode_tokens_per_s=15.23, average_power_w=7.8,
+           notes=("wall power 7.8 W during the run, idle not published: no power or energy ratio",
+                  "llama-bench pp512 / tg128, 8 threads (the profile runs 4: the A55 cores add little to "
+                  "memory-bound decode)")),
+    Anchor("geerling-q6a", "Llama-3.2-3B", "Q4_K_M", 512, 128, True, "llama-3.2-3b", 3.21, 1.87 * 1024,
+           prefill_tokens_per_s=8.76, notes=("tg128 not in the stored copy of the thread",)),
+)
+
+
+# --- fitting -------------------------------------------------------------------------------
+
+
+def _least_squares(xs: list[list[float]], ys: list[float]) -> list[float]:
+    """Ordinary least squares by the normal equations (Gaussian elimination; a handful of
+    columns, so no numpy on phones)."""
+    n = len(xs[0])
+    a = [[sum(x[i] * x[j] for x in xs) for j in range(n)] + [sum(x[i] * y for x, y in zip(xs, ys))] for i in range(n)]
+    for c in range(n):
+        p = max(range(c, n), key=lambda r: abs(a[r][c]))
+        a[c], a[p] = a[p], a[c]
+        if abs(a[c][c]) < 1e-12:
+            raise ValueError("the in-sample rows cannot determine the fit (singular system)")
+        for r in range(n):
+            if r != c:
+                f = a[r][c] / a[c][c]
+                a[r] = [v - f * w for v, w in zip(a[r], a[c])]
+    return [a[i][n] / a[i][i] for i in range(n)]
+
+
+@dataclass(frozen=True)
+class PhoneFit:
+    """What the in-sample rows of one source say about its phone and its protocol."""
+
+    source: str
+    rows: int
+    bandwidth_efficiency: float  # eta, against the profile's theoretical bandwidth
+    decode_overhead_ms: float  # fixed cost per decode step
+    compute_gflops_sustained: float  # prefill FLOPs / prefill seconds
+    prefill_w: float
+    decode_w: float
+    setup_j: float  # the protocol's fixed energy per run (spin-up, process start, exit)
+    setup_j_per_gb: float  # and per GB of weights (load, page-in)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def fit_phone_model(source: str, bandwidth_theoretical_gbs: float, rows: tuple[Anchor, ...] = PUBLISHED) -> PhoneFit:
+    """Fit decode (eta, per-token overhead), prefill compute, the two powers and the setup
+    energy of ``source`` on its in-sample rows (``held_out`` rows are never read).
+
+    decode:  1 / tok/s = weight bytes / (eta x bandwidth) + t0           (least squares)
+    prefill: compute = sum of prefill FLOPs / sum of prefill seconds, FLOPs from the
+             estimator's shape (rows without a shape are skipped here)
+    energy:  J = P_prefill t_prefill + P_decode t_decode + E0 + e x weight GB  (least squares,
+             on the published phase times, so the powers do not inherit the time model's error)
+    """
+    from edgeagent.estimate import prefill_flops, shape_from_config
+
+    fit_rows = [r for r in rows if r.source == source and not r.held_out]
+    if len(fit_rows) < 4:
+        raise ValueError(f"{source}: {len(fit_rows)} in-sample rows; the fit needs at least 4")
+    gb = [r.weights_mib * 2**20 / 1e9 for r in fit_rows]
+    slope, t0 = _least_squares([[g, 1.0] for g in gb], [1.0 / r.decode_tokens_per_s for r in fit_rows])
+    shaped = [r for r in fit_rows if r.shape]
+    flops = sum(prefill_flops(shape_from_config(r.shape, "q4_k_m"), r.prompt_tokens) for r in shaped)
+    compute = flops / sum(r.prefill_s for r in shaped) / 1e9
+    pp, pd, e0, e_gb = _least_squares([[r.prefill_s, r.decode_s, 1.0, g] for r, g in zip(fit_rows, gb)],
+                                      [r.joules_per_run for r in fit_rows])
+    return PhoneFit(source, len(fit_rows), 1.0 / (slope * bandwidth_theoretical_gbs), t0 * 1e3, compute, pp, pd, e0, e_gb)
+
+
+# --- comparing -----------------------------------------------------------------------------
+
+
+def _ratio(estimated: float | None, published: float | None) -> float | None:
+    return None if estimated is None or not published else estimated / published
+
+
+def _figure(estimated: float | None, published: float | None) -> dict[str, float | None]:
+    return {"estimated": estimated, "published": published, "ratio": _ratio(estimated, published)}
+
+
+FIGURES = ("decode_tokens_per_s", "prefill_tokens_per_s", "run_s", "joules_per_run", "peak_memory_mb")
+
+
+def compare_row(row: Anchor, profile: Any, fit: PhoneFit | None) -> dict[str, Any]:
+    """The estimator on ``profile`` beside one published row. The published energy window's
+    setup energy comes from the source's in-sample fit (None: no energy estimate)."""
+    from edgeagent.estimate import estimate, shape_from_config
+
+    out: dict[str, Any] = {"source": row.source, "model": row.model, "quant": row.quant, "shape": row.shape,
+                           "profile": profile.name, "held_out": row.held_out, "notes": list(row.notes)}
+    if row.shape is None or row.quant.lower() not in ("q4_k_m",):
+        out["estimated"] = False
+        out["why"] = "no estimator shape for this model" if row.shape is None else f"{row.quant} is not a quantization the estimator models"
+        for key in FIGURES:
+            out[key] = _figure(None, getattr(row, key))
+        return out
+    shape = shape_from_config(row.shape, "q4_k_m")
+    n_ctx = 512 if row.source == "ehsani2026" else 2048
+    e = estimate(shape, profile, row.prompt_tokens, row.gen_tokens, n_ctx=max(n_ctx, row.prompt_tokens + row.gen_tokens))
+    lat, en = e["latency"], e["energy"]
+    run_s = lat["total_ms"] / 1e3
+    joules = None
+    if fit is not None and row.joules_per_run is not None:
+        joules = en["joules_per_inference"] + fit.setup_j + fit.setup_j_per_gb * shape.weights_bytes / 1e9
+    out.update({
+        "estimated": True,
+        "decode_tokens_per_s": _figure(lat["tokens_per_s"], row.decode_tokens_per_s),
+        "prefill_tokens_per_s": _figure(lat["prefill_tokens_per_s"], row.prefill_tokens_per_s),
+        "run_s": _figure(run_s, row.run_s),
+        "joules_per_run": _figure(joules, row.joules_per_run),
+        "joules_per_inference": en["joules_per_inference"],
+        "energy_window_s": {"published": row.window_s,
+                            "why": "the published energy window (energy / mean power), longer than run_s by the "
+                                   "protocol's spin-up, process start, load and exit" if row.window_s else None},
+        "peak_memory_mb": _figure(e["memory"]["memory_mb"] - profile.runtime.overhead_mb if row.peak_memory_mb else None,
+                                  row.peak_memory_mb),
+    })
+    return out
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {}
+    for key in FIGURES:
+        ratios = [r[key]["ratio"] for r in rows if r["held_out"] and r[key]["ratio"] is not None]
+        if ratios:
+            worst = max(ratios, key=lambda x: abs(x - 1.0))
+            out[key] = {"held_out_rows": len(ratios), "median_ratio": statistics.median(ratios), "worst_ratio": worst,
+                        "min_ratio": min(ratios), "max_ratio": max(ratios)}
+        else:
+            out[key] = {"held_out_rows": 0, "median_ratio": None, "worst_ratio": None, "min_ratio": None, "max_ratio": None}
+    return out
+
+
+def compare_published(profiles: dict[str, Any] | None = None, only_profile: str | None = None) -> dict[str, Any]:
+    """Every published row beside the estimator on its own source's profile (``only_profile``:
+    just the rows of that profile), the fits used, and per figure the median and worst
+    estimated/published ratio over the held-out rows."""
+    from edgeagent.profiles import load_profile
+
+    profiles = dict(profiles or {})
+    rows, fits = [], {}
+    for src in SOURCES.values():
+        if only_profile is not None and src["profile"] != only_profile:
+            continue
+        prof = profiles.get(src["profile"]) or load_profile(src["profile"])
+        has_energy = any(r.joules_per_run is not None and not r.held_out for r in PUBLISHED if r.source == src["id"])
+        fit = fit_phone_model(src["id"], prof.bandwidth_theoretical_gbs) if has_energy else None
+        fits[src["id"]] = fit.to_dict() if fit else None
+        rows += [compare_row(r, prof, fit) for r in PUBLISHED if r.source == src["id"]]
+    if not rows:
+        raise ValueError(f"no published measurements for profile {only_profile!r}; "
+                         f"profiles with some: {', '.join(sorted({s['profile'] for s in SOURCES.values()}))}")
+    return {
+        "source": "estimated vs published",
+        "sources": [s for s in SOURCES.values() if only_profile is None or s["profile"] == only_profile],
+        "fits": fits,
+        "rows": rows,
+        "summary": _summary(rows),
+        "notes": [
+            "run_s is llama.cpp's prefill + decode time on both sides; the published energy covers a longer window "
+            "(energy_window_s), so joules_per_run adds the source's fitted setup energy to the estimate's inference energy",
+            "peak_memory_mb compares llama.cpp's own buffers (weights + KV + compute), the runtime's process "
+            "overhead left out on the estimated side",
+            "held_out rows were never read by a fit; in-sample rows the estimator cannot shape (IQ4_XS, Phi-2, "
+            "Qwen2.5-7B, Gemma-2-9B) are listed in --json with the reason",
+        ],
+    }
+
+
+def energy_ratio_range(cmp: dict[str, Any] | None = None) -> tuple[float, float]:
+    """(lowest, highest) held-out estimated/published energy-per-run ratio: the estimator's
+    measured error, used to turn a point estimate into a range."""
+    s = (cmp or compare_published())["summary"]["joules_per_run"]
+    if not s["held_out_rows"]:
+        raise ValueError("no held-out published energy rows to derive an uncertainty range from")
+    return s["min_ratio"], s["max_ratio"]
+
+
+def with_range(value: float, ratios: tuple[float, float]) -> dict[str, float]:
+    """A point estimate with the range the held-out error allows: if the estimator ran r x
+    the truth on held-out rows, the truth is value / r."""
+    lo_r, hi_r = ratios
+    return {"value": value, "low": value / max(hi_r, lo_r, 1.0), "high": value / min(lo_r, hi_r, 1.0)}

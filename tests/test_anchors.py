@@ -1,0 +1,70 @@
+"""The published anchors: the 8 Elite profile holds what the in-sample fit gives, held-out rows
+never move a fit, and `estimate --compare-published --json` keeps its output contract."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from edgeagent import anchors
+from edgeagent.profiles import load_profile
+
+ELITE = load_profile("snapdragon-8-elite")
+
+
+def test_elite_profile_holds_the_in_sample_fit() -> None:
+    fit = anchors.fit_phone_model("ehsani2026", ELITE.bandwidth_theoretical_gbs)
+    assert fit.rows == 10
+    assert ELITE.bandwidth_efficiency == pytest.approx(fit.bandwidth_efficiency, abs=5e-4)
+    assert ELITE.runtime.decode_overhead_ms == pytest.approx(fit.decode_overhead_ms, abs=0.05)
+    assert ELITE.compute_gflops_sustained == pytest.approx(fit.compute_gflops_sustained, abs=0.05)
+    assert ELITE.power.prefill_w == pytest.approx(fit.prefill_w, abs=0.05)
+    assert ELITE.power.decode_w == pytest.approx(fit.decode_w, abs=0.05)
+
+
+def test_held_out_rows_never_move_the_fit() -> None:
+    base = anchors.fit_phone_model("ehsani2026", 84.8)
+    scrambled = tuple(dataclasses.replace(r, joules_per_run=1e4, decode_tokens_per_s=1.0, prefill_s=99.0)
+                      if r.held_out else r for r in anchors.PUBLISHED)
+    assert anchors.fit_phone_model("ehsani2026", 84.8, scrambled) == base
+    in_sample = tuple(dataclasses.replace(r, joules_per_run=2 * r.joules_per_run)
+                      if not r.held_out and r.source == "ehsani2026" else r for r in anchors.PUBLISHED)
+    assert anchors.fit_phone_model("ehsani2026", 84.8, in_sample).decode_w == pytest.approx(2 * base.decode_w)
+
+
+def test_least_squares_recovers_a_known_line_and_refuses_a_singular_system() -> None:
+    xs = [[x, 1.0] for x in (0.0, 1.0, 2.0, 3.0)]
+    assert anchors._least_squares(xs, [1 + 2 * x[0] for x in xs]) == pytest.approx([2.0, 1.0])
+    with pytest.raises(ValueError, match="singular"):
+        anchors._least_squares([[1.0, 1.0], [2.0, 2.0]], [1.0, 2.0])
+
+
+def test_range_divides_by_the_held_out_ratios() -> None:
+    assert anchors.with_range(10.0, (0.8, 1.25)) == {"value": 10.0, "low": 8.0, "high": 12.5}
+    assert anchors.with_range(10.0, (1.1, 1.2)) == pytest.approx({"value": 10.0, "low": 10 / 1.2, "high": 10.0})
+
+
+def test_compare_published_json_contract() -> None:
+    from edgeagent.cli import app
+
+    r = CliRunner().invoke(app, ["estimate", "--compare-published", "--json"])
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert {row["source"] for row in data["rows"]} == {"ehsani2026", "geerling-q6a"}
+    for row in data["rows"]:
+        assert isinstance(row["held_out"], bool)
+        for key in ("decode_tokens_per_s", "run_s", "joules_per_run", "peak_memory_mb"):
+            c = row[key]
+            assert set(c) == {"estimated", "published", "ratio"}
+            if c["ratio"] is not None:
+                assert c["ratio"] == pytest.approx(c["estimated"] / c["published"])
+    qwen = next(r for r in data["rows"] if r["model"] == "Qwen2.5-1.5B" and r["quant"] == "Q4_K_M")
+    assert qwen["held_out"] and qwen["decode_tokens_per_s"]["published"] == 31.6
+    assert qwen["joules_per_run"]["published"] == 92.87 and qwen["run_s"]["published"] == 4.37
+    s = data["summary"]["joules_per_run"]
+    assert s["held_out_rows"] == 4 and s["min_ratio"] <= s["median_ratio"] <= s["max_ratio"]
+    r = CliRunner().invoke(app, ["estimate", "--compare-published", "--profile", "snapdragon-8-gen-2"])
+    assert r.exit_code != 0 and "no published measurements for profile 'snapdragon-8-gen-2'" in r.stderr
