@@ -14,7 +14,9 @@ How it is done, and why (docs/device_specs.md, "Battery readings on Android"):
   discharging device reporting negative current has the vendor's sign flipped; a missing
   voltage falls back to the nominal one. Each assumption is recorded in ``notes``.
 - A device that charges during the run (USB power) gives a figure flagged unreliable.
-- mAh = J / (3.6 x V_nominal); the coulomb count (integral of I dt) is reported beside it.
+- mAh = J / (3.6 x V_nominal); the coulomb count (integral of I dt) is reported beside it,
+  and so is the gauge's own coulomb counter (``charge_counter``, uAh) where the phone has one:
+  two independent readings of one discharge, a warning when they disagree by > 20 %.
 
 Pure functions do the arithmetic (``trace_from_readings``, ``energy_from_traces``), so they
 are tested on scripted traces with known answers; ``BatterySampler`` only adds the thread.
@@ -44,6 +46,7 @@ class PowerSample:
     voltage_v: float
     current_ma: float  # positive = discharging (energy leaving the battery)
     charging: bool | None = None
+    charge_counter_mah: float | None = None  # the gauge's coulomb counter, when the phone has one
 
     @property
     def power_w(self) -> float:
@@ -106,14 +109,14 @@ def trace_from_readings(readings: list[tuple[float, Battery]], nominal_v: float 
         elif volts > 100:
             volts /= 1e3
             _note(notes, "voltage above 100 taken as mV and divided by 1000")
-        raw.append(PowerSample(float(t), float(volts), current, b.charging))
+        raw.append(PowerSample(float(t), float(volts), current, b.charging, b.charge_counter_mah))
 
     # Sign: Battery promises positive = discharging. If the device says it is not charging
     # and the current is mostly negative, the vendor flipped the sign (BatteryManager's
     # CURRENT_NOW is positive when *charging*).
     not_charging = [s for s in raw if s.charging is False]
     if not_charging and statistics.median(s.current_ma for s in not_charging) < 0:
-        raw = [PowerSample(s.t, s.voltage_v, -s.current_ma, s.charging) for s in raw]
+        raw = [PowerSample(s.t, s.voltage_v, -s.current_ma, s.charging, s.charge_counter_mah) for s in raw]
         _note(notes, "device not charging but current mostly negative: vendor sign convention flipped to positive = discharging")
     elif raw and not not_charging and statistics.median(s.current_ma for s in raw) < 0:
         _note(warnings, "current mostly negative and the charging state unknown: the sign convention is uncertain")
@@ -140,6 +143,38 @@ def mah_from_joules(joules: float, nominal_v: float) -> float:
     return joules / (3.6 * nominal_v)
 
 
+COUNTER_TOLERANCE = 0.2  # coulomb count and counter may differ this much before a warning
+
+
+def counter_mah(trace: BatteryTrace) -> tuple[float, float] | None:
+    """(charge drawn in mAh, duration in s) by the gauge's own coulomb counter: its first
+    reading minus its last (the counter falls as the battery discharges); None when the
+    phone has no charge_counter or it never reported over the trace."""
+    with_counter = [s for s in trace.samples if s.charge_counter_mah is not None]
+    if len(with_counter) < 2 or with_counter[-1].t <= with_counter[0].t:
+        return None
+    return with_counter[0].charge_counter_mah - with_counter[-1].charge_counter_mah, with_counter[-1].t - with_counter[0].t
+
+
+def counter_cross_check(run: BatteryTrace, baseline: BatteryTrace | None, coulomb_mah: float,
+                        notes: list[str], warnings: list[str]) -> float | None:
+    """The run's mAh above idle by the charge counter, beside the integral of current: two
+    independent gauges of one discharge. Returns the counter's figure (None without one)."""
+    run_c = counter_mah(run)
+    if run_c is None:
+        _note(notes, "no charge_counter on this device: the integral of current is not cross-checked")
+        return None
+    drawn, duration = run_c
+    base_c = counter_mah(baseline) if baseline is not None else None
+    if base_c is not None:
+        drawn -= base_c[0] / base_c[1] * duration
+    if coulomb_mah > 0 and abs(drawn / coulomb_mah - 1.0) > COUNTER_TOLERANCE:
+        _note(warnings, f"charge_counter says {drawn:.3f} mAh, the integral of current {coulomb_mah:.3f} mAh "
+                        f"(more than {COUNTER_TOLERANCE:.0%} apart): the counter's steps are coarse on short runs, "
+                        "or the current's unit or sign was misread")
+    return drawn
+
+
 @dataclass
 class EnergyResult:
     joules: float  # above the idle baseline
@@ -148,6 +183,7 @@ class EnergyResult:
     duration_s: float
     mah: float  # joules / (3.6 V_nominal)
     mah_coulomb: float  # integral of (I - I_baseline) dt
+    mah_charge_counter: float | None  # the gauge's coulomb counter over the run, minus the idle rate
     nominal_v: float
     samples: int
     sample_hz: float
@@ -198,6 +234,7 @@ def energy_from_traces(run: BatteryTrace, baseline: BatteryTrace | None, nominal
     if net_j < 0:
         _note(warnings, "the run used less power than the idle baseline: the baseline was not representative")
     charging = run.charging or (baseline is not None and baseline.charging)
+    by_counter = counter_cross_check(run, baseline, net_mah, notes, warnings)
     return EnergyResult(
         joules=net_j,
         joules_gross=gross_j,
@@ -205,6 +242,7 @@ def energy_from_traces(run: BatteryTrace, baseline: BatteryTrace | None, nominal
         duration_s=duration,
         mah=mah_from_joules(net_j, nominal_v),
         mah_coulomb=net_mah,
+        mah_charge_counter=by_counter,
         nominal_v=nominal_v,
         samples=len(run.samples),
         sample_hz=run.sample_hz,

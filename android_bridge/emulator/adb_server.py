@@ -30,7 +30,7 @@ import threading
 from typing import Any
 
 from android_bridge.emulator import adb_shell
-from android_bridge.emulator.adb_shell import BatteryScript, PhoneShell, ShellResult
+from android_bridge.emulator.adb_shell import BatteryQuirks, BatteryScript, PhoneShell, ShellResult
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,8 @@ class AdbServer:
     ...     AdbDevice(port=server.port)             # or: adb -P <port> devices
 
     ``battery_script`` replaces the phone's current and voltage with scripted readings (see
-    ``adb_shell.BatteryScript``). ``adb_keyboard`` says whether the emulated phone has ADB
+    ``adb_shell.BatteryScript``) and ``battery_quirks`` makes its sysfs files misreport like a
+    vendor's (mA, flipped sign, no charge_counter). ``adb_keyboard`` says whether the emulated phone has ADB
     Keyboard as its input method (so non-ASCII text can be typed, as on a prepared phone).
     """
 
@@ -120,10 +121,12 @@ class AdbServer:
         *,
         serial: str = DEFAULT_SERIAL,
         battery_script: BatteryScript | None = None,
+        battery_quirks: BatteryQuirks = BatteryQuirks(),
         adb_keyboard: bool = True,
     ) -> None:
         self.serial = serial
-        self.shell = PhoneShell(phone, serial=serial, battery_script=battery_script, adb_keyboard=adb_keyboard)
+        self.shell = PhoneShell(phone, serial=serial, battery_script=battery_script, battery_quirks=battery_quirks,
+                                adb_keyboard=adb_keyboard)
         self._requested_port = port
         self._server: socketserver.ThreadingTCPServer | None = None
         self._thread: threading.Thread | None = None

@@ -42,6 +42,22 @@ BatteryReading = tuple[float, float]
 BatteryScript = Union[Callable[[float], BatteryReading], Sequence[BatteryReading]]
 
 BATTERY_SYSFS = "/sys/class/power_supply/battery"
+
+
+@dataclass(frozen=True)
+class BatteryQuirks:
+    """How a scripted phone's sysfs battery files depart from the kernel ABI, as real vendors'
+    do: ``current_unit`` "uA" (the ABI) or "mA"; ``sign`` "kernel" (negative = discharging)
+    or "flipped"; ``charge_counter`` False hides the coulomb counter. With a script, the
+    counter follows the scripted current (integrated between queries), as a gauge's does."""
+
+    current_unit: str = "uA"
+    sign: str = "kernel"
+    charge_counter: bool = True
+
+    def __post_init__(self) -> None:
+        if self.current_unit not in ("uA", "mA") or self.sign not in ("kernel", "flipped"):
+            raise ValueError(f"battery quirks: current_unit must be uA or mA, sign kernel or flipped (got {self})")
 DEFAULT_DUMP_PATH = "/sdcard/window_dump.xml"
 LATIN_IME = "com.android.inputmethod.latin/.LatinIME"
 ADB_KEYBOARD_B64_TEXT = "ADB_INPUT_TEXT"
@@ -145,11 +161,14 @@ class PhoneShell:
         *,
         serial: str,
         battery_script: BatteryScript | None = None,
+        battery_quirks: BatteryQuirks = BatteryQuirks(),
         adb_keyboard: bool = True,
     ) -> None:
         self.phone = phone
         self.serial = serial
         self.battery_script = battery_script
+        self.battery_quirks = battery_quirks
+        self._counter: tuple[float, float, float] | None = None  # (t, current mA, counter mAh) at the last query
         self.adb_keyboard = adb_keyboard  # ADB Keyboard is the current IME: non-ASCII typing works
         self.lock = threading.RLock()
         self.files: dict[str, tuple[bytes, int]] = {}  # path -> (content, mtime)
@@ -293,17 +312,30 @@ class PhoneShell:
             if not script:
                 raise DeviceError("the scripted battery has no readings")
             current_ma, voltage_v = script[min(self._battery_queries, len(script) - 1)]
+        counter = self._scripted_counter(base.charge_counter_mah, current_ma, advance)
         if advance:
             self._battery_queries += 1
         return Battery(
             level_pct=base.level_pct,
             voltage_v=voltage_v,
             current_ma=current_ma,
-            charge_counter_mah=base.charge_counter_mah,
+            charge_counter_mah=counter if self.battery_quirks.charge_counter else None,
             temperature_c=base.temperature_c,
             charging=current_ma < 0,  # the script decides which way the current flows
             source="scripted",
         )
+
+    def _scripted_counter(self, start_mah: float | None, current_ma: float, advance: bool) -> float | None:
+        """The coulomb counter under a script: it starts at the phone's and falls by the
+        trapezoid of the scripted discharge current between queries."""
+        if start_mah is None:
+            return None
+        now = time.monotonic()
+        t, last_ma, counter = self._counter or (now, current_ma, start_mah)
+        counter -= (now - t) * (last_ma + current_ma) / 2 / 3600.0
+        if advance:
+            self._counter = (now, current_ma, counter)
+        return counter
 
     @staticmethod
     def _battery_sysfs_names() -> list[str]:
@@ -319,11 +351,16 @@ class PhoneShell:
         return {
             "capacity": None if b.level_pct is None else str(round(b.level_pct)),
             "charge_counter": None if b.charge_counter_mah is None else str(round(b.charge_counter_mah * 1000)),
-            "current_now": None if b.current_ma is None else str(round(-b.current_ma * 1000)),
+            "current_now": None if b.current_ma is None else self._current_now(b.current_ma),
             "status": status,
             "temp": None if b.temperature_c is None else str(round(b.temperature_c * 10)),
             "voltage_now": None if b.voltage_v is None else str(round(b.voltage_v * 1_000_000)),
         }
+
+    def _current_now(self, discharge_ma: float) -> str:
+        q = self.battery_quirks
+        value = -discharge_ma if q.sign == "kernel" else discharge_ma
+        return str(round(value * (1000 if q.current_unit == "uA" else 1)))
 
     # --- commands ----------------------------------------------------------------------
     def _cat(self, args: list[str]) -> ShellResult:
