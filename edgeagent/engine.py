@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from edgeagent.metrics import LlamaPerf, PeakRSS, per_second, rss_mb
+from edgeagent.metrics import LlamaPerf, PeakRSS, per_second, percentile, rss_mb
 
 
 class EngineError(RuntimeError):
@@ -326,7 +326,7 @@ class Engine:
         prefill = perf_prefill or perf_total
         decode = perf_total - prefill
         t_first, t_last = (times[0], times[-1]) if times else (ended, ended)
-        gaps = sorted((b - a) * 1000 for a, b in zip(times, times[1:]))
+        gaps = [(b - a) * 1000 for a, b in zip(times, times[1:])]
         metrics = GenerationMetrics(
             prompt_tokens=len(prompt_tokens),
             reused_prompt_tokens=len(prompt_tokens) - prefill.tokens,
@@ -340,8 +340,8 @@ class Engine:
             tokens_per_s=per_second(decode.tokens, decode.ms),
             total_ms=(ended - started) * 1000,
             wall_tokens_per_s=per_second(len(times) - 1, (t_last - t_first) * 1000),
-            tpot_p50_ms=_percentile(gaps, 0.5),
-            tpot_p90_ms=_percentile(gaps, 0.9),
+            tpot_p50_ms=percentile(gaps, 0.5) if gaps else 0.0,
+            tpot_p90_ms=percentile(gaps, 0.9) if gaps else 0.0,
             rss_mb=rss_mb(),
             peak_rss_mb=peak.peak_mb if peak is not None else 0.0,
             stop_reason=stop_reason,
@@ -389,12 +389,6 @@ def _schema_grammar(schema: str):
     from llama_cpp import LlamaGrammar
 
     return LlamaGrammar.from_json_schema(schema, verbose=False)
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
 def _find_stop(buf: bytearray, stops: list[bytes], start: int) -> int | None:
