@@ -152,7 +152,7 @@ def build_bundle(model_dir: str | os.PathLike, out_dir: str | os.PathLike, quant
 
     What ``edgeagent.builtin.builtin_bundle`` and ``edgeagent bench --ablation`` use; numpy,
     safetensors and llama.cpp only (no torch). Returns the manifest."""
-    from edgeagent.early_exit_bench import heldout_perplexity
+    from edgeagent.quality import heldout_perplexity, text_examples
 
     model_dir = Path(model_dir)
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
@@ -168,8 +168,9 @@ def build_bundle(model_dir: str | os.PathLike, out_dir: str | os.PathLike, quant
             path = staging / v["path"]
             v.update(measure_variant(path, tasks=tasks, prompt_format=fmt, max_steps=max_steps, threads=threads))
             if examples:
-                ppl = heldout_perplexity(path, examples, n_threads=threads)
-                v["quality"].update(perplexity=ppl["perplexity"], heldout_nll=ppl["nll"], heldout_tokens=ppl["tokens"])
+                ppl = heldout_perplexity(path, text_examples(path, examples), threads=threads)
+                v["quality"].update(perplexity=ppl["perplexity"], heldout_nll=ppl["heldout_nll"],
+                                    heldout_tokens=ppl["heldout_tokens"])
             say(f"{v['id']}: task success {v['quality'].get('task_success')}, perplexity {v['quality'].get('perplexity')}")
         tokenizer_config = model_dir / "tokenizer_config.json"
         tok = json.loads(tokenizer_config.read_text(encoding="utf-8")) if tokenizer_config.is_file() else {}

@@ -18,6 +18,7 @@ process does the rest.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -58,10 +59,15 @@ class ConvertConfig:
     skip_bad_lines: bool = False
     threads: int | None = None
     seed: int = 0
+    layout: str = "episode"  # a chat model's prompt layout (edgeagent.agent.prompt)
 
 
 def resolve_model(spec: str | os.PathLike) -> Path:
-    """``builtin`` -> the shipped model directory; else an HF model directory."""
+    """The model to convert, as an HF directory: ``builtin`` (the shipped 5M model), a shipped
+    agent (``agent:smollm2``: its base with its fine-tune merged), a named source
+    (``smollm2-135m-instruct``), a ``.gguf`` file (dequantized), or an HF model directory."""
+    from converters.sources import ModelSourceError, hf_dir_from_gguf, resolve_source
+
     if str(spec) == BUILTIN:
         from edgeagent.builtin import builtin_model_dir
 
@@ -69,10 +75,20 @@ def resolve_model(spec: str | os.PathLike) -> Path:
             return builtin_model_dir()
         except FileNotFoundError as e:
             raise ConvertError(str(e)) from None
-    path = Path(spec)
+    if str(spec).startswith("agent:"):
+        from edgeagent.agents import AgentUnavailable, shipped_agent
+
+        try:
+            return hf_dir_from_gguf(shipped_agent(str(spec)[len("agent:"):]).gguf("f32"))
+        except (AgentUnavailable, ModelSourceError) as e:
+            raise ConvertError(str(e)) from None
+    try:
+        path = resolve_source(spec)
+    except ModelSourceError as e:
+        raise ConvertError(str(e)) from None
     if not (path / "config.json").is_file():
-        raise ConvertError(f"{path}: not a Hugging Face model directory (no config.json); "
-                           f"give a model directory or '{BUILTIN}'")
+        raise ConvertError(f"{path}: not a Hugging Face model directory (no config.json); give a model directory, "
+                           f"a .gguf file, a named model (smollm2-135m-instruct), '{BUILTIN}' or 'agent:NAME'")
     return path
 
 
@@ -152,6 +168,7 @@ def convert(cfg: ConvertConfig, *, log: Callable[[str], None] | None = None, pro
             train_records, held_records = data_mod.split_heldout(loaded.records, cfg.holdout, cfg.seed)
         tokenizer = AutoTokenizer.from_pretrained(source)
         fmt = data_mod.prompt_format(tokenizer)
+        fmt = fmt.with_layout(cfg.layout) if fmt.kind == "chat" else fmt
         max_len = cfg.finetune.max_seq_len
         train, train_counts = data_mod.encode_records(tokenizer, train_records, max_seq_len=max_len, fmt=fmt)
         held, held_counts = data_mod.encode_records(tokenizer, held_records, max_seq_len=max_len, fmt=fmt)
@@ -284,6 +301,13 @@ def convert(cfg: ConvertConfig, *, log: Callable[[str], None] | None = None, pro
                                      max_steps=cfg.eval_max_steps, threads=threads))
             say(f"[7/8] {i}/{len(variants)} {v['id']}: " + _quality_text(v["quality"])
                 + f", KV {v['kv_cache_bytes_per_token']} B/token")
+        variants, rejected = drop_worse_than_chance(variants, staging, int(config["vocab_size"]))
+        for v in rejected:
+            say(f"      left out {v['id']}: held-out loss {v['quality']['heldout_nll']:.2f} nats is worse than "
+                f"guessing uniformly ({v['chance_nll']:.2f})")
+        measurements["rejected_variants"] = rejected
+        if not variants:
+            raise ConvertError("every variant predicts the held-out actions worse than chance; nothing to pack")
         if cfg.reference:
             ref_path = work / "reference-f16.gguf"
             export(merged, ref_path, "f16", threads=threads)
@@ -321,6 +345,22 @@ def convert(cfg: ConvertConfig, *, log: Callable[[str], None] | None = None, pro
         raise
     say(f"[8/8] bundle written: {out}/manifest.json ({len(variants)} variants, {timings['total'] / 60:.1f} min)")
     return manifest
+
+
+def drop_worse_than_chance(variants: list[dict], staging: Path, vocab_size: int) -> tuple[list[dict], list[dict]]:
+    """(kept, rejected): a variant whose held-out cross-entropy is above ln(vocab), the loss of
+    a uniform guess, is not a model worth shipping (an untrained exit head measured 25 nats
+    against 10.8); its file is removed from the staging directory."""
+    chance = math.log(vocab_size)
+    kept, rejected = [], []
+    for v in variants:
+        nll = v.get("quality", {}).get("heldout_nll")
+        if nll is not None and nll > chance:
+            (staging / v["path"]).unlink(missing_ok=True)
+            rejected.append({"id": v["id"], "quality": v["quality"], "chance_nll": round(chance, 4)})
+        else:
+            kept.append(v)
+    return kept, rejected
 
 
 def _hf_heldout_loss(model_dir: Path, examples) -> float | None:

@@ -31,13 +31,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import random
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -49,6 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from converters.data import IGNORE, Example
+from converters.schedule import warmup_cosine
+from edgeagent.atomic import atomic_dir, atomic_path, write_text
 
 CHECKPOINT = "checkpoint.pt"
 ADAPTER_DIR = "adapter"
@@ -72,6 +71,7 @@ class FinetuneConfig:
     warmup_steps: int = 10
     weight_decay: float = 0.0
     epochs: int = 1
+    max_steps: int | None = None  # stop after this many optimizer steps (the schedule is fitted to it)
     batch_size: int = 8  # examples per optimizer step, all processes together
     micro_batch_size: int = 8  # examples per forward pass on one process (accumulated up to batch_size)
     max_seq_len: int = 2048
@@ -343,37 +343,14 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _atomic_dir(out_dir: Path, write: Callable[[Path], None]) -> None:
     """Write a directory next to its place, then swap it in (old one removed after)."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; give it a normal directory's mode
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old.{os.getpid()}")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def trainable_state(model: nn.Module, heads: nn.Module | None) -> dict:
@@ -433,6 +410,10 @@ def _finetune(model_dir, train, out_dir, cfg, *, heldout, resume, stop_after, pr
         raise FinetuneError(f"{len(train)} training examples do not fill one batch of {cfg.batch_size}; "
                             "lower the batch size or add data")
     total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    # A warm-up longer than a tenth of a short run would be most of it.
+    warmup_steps = min(cfg.warmup_steps, max(1, total_steps // 10))
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
@@ -451,11 +432,8 @@ def _finetune(model_dir, train, out_dir, cfg, *, heldout, resume, stop_after, pr
     params += list(heads.parameters()) if heads is not None else []
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def lr_lambda(step: int) -> float:  # linear warm-up, cosine decay to min_lr_ratio
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress_ = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress_))
+    def lr_lambda(step: int) -> float:  # a multiplier of cfg.lr: linear warm-up, cosine decay to min_lr_ratio
+        return warmup_cosine(step, peak=1.0, floor=cfg.min_lr_ratio, warmup=warmup_steps, total=total_steps)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
 
@@ -613,7 +591,7 @@ def _finetune(model_dir, train, out_dir, cfg, *, heldout, resume, stop_after, pr
                 "source_model": str(model_dir), "trained_with": "converters.finetune (QLoRA + early-exit loss)",
                 "heldout_loss_after": result.exit_heldout_loss_after}))
         text = json.dumps({**result.to_dict(history=True), "config": asdict(cfg)}, indent=2)
-        _atomic_write_text(out_dir / RESULT, text)
+        write_text(out_dir / RESULT, text)
     accelerator.wait_for_everyone()
     return result
 
@@ -651,13 +629,6 @@ def _check_resumable(state: dict, cfg: FinetuneConfig, fingerprint: str, world: 
 
 def _norm(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 class _nullcontext:
@@ -707,8 +678,24 @@ class _Bar:
         self.progress.stop()
 
 
-def _progress(enabled: bool, total: int, start: int) -> _Bar | None:
-    return _Bar(total, start) if enabled else None
+class _LogLines:
+    """Progress for a run in the background (stderr is a file): one plain line per step."""
+
+    def __init__(self, total: int, start: int):
+        self.total = total
+
+    def update(self, step: int, loss: float, tokens_per_s: float) -> None:
+        print(f"fine-tune step {step}/{self.total} loss {loss:.4f} {tokens_per_s:,.0f} tok/s "
+              f"{time.strftime('%H:%M:%S')}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(enabled: bool, total: int, start: int) -> _Bar | _LogLines | None:
+    if not enabled:
+        return None
+    return _Bar(total, start) if sys.stderr.isatty() else _LogLines(total, start)
 
 
 # ---------------------------------------------------------------------------------------
@@ -769,7 +756,7 @@ def merge_adapter(base_dir: str | os.PathLike, adapter_dir: str | os.PathLike, o
 def main(argv: list[str] | None = None) -> None:
     from transformers import AutoTokenizer
 
-    from converters.data import DataError, encode_records, read_records, split_heldout
+    from converters.data import DataError, encode_records, prompt_format, read_records, split_heldout
 
     p = argparse.ArgumentParser(description="QLoRA fine-tuning on agent traces or chat JSONL.")
     p.add_argument("--model", type=Path, required=True, help="Hugging Face model directory")
@@ -783,13 +770,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--merge", choices=("none",) + MERGE_MODES, default="none",
                    help="merge the adapter into the base afterwards (into OUT/merged)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--layout", choices=("episode", "step"), default="episode",
+                   help="a chat model's prompt layout: one example per episode, or one per step")
     for f in fields(FinetuneConfig):
         if f.name == "exits":
             p.add_argument("--exits", type=lambda s: tuple(int(x) for x in s.split(",") if x), default=())
         elif isinstance(f.default, bool):
             p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
         else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+            kind = int if f.default is None else type(f.default)  # max_steps: a number or unset
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -798,8 +788,10 @@ def main(argv: list[str] | None = None) -> None:
         data = read_records(args.data, skip_bad=args.skip_bad_lines)
         tokenizer = AutoTokenizer.from_pretrained(args.model)
         train_records, held_records = split_heldout(data.records, args.holdout, cfg.seed)
-        train, _ = encode_records(tokenizer, train_records, max_seq_len=cfg.max_seq_len)
-        held, _ = encode_records(tokenizer, held_records, max_seq_len=cfg.max_seq_len)
+        fmt = prompt_format(tokenizer)
+        fmt = fmt.with_layout(args.layout) if fmt.kind == "chat" else fmt
+        train, _ = encode_records(tokenizer, train_records, max_seq_len=cfg.max_seq_len, fmt=fmt)
+        held, _ = encode_records(tokenizer, held_records, max_seq_len=cfg.max_seq_len, fmt=fmt)
         result = finetune(args.model, train, args.out, cfg, heldout=held, resume=args.resume,
                           stop_after=args.stop_after, progress=not args.no_progress)
     except (DataError, FinetuneError) as e:

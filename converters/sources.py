@@ -28,7 +28,8 @@ def cache_root() -> Path:
 
 
 def resolve_source(spec: str | os.PathLike) -> Path:
-    """A directory, a ``.gguf`` file or a named source -> an HF model directory."""
+    """A named source or a ``.gguf`` file -> an HF model directory made from it; anything else
+    is returned as the path it names (the caller checks the directory and says what is wrong)."""
     named = named_source(str(spec))
     if named is not None:
         try:
@@ -36,12 +37,11 @@ def resolve_source(spec: str | os.PathLike) -> Path:
         except SourceError as e:
             raise ModelSourceError(str(e)) from None
     path = Path(spec)
-    if path.is_file() and path.suffix.lower() == ".gguf":
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelSourceError(f"{path}: no such GGUF file")
         return hf_dir_from_gguf(path)
-    if (path / "config.json").is_file():
-        return path
-    raise ModelSourceError(f"{path}: not a Hugging Face model directory (no config.json), a .gguf file, "
-                           f"or a named model (smollm2-135m-instruct)")
+    return path
 
 
 def hf_dir_from_gguf(gguf: Path, cache: Path | None = None) -> Path:

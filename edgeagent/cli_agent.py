@@ -4,28 +4,60 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from edgeagent.output import console, emit_json, fail
+from edgeagent.output import console, emit_json, err_console, fail
 
 
 # The agent's own word for how a run ended; "done" is what it claims, not a checked success.
 STATUS_WORDS = {"complete": "done"}
 
 
-def resolve_model(model: Optional[Path], quant: str = "q8_0") -> Path:
-    """The GGUF to run: ``--model`` as given, else the built-in model at ``quant``."""
+AGENT_HELP = ("Which shipped agent runs when no --model is given: smollm2 (SmolLM2-135M-Instruct fine-tuned "
+              "for the phone; needs the agent extra) or builtin (the 5M model trained from scratch). Default: "
+              "smollm2 where it is installed, else builtin.")
+
+
+@dataclass
+class ModelChoice:
+    path: Path
+    name: str  # what runs, for people: "smollm2 q8_0", "builtin q8_0", or the file
+    prompt_format: Any = None  # None: what the GGUF's metadata implies
+
+
+def resolve_model(model: Optional[Path], quant: str = "q8_0", agent: Optional[str] = None) -> ModelChoice:
+    """The GGUF to run: ``--model`` as given, else the shipped agent (``--agent``, default the
+    best one installed) at ``quant``."""
     if model is not None:
+        if agent is not None:
+            fail("give --model or --agent, not both", 2)
         if not model.exists():
             fail(f"{model}: no such model file")
-        return model
+        return ModelChoice(model, str(model))
+    if agent not in (None, "builtin"):
+        from edgeagent.agents import AgentUnavailable, shipped_agent
+
+        try:
+            chosen = shipped_agent(agent)
+            return ModelChoice(chosen.gguf(quant), f"{agent} {quant}", chosen.prompt_format)
+        except AgentUnavailable as exc:
+            fail(str(exc), 2)
+    if agent is None:
+        from edgeagent.agents import DEFAULT_AGENT, AgentUnavailable, shipped_agent
+
+        try:
+            chosen = shipped_agent(DEFAULT_AGENT)
+            return ModelChoice(chosen.gguf(quant), f"{DEFAULT_AGENT} {quant}", chosen.prompt_format)
+        except AgentUnavailable as exc:
+            err_console.print(f"note: {exc}; running the built-in 5M model instead")
     from edgeagent.builtin import BuiltinModelMissing, builtin_gguf
 
     try:
-        return builtin_gguf(quant)
+        return ModelChoice(builtin_gguf(quant), f"builtin {quant}")
     except BuiltinModelMissing as exc:
         fail(str(exc))
     raise AssertionError  # unreachable: fail() exits
@@ -35,9 +67,15 @@ def open_engine(model_path: Path, threads: Optional[int]):
     """llama.cpp on ``model_path``; a file it cannot load (corrupt, truncated, not a GGUF) is
     one line naming it and exit code 2, not a traceback."""
     from edgeagent.engine import Engine, EngineError
+    from edgeagent.quality import trained_context
 
     try:
-        return Engine(model_path, n_ctx=4096, n_threads=threads)
+        # a whole episode in the chat layout fits 4096 tokens; never past what the model was trained for
+        n_ctx = min(4096, trained_context(model_path) or 4096)
+    except Exception:  # noqa: BLE001  gguf-py fails on a bad header in many ways; llama.cpp names the fault below
+        n_ctx = 4096
+    try:
+        return Engine(model_path, n_ctx=n_ctx, n_threads=threads)
     except EngineError as exc:
         fail(str(exc), 2)
 
@@ -69,10 +107,11 @@ def _interactive_confirm(action, reason: str) -> bool:
 def run_command(
     task: Optional[str] = typer.Option(None, "--task", help="What the agent should do, in words."),
     task_json: Optional[Path] = typer.Option(None, "--task-json", help="A task spec from `edgeagent tasks --json` (one object, or a list: the first)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="GGUF file (default: the built-in model)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="GGUF file (default: the shipped agent, see --agent)."),
+    agent: Optional[str] = typer.Option(None, "--agent", help=AGENT_HELP),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="A bundle from `edgeagent convert`: its best variant runs (with --profile: the one `edgeagent select` picks)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Device profile: run the bundle's variant selected for it (default bundle: the built-in model's)."),
-    quant: str = typer.Option("q8_0", "--quant", help="Built-in model quantization when --model is not given."),
+    quant: str = typer.Option("q8_0", "--quant", help="The shipped agent's quantization when --model is not given."),
     device: str = typer.Option("emulator", "--device", help="emulator | adb | adb:SERIAL"),
     max_steps: int = typer.Option(20, "--max-steps", min=1),
     allow_sensitive: bool = typer.Option(False, "--allow-sensitive", help="Allow payments, sending, deleting without asking."),
@@ -135,7 +174,8 @@ def run_command(
         except BundleError as exc:
             fail(str(exc))
     else:
-        model_path = resolve_model(model, quant)
+        choice = resolve_model(model, quant, agent)
+        model_path, bundle_format = choice.path, choice.prompt_format
     dev, phone = open_device(device)
     if spec is not None and phone is None:
         fail("--task-json sets up an emulated task; use --device emulator (or --task TEXT on a real device)")

@@ -34,7 +34,8 @@ def check_paths(out: Path, work: Path, resume: bool) -> None:
 
 
 def convert_command(
-    model: str = typer.Argument(..., help="Hugging Face model directory (llama, mistral, qwen2), or 'builtin'."),
+    model: str = typer.Argument(..., help="Hugging Face model directory (llama, mistral, qwen2), a .gguf file, a named model "
+                                               "(smollm2-135m-instruct), 'builtin', or a shipped agent ('agent:smollm2')."),
     data: list[Path] = typer.Option(..., "--data", help="Training JSONL: `edgeagent traces` output or chat "
                                     "({\"messages\": [...]}) lines. Repeatable."),
     out: Path = typer.Option(..., "-o", "--out", help="Bundle directory to write (replaced whole at the end)."),
@@ -50,10 +51,13 @@ def convert_command(
     dropout: float = typer.Option(0.05, "--dropout", min=0.0, max=0.9, help="LoRA dropout."),
     lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate (warm-up, cosine decay)."),
     epochs: int = typer.Option(1, "--epochs", min=0, help="Passes over the training data (0: no fine-tuning)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop fine-tuning after N optimizer steps."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Examples per optimizer step."),
     micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size", min=1,
                                                    help="Examples per forward pass (default: the batch size)."),
-    max_seq_len: int = typer.Option(2048, "--max-seq-len", min=8, help="Longer examples are left out (counted)."),
+    max_seq_len: int = typer.Option(4096, "--max-seq-len", min=8, help="Longer examples are left out (counted)."),
+    layout: str = typer.Option("episode", "--layout", help="A chat model's prompt layout, in training and in the "
+                               "bundle: episode (one multi-turn example per episode) or step (one prompt per step)."),
     ckpt_every: int = typer.Option(50, "--ckpt-every", min=1, help="Checkpoint every N steps."),
     no_4bit: bool = typer.Option(False, "--no-4bit", help="Plain LoRA on a full-precision base instead of QLoRA."),
     merge_into: str = typer.Option("full", "--merge-into", help="full (the original weights) or nf4 (the NF4-dequantized "
@@ -81,7 +85,7 @@ def convert_command(
         fail(f"`edgeagent convert` needs the converter extra ({e.name} is missing): pip install 'edgeagent[convert]'")
 
     ft = FinetuneConfig(
-        rank=rank, alpha=alpha, dropout=dropout, lr=lr, epochs=epochs, batch_size=batch_size,
+        rank=rank, alpha=alpha, dropout=dropout, lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
         micro_batch_size=micro_batch_size or batch_size, max_seq_len=max_seq_len, ckpt_every=ckpt_every,
         load_in_4bit=not no_4bit, seed=seed,
     )
@@ -91,8 +95,10 @@ def convert_command(
         exits=exits, exit_kind=exit_kind, gqa_groups=gqa_groups, finetune=ft, holdout=holdout,
         eval_data=list(eval_data) if eval_data else None, eval_examples=eval_examples, eval_tasks=eval_tasks,
         eval_max_steps=eval_max_steps, baseline=baseline, reference=reference, merge_into=merge_into,
-        work_dir=work_dir, resume=resume, skip_bad_lines=skip_bad_lines, threads=threads, seed=seed,
+        work_dir=work_dir, resume=resume, skip_bad_lines=skip_bad_lines, threads=threads, seed=seed, layout=layout,
     )
+    if layout not in ("episode", "step"):
+        fail(f"--layout {layout!r}: choose episode or step", 2)
     if exit_kind not in ("dedicated", "shared"):
         fail(f"--exit-kind {exit_kind!r}: choose dedicated or shared")
     work = work_dir or out.with_name(out.name + ".work")

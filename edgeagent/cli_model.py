@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
 
 
 def export_command(
-    model_dir: Path = typer.Argument(..., help="Hugging Face model directory (llama, mistral or qwen2)."),
+    model_dir: Path = typer.Argument(..., help="Hugging Face model directory (llama, mistral or qwen2), a .gguf "
+                                     "file (dequantized first) or a named model (smollm2-135m-instruct)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output .gguf file (written atomically)."),
     quant: str = typer.Option("f16", "--quant", "-q", help=QUANT_HELP),
     measure_error: bool = typer.Option(
@@ -33,7 +34,12 @@ def export_command(
     from rich.progress import BarColumn, Progress, TextColumn
 
     from converters.export_gguf import ExportError, export
+    from converters.sources import ModelSourceError, resolve_source
 
+    try:
+        model_dir = resolve_source(model_dir)
+    except ModelSourceError as e:
+        fail(str(e), 2)
     error = None
     with warnings.catch_warnings(record=True) as caught, Progress(
         TextColumn("writing tensors"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -220,11 +226,11 @@ def _ablation(model, profile, gqa_model, shape, gqa_groups, exits, heads, tasks,
     except (ValueError, EngineError, MeasureError, BuiltinModelMissing) as e:
         fail(" ".join(str(e).split()))
     if png is not None:
-        from edgeagent.report.html import write_bytes
+        from edgeagent.atomic import write_bytes
         from edgeagent.report.plots import ReportError, ablation_png
 
         try:
-            result["reports"] = [str(write_bytes(ablation_png(result), png))]
+            result["reports"] = [str(write_bytes(png, ablation_png(result)))]
         except ReportError as e:
             fail(str(e))
     if json_out:

@@ -153,9 +153,10 @@ def screenshot_command(
 def demo_command(
     n: int = typer.Option(30, "--n", min=1, help="How many tasks."),
     seed: int = typer.Option(0, "--seed", help="Task seed (training used seed 1: these tasks are fresh)."),
-    policy: str = typer.Option("model", "--policy", help="model (the built-in model through llama.cpp) or expert."),
-    model: Optional[Path] = typer.Option(None, "--model", help="GGUF to run instead of the built-in model."),
-    quant: str = typer.Option("q8_0", "--quant", help="Built-in model quantization."),
+    policy: str = typer.Option("model", "--policy", help="model (the shipped agent or --model through llama.cpp) or expert."),
+    model: Optional[Path] = typer.Option(None, "--model", help="GGUF to run instead of the shipped agent."),
+    agent: Optional[str] = typer.Option(None, "--agent", help="Which shipped agent runs without --model: smollm2 or builtin (default: smollm2 where installed)."),
+    quant: str = typer.Option("q8_0", "--quant", help="The shipped agent's quantization."),
     apps: Optional[list[str]] = typer.Option(None, "--apps", help=APPS_HELP),
     exclude_app: Optional[list[str]] = typer.Option(
         None, "--exclude-app",
@@ -163,6 +164,8 @@ def demo_command(
     templates: Optional[list[str]] = typer.Option(None, "--templates", help=TEMPLATES_HELP),
     phrasing: str = typer.Option("template", "--phrasing", help=PHRASING_HELP),
     raw_prompt: bool = typer.Option(False, "--raw-prompt", help="Send the plain step prompt, not the model's chat template."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="A chat model's prompt layout: episode (multi-turn, "
+                                         "the default) or step (one self-contained prompt per step; to compare costs)."),
     max_steps: int = typer.Option(20, "--max-steps", min=1, help="Step budget per episode."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
     prefix_reuse: bool = typer.Option(True, "--prefix-reuse/--no-prefix-reuse",
@@ -185,14 +188,19 @@ def demo_command(
     if policy == "expert":
         factory = lambda phone: expert_action  # noqa: E731
     else:
+        from edgeagent.agent.policy import engine_prompt_format
         from edgeagent.cli_agent import open_engine, resolve_model
 
-        from edgeagent.agent.policy import engine_prompt_format
-
-        model_path = resolve_model(model, quant)
+        choice = resolve_model(model, quant, agent)
+        model_path = choice.path
         engine = open_engine(model_path, threads)
-        fmt = engine_prompt_format(engine, raw=raw_prompt)
-        info.update(model=str(model_path), quant=quant if model is None else None, threads=engine.n_threads,
+        fmt = engine_prompt_format(engine, bundle_format=choice.prompt_format, raw=raw_prompt)
+        if layout is not None:
+            if layout not in ("episode", "step"):
+                fail(f"--layout {layout!r}: expected episode or step", 2)
+            if fmt.kind == "chat":
+                fmt = fmt.with_layout(layout)
+        info.update(model=str(model_path), agent=choice.name, quant=quant if model is None else None, threads=engine.n_threads,
                     prefix_reuse=prefix_reuse, prompt_format=f"{fmt.kind}/{fmt.layout}" if fmt.kind == "chat" else "plain")
         factory = model_policy_factory(engine, reuse_prefix=prefix_reuse, prompt_format=fmt)
     if not json_out:
@@ -207,8 +215,11 @@ def demo_command(
     table(f"demo: {policy} policy on the emulated phone (seed {seed})", ["#", "app", "instruction", "steps", "result"],
           [[i, e.task.app, e.task.instruction, e.steps, "ok" if e.success else "FAILED"] for i, e in enumerate(episodes)])
     line = (f"tasks {summary['tasks']} · success_rate {summary['success_rate']:.0%} · "
-            f"mean steps {summary['steps']:.1f} · wall time {summary['wall_s']:.2f} s")
+            f"mean steps {summary['steps']:.1f} · wall time {summary['wall_s']:.2f} s · "
+            f"sensitive steps not asked for: {summary['unrequested_sensitive']} "
+            f"({summary['unrequested_sensitive_allowed']} let through)")
     if policy == "model":
+        line = f"{info.get('agent')} ({info.get('prompt_format')} prompt, {phrasing} phrasing): " + line
         line += (f"\nper step (median, measured here, {summary.get('threads')} threads): TTFT {summary.get('ttft_ms')} ms · "
                  f"TPOT {summary.get('tpot_ms')} ms · {summary.get('tokens_per_s')} tok/s · "
                  f"{summary.get('prompt_tokens_per_step')} prompt tokens ({summary.get('evaluated_prompt_tokens_per_step')} evaluated) · "

@@ -26,15 +26,15 @@ training heads when asked (``train_steps``) needs the converter extra.
 from __future__ import annotations
 
 import json
-import math
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from edgeagent.atomic import write_text
 from edgeagent.engine import Engine
 from edgeagent.metrics import PeakRSS, per_second, rss_mb
+from edgeagent.quality import heldout_perplexity, text_examples
 from edgeagent.speculative import LlamaRunner, SelfSpeculativeEngine
 
 WITHIN_POINTS = 5.0
@@ -66,33 +66,6 @@ def heldout_examples(n_tasks: int, seed: int, exclude_apps: Sequence[str] | None
     return examples
 
 
-def heldout_perplexity(model_path: Path, examples: Sequence[dict], *, n_threads: int | None = None) -> dict:
-    """exp(mean negative log-likelihood) of the action tokens (+ newline + EOS, as trained)
-    given the prompt, from llama.cpp's logits; only the action positions produce logits."""
-    import numpy as np
-
-    from edgeagent.speculative import _llama
-
-    runner = LlamaRunner(model_path, n_ctx=2048, n_threads=n_threads)
-    try:
-        eos = _llama().llama_vocab_eos(runner.vocab)
-        nll, count = 0.0, 0
-        for ex in examples:
-            prompt = runner.tokenize(ex["prompt"], add_bos=True)
-            target = runner.tokenize(ex["completion"] + "\n", add_bos=False) + [eos]
-            seq = prompt + target
-            runner.feed(seq, len(target) + 1)  # rows: after the prompt's last token .. after the last target
-            for i, token in enumerate(target):
-                z = runner.logits(i).astype(np.float64)
-                top = z.max()
-                nll += float(np.log(np.exp(z - top).sum()) + top - z[token])
-                count += 1
-        mean = nll / max(1, count)
-        return {"perplexity": math.exp(min(mean, 50.0)), "nll": mean, "tokens": count}
-    finally:
-        runner.close()
-
-
 # ---------------------------------------------------------------------------------------
 # running the agent
 
@@ -101,10 +74,10 @@ def _run_agent_tasks(engine, tasks, *, max_steps: int, on_task: Callable[[int, A
     """The agent (ModelPolicy on ``engine``) on each task; per-step outputs and timings."""
     from android_bridge.emulator.episode import run_episode
     from android_bridge.emulator.phone import EmulatedPhone
-    from edgeagent.agent.policy import ModelPolicy
+    from edgeagent.agent.policy import ModelPolicy, engine_prompt_format
 
     phone = EmulatedPhone()
-    policy = ModelPolicy(engine, copy_text=True)
+    policy = ModelPolicy(engine, copy_text=True, prompt_format=engine_prompt_format(engine))
     episodes = []
     for i, task in enumerate(tasks):
         result = run_episode(phone, task, policy, max_steps)
@@ -153,7 +126,7 @@ def _static_row(path: Path, tasks, *, exit_layer: int, head: str, examples, n_th
             run = _run_agent_tasks(engine, tasks, max_steps=max_steps)
         finally:
             engine.close()
-    ppl = heldout_perplexity(path, examples, n_threads=n_threads) if examples else {"perplexity": None}
+    ppl = heldout_perplexity(path, text_examples(path, examples), threads=n_threads) if examples else {"perplexity": None}
     return {
         "exit_layer": exit_layer,
         "head": head,
@@ -174,7 +147,7 @@ def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_d
     """Full model (Engine) vs speculative engines on the same tasks, alternating order."""
     from android_bridge.emulator.episode import run_episode
     from android_bridge.emulator.phone import EmulatedPhone
-    from edgeagent.agent.policy import ModelPolicy
+    from edgeagent.agent.policy import ModelPolicy, engine_prompt_format
 
     engines: dict[str, Any] = {"full": Engine(full, n_ctx=n_ctx, n_threads=n_threads, track_peak_rss=False, seed=0)}
     engines["full_forced_batching"] = SelfSpeculativeEngine(full, None, n_draft=0, n_ctx=n_ctx, n_threads=n_threads)
@@ -188,7 +161,8 @@ def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_d
             engines[f"draft{k}_calm"] = SelfSpeculativeEngine(full, path, n_draft=n_draft, n_ctx=n_ctx,
                                                               n_threads=n_threads, confidence=confidence)
     phones = {name: EmulatedPhone() for name in engines}
-    policies = {name: ModelPolicy(e, copy_text=True) for name, e in engines.items()}
+    fmt = engine_prompt_format(engines["full"])  # the variants are cut from one model: one prompt format
+    policies = {name: ModelPolicy(e, copy_text=True, prompt_format=fmt) for name, e in engines.items()}
     episodes: dict[str, list[dict]] = {name: [] for name in engines}
     names = list(engines)
     try:
@@ -470,9 +444,7 @@ def _write_expert_traces(path: Path, n_tasks: int, seed: int, exclude_apps) -> N
     lines = []
     for task in generate_tasks(n_tasks, seed, exclude_apps=exclude_apps):
         lines += [json.dumps(r, ensure_ascii=False) for r in trace_records(run_episode(phone, task, expert_action))]
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        f.write("\n".join(lines) + "\n")
-    Path(f.name).replace(path)
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def early_exit_rows(result: dict) -> tuple[list[str], list[list[str]]]:

@@ -21,14 +21,14 @@ own (a shared exit reuses the model's final norm and output).
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import gguf
 import numpy as np
+
+from edgeagent.atomic import atomic_path
 
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
 
@@ -80,7 +80,11 @@ def merged_tensors(reader: gguf.GGUFReader, delta: dict[str, np.ndarray], exit_l
         yield t.name, w
     if exit_out is not None and "output.weight" not in names:  # tied embeddings: the exit's own head
         yield "output.weight", exit_out.astype(np.float32)
-    unknown = sorted(k for k in delta if k not in used and not k.startswith("exit."))
+    def dropped(key: str) -> bool:  # a block past the exit: its factors have nothing to go into
+        block = _BLOCK.match(key)
+        return bool(block) and exit_layer is not None and int(block.group(1)) >= exit_layer and key.split(".lora_")[0] in names
+
+    unknown = sorted(k for k in delta if k not in used and not k.startswith("exit.") and not dropped(k))
     if unknown:
         raise MergeError(f"delta has tensors the base has not: {', '.join(unknown[:5])}")
 
@@ -96,10 +100,7 @@ def merge_to_f32(base: Path, delta: dict[str, np.ndarray], out: Path, *, exit_la
     overrides = {"general.file_type": (int(gguf.LlamaFileType.ALL_F32), gguf.GGUFValueType.UINT32)}
     if exit_layer is not None:
         overrides[f"{arch}.block_count"] = (int(exit_layer), gguf.GGUFValueType.UINT32)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         writer = gguf.GGUFWriter(tmp, arch)
         _copy_metadata(reader, writer, overrides)
         tensors = list(merged_tensors(reader, delta, exit_layer, n_layers))
@@ -109,6 +110,3 @@ def merge_to_f32(base: Path, delta: dict[str, np.ndarray], out: Path, *, exit_la
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)

@@ -47,16 +47,11 @@ def parse_device(spec: str) -> tuple[str, str | None]:
 
 
 def _policy(engine, prompt_format, apps: Sequence[str] | None):
-    from edgeagent.agent.policy import ModelPolicy
+    """The agent's policy with prompts in the bundle's format (else what the GGUF implies)."""
+    from edgeagent.agent.policy import ModelPolicy, engine_prompt_format
 
-    class BundlePolicy(ModelPolicy):
-        """The agent's policy with prompts in the bundle's format (plain or chat)."""
-
-        def prompt_for(self, instruction, screen, previous):
-            text = super().prompt_for(instruction, screen, previous)
-            return prompt_format.wrap(text) if prompt_format is not None else text
-
-    return BundlePolicy(engine, apps=apps, copy_text=True)
+    return ModelPolicy(engine, apps=apps, copy_text=True,
+                       prompt_format=engine_prompt_format(engine, bundle_format=prompt_format))
 
 
 def recorded_screens(n: int, seed: int = TASK_SEED, exclude_apps: Sequence[str] = ()) -> list[tuple]:

@@ -5,6 +5,7 @@ the emulated phone, and the KV-cache bytes it needs per token.
   held-out examples (token ids and labels as ``converters.data`` makes them; -100 = context),
   computed from llama.cpp's logits. Only the positions that predict a target ask llama.cpp
   for logits, so memory is (target tokens of one example) x vocab, not context x vocab.
+  The project's one perplexity: prompt/completion texts go through ``text_examples`` first.
 - ``task_success``: the agent loop with the model as policy on emulated tasks
   (``edgeagent.agent.evaluate.evaluate_tasks``), prompts in the bundle's prompt format.
 - ``kv_cache_bytes_per_token``: read from llama.cpp, not from the formula. A sequence's
@@ -94,6 +95,25 @@ def heldout_perplexity(model_path: str | os.PathLike, examples: Sequence[tuple[S
             "examples": len(examples), "source": "measured"}
 
 
+def text_examples(model_path: str | os.PathLike, examples: Sequence[dict]) -> list[tuple[list[int], list[int]]]:
+    """Prompt/completion dicts as (input_ids, labels) for ``heldout_perplexity``, tokenized by
+    the GGUF's own tokenizer as the model is trained and run: the prompt with BOS (context),
+    then the completion, a newline and EOS (the targets)."""
+    from edgeagent.engine import load_llama
+
+    llm = load_llama(model_path, vocab_only=True)
+    try:
+        eos = llm.token_eos()
+        pairs = []
+        for ex in examples:
+            prompt = llm.tokenize(ex["prompt"].encode("utf-8"), add_bos=True, special=True)
+            target = llm.tokenize((ex["completion"] + "\n").encode("utf-8"), add_bos=False, special=True) + [eos]
+            pairs.append((prompt + target, [IGNORE] * len(prompt) + target))
+        return pairs
+    finally:
+        llm.close()
+
+
 def kv_cache_bytes_per_token(model_path: str | os.PathLike, *, n_tokens: int = 64, threads: int | None = 1) -> dict:
     """KV-cache bytes per token of context with llama.cpp's default F16 cache, measured (see
     the module docstring), and the raw state growth per token it was derived from."""
@@ -141,21 +161,16 @@ def task_success(model_path: str | os.PathLike, tasks: Sequence[Any], *, prompt_
                  max_steps: int = 20, threads: int | None = None, n_ctx: int | None = None,
                  on_episode: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Success rate of the model as the agent on ``tasks`` (emulator TaskSpecs), greedy and
-    grammar-constrained as the runtime runs it, prompts wrapped by ``prompt_format``."""
-    from edgeagent.agent.evaluate import evaluate_tasks
-    from edgeagent.agent.policy import ModelPolicy
+    grammar-constrained as the runtime runs it, prompts in ``prompt_format`` (default: what
+    the GGUF implies)."""
+    from edgeagent.agent.evaluate import evaluate_tasks, model_policy_factory
+    from edgeagent.agent.policy import engine_prompt_format
     from edgeagent.engine import Engine
 
-    class FormattedPolicy(ModelPolicy):
-        def prompt_for(self, instruction, screen, previous):
-            text = super().prompt_for(instruction, screen, previous)
-            return prompt_format.wrap(text) if prompt_format is not None else text
-
-    n_ctx = n_ctx or min(2048, trained_context(model_path) or 2048)
+    n_ctx = n_ctx or min(4096, trained_context(model_path) or 2048)
     with Engine(model_path, n_ctx=n_ctx, n_threads=threads, track_peak_rss=False) as engine:
-        def make(phone):
-            return FormattedPolicy(engine, apps=phone.app_names(), copy_text=True)
-
+        fmt = engine_prompt_format(engine, bundle_format=prompt_format)
+        make = model_policy_factory(engine, prompt_format=fmt)
         result = evaluate_tasks(make, list(tasks), max_steps=max_steps, on_episode=on_episode)
     episodes = result.pop("episodes", [])
     keep = ("tasks", "success_rate", "steps", "per_template", "ttft_ms", "tpot_ms", "tokens_per_s", "step_ms")

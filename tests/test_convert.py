@@ -423,7 +423,7 @@ def test_merged_model_computes_what_base_plus_adapter_computes(tmp_path, qwen_mh
 def _launch_finetune(model: Path, data: Path, out: Path, *extra: str, processes: int = 1) -> subprocess.Popen:
     args = ["--model", str(model), "--data", str(data), "--out", str(out), "--holdout", "0", "--rank", "8",
             "--alpha", "16", "--lr", "0.003", "--batch-size", "4", "--micro-batch-size", "2", "--warmup-steps", "1",
-            "--max-seq-len", "512", "--threads", "1", "--no-progress", *extra]
+            "--max-seq-len", "512", "--layout", "step", "--threads", "1", "--no-progress", *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     if processes > 1:
         # --multi_gpu picks accelerate's torchrun launcher, which starts N processes; with no GPU
@@ -549,7 +549,7 @@ def test_convert_end_to_end_on_a_tiny_mha_model(tmp_path, llama_mha, traces) -> 
     out = tmp_path / "bundle"
     args = ["convert", str(llama_mha), "--data", str(traces), "-o", str(out), "--gqa-groups", "4",
             "--exits", "1", "--quants", "q8_0,q4_k_m", "--epochs", "1", "--batch-size", "4", "--rank", "8",
-            "--lr", "0.003", "--max-seq-len", "512", "--holdout", "0.34", "--eval-tasks", "1",
+            "--lr", "0.003", "--max-seq-len", "512", "--layout", "step", "--holdout", "0.34", "--eval-tasks", "1",
             "--eval-max-steps", "2", "--eval-examples", "4", "--no-baseline", "--no-reference", "--threads", "1",
             "--json"]
     result = CliRunner().invoke(app, args)
@@ -578,7 +578,7 @@ def test_convert_reports_bad_data_and_missing_builtin(tmp_path, llama_mha, monke
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"task": {}}\nnot json\n')
     result = CliRunner().invoke(app, ["convert", str(llama_mha), "--data", str(bad), "-o", str(tmp_path / "b")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert f"{bad}:1: trace step: missing key 'observation'" in result.output
     assert f"{bad}:2: not valid JSON" in result.output
     assert not (tmp_path / "b").exists()
@@ -587,7 +587,7 @@ def test_convert_reports_bad_data_and_missing_builtin(tmp_path, llama_mha, monke
 
     monkeypatch.setattr(builtin, "PACKAGE_DIR", tmp_path / "nowhere")
     result = CliRunner().invoke(app, ["convert", "builtin", "--data", str(bad), "-o", str(tmp_path / "b")])
-    assert result.exit_code == 1 and "built-in model is not in this checkout" in result.output
+    assert result.exit_code == 2 and "built-in model is not in this checkout" in result.output
 
 
 def test_builtin_recipe_trains_on_several_trace_files_and_resumes(tmp_path) -> None:

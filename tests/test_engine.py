@@ -4,7 +4,6 @@ streaming, prompt-prefix reuse, measurements, and the bench command."""
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,6 @@ pytest.importorskip("llama_cpp")
 
 from converters.export_gguf import export  # noqa: E402
 from converters.tiny import TinyConfig, make_tiny_model  # noqa: E402
-from edgeagent import engine as engine_module  # noqa: E402
 from edgeagent.engine import Engine, EngineError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,13 +157,6 @@ def test_context_overflow_is_an_error(engine):
 def test_missing_model_file_is_an_error(tmp_path):
     with pytest.raises(EngineError, match="model file not found"):
         Engine(tmp_path / "nope.gguf")
-
-
-def test_weight_repacking_off_on_x86_on_for_arm(monkeypatch):
-    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
-    assert engine_module.default_repack() is False
-    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
-    assert engine_module.default_repack() is True
 
 
 def test_profile_runtime_settings_are_used(model_path):

@@ -26,7 +26,6 @@ import argparse
 import json
 import resource
 import sys
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -167,6 +166,35 @@ def export_command(args) -> None:
     print(f"wrote {out / 'delta.safetensors'} ({(out / 'delta.safetensors').stat().st_size / 1e6:.1f} MB) and agent.json")
 
 
+def select_command(args) -> None:
+    """Task success of a run's checkpoints on validation tasks (never the test seeds or the
+    held-out phrasings): each adapter exported as an agent directory, then ``edgeagent demo``."""
+    import subprocess
+
+    run = Path(args.run)
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else sorted(
+        int(p.name.split("-")[1]) for p in (run / "adapters").glob("step-*"))
+    results = {}
+    for step in steps:
+        agent_dir = run / "evals" / f"step-{step}"
+        if not (agent_dir / "delta.safetensors").is_file():
+            export_command(argparse.Namespace(run=run, step=step, out=agent_dir))
+        for seed in args.seeds.split(","):
+            out = agent_dir / f"demo-seed{seed}-{args.phrasing}-{args.quant}.json"
+            if not out.is_file():
+                cmd = ["edgeagent", "demo", "--agent", str(agent_dir), "--quant", args.quant, "--n", str(args.n),
+                       "--seed", seed, "--phrasing", args.phrasing, "--threads", str(args.threads), "--json",
+                       "--templates", "all", "--exclude-app", "Notes"]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise SystemExit(f"step {step}: {' '.join(cmd)} failed: {done.stderr.strip()[-400:]}")
+                out.write_text(done.stdout)
+            d = json.loads(out.read_text())
+            results.setdefault(step, {})[seed] = d["success_rate"]
+        print(f"step {step}: " + ", ".join(f"seed {k} {v:.1%}" for k, v in results[step].items()), flush=True)
+    print(json.dumps({"phrasing": args.phrasing, "quant": args.quant, "n": args.n, "success": results}, indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m converters.recipes.train_agent", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -189,8 +217,17 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--run", type=Path, required=True)
     e.add_argument("--step", type=int, default=0)
     e.add_argument("--out", type=Path, default=Path("edgeagent/agents/smollm2"))
+    sel = sub.add_parser("select", help="task success of checkpoints on validation seeds and phrasings")
+    sel.add_argument("--run", type=Path, required=True)
+    sel.add_argument("--steps", default="", help="comma list (default: every kept adapter)")
+    sel.add_argument("--seeds", default="2000", help="validation task seeds (never the test seed 1000)")
+    sel.add_argument("--phrasing", default="val", choices=["template", "train", "val"])
+    sel.add_argument("--quant", default="q8_0")
+    sel.add_argument("--n", type=int, default=100)
+    sel.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    {"train": train_command, "levers": levers_command, "export": export_command}[args.command](args)
+    {"train": train_command, "levers": levers_command, "export": export_command,
+     "select": select_command}[args.command](args)
 
 
 if __name__ == "__main__":

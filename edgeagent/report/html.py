@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import base64
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from edgeagent.atomic import write_text
 
 
 @dataclass
@@ -42,24 +43,7 @@ def render(report: Report) -> str:
 
 def write(report: Report, path: str | os.PathLike) -> Path:
     """Render and write atomically (temp file in the same directory, then rename)."""
-    return write_bytes(render(report).encode("utf-8"), path)
-
-
-def write_bytes(data: bytes, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(path, render(report))
 
 
 def fmt(value: Any, digits: int = 1) -> str:

