@@ -1,5 +1,7 @@
-"""HF model -> phone bundle: GGUF export, quantization, QLoRA, early exit, GQA.
+"""HF model -> phone bundle: QLoRA fine-tune, early-exit heads, MHA->GQA, training data and
+the ``convert`` pipeline.
 
-Needs the ``convert`` extra (torch, transformers, peft, bitsandbytes, accelerate) for
-training; the GGUF exporter itself reads safetensors with numpy.
+Needs the ``convert`` extra (torch, transformers, peft, bitsandbytes, accelerate). The
+torch-free steps it ends with (GGUF export, exit packing, bundle writing) live in the
+runtime, ``edgeagent.export``.
 """

@@ -5,7 +5,7 @@
     3. baseline    the model before fine-tuning, in llama.cpp: perplexity, task success, KV bytes
     4. fine-tune   QLoRA + the early-exit loss (converters.finetune), resumable
     5. merge       adapters into the full-precision base (or the NF4-dequantized one)
-    6. pack        one GGUF per quant x exit depth (converters.bundle / exit_pack.pack_exits)
+    6. pack        one GGUF per quant x exit depth (edgeagent.export.bundle / exit_pack.pack_exits)
     7. measure     every variant in llama.cpp on the held-out data (and the F16 reference)
     8. publish     manifest.json written, the bundle swapped into place whole
 
@@ -115,11 +115,13 @@ def convert(cfg: ConvertConfig, *, log: Callable[[str], None] | None = None, pro
     from transformers import AutoTokenizer
 
     from converters import data as data_mod
-    from converters.bundle import make_manifest, measure_variant, pack_variants, publish, staging_dir, write_manifest
-    from converters.exit_pack import EarlyExitError, parse_exits
-    from converters.export_gguf import QUANTS, ExportError, export
     from converters.finetune import FinetuneError, finetune, merge_adapter
     from converters.gqa import GQAError, convert_to_gqa
+    from edgeagent.export.bundle import (
+        make_manifest, measure_variant, pack_variants, publish, staging_dir, write_manifest,
+    )
+    from edgeagent.export.exit_pack import EarlyExitError, parse_exits
+    from edgeagent.export.hf_to_gguf import QUANTS, ExportError, export
     from edgeagent.profiles import ProfileError, load_profile
 
     # cpu=True on a CPU-only machine: under a torchrun-style launch that is what makes the

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from converters.export_gguf import gguf_name, permute_rotary
 from edgeagent.atomic import atomic_path
+from edgeagent.export.hf_to_gguf import gguf_name, permute_rotary
 
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.default)?\.weight$")
 

@@ -21,10 +21,11 @@ The pieces, each a plain function:
   (zero at the first layer, p_max at the last), training mode only.
 - ``train_exits``: the EE-Tuning loop (body frozen, heads only) on agent traces, with
   atomic checkpoints and ``resume``.
-- ``write_exit_model`` / ``pack_exits`` (in ``converters.exit_pack``, torch-free, re-exported
-  here): an HF directory holding the first k blocks with the exit's norm and head as the
-  model's own, so ``converters.export_gguf.export`` packs each exit as its own GGUF (llama.cpp
-  has no layer skipping and refuses files with unused tensors).
+- packing exits (``write_exit_model`` / ``pack_exits``) is torch-free and lives in the
+  runtime, ``edgeagent.export.exit_pack``: an HF directory holding the first k blocks with
+  the exit's norm and head as the model's own, so ``edgeagent.export.hf_to_gguf.export``
+  packs each exit as its own GGUF (llama.cpp has no layer skipping and refuses files with
+  unused tensors).
 
 Conventions: an exit layer k counts blocks, 1 ≤ k ≤ L; k = L is the model's own output. With
 transformers' ``output_hidden_states=True``, ``hidden_states[k]`` (k < L) is the residual
@@ -48,18 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Packing needs no torch and lives apart, so the runtime can pack exits; re-exported here.
-from converters.exit_pack import (  # noqa: F401
-    HEADS_FILE,
-    HEADS_META,
-    EarlyExitError,
-    pack_exits,
-    parse_exits,
-    read_heads,
-    write_exit_model,
-)
 from converters.schedule import warmup_cosine
 from edgeagent.atomic import atomic_path, write_text
+from edgeagent.export.exit_pack import HEADS_FILE, HEADS_META, EarlyExitError, parse_exits
 
 KINDS = ("shared", "dedicated")
 LOSS_SCALES = ("sum_l", "l", "one")

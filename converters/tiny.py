@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 # The pre-tokenizers of real checkpoints, as their tokenizer.json files spell them. These
-# are written out here on purpose rather than imported from converters.tokenizer: the tiny
+# are written out here on purpose rather than imported from edgeagent.export.tokenizer: the tiny
 # models stand in for real checkpoints, so they must not share the exporter's assumptions.
 LLAMA3_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"

@@ -5,7 +5,7 @@ early exit at one depth, MHA->GQA); the pairs engineers try next (4-bit + exit, 
 8-bit + exit); and all three (4-bit + exit + GQA). For each cell:
 
 - measured here: task success on emulated tasks and perplexity of the expert's actions
-  (from a bundle built by ``converters.bundle.build_bundle``), resident memory, TTFT and TPOT
+  (from a bundle built by ``edgeagent.export.bundle.build_bundle``), resident memory, TTFT and TPOT
   of one agent step (``edgeagent.measure``: a fresh process per GGUF). Energy cannot be
   measured on this machine (no battery, no RAPL in a VM): the "here" joules are the host
   profile's power times the time measured here, and say so;
@@ -73,7 +73,7 @@ def _exit_depth(spec: int | str | None, n_layers: int) -> int:
         return max(1, round(n_layers / 2))
     if isinstance(spec, int):
         return spec
-    from converters.exit_pack import parse_exits
+    from edgeagent.export.exit_pack import parse_exits
 
     depths = [k for k in parse_exits(spec, n_layers) if k < n_layers]
     if len(depths) != 1:
@@ -110,10 +110,10 @@ def _bundle_for(model_dir: Path, quants: Sequence[str], exit_layer: int, heads: 
     """A bundle of ``model_dir`` at ``quants`` x {exit_layer, full}, built once and cached
     (keyed by the weights, the exit, the heads and the task set)."""
     from android_bridge.emulator.tasks import generate_tasks
-    from converters.bundle import build_bundle
     from edgeagent.builtin import cache_dir, weights_digest
     from edgeagent.bundle import load_bundle
     from edgeagent.early_exit_bench import heldout_examples
+    from edgeagent.export.bundle import build_bundle
 
     key = "-".join([weights_digest(model_dir), f"exit{exit_layer}", "-".join(quants), f"t{tasks}s{seed}",
                     weights_digest(heads) if heads else "shared"])

@@ -80,7 +80,7 @@ def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> P
 def temp_dir_next_to(out_dir: str | os.PathLike, suffix: str = ".tmp") -> Path:
     """A fresh directory next to ``out_dir`` to fill before ``swap_dir_in``. Its name carries
     the writing process's id (``.OUT.<pid>.<random><suffix>``), so the leftovers of a killed
-    run can be told from a live writer's (``converters.bundle.remove_stale_staging``)."""
+    run can be told from a live writer's (``edgeagent.export.bundle.remove_stale_staging``)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{os.getpid()}.", suffix=suffix, dir=out_dir.parent))

@@ -26,7 +26,7 @@ stated assumptions, and ``sources`` says so. The profile is validated (``parse_p
 before it is written, and written atomically.
 
 Random-weight probes are written with numpy + safetensors and exported by
-``converters.export_gguf`` (no torch), cached by shape next to the built-in model's GGUFs.
+``edgeagent.export.hf_to_gguf`` (no torch), cached by shape next to the built-in model's GGUFs.
 """
 
 from __future__ import annotations
@@ -130,9 +130,8 @@ def write_probe_model(out_dir: Path, tokenizer_dir: Path, n_layers: int, seed: i
 
 def probe_gguf(tokenizer_dir: Path, n_layers: int, cache: Path, threads: int | None) -> Path:
     """The Q8_0 GGUF of an ``n_layers`` random probe, exported once and cached."""
-    from converters.export_gguf import export
-
     from edgeagent.builtin import weights_digest
+    from edgeagent.export.hf_to_gguf import export
 
     out = cache / f"probe-{weights_digest(tokenizer_dir)}-w{PROBE_WIDTH}-l{n_layers}-{PROBE_QUANT}.gguf"
     if not out.is_file():
@@ -239,9 +238,8 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
     if not given:
         small = builtin_gguf(PROBE_QUANT)
     else:
-        from converters.export_gguf import export
-
         from edgeagent.builtin import weights_digest
+        from edgeagent.export.hf_to_gguf import export
 
         small = cache / f"model-{weights_digest(model_dir)}-{PROBE_QUANT}.gguf"
         if not small.is_file():

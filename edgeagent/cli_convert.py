@@ -120,7 +120,7 @@ def convert_command(
     if json_out:
         emit_json(manifest)
         return
-    from converters.bundle import variant_rows
+    from edgeagent.export.bundle import variant_rows
 
     columns, rows = variant_rows(manifest)
     table(f"bundle {out} (measured on held-out data, this machine)", columns, rows)

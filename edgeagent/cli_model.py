@@ -33,8 +33,8 @@ def export_command(
     """Export a Hugging Face checkpoint to GGUF, quantized by llama.cpp."""
     from rich.progress import BarColumn, Progress, TextColumn
 
-    from converters.export_gguf import ExportError, export
     from converters.sources import ModelSourceError, resolve_source
+    from edgeagent.export.hf_to_gguf import ExportError, export
 
     try:
         model_dir = resolve_source(model_dir)
@@ -127,13 +127,16 @@ def bench_command(
     from edgeagent.engine import EngineError
 
     if early_exit:
-        from edgeagent.early_exit_bench import early_exit_rows, run_early_exit_bench
+        from edgeagent.early_exit_bench import bench_model, early_exit_rows, run_early_exit_bench
 
+        say = (lambda _msg: None) if json_out else err_console.print
         try:
-            result = run_early_exit_bench(
-                model, exits, quant, tasks, seed, heads=heads, train_steps=train_exit_steps, n_draft=n_draft,
-                threads=threads, progress=None if json_out else err_console.print,
-            )
+            target = bench_model(model, exits)
+            training = None
+            if heads is None and train_exit_steps > 0:
+                heads, training = _train_exit_heads(target, seed, train_exit_steps, say)
+            result = run_early_exit_bench(target, quant, tasks, seed, heads=heads, training=training, n_draft=n_draft,
+                                          threads=threads, progress=say)
         except (ValueError, EngineError) as e:
             fail(" ".join(str(e).split()))
         if json_out:
@@ -192,6 +195,20 @@ def bench_command(
         highlight=False,
     )
     console.print(bench.contention_note(result), highlight=False)
+
+
+def _train_exit_heads(target, seed: int, steps: int, say) -> tuple[Path, dict]:
+    """``bench --early-exit --train-exit-steps``: dedicated exit heads trained first (EE-Tuning,
+    the converter's) on expert traces; the heads directory and what training reported."""
+    from converters.early_exit import train_exits
+    from edgeagent.early_exit_bench import head_training_traces
+
+    say(f"training dedicated exit heads at {target.exit_layers} for {steps} steps (EE-Tuning)")
+    traces = head_training_traces(target, seed)
+    heads = target.work / f"heads-{steps}"
+    training = train_exits(target.model_dir, traces, target.exit_layers, "dedicated", heads, steps=steps, resume=True,
+                           log=say)
+    return heads, training
 
 
 def _ablation(model, profile, gqa_model, shape, gqa_groups, exits, heads, tasks, seed, prompt_tokens, gen_tokens,

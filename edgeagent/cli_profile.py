@@ -454,9 +454,9 @@ def calibrate_command(
     json_out: bool = typer.Option(False, "--json", help="Print JSON for machines."),
 ) -> None:
     """Measure this machine (bandwidth, compute, llama.cpp decode) and write its device profile."""
-    from converters.export_gguf import ExportError
     from edgeagent.builtin import BuiltinModelMissing
     from edgeagent.calibrate import CalibrationError, calibrate, write_profile
+    from edgeagent.export.hf_to_gguf import ExportError
     from edgeagent.measure import MeasureError
     from edgeagent.output import console, emit_json, err_console, fail
     from edgeagent.profiles import ProfileError

@@ -3,14 +3,15 @@ self-speculative decoding buys, measured on this machine with the agent on emula
 
 Everything here is *measured*:
 
-1. **Static exits.** Every exit depth k (the depth-k GGUF alone, ``converters.exit_pack``) and
+1. **Static exits.** Every exit depth k (the depth-k GGUF alone, ``edgeagent.export.exit_pack``) and
    the full model run the agent (``ModelPolicy`` through ``Engine``) on the same generated
    tasks: task success, decode tokens/s (wall, after the first token), TTFT (median per
    step), memory (RSS growth while that variant is loaded and running), and held-out
    perplexity on the action tokens of expert steps from other tasks (llama.cpp logits).
    The shallowest exit whose task success is within 5 points of the full model's is named.
-   With trained heads (``converters.early_exit.train_exits``) each depth is measured with
-   the untrained shared exit and with the trained exit, side by side.
+   With trained heads (``converters.early_exit.train_exits``, which ``edgeagent bench
+   --early-exit --train-exit-steps`` runs first on ``head_training_traces``) each depth is
+   measured with the untrained shared exit and with the trained exit, side by side.
 2. **Self-speculative decoding** (``edgeagent.speculative``): per draft depth, the full model
    through ``Engine`` and the speculative engine run the same tasks, alternating which goes
    first per task; every step's raw output is compared (``identical_outputs``) and the
@@ -19,8 +20,9 @@ Everything here is *measured*:
    in the same loop, so the two gains are separable, and a profile says where the time goes.
 3. Optionally the CALM confidence rule (not identical; task success reported).
 
-Runtime only: no torch. Packing exits uses ``converters.exit_pack`` (numpy + safetensors);
-training heads when asked (``train_steps``) needs the converter extra.
+Runtime only: no torch. Packing exits uses ``edgeagent.export.exit_pack`` (numpy +
+safetensors); training heads is the converter's, so the command line does it and passes the
+heads (and what training reported) down.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -232,7 +235,7 @@ def _variants(model_dir: Path, exits: list[int], n_layers: int, quant: str, head
               threads: int | None) -> tuple[Path, dict[int, Path], dict[int, Path]]:
     """(full GGUF, {k: shared exit GGUF}, {k: trained exit GGUF}) packed into ``work_dir``
     (reused when already there: the directory is keyed by the weights' hash)."""
-    from converters.exit_pack import pack_exits
+    from edgeagent.export.exit_pack import pack_exits
 
     def pack(head_path, sub: str, ks: list[int]) -> dict[int, Path]:
         folder = work_dir / sub
@@ -255,38 +258,28 @@ def _variants(model_dir: Path, exits: list[int], n_layers: int, quant: str, head
     return full, shared, trained
 
 
-def run_early_exit_bench(
-    model: str | Path | None = None,
-    exits: str | Sequence[int | float] | None = None,
-    quant: str = "q8_0",
-    tasks: int = 20,
-    seed: int = 1000,
-    *,
-    heads: str | Path | None = None,
-    train_steps: int = 0,
-    train_tasks: int = 300,
-    draft_exits: Sequence[int] | None = None,
-    n_draft: int = 4,
-    confidence: float | None = 0.9,
-    heldout_tasks: int = 10,
-    exclude_apps: Sequence[str] | None = None,
-    max_steps: int = 15,
-    threads: int | None = None,
-    n_ctx: int = 2048,
-    work_dir: str | Path | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> dict:
-    """The early-exit bench (see module docstring). ``model``: an HF model directory (default:
-    the built-in model). ``exits``: depths ("2,4" or fractions; default every depth below
-    L). ``heads``: trained exit heads (``exit_heads.json`` dir); with ``train_steps`` > 0 and
-    no heads, dedicated heads are trained here first (EE-Tuning, converter extra) on expert
-    traces of ``train_tasks`` tasks. ``draft_exits``: depths tried as speculative drafts
-    (default: all ``exits``). Returns the JSON-ready result dict."""
-    from android_bridge.emulator.tasks import generate_tasks
-    from converters.exit_pack import parse_exits
+@dataclass(frozen=True)
+class BenchModel:
+    """The model an early-exit bench measures: its HF directory and depth, the exit depths
+    asked for, the apps its tasks leave out and the work directory (keyed by the weights)."""
 
-    say = progress or (lambda _msg: None)
-    started = time.perf_counter()
+    model_dir: Path
+    n_layers: int
+    max_positions: int | None
+    exit_layers: list[int]
+    exclude_apps: Sequence[str] | None
+    work: Path
+    builtin: bool
+
+
+def bench_model(model: str | Path | None = None, exits: str | Sequence[int | float] | None = None, *,
+                exclude_apps: Sequence[str] | None = None, work_dir: str | Path | None = None) -> BenchModel:
+    """``model``: an HF model directory (default: the built-in model, its tasks leaving out
+    the apps it never saw unless ``exclude_apps`` says otherwise). ``exits``: depths ("2,4"
+    or fractions; default every depth below L). The work directory is created."""
+    from edgeagent.builtin import cache_dir, weights_digest
+    from edgeagent.export.exit_pack import parse_exits
+
     builtin = model is None
     if builtin:
         from edgeagent.builtin import HELD_OUT_APPS, builtin_model_dir
@@ -298,32 +291,56 @@ def run_early_exit_bench(
         model_dir = Path(model)
     config = json.loads((model_dir / "config.json").read_text())
     n_layers = int(config["num_hidden_layers"])
-    n_ctx = min(n_ctx, int(config.get("max_position_embeddings") or n_ctx))  # no context past training
     exit_layers = [k for k in (parse_exits(exits, n_layers) if exits else range(1, n_layers)) if k < n_layers]
     if not exit_layers:
         raise ValueError(f"no exit below the model's {n_layers} layers in {exits!r}")
-
-    from edgeagent.builtin import cache_dir, weights_digest
-
-    digest = weights_digest(model_dir)
-    work = Path(work_dir) if work_dir else cache_dir() / f"early-exit-{digest}"
+    work = Path(work_dir) if work_dir else cache_dir() / f"early-exit-{weights_digest(model_dir)}"
     work.mkdir(parents=True, exist_ok=True)
+    return BenchModel(model_dir, n_layers, config.get("max_position_embeddings"), exit_layers, exclude_apps, work,
+                      builtin)
 
-    training = None
-    if heads is None and train_steps > 0:
-        from converters.early_exit import train_exits
 
-        say(f"training dedicated exit heads at {exit_layers} for {train_steps} steps (EE-Tuning)")
-        traces = work / f"train-traces-{seed + 7919}-{train_tasks}.jsonl"
-        if not traces.is_file():
-            _write_expert_traces(traces, train_tasks, seed + 7919, exclude_apps)
-        heads = work / f"heads-{train_steps}"
-        training = train_exits(model_dir, traces, exit_layers, "dedicated", heads, steps=train_steps, resume=True,
-                               log=say)
+def head_training_traces(target: BenchModel, seed: int, n_tasks: int = 300) -> Path:
+    """Expert traces of ``n_tasks`` tasks to train dedicated exit heads on (task seed
+    ``seed + 7919``, apart from the bench's ``seed``), written once into the work directory."""
+    traces = target.work / f"train-traces-{seed + 7919}-{n_tasks}.jsonl"
+    if not traces.is_file():
+        _write_expert_traces(traces, n_tasks, seed + 7919, target.exclude_apps)
+    return traces
+
+
+def run_early_exit_bench(
+    target: BenchModel,
+    quant: str = "q8_0",
+    tasks: int = 20,
+    seed: int = 1000,
+    *,
+    heads: str | Path | None = None,
+    training: dict | None = None,
+    draft_exits: Sequence[int] | None = None,
+    n_draft: int = 4,
+    confidence: float | None = 0.9,
+    heldout_tasks: int = 10,
+    max_steps: int = 15,
+    threads: int | None = None,
+    n_ctx: int = 2048,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """The early-exit bench (see module docstring) of ``target`` (``bench_model``).
+    ``heads``: trained exit heads (``exit_heads.json`` dir), ``training`` what training them
+    reported (kept in the result). ``draft_exits``: depths tried as speculative drafts
+    (default: the exits in the first half). Returns the JSON-ready result dict."""
+    from android_bridge.emulator.tasks import generate_tasks
+
+    say = progress or (lambda _msg: None)
+    started = time.perf_counter()
+    model_dir, n_layers, exit_layers = target.model_dir, target.n_layers, target.exit_layers
+    exclude_apps = target.exclude_apps
+    n_ctx = min(n_ctx, int(target.max_positions or n_ctx))  # no context past training
     heads_path = Path(heads) if heads is not None else None
 
     say(f"packing exits {exit_layers} of {model_dir} at {quant}")
-    full, shared, trained = _variants(model_dir, exit_layers, n_layers, quant, heads_path, work, threads)
+    full, shared, trained = _variants(model_dir, exit_layers, n_layers, quant, heads_path, target.work, threads)
     task_list = generate_tasks(tasks, seed, exclude_apps=exclude_apps)
     examples = heldout_examples(heldout_tasks, seed + 1, exclude_apps) if heldout_tasks else []
 
@@ -403,7 +420,7 @@ def run_early_exit_bench(
         "mode": "early_exit",
         "measured": True,
         "model": str(model_dir),
-        "builtin": builtin,
+        "builtin": target.builtin,
         "quant": quant,
         "n_layers": n_layers,
         "tasks": tasks,
@@ -463,7 +480,9 @@ def early_exit_rows(result: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m edgeagent.early_exit_bench`` (what ``edgeagent bench --early-exit`` runs)."""
+    """``python -m edgeagent.early_exit_bench`` (what ``edgeagent bench --early-exit`` runs,
+    with its other settings; training exit heads is ``edgeagent bench --early-exit
+    --train-exit-steps N``, the converter's)."""
     import argparse
     import sys
 
@@ -474,8 +493,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--tasks", type=int, default=20)
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--heads", type=Path, default=None, help="trained exit heads (exit_heads.json directory)")
-    p.add_argument("--train-steps", type=int, default=0, help="train dedicated heads first (EE-Tuning)")
-    p.add_argument("--train-tasks", type=int, default=300)
     p.add_argument("--draft-exits", default=None, help="depths tried as drafts (default: exits in the first half)")
     p.add_argument("--n-draft", type=int, default=4)
     p.add_argument("--confidence", type=float, default=0.9, help="CALM threshold (0 to skip)")
@@ -488,12 +505,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     result = run_early_exit_bench(
-        a.model, a.exits, a.quant, a.tasks, a.seed, heads=a.heads, train_steps=a.train_steps,
-        train_tasks=a.train_tasks,
-        draft_exits=[int(k) for k in a.draft_exits.split(",")] if a.draft_exits else None,
-        n_draft=a.n_draft, confidence=a.confidence or None, heldout_tasks=a.heldout_tasks, exclude_apps=a.exclude_app,
-        max_steps=a.max_steps, threads=a.threads, work_dir=a.work_dir,
-        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+        bench_model(a.model, a.exits, exclude_apps=a.exclude_app, work_dir=a.work_dir), a.quant, a.tasks, a.seed,
+        heads=a.heads, draft_exits=[int(k) for k in a.draft_exits.split(",")] if a.draft_exits else None,
+        n_draft=a.n_draft, confidence=a.confidence or None, heldout_tasks=a.heldout_tasks, max_steps=a.max_steps,
+        threads=a.threads, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
     if a.json:
         print(json.dumps(result, indent=2))

@@ -2,7 +2,7 @@
 
 LayerSkip's idea (Elhoushi et al. 2024, arXiv:2404.16710, section 5) on a runtime without
 layer skipping: the depth-k exit variant (the first k blocks + that exit's head, packed by
-``converters.exit_pack.pack_exits``) proposes up to ``n_draft`` tokens greedily, then the full
+``edgeagent.export.exit_pack.pack_exits``) proposes up to ``n_draft`` tokens greedily, then the full
 model evaluates the last committed token and all drafts in ONE ``llama_decode`` batch. The
 longest prefix of drafts equal to the full model's own greedy choices is accepted, plus the
 full model's token at the first mismatch (or after the last draft), so every round commits at

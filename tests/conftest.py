@@ -24,7 +24,7 @@ def tiny_bundle(tiny_model_dir, tmp_path_factory) -> Path:
     """A bundle of the tiny model at f32 and q8_0, full depth, with hand-set quality (the
     two equal, so selection goes to the cheaper one)."""
     pytest.importorskip("llama_cpp")
-    from converters.bundle import make_manifest, pack_variants, publish, staging_dir, write_manifest
+    from edgeagent.export.bundle import make_manifest, pack_variants, publish, staging_dir, write_manifest
     from edgeagent.bundle import PromptFormat
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"

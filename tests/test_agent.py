@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 def tiny_gguf(tmp_path_factory) -> Path:
     """A random tiny llama exported by the project's own exporter: its outputs are noise,
     which is what a grammar has to survive."""
-    from converters.export_gguf import export
+    from edgeagent.export.hf_to_gguf import export
     from converters.tiny import make_tiny_model
 
     d = tmp_path_factory.mktemp("tiny")

@@ -29,8 +29,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from converters import data as data_mod  # noqa: E402
-from converters.bundle import make_manifest, write_manifest  # noqa: E402
-from converters.export_gguf import export  # noqa: E402
+from edgeagent.export.bundle import make_manifest, write_manifest  # noqa: E402
+from edgeagent.export.hf_to_gguf import export  # noqa: E402
 from converters.finetune import FinetuneConfig, FinetuneError, finetune, merge_adapter  # noqa: E402
 from converters.gqa import GQAError, convert_to_gqa, pool_kv_heads  # noqa: E402
 from converters.tiny import TinyConfig, make_tiny_model  # noqa: E402
@@ -128,7 +128,7 @@ def test_recipe_tokenizer_writes_a_word_the_same_after_a_space_and_after_a_quote
 def test_recipe_tokenizer_writes_every_digit_as_its_own_token(plain_tokenizer) -> None:
     """A number copied from the task or the screen ("12% of 180", a display showing "124.8")
     is copied token by token: the same digits must be the same tokens wherever they stand."""
-    from converters.tokenizer import match_pre_tokenizer
+    from edgeagent.export.tokenizer import match_pre_tokenizer
 
     assert not [t for t in plain_tokenizer.get_vocab() if len(t) > 1 and any(c.isdigit() for c in t)]
     ids = plain_tokenizer.encode("find 12% of 180", add_special_tokens=False)

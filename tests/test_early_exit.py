@@ -16,7 +16,9 @@ transformers = pytest.importorskip("transformers")
 llama_cpp = pytest.importorskip("llama_cpp")
 
 from converters import early_exit as ee  # noqa: E402
-from converters.exit_pack import EarlyExitError, pack_exits, parse_exits, sha256_file, write_exit_model  # noqa: E402
+from edgeagent.export.exit_pack import (  # noqa: E402
+    HEADS_FILE, HEADS_META, EarlyExitError, pack_exits, parse_exits, sha256_file, write_exit_model,
+)
 from edgeagent.quantize import all_logits  # noqa: E402
 from converters.tiny import TinyConfig, make_tiny_model  # noqa: E402
 from edgeagent.engine import Engine  # noqa: E402
@@ -198,17 +200,17 @@ def test_train_exits_resumes_where_an_uninterrupted_run_ends(model_dir, traces, 
     with pytest.raises(Killed):
         ee.train_exits(model_dir, traces, "1,2", "dedicated", tmp_path / "cut", steps=4, lr=3e-3,
                        config=cfg, on_step=kill_at_2, log=None)
-    assert not (tmp_path / "cut" / ee.HEADS_FILE).exists()
+    assert not (tmp_path / "cut" / HEADS_FILE).exists()
     resumed = ee.train_exits(model_dir, traces, "1,2", "dedicated", tmp_path / "cut", steps=4, lr=3e-3,
                              config=cfg, resume=True, log=None)
     assert resumed["steps"] == 4
     from safetensors.numpy import load_file
 
-    a, b = load_file(str(tmp_path / "whole" / ee.HEADS_FILE)), load_file(str(tmp_path / "cut" / ee.HEADS_FILE))
+    a, b = load_file(str(tmp_path / "whole" / HEADS_FILE)), load_file(str(tmp_path / "cut" / HEADS_FILE))
     assert sorted(a) == ["head.1.weight", "head.2.weight", "norm.1.weight", "norm.2.weight"]
     for name in a:
         np.testing.assert_allclose(a[name], b[name], rtol=0, atol=1e-6)
-    meta = json.loads((tmp_path / "whole" / ee.HEADS_META).read_text())
+    meta = json.loads((tmp_path / "whole" / HEADS_META).read_text())
     assert meta["kind"] == "dedicated" and meta["exits"] == [1, 2]
     # the trained heads fit the data better than the untrained (shared) start
     assert meta["heldout_loss_after"]["1"] < meta["heldout_loss_before"]["1"]
@@ -247,7 +249,7 @@ def test_exit_gguf_matches_the_truncated_transformers_model(model_dir, tmp_path,
     config = json.loads((exit_dir / "config.json").read_text())
     assert config["num_hidden_layers"] == k and config["edgeagent_exit"]["kind"] == kind
 
-    from converters.export_gguf import export
+    from edgeagent.export.hf_to_gguf import export
 
     gguf_path = Path(export(exit_dir, tmp_path / "exit.gguf", "f32").path)
     reader = gguf.GGUFReader(gguf_path)

@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("llama_cpp")
 
-from converters.export_gguf import export  # noqa: E402
+from edgeagent.export.hf_to_gguf import export  # noqa: E402
 from converters.tiny import TinyConfig, make_tiny_model  # noqa: E402
 from edgeagent.engine import Engine, EngineError  # noqa: E402
 

@@ -22,7 +22,7 @@ transformers = pytest.importorskip("transformers")
 llama_cpp = pytest.importorskip("llama_cpp")
 gguf = pytest.importorskip("gguf")
 
-from converters.export_gguf import ExportError, export  # noqa: E402
+from edgeagent.export.hf_to_gguf import ExportError, export  # noqa: E402
 from edgeagent.quantize import all_logits, compare_logits  # noqa: E402
 from converters.tiny import TinyConfig, make_tiny_model  # noqa: E402
 from edgeagent.engine import Engine, load_llama  # noqa: E402

@@ -260,7 +260,7 @@ def test_adb_input_with_an_infinite_or_huge_number_is_bad_input() -> None:
 # --- what interrupted runs leave -----------------------------------------------------------------
 
 def test_a_killed_packers_staging_directory_is_removed_by_the_next_run(tmp_path: Path) -> None:
-    from converters.bundle import staging_dir
+    from edgeagent.export.bundle import staging_dir
 
     out = tmp_path / "OUT"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

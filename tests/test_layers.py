@@ -19,17 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # Upward imports still in the runtime, all lazy (inside a function), for issue 16 to remove:
-# the built-in model's GGUF export and bundle, calibration's probe models, the ablation and
-# the early-exit bench pack exits (and train heads) through the converter; the emulator
-# speaks the action schema and runs the agent loop that live in edgeagent.agent.
+# the exporter reads a legacy pytorch_model.bin checkpoint with torch when torch is there
+# (safetensors, what every other path reads, needs none); the emulator speaks the action
+# schema and runs the agent loop that live in edgeagent.agent.
 KNOWN_UPWARD = {
-    ("edgeagent.ablation", "converters.bundle"),
-    ("edgeagent.ablation", "converters.exit_pack"),
-    ("edgeagent.builtin", "converters.bundle"),
-    ("edgeagent.builtin", "converters.export_gguf"),
-    ("edgeagent.calibrate", "converters.export_gguf"),
-    ("edgeagent.early_exit_bench", "converters.early_exit"),
-    ("edgeagent.early_exit_bench", "converters.exit_pack"),
+    ("edgeagent.export.hf_to_gguf", "torch"),
     ("android_bridge.device", "edgeagent.agent.actions"),
     ("android_bridge.emulator.episode", "edgeagent.agent.actions"),
     ("android_bridge.emulator.episode", "edgeagent.agent.loop"),

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
 
 from converters.delta import adapter_delta, save_delta  # noqa: E402
-from converters.export_gguf import export  # noqa: E402
+from edgeagent.export.hf_to_gguf import export  # noqa: E402
 from converters.tiny import TinyConfig, make_tiny_model  # noqa: E402
 from edgeagent.merge import MergeError, merge_to_f32  # noqa: E402
 from edgeagent.quantize import all_logits, compare_logits  # noqa: E402

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from converters.bundle import make_manifest, write_manifest
+from edgeagent.export.bundle import make_manifest, write_manifest
 from edgeagent.bundle import PromptFormat, load_bundle, sha256_file
 from edgeagent.cli import app
 from edgeagent.profiles import load_profile

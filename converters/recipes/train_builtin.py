@@ -40,9 +40,9 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, proce
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from converters.schedule import warmup_cosine
-from converters.tokenizer import QWEN2_SPLIT
 from edgeagent.agent.prompt import build_prompt
 from edgeagent.atomic import atomic_dir, atomic_path
+from edgeagent.export.tokenizer import QWEN2_SPLIT
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 

@@ -50,7 +50,7 @@ def cache_dir() -> Path:
 
 def builtin_gguf(quant: str = "q8_0") -> Path:
     """The built-in model exported at ``quant``; exported on first use, then cached."""
-    from converters.export_gguf import export
+    from edgeagent.export.hf_to_gguf import export
 
     model_dir = builtin_model_dir()
     out = cache_dir() / f"builtin-{weights_digest(model_dir)}" / f"builtin-{quant}.gguf"
@@ -71,11 +71,11 @@ BUNDLE_TASK_SEED = 1000
 
 def builtin_bundle(model_dir: Path | None = None, *, threads: int | None = None) -> Path:
     """The built-in model's bundle (``edgeagent select``/``profile``/``run`` default to it):
-    written by ``converters.bundle.build_bundle`` on first use, then cached next to the GGUFs
+    written by ``edgeagent.export.bundle.build_bundle`` on first use, then cached next to the GGUFs
     (keyed by the weights' hash). No torch needed."""
     from android_bridge.emulator.tasks import generate_tasks
-    from converters.bundle import build_bundle
     from edgeagent.early_exit_bench import heldout_examples
+    from edgeagent.export.bundle import build_bundle
 
     model_dir = model_dir or builtin_model_dir()
     out = cache_dir() / f"builtin-{weights_digest(model_dir)}" / "bundle"

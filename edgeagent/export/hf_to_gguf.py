@@ -7,7 +7,7 @@ Read top to bottom:
 2. the weights (safetensors, read with numpy; ``pytorch_model.bin`` only if torch is there);
 3. ``TENSOR_MAP``: the one HF -> GGUF name table. A tensor it does not list is an error;
 4. the q/k permutation for the llama architecture;
-5. the tokenizer (``converters.tokenizer``);
+5. the tokenizer (``edgeagent.export.tokenizer``);
 6. F32/F16 written directly by ``gguf.GGUFWriter``, everything else quantized from an F32
    intermediate by llama.cpp itself (``edgeagent.quantize``);
 7. an atomic rename: on any error no output file is left behind.
@@ -28,7 +28,7 @@ from typing import Callable
 import gguf
 import numpy as np
 
-from converters.tokenizer import TokenizerError, Vocab, load_vocab, write_vocab
+from edgeagent.export.tokenizer import TokenizerError, Vocab, load_vocab, write_vocab
 from edgeagent.atomic import atomic_path, temp_file_next_to
 
 

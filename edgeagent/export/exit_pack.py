@@ -3,7 +3,7 @@
 llama.cpp has no layer skipping and refuses GGUF files with tensors its graph does not use,
 so an exit at depth k ships as a model of its own: the first k blocks, with the exit's norm
 and LM head as the model's ``model.norm`` / ``lm_head`` and ``num_hidden_layers = k``. The
-exporter (``converters.export_gguf.export``) then packs it like any checkpoint.
+exporter (``edgeagent.export.hf_to_gguf.export``) then packs it like any checkpoint.
 
 Numpy and safetensors only (no torch), so the runtime (``edgeagent bench --early-exit``) can
 pack exits of a model it was handed. The heads themselves are trained in
@@ -113,7 +113,7 @@ def write_exit_model(
     """
     from safetensors.numpy import save_file
 
-    from converters.export_gguf import Checkpoint, ExportError
+    from edgeagent.export.hf_to_gguf import Checkpoint, ExportError
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     config_path = model_dir / "config.json"
@@ -184,7 +184,7 @@ def pack_exits(
     ``{id, quant, exit_layer, n_layers, path, sha256, size_bytes}`` (``path`` relative to
     ``out_dir``). An exit equal to the model's depth is the full model. Each file is written
     atomically by ``export``."""
-    from converters.export_gguf import export
+    from edgeagent.export.hf_to_gguf import export
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     config = json.loads((model_dir / "config.json").read_text())

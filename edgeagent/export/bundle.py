@@ -27,9 +27,9 @@ def pack_variants(model_dir: str | os.PathLike, bundle_dir: str | os.PathLike, q
                   exits: Sequence[int], *, heads_dir: str | os.PathLike | None = None, name: str = "model",
                   threads: int | None = None) -> list[dict]:
     """One GGUF per (exit depth, quant) in ``bundle_dir``: the full depth through the
-    exporter, shallower exits through ``converters.exit_pack.pack_exits`` (first k blocks +
+    exporter, shallower exits through ``edgeagent.export.exit_pack.pack_exits`` (first k blocks +
     that exit's norm and head). ``heads_dir`` None: shared exits (the final norm and head)."""
-    from converters.exit_pack import pack_exits
+    from edgeagent.export.exit_pack import pack_exits
 
     variants = pack_exits(model_dir, heads_dir, list(exits), list(quants), bundle_dir, name=name, threads=threads)
     for v in variants:  # pack_exits hashes as it writes; check it against the reader's hash
@@ -190,7 +190,7 @@ def build_bundle(model_dir: str | os.PathLike, out_dir: str | os.PathLike, quant
                           "max_steps": max_steps, **(measurements or {})},
             profile=profile,
         )
-        manifest["created_by"] = "converters.bundle.build_bundle"
+        manifest["created_by"] = "edgeagent.export.bundle.build_bundle"
         write_manifest(staging, manifest)
         publish(staging, out_dir)
     except BaseException:
