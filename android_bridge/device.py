@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from edgeagent.agent.actions import Action
+from android_bridge.actions import Action
 from android_bridge.uitree import UIElement
 
 

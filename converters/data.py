@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeagent.agent.actions import Action, ActionError
+from android_bridge.actions import Action, ActionError
 from edgeagent.agent.prompt import SYSTEM_TEXT, PromptFormat, build_prompt, episode_messages
 
 IGNORE = -100  # label of a position that carries no loss (PyTorch cross_entropy's ignore_index)

@@ -189,7 +189,7 @@ def run_command(
     writer = TraceWriter(trace_dir, task, spec.to_dict() if spec else None) if trace_dir else None
 
     if spec is not None:
-        from android_bridge.emulator.episode import run_episode
+        from edgeagent.agent.episode import run_episode
 
         ep = run_episode(dev, spec, policy, max_steps, phone=phone, gate=gate, trace=writer)
         run, success = ep.run, ep.success

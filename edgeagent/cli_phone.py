@@ -82,9 +82,9 @@ def traces_command(
     """Write expert trajectories on the emulated phone: the model's training data."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from android_bridge.emulator.episode import run_episode, summarize, trace_records
     from android_bridge.emulator.expert import expert_action
     from android_bridge.emulator.phone import EmulatedPhone
+    from edgeagent.agent.episode import run_episode, summarize, trace_records
 
     tasks = _tasks_or_fail(n, seed, apps, exclude_app, templates, phrasing)
     phone = EmulatedPhone()

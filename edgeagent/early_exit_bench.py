@@ -50,10 +50,10 @@ WITHIN_POINTS = 5.0
 def heldout_examples(n_tasks: int, seed: int, exclude_apps: Sequence[str] | None = None) -> list[dict]:
     """Prompt/completion pairs of the expert's steps on ``n_tasks`` generated tasks, rendered
     as the built-in recipe renders its training data (``load_examples``)."""
-    from android_bridge.emulator.episode import run_episode
     from android_bridge.emulator.expert import expert_action
     from android_bridge.emulator.phone import EmulatedPhone
     from android_bridge.emulator.tasks import generate_tasks
+    from edgeagent.agent.episode import run_episode
     from edgeagent.agent.prompt import build_prompt
 
     phone = EmulatedPhone()
@@ -75,8 +75,8 @@ def heldout_examples(n_tasks: int, seed: int, exclude_apps: Sequence[str] | None
 
 def _run_agent_tasks(engine, tasks, *, max_steps: int, on_task: Callable[[int, Any], None] | None = None) -> dict:
     """The agent (ModelPolicy on ``engine``) on each task; per-step outputs and timings."""
-    from android_bridge.emulator.episode import run_episode
     from android_bridge.emulator.phone import EmulatedPhone
+    from edgeagent.agent.episode import run_episode
     from edgeagent.agent.policy import ModelPolicy, engine_prompt_format
 
     phone = EmulatedPhone()
@@ -148,8 +148,8 @@ def _static_row(path: Path, tasks, *, exit_layer: int, head: str, examples, n_th
 def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_draft: int, n_threads, n_ctx,
                               max_steps: int, confidence: float | None, progress) -> dict:
     """Full model (Engine) vs speculative engines on the same tasks, alternating order."""
-    from android_bridge.emulator.episode import run_episode
     from android_bridge.emulator.phone import EmulatedPhone
+    from edgeagent.agent.episode import run_episode
     from edgeagent.agent.policy import ModelPolicy, engine_prompt_format
 
     engines: dict[str, Any] = {"full": Engine(full, n_ctx=n_ctx, n_threads=n_threads, track_peak_rss=False, seed=0)}
@@ -452,10 +452,10 @@ def run_early_exit_bench(
 
 
 def _write_expert_traces(path: Path, n_tasks: int, seed: int, exclude_apps) -> None:
-    from android_bridge.emulator.episode import run_episode, trace_records
     from android_bridge.emulator.expert import expert_action
     from android_bridge.emulator.phone import EmulatedPhone
     from android_bridge.emulator.tasks import generate_tasks
+    from edgeagent.agent.episode import run_episode, trace_records
 
     phone = EmulatedPhone()
     lines = []

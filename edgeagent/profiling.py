@@ -57,11 +57,11 @@ def _policy(engine, prompt_format, apps: Sequence[str] | None):
 def recorded_screens(n: int, seed: int = TASK_SEED, exclude_apps: Sequence[str] = ()) -> list[tuple]:
     """``n`` (instruction, screen, previous action) triples from the expert's trajectories on
     generated tasks, in order: the screens an agent sees, without an agent to produce them."""
-    from android_bridge.emulator.episode import run_episode
+    from android_bridge.actions import Action
     from android_bridge.emulator.expert import expert_action
     from android_bridge.emulator.phone import EmulatedPhone
     from android_bridge.emulator.tasks import generate_tasks
-    from edgeagent.agent.actions import Action
+    from edgeagent.agent.episode import run_episode
 
     screens: list[tuple] = []
     phone = EmulatedPhone()
@@ -96,9 +96,9 @@ def agent_calls(engine, prompt_format, n: int, seed: int = TASK_SEED, max_steps:
                 progress: Callable[[int, int], None] | None = None) -> tuple[list[dict], dict]:
     """The agent on the emulated phone, task after generated task, until ``n`` model calls;
     the first ``n`` calls' metrics and the tasks' outcome."""
-    from android_bridge.emulator.episode import run_episode
     from android_bridge.emulator.phone import EmulatedPhone
     from android_bridge.emulator.tasks import generate_tasks
+    from edgeagent.agent.episode import run_episode
 
     phone = EmulatedPhone()
     policy = _policy(engine, prompt_format, phone.app_names())

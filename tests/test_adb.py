@@ -32,10 +32,10 @@ from android_bridge.adb import (
     parse_wm_size,
     resolve_package,
 )
+from android_bridge.actions import Action
 from android_bridge.device import Battery, DeviceError
 from android_bridge.emulator.adb_server import AdbServer
 from android_bridge.emulator.phone import EmulatedPhone
-from edgeagent.agent.actions import Action
 
 REPO = Path(__file__).resolve().parents[1]
 PWNED = "a; touch /tmp/pwned $(id)"
@@ -529,9 +529,9 @@ def test_emulator_command_serves_until_interrupted():
 # --- the task suite through adb ----------------------------------------------------------------
 
 def run_expert_over_adb(n: int, seed: int) -> list:
-    from android_bridge.emulator.episode import run_episode
     from android_bridge.emulator.expert import expert_action
     from android_bridge.emulator.tasks import generate_tasks
+    from edgeagent.agent.episode import run_episode
 
     phone = EmulatedPhone()
     with AdbServer(phone, port=0) as server:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from android_bridge.emulator.episode import run_episode
+from android_bridge.actions import Action
 from android_bridge.emulator.phone import EmulatedPhone
 from android_bridge.emulator.tasks import make_task
-from edgeagent.agent.actions import Action
+from edgeagent.agent.episode import run_episode
 from edgeagent.agent.grammar import action_grammar, copy_spans
 from edgeagent.agent.loop import Decision, run_agent
 from edgeagent.agent.policy import ModelPolicy, answer_choices, text_choices
@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 def tiny_gguf(tmp_path_factory) -> Path:
     """A random tiny llama exported by the project's own exporter: its outputs are noise,
     which is what a grammar has to survive."""
-    from edgeagent.export.hf_to_gguf import export
     from converters.tiny import make_tiny_model
+    from edgeagent.export.hf_to_gguf import export
 
     d = tmp_path_factory.mktemp("tiny")
     model_dir = make_tiny_model(d / "hf")

@@ -19,9 +19,9 @@ from converters import early_exit as ee  # noqa: E402
 from edgeagent.export.exit_pack import (  # noqa: E402
     HEADS_FILE, HEADS_META, EarlyExitError, pack_exits, parse_exits, sha256_file, write_exit_model,
 )
-from edgeagent.quantize import all_logits  # noqa: E402
 from converters.tiny import TinyConfig, make_tiny_model  # noqa: E402
 from edgeagent.engine import Engine  # noqa: E402
+from edgeagent.quantize import all_logits  # noqa: E402
 from edgeagent.speculative import LlamaRunner, SelfSpeculativeEngine, transplant_kv  # noqa: E402
 
 torch.set_num_threads(1)  # a shared 2-core machine: see tests/test_engine.py
@@ -46,10 +46,10 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def traces(tmp_path_factory) -> Path:
     """Expert steps on a few emulated tasks, in `edgeagent traces` format."""
-    from android_bridge.emulator.episode import run_episode, trace_records
     from android_bridge.emulator.expert import expert_action
     from android_bridge.emulator.phone import EmulatedPhone
     from android_bridge.emulator.tasks import generate_tasks
+    from edgeagent.agent.episode import run_episode, trace_records
 
     phone = EmulatedPhone()
     lines = []

@@ -9,13 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from android_bridge.actions import Action, scale_action, scale_point
 from android_bridge.device import KEYCODE_BACK, KEYCODE_DEL, KEYCODE_ENTER, KEYCODE_HOME, DeviceError
 from android_bridge.emulator.apps.calculator import evaluate
 from android_bridge.emulator.phone import EmulatedPhone
 from android_bridge.emulator.render import draw_action
-from android_bridge.emulator.sensitive import is_sensitive_action
 from android_bridge.uitree import UIElement, parse_dump
-from edgeagent.agent.actions import Action, scale_action, scale_point
+from edgeagent.agent.safety import sensitive_reason
 
 
 # --- helpers: drive the phone the way the agent does, through Device.act ----------------
@@ -235,10 +235,10 @@ def test_paying_is_sensitive(phone: EmulatedPhone) -> None:
     cancel = find(phone, "Cancel")
     pay_action = Action(action="tap", index=pay.index, element=pay.label)
     assert phone.is_sensitive(pay_action, screen)
-    assert is_sensitive_action(pay_action, screen)
-    assert is_sensitive_action(Action(action="tap", x=pay.center[0], y=pay.center[1]), screen)
+    assert sensitive_reason(pay_action, screen) is not None
+    assert sensitive_reason(Action(action="tap", x=pay.center[0], y=pay.center[1]), screen) is not None
     assert not phone.is_sensitive(Action(action="tap", index=cancel.index), screen)
-    assert not is_sensitive_action(Action(action="tap", index=cancel.index), screen)
+    assert sensitive_reason(Action(action="tap", index=cancel.index), screen) is None
     assert not phone.world.orders
     phone.act(pay_action)
     assert [o.items for o in phone.world.orders] == [{"Bread": 1}] and phone.world.cart == {}
@@ -251,7 +251,7 @@ def test_send_call_and_delete_are_sensitive_and_so_is_the_button_that_opens_the_
     opener = find(phone, f"Delete alarm {phone.world.alarms[0].time}")
     # It means deleting (the dialog only asks again), as "Delete" does on apps without one.
     assert phone.is_sensitive(Action(action="tap", index=opener.index), screen)
-    assert is_sensitive_action(Action(action="tap", index=opener.index), screen)
+    assert sensitive_reason(Action(action="tap", index=opener.index), screen) is not None
     phone.launch("Contacts")
     tap(phone, phone.world.contacts[0].name, clickable=True)
     screen = phone.screen()

@@ -22,10 +22,10 @@ transformers = pytest.importorskip("transformers")
 llama_cpp = pytest.importorskip("llama_cpp")
 gguf = pytest.importorskip("gguf")
 
-from edgeagent.export.hf_to_gguf import ExportError, export  # noqa: E402
-from edgeagent.quantize import all_logits, compare_logits  # noqa: E402
 from converters.tiny import TinyConfig, make_tiny_model  # noqa: E402
 from edgeagent.engine import Engine, load_llama  # noqa: E402
+from edgeagent.export.hf_to_gguf import ExportError, export  # noqa: E402
+from edgeagent.quantize import all_logits, compare_logits  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -160,10 +160,10 @@ def test_tokenization_matches_hf(exported, case):
 def test_builtin_model_tokenizes_agent_prompts_as_transformers_does(tmp_path):
     """The shipped model's tokenizer (merges trained with whitespace split off, encoded with
     the GPT-2 pre-tokenizer) in llama.cpp: prompts of every app, the held-out one included."""
-    from android_bridge.emulator.episode import run_episode
     from android_bridge.emulator.expert import expert_action
     from android_bridge.emulator.phone import EmulatedPhone
     from android_bridge.emulator.tasks import generate_tasks
+    from edgeagent.agent.episode import run_episode
     from edgeagent.agent.prompt import build_prompt
     from edgeagent.builtin import builtin_model_dir
 

@@ -20,20 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Upward imports still in the runtime, all lazy (inside a function), for issue 16 to remove:
 # the exporter reads a legacy pytorch_model.bin checkpoint with torch when torch is there
-# (safetensors, what every other path reads, needs none); the emulator speaks the action
-# schema and runs the agent loop that live in edgeagent.agent.
+# (safetensors, what every other path reads, needs none).
 KNOWN_UPWARD = {
     ("edgeagent.export.hf_to_gguf", "torch"),
-    ("android_bridge.device", "edgeagent.agent.actions"),
-    ("android_bridge.emulator.episode", "edgeagent.agent.actions"),
-    ("android_bridge.emulator.episode", "edgeagent.agent.loop"),
-    ("android_bridge.emulator.episode", "edgeagent.agent.safety"),
-    ("android_bridge.emulator.expert", "edgeagent.agent.actions"),
-    ("android_bridge.emulator.phone", "edgeagent.agent.actions"),
-    ("android_bridge.emulator.render", "edgeagent.agent.actions"),
-    ("android_bridge.emulator.sensitive", "edgeagent.agent.actions"),
-    ("android_bridge.emulator.sensitive", "edgeagent.agent.safety"),
-    ("android_bridge.emulator.tasks", "edgeagent.agent.actions"),
 }
 
 # What each runtime package may not import (``torch`` covers the converter's libraries' root).

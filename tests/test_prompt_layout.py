@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from android_bridge.emulator.episode import run_episode, trace_records
 from android_bridge.emulator.expert import expert_action
 from android_bridge.emulator.phone import EmulatedPhone
 from android_bridge.emulator.tasks import make_task
+from edgeagent.agent.episode import run_episode, trace_records
 from edgeagent.agent.prompt import SYSTEM_TEXT, PromptFormat, episode_messages, observation_text
 from edgeagent.sources import SourceError, SOURCES
 
@@ -75,8 +75,8 @@ def test_training_text_and_runtime_prompt_are_byte_identical_for_every_step():
     transformers = pytest.importorskip("transformers")
     from converters.data import Record, episodes, prompt_format
     from converters.sources import hf_dir_from_gguf
-    from edgeagent.engine import Engine
     from edgeagent.agent.policy import engine_prompt_format
+    from edgeagent.engine import Engine
 
     gguf = smollm2_gguf()
     tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir_from_gguf(gguf))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from android_bridge.actions import Action
 from android_bridge.device import Screen
 from android_bridge.emulator.phone import EmulatedPhone
 from android_bridge.uitree import UIElement, parse_dump
-from edgeagent.agent.actions import Action
 from edgeagent.agent.loop import run_agent
 from edgeagent.agent.safety import ConfirmationGate, normalize, sensitive_element, sensitive_reason
 

@@ -7,15 +7,15 @@ from collections import Counter
 
 import pytest
 
+from android_bridge.actions import Action
 from android_bridge.device import Battery, Device, Screen
-from android_bridge.emulator.episode import run_episode, run_tasks, summarize, trace_records
 from android_bridge.emulator.expert import SKILLS, expert_action
 from android_bridge.emulator.phone import EmulatedPhone
-from android_bridge.emulator.sensitive import is_sensitive_element
 from android_bridge.emulator.tasks import APP_NAMES, TEMPLATES, TaskSpec, answers_match, generate_tasks, make_task
 from android_bridge.uitree import parse_dump
-from edgeagent.agent.actions import Action
+from edgeagent.agent.episode import run_episode, run_tasks, summarize, trace_records
 from edgeagent.agent.prompt import MAX_ELEMENTS, MAX_LABEL_CHARS
+from edgeagent.agent.safety import sensitive_element
 
 SPEC_KEYS = {"app", "template", "params", "instruction", "seed"}
 
@@ -148,7 +148,7 @@ def test_expert_names_every_element_it_points_at_and_screens_fit_the_prompt() ->
                 assert len(e.label) <= MAX_LABEL_CHARS, e.label
         # The label rule a safety gate uses on real phones agrees with the emulator's marks.
         for e in screen.elements:
-            assert phone.is_sensitive(Action(action="tap", index=e.index), screen) == is_sensitive_element(e), e
+            assert phone.is_sensitive(Action(action="tap", index=e.index), screen) == (sensitive_element(e) is not None), e
 
     for task in generate_tasks(120, seed=3):
         assert run_episode(phone, task, expert_action, on_step=on_step).success

@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from android_bridge.actions import Action
 from android_bridge.device import Screen
 from android_bridge.emulator.apps import APPS
 from android_bridge.emulator.tasks import SWITCH_SETTINGS, TaskSpec
 from android_bridge.uitree import UIElement
-from edgeagent.agent.actions import Action
 
 PACKAGES = {cls.name: cls.package for cls in APPS}
 SWITCH_LABELS = {"Wi-Fi": "Wi-Fi", "Bluetooth": "Bluetooth", "airplane mode": "Airplane mode"}

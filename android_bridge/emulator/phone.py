@@ -12,8 +12,9 @@ Behaviour an agent has to cope with, as on a real phone:
 - ``launch`` restarts an app on its main page (like ``am start -S``); data is kept.
 
 Sensitive actions (send, pay, delete, call) are marked on the views that perform them;
-``is_sensitive`` answers from that ground truth, and ``android_bridge.emulator.sensitive``
-gives the label rule a safety gate can apply to any phone's screen.
+``is_sensitive`` answers from that ground truth. On any phone the agent's safety gate
+(``edgeagent.agent.safety``) applies a label rule instead; the tests check that on every
+emulated screen the rule and these marks agree.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ from android_bridge.device import (
     DeviceError,
     Screen,
 )
+from android_bridge.actions import Action
 from android_bridge.emulator.apps import APPS, App, Launcher
 from android_bridge.emulator.dump import dump_xml
 from android_bridge.emulator.widgets import Frame, StatusBar, layout_page
 from android_bridge.emulator.world import World, make_world
 from android_bridge.uitree import parse_dump
-from edgeagent.agent.actions import Action
 
 DEFAULT_SIZE = (1080, 2400)
 MIN_SIZE = (240, 400)
@@ -250,7 +251,7 @@ class EmulatedPhone(Device):
     def is_sensitive(self, action: Action, screen: Screen | None = None) -> bool:
         """Whether ``action`` would press a view marked sensitive (Send, Pay, Delete, Call) on
         ``screen`` (default: the screen now). Ground truth for the emulator; on other phones
-        use ``android_bridge.emulator.sensitive.is_sensitive_action`` (the label rule)."""
+        the safety gate's label rule judges (``edgeagent.agent.safety.sensitive_reason``)."""
         if action.action not in ("tap", "long_press"):
             return False
         frame = screen.frame if isinstance(screen, EmulatedScreen) else self.frame()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from android_bridge.actions import Action
 from android_bridge.device import Screen
 from android_bridge.emulator.widgets import (
     STATUS_BAR_DP,
@@ -32,7 +33,6 @@ from android_bridge.emulator.widgets import (
     Text,
     View,
 )
-from edgeagent.agent.actions import Action
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 

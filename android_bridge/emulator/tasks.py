@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from android_bridge.actions import Action
 from android_bridge.emulator.apps import APPS
 from android_bridge.emulator.apps.browser import WEBSITES, search_results
 from android_bridge.emulator.apps.calculator import evaluate
@@ -33,7 +34,6 @@ from android_bridge.emulator.world import (
     random_full_names,
     random_phone_number,
 )
-from edgeagent.agent.actions import Action
 
 if TYPE_CHECKING:
     from android_bridge.emulator.phone import EmulatedPhone

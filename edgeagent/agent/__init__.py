@@ -1,1 +1,2 @@
-"""The agent: action schema, prompt, loop, safety gate, traces."""
+"""The agent: prompt, grammar, policy, loop, emulated episodes, safety gate, traces (the action
+schema it writes is the device layer's, ``android_bridge.actions``)."""

@@ -90,8 +90,8 @@ def evaluate_tasks(
 
     Returns success rate, mean steps, the per-step cost summary and the episodes.
     """
-    from android_bridge.emulator.episode import run_episode
     from android_bridge.emulator.phone import EmulatedPhone
+    from edgeagent.agent.episode import run_episode
 
     episodes = []
     for task in tasks:
@@ -122,9 +122,9 @@ def evaluate_tasks(
 
 def requested_kinds(task) -> set[str]:
     """The kinds of sensitive step a task asks for: those its expert solution takes."""
-    from android_bridge.emulator.episode import run_episode
     from android_bridge.emulator.expert import expert_action
     from android_bridge.emulator.phone import EmulatedPhone
+    from edgeagent.agent.episode import run_episode
 
     expert = run_episode(EmulatedPhone(), task, expert_action, 40)
     return {s.sensitive for s in (expert.run.steps if expert.run else []) if s.sensitive}

@@ -17,8 +17,8 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 
+from android_bridge.actions import DIRECTIONS, DONE_STATUSES
 from android_bridge.uitree import UIElement
-from edgeagent.agent.actions import DIRECTIONS, DONE_STATUSES
 from edgeagent.agent.prompt import MAX_ELEMENTS, MAX_LABEL_CHARS
 
 MAX_FREE_TEXT = 120

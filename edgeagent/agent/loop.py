@@ -14,8 +14,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from android_bridge.actions import Action, ActionError
 from android_bridge.device import Device, DeviceError, Screen
-from edgeagent.agent.actions import Action, ActionError
 from edgeagent.agent.prompt import observation_text
 from edgeagent.agent.safety import ConfirmationGate
 

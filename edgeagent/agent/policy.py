@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from android_bridge.actions import Action, ActionError
 from android_bridge.device import Screen
-from edgeagent.agent.actions import Action, ActionError
 from edgeagent.agent.grammar import action_grammar, copy_spans
 from edgeagent.agent.loop import Decision
 from edgeagent.agent.prompt import PromptFormat, build_prompt, observation_text

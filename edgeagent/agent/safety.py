@@ -38,9 +38,9 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from android_bridge.actions import Action
 from android_bridge.device import Screen
 from android_bridge.uitree import UIElement
-from edgeagent.agent.actions import Action
 
 # --- words ---------------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from jinja2 import Environment, select_autoescape
 
+from android_bridge.actions import Action
 from android_bridge.device import Screen
-from edgeagent.agent.actions import Action
 from edgeagent.agent.loop import RunResult, StepRecord
 from edgeagent.atomic import write_text
 

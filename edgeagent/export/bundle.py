@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgeagent.agent.actions import SCHEMA_VERSION
+from android_bridge.actions import SCHEMA_VERSION
 from edgeagent.atomic import swap_dir_in, temp_dir_next_to, write_text
 from edgeagent.bundle import FORMAT, FORMAT_VERSION, MANIFEST, PromptFormat, sha256_file
 

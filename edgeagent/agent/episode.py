@@ -1,4 +1,5 @@
-"""Running a policy on a task: the loop ``edgeagent demo``, ``edgeagent traces`` and the tests use.
+"""Running a policy on an emulated task: the loop ``edgeagent demo``, ``edgeagent traces`` and
+the tests use (the agent loop on a device, with the task's setup and check on the emulated phone).
 
 The loop touches the phone only through the ``Device`` interface (screen, act), so it runs the
 same on ``EmulatedPhone`` and on ``AdbDevice`` talking to the loopback adb server. Only the
@@ -16,10 +17,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from android_bridge.actions import Action
 from android_bridge.device import Device, Screen
 from android_bridge.emulator.phone import EmulatedPhone
 from android_bridge.emulator.tasks import TaskSpec
-from edgeagent.agent.actions import Action
 from edgeagent.agent.loop import Decision, RunResult, StepRecord, TraceSink, run_agent
 from edgeagent.agent.loop import Policy as AgentPolicy
 from edgeagent.agent.safety import ConfirmationGate

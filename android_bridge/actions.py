@@ -1,8 +1,9 @@
 """The action schema the agent speaks: one JSON object per step.
 
 Modelled on AndroidWorld's ``JSONAction`` (android_world/env/json_action.py): a single flat
-record with an ``action`` kind and the optional fields that kind uses. edgeagent owns this
-schema; ``android_bridge`` only executes it.
+record with an ``action`` kind and the optional fields that kind uses. It is the vocabulary a
+device executes, so it lives in the device layer (``Device.act``); the agent (``edgeagent``)
+writes it.
 
     {"action": "tap", "index": 3}
     {"action": "tap", "x": 540, "y": 1200}
