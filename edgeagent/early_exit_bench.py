@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from edgeagent.agent.evaluate import evaluate_tasks, model_policy_factory
 from edgeagent.atomic import write_text
 from edgeagent.engine import Engine
 from edgeagent.metrics import PeakRSS, per_second, rss_mb
@@ -73,21 +74,13 @@ def heldout_examples(n_tasks: int, seed: int, exclude_apps: Sequence[str] | None
 # running the agent
 
 
-def _run_agent_tasks(engine, tasks, *, max_steps: int, on_task: Callable[[int, Any], None] | None = None) -> dict:
-    """The agent (ModelPolicy on ``engine``) on each task; per-step outputs and timings."""
-    from android_bridge.emulator.phone import EmulatedPhone
-    from edgeagent.agent.episode import run_episode
-    from edgeagent.agent.policy import ModelPolicy, engine_prompt_format
-
-    phone = EmulatedPhone()
-    policy = ModelPolicy(engine, copy_text=True, prompt_format=engine_prompt_format(engine))
-    episodes = []
-    for i, task in enumerate(tasks):
-        result = run_episode(phone, task, policy, max_steps)
-        episodes.append(_episode_record(result))
-        if on_task is not None:
-            on_task(i, result)
-    return {"episodes": episodes, **_summarize(episodes)}
+def _run_agent_tasks(engine, tasks, *, max_steps: int) -> dict:
+    """The agent (``ModelPolicy`` on ``engine``) on each task through ``evaluate_tasks``, as
+    ``edgeagent demo`` runs it (a fresh phone per task, its app list narrowing ``open_app``);
+    per-step outputs and timings."""
+    result = evaluate_tasks(model_policy_factory(engine), tasks, max_steps=max_steps)
+    episodes = [_episode_record(ep) for ep in result["episodes"]]
+    return {"episodes": episodes, **_summarize(episodes), "task_success": result["success_rate"]}
 
 
 def _episode_record(result) -> dict:
@@ -108,11 +101,11 @@ def _step_metrics(m: dict) -> dict:
 
 
 def _summarize(episodes: list[dict]) -> dict:
+    """Steps, tokens and timings of episode records (task success is ``evaluate_tasks``')."""
     steps = [s for e in episodes for s in e["steps"]]
     decode_ms = sum(max(0.0, s["total_ms"] - s["ttft_ms"]) for s in steps)
     after_first = sum(s["decode_tokens"] for s in steps)
     return {
-        "task_success": sum(e["success"] for e in episodes) / len(episodes) if episodes else 0.0,
         "steps": len(steps),
         "generated_tokens": sum(s["generated_tokens"] for s in steps),
         "generate_ms": sum(s["total_ms"] for s in steps),
@@ -147,10 +140,9 @@ def _static_row(path: Path, tasks, *, exit_layer: int, head: str, examples, n_th
 
 def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_draft: int, n_threads, n_ctx,
                               max_steps: int, confidence: float | None, progress) -> dict:
-    """Full model (Engine) vs speculative engines on the same tasks, alternating order."""
-    from android_bridge.emulator.phone import EmulatedPhone
-    from edgeagent.agent.episode import run_episode
-    from edgeagent.agent.policy import ModelPolicy, engine_prompt_format
+    """Full model (Engine) vs speculative engines on the same tasks, alternating order (each
+    task through ``evaluate_tasks`` per engine, so the runs of one task are side by side)."""
+    from edgeagent.agent.policy import engine_prompt_format
 
     engines: dict[str, Any] = {"full": Engine(full, n_ctx=n_ctx, n_threads=n_threads, track_peak_rss=False, seed=0)}
     engines["full_forced_batching"] = SelfSpeculativeEngine(full, None, n_draft=0, n_ctx=n_ctx, n_threads=n_threads)
@@ -163,17 +155,18 @@ def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_d
         if confidence is not None:
             engines[f"draft{k}_calm"] = SelfSpeculativeEngine(full, path, n_draft=n_draft, n_ctx=n_ctx,
                                                               n_threads=n_threads, confidence=confidence)
-    phones = {name: EmulatedPhone() for name in engines}
     fmt = engine_prompt_format(engines["full"])  # the variants are cut from one model: one prompt format
-    policies = {name: ModelPolicy(e, copy_text=True, prompt_format=fmt) for name, e in engines.items()}
+    policies = {name: model_policy_factory(e, prompt_format=fmt) for name, e in engines.items()}
     episodes: dict[str, list[dict]] = {name: [] for name in engines}
+    successes: dict[str, list[float]] = {name: [] for name in engines}
     names = list(engines)
     try:
         for i, task in enumerate(tasks):
             order = names if i % 2 == 0 else names[::-1]  # drift (other jobs, heat) hits all alike
             for name in order:
-                result = run_episode(phones[name], task, policies[name], max_steps)
-                episodes[name].append(_episode_record(result))
+                result = evaluate_tasks(policies[name], [task], max_steps=max_steps)
+                episodes[name].extend(_episode_record(ep) for ep in result["episodes"])
+                successes[name].append(result["success_rate"])
             if progress is not None:
                 progress(i + 1, len(tasks))
         stats = {name: e.stats.to_dict() for name, e in engines.items() if isinstance(e, SelfSpeculativeEngine)}
@@ -187,7 +180,7 @@ def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_d
     base = episodes["full"]
     base_ms = sum(s["total_ms"] for e in base for s in e["steps"])
     base_decode_ms = sum(max(0.0, s["total_ms"] - s["ttft_ms"]) for e in base for s in e["steps"])
-    out = {"full": {**_summarize(base)}, "configs": {}}
+    out = {"full": {**_summarize(base), "task_success": _mean(successes["full"])}, "configs": {}}
     for name in names[1:]:
         eps = episodes[name]
         same = all(
@@ -198,6 +191,7 @@ def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_d
         decode_ms = sum(max(0.0, s["total_ms"] - s["ttft_ms"]) for e in eps for s in e["steps"])
         out["configs"][name] = {
             **_summarize(eps),
+            "task_success": _mean(successes[name]),
             "identical_outputs": same,
             "speedup": base_ms / ms if ms else 0.0,
             "decode_speedup": base_decode_ms / decode_ms if decode_ms else 0.0,
@@ -205,6 +199,10 @@ def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_d
             "memory": memory[name],
         }
     return out
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 def decode_cost_ms(path: Path, batch_sizes: Sequence[int] = (1, 2, 3, 5, 8), *, n_threads=None, reps: int = 15) -> dict:
