@@ -40,7 +40,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 RUN_CONFIG = FinetuneConfig(
     rank=16, alpha=32.0, dropout=0.05, lr=4e-4, min_lr_ratio=0.1, warmup_steps=10, epochs=1,
     batch_size=8, micro_batch_size=1, max_seq_len=4096, load_in_4bit=False, compute_dtype="float32",
-    gradient_checkpointing=False, exits=(10, 15, 20), exit_kind="shared", exit_loss_weight=0.2,
+    gradient_checkpointing=False, exits=(), exit_kind="shared", exit_loss_weight=0.2,
     ckpt_every=20, keep_adapters=True, seed=0,
 )
 
@@ -60,7 +60,9 @@ def load_examples(model_dir: Path, data: list[Path], holdout: float, max_seq_len
 def train_command(args) -> None:
     torch.set_num_threads(args.threads)
     model_dir = resolve_source(args.model)
-    cfg = replace(RUN_CONFIG, epochs=args.epochs)
+    cfg = replace(RUN_CONFIG, epochs=args.epochs, max_steps=args.max_steps)
+    if args.exits:
+        cfg = replace(cfg, exits=tuple(int(k) for k in args.exits.split(",")))
     train, held, counts, fmt = load_examples(model_dir, args.data, args.holdout, cfg.max_seq_len)
     print(f"{len(train)} training episodes ({sum(len(e.input_ids) for e in train)} tokens, "
           f"{sum(e.n_target_tokens for e in train)} targets), {len(held)} held out; left out: {counts}",
@@ -79,8 +81,7 @@ LEVERS = {
     "lora_fp32_targets_only": {},
     "lora_fp32_all_logits": {"logits_at_targets_only": False},
     "lora_fp32_grad_ckpt": {"gradient_checkpointing": True},
-    "lora_fp32_shared_exits": {"exits": RUN_CONFIG.exits, "exit_kind": "shared",
-                               "exit_loss_weight": RUN_CONFIG.exit_loss_weight},
+    "lora_fp32_shared_exits": {"exits": (10, 15, 20), "exit_kind": "shared", "exit_loss_weight": 0.2},
     "qlora_nf4_targets_only": {"load_in_4bit": True},
     "lora_fp32_targets_only_1_thread": {"threads": 1},
     "lora_fp32_step_layout": {"layout": "step"},
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--data", type=Path, nargs="+", required=True)
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--epochs", type=int, default=RUN_CONFIG.epochs)
+    t.add_argument("--max-steps", type=int, default=None, help="end the schedule after N optimizer steps")
+    t.add_argument("--exits", default="", help="shared exit layers trained with the early-exit loss, e.g. 10,15,20")
     t.add_argument("--holdout", type=float, default=0.05)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--resume", action="store_true")
