@@ -189,6 +189,32 @@ def test_run_json_contract(tmp_path, tiny_gguf) -> None:
     for key in ("success_rate", "steps", "ttft_ms", "tpot_ms", "tokens_per_s", "rss_peak_mb"):
         assert key in out, key
     assert out["success_rate"] in (0.0, 1.0) and 1 <= out["steps"] <= 3
+    assert out["verified"] is True and out["status"] in ("done", "infeasible", "step_limit", "loop", "denied")
+
+    # A task in words has no goal checker: whatever the model says, nothing claims success.
+    res = CliRunner().invoke(app, ["run", "--model", str(tiny_gguf), "--task", "Turn on Wi-Fi", "--max-steps", "3",
+                                   "--threads", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["verified"] is False and out["success_rate"] is None
+    assert out["status"] in ("done", "infeasible", "step_limit", "loop", "denied")
+
+
+def test_the_same_action_over_and_over_is_a_loop_even_when_the_screen_changes() -> None:
+    """Tapping "Add Coffee to cart" changes the cart count each time; 19 taps are still a loop."""
+    from edgeagent.agent.loop import RUN_REPEATS, Decision, run_agent
+
+    class AddForever:
+        def decide(self, instruction, screen, previous):
+            add = next(e for e in screen.elements if e.label.startswith("Add ") and e.clickable)
+            return Decision(Action(action="tap", index=add.index, element=add.label))
+
+    phone = EmulatedPhone()
+    task = make_task("add_to_cart", 3)
+    task.setup(phone)
+    phone.act(Action(action="open_app", app="Shop"))
+    result = run_agent(phone, task.instruction, AddForever(), max_steps=30)
+    assert result.status == "loop" and len(result.steps) == RUN_REPEATS
 
 
 _NO_TORCH = """
