@@ -45,9 +45,9 @@ def main() -> None:
     except _write_errors() as exc:
         where = getattr(exc, "filename", None)
         reason = getattr(exc, "strerror", None) or str(exc)
-        fail(f"{where}: {reason}" if where else f"cannot write or read a file: {reason}", 2)
+        fail(f"{where}: {reason}" if where else f"cannot write or read a file: {reason}")
     except RecursionError:
-        fail("input nested too deeply (a JSON or TOML file with thousands of levels of brackets)", 2)
+        fail("input nested too deeply (a JSON or TOML file with thousands of levels of brackets)")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def resolve_model(model: Optional[Path], quant: str = "q8_0", agent: Optional[st
     best one installed) at ``quant``."""
     if model is not None:
         if agent is not None:
-            fail("give --model or --agent, not both", 2)
+            fail("give --model or --agent, not both")
         if not model.exists():
             fail(f"{model}: no such model file")
         return ModelChoice(model, str(model))
@@ -45,7 +45,7 @@ def resolve_model(model: Optional[Path], quant: str = "q8_0", agent: Optional[st
             chosen = shipped_agent(agent)
             return ModelChoice(chosen.gguf(quant), f"{agent} {quant}", chosen.prompt_format)
         except AgentUnavailable as exc:
-            fail(str(exc), 2)
+            fail(str(exc))
     if agent is None:
         from edgeagent.agents import DEFAULT_AGENT, AgentUnavailable, shipped_agent
 
@@ -77,7 +77,7 @@ def open_engine(model_path: Path, threads: Optional[int]):
     try:
         return Engine(model_path, n_ctx=n_ctx, n_threads=threads)
     except EngineError as exc:
-        fail(str(exc), 2)
+        fail(str(exc))
 
 
 def open_device(spec: str):
@@ -140,7 +140,7 @@ def run_command(
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             fail(f"{task_json}: not a task spec ({exc})")
         except RecursionError:
-            fail(f"{task_json}: not a task spec (JSON nested too deeply)", 2)
+            fail(f"{task_json}: not a task spec (JSON nested too deeply)")
         task = spec.instruction
 
     if bundle is not None and model is not None:

@@ -26,7 +26,7 @@ def check_paths(out: Path, work: Path, resume: bool) -> None:
 
     for path, what in ((out, "-o"), (work, "--work-dir")):
         if path.exists() and not path.is_dir():
-            fail(f"{what} {path}: exists and is not a directory; give a directory path", 2)
+            fail(f"{what} {path}: exists and is not a directory; give a directory path")
     checkpoint = work / "finetune" / CHECKPOINT
     if checkpoint.is_file() and not resume:
         fail(f"{checkpoint}: an interrupted run's checkpoint; add --resume to continue it, "
@@ -98,7 +98,7 @@ def convert_command(
         work_dir=work_dir, resume=resume, skip_bad_lines=skip_bad_lines, threads=threads, seed=seed, layout=layout,
     )
     if layout not in ("episode", "step"):
-        fail(f"--layout {layout!r}: choose episode or step", 2)
+        fail(f"--layout {layout!r}: choose episode or step")
     if exit_kind not in ("dedicated", "shared"):
         fail(f"--exit-kind {exit_kind!r}: choose dedicated or shared")
     work = work_dir or out.with_name(out.name + ".work")

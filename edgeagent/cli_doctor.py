@@ -33,12 +33,12 @@ def doctor(
     from edgeagent.profiles import ProfileError
 
     if adb_port is not None and not 1 <= adb_port <= 65535:
-        fail(f"--adb-port must be 1..65535, got {adb_port}", 2)
+        fail(f"--adb-port must be 1..65535, got {adb_port}")
     try:
         files = load_dump(dump) if dump is not None else Files("/")
         report = diagnose(files, adb_port=adb_port)
     except (DoctorError, ProfileError) as exc:
-        fail(str(exc), 2)
+        fail(str(exc))
     if json_out:
         emit_json(report)
         return

@@ -39,7 +39,7 @@ def export_command(
     try:
         model_dir = resolve_source(model_dir)
     except ModelSourceError as e:
-        fail(str(e), 2)
+        fail(str(e))
     error = None
     with warnings.catch_warnings(record=True) as caught, Progress(
         TextColumn("writing tensors"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -197,7 +197,7 @@ def demo_command(
         fmt = engine_prompt_format(engine, bundle_format=choice.prompt_format, raw=raw_prompt)
         if layout is not None:
             if layout not in ("episode", "step"):
-                fail(f"--layout {layout!r}: expected episode or step", 2)
+                fail(f"--layout {layout!r}: expected episode or step")
             if fmt.kind == "chat":
                 fmt = fmt.with_layout(layout)
         info.update(model=str(model_path), agent=choice.name, quant=quant if model is None else None, threads=engine.n_threads,

@@ -236,7 +236,7 @@ def _constraints(prof: Any, max_memory_mb, max_ttft_ms, min_tokens_per_s, max_ma
         return constraints_for(prof, max_memory_mb=max_memory_mb, max_ttft_ms=max_ttft_ms, min_tokens_per_s=min_tokens_per_s,
                                max_mah_per_100=max_mah_per_100, min_quality=min_quality)
     except ValueError as exc:
-        fail(str(exc), 2)
+        fail(str(exc))
 
 
 def _write_reports(html: Optional[Path], png: Optional[Path], make_png, make_report) -> list[str]:

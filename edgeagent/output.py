@@ -41,7 +41,7 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     console.print(t)
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Exit with a one-line reason on stderr (the output contract for bad input)."""
+def fail(message: str, code: int = 2) -> None:
+    """Exit with a one-line reason on stderr and exit code 2 (the output contract for bad input)."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise SystemExit(code)

@@ -29,7 +29,7 @@ def test_tasks_json_lists_specs() -> None:
 
 def test_tasks_unknown_app_is_a_one_line_error() -> None:
     result = invoke("tasks", "--n", "3", "--exclude-app", "Fakebook", "--json")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "unknown app 'Fakebook'" in result.output
 
 
@@ -53,7 +53,7 @@ def test_traces_can_be_limited_to_templates(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert {json.loads(line)["task"]["template"] for line in out.read_text().splitlines()} == {"calc_binary", "add_alarm"}
     bad = invoke("traces", "--n", "2", "-o", str(out), "--templates", "nope")
-    assert bad.exit_code == 1 and "unknown task template 'nope'" in bad.output
+    assert bad.exit_code == 2 and "unknown task template 'nope'" in bad.output
 
 
 def test_screenshot_saves_a_png_with_the_next_action(tmp_path) -> None:
