@@ -63,9 +63,23 @@ def resolve_model(model: Optional[Path], quant: str = "q8_0", agent: Optional[st
     raise AssertionError  # unreachable: fail() exits
 
 
-def open_engine(model_path: Path, threads: Optional[int]):
+VERBOSE_HELP = "Print llama.cpp's own log (loading, warnings) to stderr; without it llama.cpp prints nothing."
+SENSITIVE_HELP = ("What happens to a sensitive step (paying, sending, deleting, calling, installing): ask (put to you "
+                  "at the terminal; where no one can answer, stdin not a terminal or --json, it is denied), deny "
+                  "or allow. Default: ask.")
+
+
+def quiet_llama(verbose: bool) -> None:
+    """llama.cpp's log off (its errors kept for the one-line message), or on with ``--verbose``;
+    set before anything reaches llama.cpp (building the shipped agent quantizes with it)."""
+    from edgeagent.engine import LLAMA_LOG
+
+    LLAMA_LOG.install(verbose)
+
+
+def open_engine(model_path: Path, threads: Optional[int], verbose: bool = False):
     """llama.cpp on ``model_path``; a file it cannot load (corrupt, truncated, not a GGUF) is
-    one line naming it and exit code 2, not a traceback."""
+    one line naming it and llama.cpp's reason, exit code 2, not a traceback."""
     from edgeagent.engine import Engine, EngineError
     from edgeagent.quality import trained_context
 
@@ -75,7 +89,7 @@ def open_engine(model_path: Path, threads: Optional[int]):
     except Exception:  # noqa: BLE001  gguf-py fails on a bad header in many ways; llama.cpp names the fault below
         n_ctx = 4096
     try:
-        return Engine(model_path, n_ctx=n_ctx, n_threads=threads)
+        return Engine(model_path, n_ctx=n_ctx, n_threads=threads, verbose=verbose)
     except EngineError as exc:
         fail(str(exc))
 
@@ -104,6 +118,33 @@ def _interactive_confirm(action, reason: str) -> bool:
     return typer.confirm(f"The agent wants to do a sensitive action ({reason}): {action.to_json()}. Allow?", default=False)
 
 
+def sensitive_gate(policy: str, json_out: bool):
+    """The confirmation gate of ``--sensitive POLICY`` (bad value: one line, exit 2). ``ask``
+    asks at the terminal; with stdin not a terminal, or ``--json`` output for a machine, no
+    one can answer and the gate denies."""
+    from edgeagent.agent.safety import SENSITIVE_POLICIES, ConfirmationGate
+
+    if policy not in SENSITIVE_POLICIES:
+        fail(f"--sensitive {policy!r}: expected one of {', '.join(SENSITIVE_POLICIES)}", 2)
+    can_ask = sys.stdin.isatty() and not json_out
+    return ConfirmationGate.for_policy(policy, _interactive_confirm if can_ask else None)
+
+
+def sensitive_report(policy: str, gate, runs) -> dict:
+    """The ``sensitive`` entry of run's and demo's output: the policy given, what the gate did
+    with it here (ask, deny or allow), and the sensitive steps the agent met and had denied."""
+    steps = [s for run in runs for s in run.steps if s.sensitive]
+    return {"policy": policy, "in_effect": gate.in_effect, "steps": len(steps),
+            "denied": sum(1 for s in steps if not s.allowed)}
+
+
+def sensitive_line(report: dict) -> str:
+    how = report["policy"]
+    if report["in_effect"] != how:
+        how += f" (no terminal to ask at: {report['in_effect']})"
+    return f"sensitive steps: {how} · {report['steps']} met, {report['denied']} denied"
+
+
 def run_command(
     task: Optional[str] = typer.Option(None, "--task", help="What the agent should do, in words."),
     task_json: Optional[Path] = typer.Option(None, "--task-json", help="A task spec from `edgeagent tasks --json` (one object, or a list: the first)."),
@@ -114,20 +155,26 @@ def run_command(
     quant: str = typer.Option("q8_0", "--quant", help="The shipped agent's quantization when --model is not given."),
     device: str = typer.Option("emulator", "--device", help="emulator | adb | adb:SERIAL"),
     max_steps: int = typer.Option(20, "--max-steps", min=1),
-    allow_sensitive: bool = typer.Option(False, "--allow-sensitive", help="Allow payments, sending, deleting without asking."),
+    sensitive: Optional[str] = typer.Option(None, "--sensitive", help=SENSITIVE_HELP),
+    allow_sensitive: bool = typer.Option(False, "--allow-sensitive", help="The same as --sensitive allow."),
     trace_dir: Optional[Path] = typer.Option(None, "--trace", help="Write steps.jsonl, screenshots and index.html here."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
     raw_prompt: bool = typer.Option(False, "--raw-prompt", help="Send the plain step prompt, not the model's chat template."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
     """Run the agent on one task and print what it did and what it cost."""
     from edgeagent.agent.evaluate import step_costs, summarize_costs
     from edgeagent.agent.policy import ModelPolicy, engine_prompt_format
-    from edgeagent.agent.safety import ConfirmationGate
     from edgeagent.agent.trace import TraceWriter
 
     if (task is None) == (task_json is None):
         fail("give exactly one of --task TEXT or --task-json FILE")
+    if allow_sensitive and sensitive not in (None, "allow"):
+        fail(f"--allow-sensitive is --sensitive allow; it contradicts --sensitive {sensitive}", 2)
+    sensitive = "allow" if allow_sensitive else sensitive or "ask"
+    gate = sensitive_gate(sensitive, json_out)
+    quiet_llama(verbose)
     spec = None
     if task_json is not None:
         from android_bridge.emulator.tasks import TaskSpec
@@ -179,27 +226,29 @@ def run_command(
     dev, phone = open_device(device)
     if spec is not None and phone is None:
         fail("--task-json sets up an emulated task; use --device emulator (or --task TEXT on a real device)")
-    interactive = sys.stdin.isatty() and not json_out
-    gate = ConfirmationGate(allow_sensitive=allow_sensitive,
-                            confirm=_interactive_confirm if interactive and not allow_sensitive else None)
-    engine = open_engine(model_path, threads)
+    engine = open_engine(model_path, threads, verbose)
     apps = phone.app_names() if phone is not None else None
     fmt = engine_prompt_format(engine, bundle_format=bundle_format, raw=raw_prompt)
     policy = ModelPolicy(engine, apps=apps, copy_text=True, prompt_format=fmt)
     writer = TraceWriter(trace_dir, task, spec.to_dict() if spec else None) if trace_dir else None
 
-    if spec is not None:
-        from edgeagent.agent.episode import run_episode
+    from edgeagent.engine import EngineError
 
-        ep = run_episode(dev, spec, policy, max_steps, phone=phone, gate=gate, trace=writer)
-        run, success = ep.run, ep.success
-    else:
-        from edgeagent.agent.loop import run_agent
+    try:
+        if spec is not None:
+            from edgeagent.agent.episode import run_episode
 
-        if phone is not None:
-            phone.go_home()
-        run = run_agent(dev, task, policy, max_steps=max_steps, gate=gate, trace=writer)
-        success = None  # no goal checker: the agent's own "done" is not a success
+            ep = run_episode(dev, spec, policy, max_steps, phone=phone, gate=gate, trace=writer)
+            run, success = ep.run, ep.success
+        else:
+            from edgeagent.agent.loop import run_agent
+
+            if phone is not None:
+                phone.go_home()
+            run = run_agent(dev, task, policy, max_steps=max_steps, gate=gate, trace=writer)
+            success = None  # no goal checker: the agent's own "done" is not a success
+    except EngineError as exc:  # llama.cpp refused a step (a prompt past the context): one line
+        fail(f"{model_path}: {exc}", 2)
 
     costs = summarize_costs(step_costs([run]))
     status = STATUS_WORDS.get(run.status, run.status)
@@ -209,6 +258,7 @@ def run_command(
         "success_rate": None if success is None else 1.0 if success else 0.0, "steps": len(run.steps),
         "actions": [s.action for s in run.steps], "seconds": round(run.seconds, 3),
         **costs, "trace": str(trace_dir) if trace_dir else None,
+        "sensitive": sensitive_report(sensitive, gate, [run]),
     }
     if json_out:
         emit_json(result)
@@ -216,13 +266,14 @@ def run_command(
         for s in run.steps:
             flag = f" [{s.sensitive}: {'allowed' if s.allowed else 'DENIED'}]" if s.sensitive else ""
             err = f" ({s.error})" if s.error else ""
-            console.print(f"step {s.step}: {json.dumps(s.action, ensure_ascii=False)}{flag}{err}", highlight=False)
+            console.print(f"step {s.step}: {json.dumps(s.action, ensure_ascii=False)}{flag}{err}", highlight=False, markup=False)
         verdict = ("success" if success else "failed") if success is not None else "not verified (no goal checker)"
         console.print(
             f"{verdict}: status {status}, {len(run.steps)} steps, "
             f"{run.seconds:.2f} s · median TTFT {costs.get('ttft_ms')} ms · TPOT {costs.get('tpot_ms')} ms · "
             f"{costs.get('tokens_per_s')} tok/s · RSS peak {costs.get('rss_peak_mb')} MB (measured here)"
         )
+        console.print(sensitive_line(result["sensitive"]), highlight=False)
         if trace_dir:
             console.print(f"trace: {trace_dir / 'index.html'}")
     if run.status == "error":  # the device failed; a task the agent failed is reported, not an error

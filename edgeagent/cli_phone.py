@@ -5,6 +5,7 @@ Heavy imports happen inside the commands, so ``edgeagent --help`` stays fast.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -14,6 +15,7 @@ from typing import Optional
 
 import typer
 
+from edgeagent.cli_agent import SENSITIVE_HELP, VERBOSE_HELP
 from edgeagent.output import console, emit_json, err_console, fail, table
 
 APPS_HELP = "Only tasks of these apps (repeat, or comma-separate: --apps Settings,Clock)."
@@ -170,15 +172,20 @@ def demo_command(
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
     prefix_reuse: bool = typer.Option(True, "--prefix-reuse/--no-prefix-reuse",
                                       help="Keep the KV cache of the prompt prefix shared with the previous step."),
+    sensitive: str = typer.Option("ask", "--sensitive", help=SENSITIVE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
     """Run the agent on the emulated phone over generated tasks; print success and cost."""
     from android_bridge.emulator.expert import expert_action
     from edgeagent.agent.evaluate import evaluate_tasks, model_policy_factory
     from edgeagent.builtin import HELD_OUT_APPS
+    from edgeagent.cli_agent import quiet_llama, sensitive_gate, sensitive_line, sensitive_report
+    from edgeagent.engine import EngineError
 
     if policy not in ("model", "expert"):
         fail(f"--policy {policy!r}: expected 'model' or 'expert'")
+    gate = sensitive_gate(sensitive, json_out)
     # The built-in model never saw these apps; the demo shows what it was trained for. A GGUF
     # of one of its checkpoints (--model) is validated the same way with --exclude-app Notes.
     exclude = exclude_app or (list(HELD_OUT_APPS) if policy == "model" and model is None else None)
@@ -186,14 +193,15 @@ def demo_command(
     start = time.perf_counter()
     info: dict = {"policy": policy, "device": "emulated", "phrasing": phrasing}
     if policy == "expert":
-        factory = lambda phone: expert_action  # noqa: E731
+        factory = lambda phone: functools.partial(expert_action)  # noqa: E731  a fresh object to carry the gate
     else:
         from edgeagent.agent.policy import engine_prompt_format
         from edgeagent.cli_agent import open_engine, resolve_model
 
+        quiet_llama(verbose)
         choice = resolve_model(model, quant, agent)
         model_path = choice.path
-        engine = open_engine(model_path, threads)
+        engine = open_engine(model_path, threads, verbose)
         fmt = engine_prompt_format(engine, bundle_format=choice.prompt_format, raw=raw_prompt)
         if layout is not None:
             if layout not in ("episode", "step"):
@@ -205,9 +213,13 @@ def demo_command(
         factory = model_policy_factory(engine, reuse_prefix=prefix_reuse, prompt_format=fmt)
     if not json_out:
         err_console.print(f"running {n} emulated tasks with the {policy} policy ...")
-    summary = evaluate_tasks(factory, tasks, max_steps=max_steps)
+    try:
+        summary = evaluate_tasks(_under_gate(factory, gate), tasks, max_steps=max_steps)
+    except EngineError as exc:  # llama.cpp refused a step (a prompt past the context): one line
+        fail(f"{info.get('model')}: {exc}", 2)
     episodes = summary.pop("episodes")
     summary = {**info, **summary, "wall_s": round(time.perf_counter() - start, 3),
+               "sensitive": sensitive_report(sensitive, gate, [e.run for e in episodes if e.run is not None]),
                "episodes": [e.summary() for e in episodes]}
     if json_out:
         emit_json(summary)
@@ -225,6 +237,18 @@ def demo_command(
                  f"{summary.get('prompt_tokens_per_step')} prompt tokens ({summary.get('evaluated_prompt_tokens_per_step')} evaluated) · "
                  f"RSS peak {summary.get('rss_peak_mb')} MB")
     console.print(line)
+    console.print(sensitive_line(summary["sensitive"]), highlight=False)
+
+
+def _under_gate(factory, gate):
+    """``factory`` whose policies carry ``gate``: ``run_episode`` runs each episode under the
+    gate its policy carries (the expert ``evaluate`` runs to learn what a task asks stays ungated)."""
+    def make(phone):
+        made = factory(phone)
+        made.gate = gate
+        return made
+
+    return make
 
 
 def register(app: typer.Typer) -> None:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import ctypes
 import functools
 import json
 import os
 import platform
+import sys
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -57,6 +60,57 @@ def default_repack(cpuinfo: str | None = None) -> bool:
     return cpu.arch != "x86_64" or not has_amx(cpu)
 
 
+class LlamaLog:
+    """Where llama.cpp's log goes.
+
+    llama-cpp-python 0.3.36's own callback reads ggml's log levels in an older order (its
+    ERROR is ggml's WARN, 3; ggml's ERROR, 4, it takes for DEBUG), so with ``verbose=False``
+    it prints llama.cpp's warnings ("n_ctx_seq (2048) > n_ctx_train (1024)") and drops its
+    errors; during a load it also silences stderr altogether, so a file it cannot load ends in
+    "Failed to load model from file" with the reason lost. The engine routes the log through
+    this callback instead: with ``verbose`` every line goes to stderr, as llama-cpp-python's
+    verbose mode prints it; otherwise nothing is printed and the latest error messages are
+    kept, for `load_llama` to name the cause in its one-line error. ``verbose`` is global to
+    the process, as llama.cpp's log is: the last load sets it.
+    """
+
+    ERROR, CONT = 4, 5  # ggml.h's ggml_log_level: GGML_LOG_LEVEL_ERROR, GGML_LOG_LEVEL_CONT (continues the previous message)
+
+    def __init__(self) -> None:
+        self.verbose = False
+        self.errors: deque[str] = deque(maxlen=16)
+        self._level = 0
+        self._callback = None  # the ctypes function llama.cpp calls; kept alive here
+
+    def install(self, verbose: bool) -> None:
+        import llama_cpp
+
+        self.verbose = verbose
+        if self._callback is None:
+            self._callback = llama_cpp.llama_log_callback(self._record)
+            llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
+
+    def _record(self, level: int, text: bytes, _user_data) -> None:
+        message = text.decode("utf-8", errors="replace")
+        if self.verbose:
+            print(message, end="", file=sys.stderr, flush=True)
+            return
+        if level == self.CONT:
+            if self._level == self.ERROR and self.errors:
+                self.errors[-1] += message
+            return
+        self._level = level
+        if level == self.ERROR:
+            self.errors.append(message)
+
+    def first_error(self) -> str | None:
+        """The first error message kept (since `errors` was last cleared), on one line."""
+        return " ".join(self.errors[0].split()) if self.errors else None
+
+
+LLAMA_LOG = LlamaLog()
+
+
 def load_llama(model_path: str | os.PathLike, *, repack: bool | None = None, verbose: bool = False, **kwargs):
     """``llama_cpp.Llama(model_path, **kwargs)`` with weight repacking set explicitly.
 
@@ -73,6 +127,8 @@ def load_llama(model_path: str | os.PathLike, *, repack: bool | None = None, ver
         raise EngineError(f"{path}: model file not found")
     repack = default_repack() if repack is None else repack
     with _LOAD_LOCK:
+        LLAMA_LOG.install(verbose)
+        LLAMA_LOG.errors.clear()
         defaults = llama_c.llama_model_default_params
 
         def model_params():
@@ -84,7 +140,8 @@ def load_llama(model_path: str | os.PathLike, *, repack: bool | None = None, ver
         try:
             return llama_cpp.Llama(model_path=str(path), verbose=verbose, **kwargs)
         except ValueError as e:  # llama-cpp-python's "Failed to load model from file"
-            raise EngineError(f"{path}: llama.cpp could not load it ({e})") from None
+            reason = LLAMA_LOG.first_error() or str(e)
+            raise EngineError(f"{path}: llama.cpp could not load it: {reason}") from None
         finally:
             llama_c.llama_model_default_params = defaults
 

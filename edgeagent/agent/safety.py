@@ -270,6 +270,11 @@ def sensitive_reason(action: Action, screen: Screen | None) -> str | None:
     return None
 
 
+# What ``--sensitive`` may say (``run`` and ``demo``): put each sensitive step to the user,
+# refuse them all, or let them all run.
+SENSITIVE_POLICIES = ("ask", "deny", "allow")
+
+
 @dataclass
 class ConfirmationGate:
     """Decides whether a sensitive action may run.
@@ -280,6 +285,24 @@ class ConfirmationGate:
 
     allow_sensitive: bool = False
     confirm: ConfirmCallback | None = None
+
+    @classmethod
+    def for_policy(cls, policy: str, confirm: ConfirmCallback | None = None) -> ConfirmationGate:
+        """The gate of a ``--sensitive`` policy: ``allow`` lets every sensitive step run,
+        ``deny`` refuses them, ``ask`` puts each to ``confirm``; with no one to ask
+        (``confirm`` None: no terminal) an unanswered question is a no, so ``ask`` denies."""
+        if policy not in SENSITIVE_POLICIES:
+            raise ValueError(f"sensitive policy {policy!r}: expected one of {', '.join(SENSITIVE_POLICIES)}")
+        if policy == "ask" and confirm is not None:
+            return cls(confirm=confirm)
+        return cls(allow_sensitive=policy == "allow")
+
+    @property
+    def in_effect(self) -> str:
+        """What the gate does with a sensitive step: ask, deny or allow."""
+        if self.confirm is not None:
+            return "ask"
+        return "allow" if self.allow_sensitive else "deny"
 
     def check(self, action: Action, screen: Screen | None) -> tuple[bool, str | None]:
         reason = sensitive_reason(action, screen)
