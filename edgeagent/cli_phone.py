@@ -5,7 +5,6 @@ Heavy imports happen inside the commands, so ``edgeagent --help`` stays fast.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import tempfile
@@ -193,7 +192,7 @@ def demo_command(
     start = time.perf_counter()
     info: dict = {"policy": policy, "device": "emulated", "phrasing": phrasing}
     if policy == "expert":
-        factory = lambda phone: functools.partial(expert_action)  # noqa: E731  a fresh object to carry the gate
+        factory = lambda phone: expert_action  # noqa: E731
     else:
         from edgeagent.agent.policy import engine_prompt_format
         from edgeagent.cli_agent import open_engine, resolve_model
@@ -214,7 +213,7 @@ def demo_command(
     if not json_out:
         err_console.print(f"running {n} emulated tasks with the {policy} policy ...")
     try:
-        summary = evaluate_tasks(_under_gate(factory, gate), tasks, max_steps=max_steps)
+        summary = evaluate_tasks(factory, tasks, max_steps=max_steps, gate=gate)
     except EngineError as exc:  # llama.cpp refused a step (a prompt past the context): one line
         fail(f"{info.get('model')}: {exc}", 2)
     episodes = summary.pop("episodes")
@@ -238,17 +237,6 @@ def demo_command(
                  f"RSS peak {summary.get('rss_peak_mb')} MB")
     console.print(line)
     console.print(sensitive_line(summary["sensitive"]), highlight=False)
-
-
-def _under_gate(factory, gate):
-    """``factory`` whose policies carry ``gate``: ``run_episode`` runs each episode under the
-    gate its policy carries (the expert ``evaluate`` runs to learn what a task asks stays ungated)."""
-    def make(phone):
-        made = factory(phone)
-        made.gate = gate
-        return made
-
-    return make
 
 
 def register(app: typer.Typer) -> None:

@@ -68,7 +68,7 @@ def test_screenshot_saves_a_png_with_the_next_action(tmp_path) -> None:
 
 
 def test_demo_json_reports_success_rate() -> None:
-    result = invoke("demo", "--policy", "expert", "--n", "10", "--seed", "1", "--json")
+    result = invoke("demo", "--policy", "expert", "--n", "10", "--seed", "1", "--sensitive", "allow", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["tasks"] == 10 and report["success_rate"] == 1.0 and report["steps"] > 1

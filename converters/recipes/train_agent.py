@@ -185,6 +185,7 @@ def select_command(args) -> None:
             if not out.is_file():
                 cmd = ["edgeagent", "demo", "--agent", str(agent_dir), "--quant", args.quant, "--n", str(args.n),
                        "--seed", seed, "--phrasing", args.phrasing, "--threads", str(args.threads), "--json",
+                       "--sensitive", "allow",
                        "--templates", "all", "--exclude-app", "Notes"]
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode != 0:

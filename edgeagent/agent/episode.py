@@ -12,7 +12,6 @@ expert today, the on-device model later.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,10 +87,9 @@ def run_episode(device: Device, task: TaskSpec, policy: Policy | AgentPolicy, ma
     (``edgeagent.agent.loop.run_agent``) with ``policy`` on ``device``, then check the phone.
 
     ``policy`` is a ``(task, screen, history) -> Action`` function (the expert) or an agent
-    Policy (the model). The gate is ``gate``, else the one the policy carries as its ``gate``
-    attribute (``edgeagent demo --sensitive`` sets it on the policies it makes), else one that
-    allows the task's sensitive steps: a generated task is the user's own request, and the
-    expert's traces need their payments.
+    Policy (the model). The gate is ``gate`` (``edgeagent demo --sensitive`` passes its own),
+    else one that allows the task's sensitive steps: a generated task is the user's own
+    request, and the expert's traces need their payments.
     """
     if phone is None:
         if not isinstance(device, EmulatedPhone):
@@ -114,7 +112,7 @@ def run_episode(device: Device, task: TaskSpec, policy: Policy | AgentPolicy, ma
 
     previous: list[dict | None] = [None]
     run = run_agent(device, task.instruction, agent_policy, max_steps=max_steps,
-                    gate=gate or getattr(policy, "gate", None) or ConfirmationGate(allow_sensitive=True),
+                    gate=gate or ConfirmationGate(allow_sensitive=True),
                     trace=_Sink())
     steps, prev = [], None
     for rec in run.steps:

@@ -85,8 +85,10 @@ def evaluate_tasks(
     *,
     max_steps: int = 20,
     on_episode: Callable[[Any], None] | None = None,
+    gate=None,
 ) -> dict[str, Any]:
-    """Run ``tasks`` on a fresh emulated phone each; ``policy_factory(phone)`` makes the policy.
+    """Run ``tasks`` on a fresh emulated phone each; ``policy_factory(phone)`` makes the policy,
+    ``gate`` (a ConfirmationGate) judges its sensitive steps (default: ``run_episode``'s).
 
     Returns success rate, mean steps, the per-step cost summary and the episodes.
     """
@@ -96,7 +98,7 @@ def evaluate_tasks(
     episodes = []
     for task in tasks:
         phone = EmulatedPhone()
-        ep = run_episode(phone, task, policy_factory(phone), max_steps)
+        ep = run_episode(phone, task, policy_factory(phone), max_steps, gate=gate)
         episodes.append(ep)
         if on_episode:
             on_episode(ep)
