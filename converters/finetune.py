@@ -89,6 +89,7 @@ class FinetuneConfig:
     ckpt_every: int = 50
     keep_adapters: bool = False  # also keep each checkpoint's adapter (out_dir/adapters/step-N), to choose one later
     logits_at_targets_only: bool = True  # the vocabulary projection only where a label is (same loss, less memory)
+    init_adapter: str | None = None  # a peft adapter directory whose LoRA weights start this run
     seed: int = 0
 
     # Fields that do not change the optimisation: a resumed run may change them.
@@ -421,6 +422,14 @@ def _finetune(model_dir, train, out_dir, cfg, *, heldout, resume, stop_after, pr
     torch.manual_seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)
     model = load_base(model_dir, cfg, accelerator.device)
+    if cfg.init_adapter:  # continue from an earlier run's adapter (a warm start; the optimizer starts afresh)
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        path = Path(cfg.init_adapter) / "adapter_model.safetensors"
+        if not path.is_file():
+            raise FinetuneError(f"{path}: no adapter to start from")
+        set_peft_model_state_dict(model, load_file(str(path)))
     heads = None
     if cfg.exits:
         from converters.early_exit import ExitHeads
@@ -778,7 +787,7 @@ def main(argv: list[str] | None = None) -> None:
         elif isinstance(f.default, bool):
             p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
         else:
-            kind = int if f.default is None else type(f.default)  # max_steps: a number or unset
+            kind = {"max_steps": int, "init_adapter": str}.get(f.name, type(f.default))  # those two may be unset
             p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
     args = p.parse_args(argv)
     if args.threads:

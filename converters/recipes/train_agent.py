@@ -60,7 +60,8 @@ def load_examples(model_dir: Path, data: list[Path], holdout: float, max_seq_len
 def train_command(args) -> None:
     torch.set_num_threads(args.threads)
     model_dir = resolve_source(args.model)
-    cfg = replace(RUN_CONFIG, epochs=args.epochs, max_steps=args.max_steps)
+    cfg = replace(RUN_CONFIG, epochs=args.epochs, max_steps=args.max_steps,
+                  init_adapter=str(args.init_adapter) if args.init_adapter else None, lr=args.lr)
     if args.exits:
         cfg = replace(cfg, exits=tuple(int(k) for k in args.exits.split(",")))
     train, held, counts, fmt = load_examples(model_dir, args.data, args.holdout, cfg.max_seq_len)
@@ -206,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--epochs", type=int, default=RUN_CONFIG.epochs)
     t.add_argument("--max-steps", type=int, default=None, help="end the schedule after N optimizer steps")
+    t.add_argument("--init-adapter", type=Path, default=None, help="warm-start from a run's adapter (OUT/adapters/step-N)")
+    t.add_argument("--lr", type=float, default=RUN_CONFIG.lr)
     t.add_argument("--exits", default="", help="shared exit layers trained with the early-exit loss, e.g. 10,15,20")
     t.add_argument("--holdout", type=float, default=0.05)
     t.add_argument("--threads", type=int, default=2)
