@@ -18,8 +18,8 @@ STATUS_WORDS = {"complete": "done"}
 
 
 AGENT_HELP = ("Which shipped agent runs when no --model is given: smollm2 (SmolLM2-135M-Instruct fine-tuned "
-              "for the phone; needs the agent extra) or builtin (the 5M model trained from scratch). Default: "
-              "smollm2 where it is installed, else builtin.")
+              "for the phone; needs the agent extra) or builtin (the 5M model trained from scratch), or an agent "
+              "directory. Default: the best by measurement (edgeagent.agents.DEFAULT_AGENT, now builtin).")
 
 
 @dataclass
@@ -49,6 +49,8 @@ def resolve_model(model: Optional[Path], quant: str = "q8_0", agent: Optional[st
     if agent is None:
         from edgeagent.agents import DEFAULT_AGENT, AgentUnavailable, shipped_agent
 
+        agent = DEFAULT_AGENT
+    if agent != "builtin":
         try:
             chosen = shipped_agent(DEFAULT_AGENT)
             return ModelChoice(chosen.gguf(quant), f"{DEFAULT_AGENT} {quant}", chosen.prompt_format)

@@ -156,7 +156,7 @@ def demo_command(
     seed: int = typer.Option(0, "--seed", help="Task seed (training used seed 1: these tasks are fresh)."),
     policy: str = typer.Option("model", "--policy", help="model (the shipped agent or --model through llama.cpp) or expert."),
     model: Optional[Path] = typer.Option(None, "--model", help="GGUF to run instead of the shipped agent."),
-    agent: Optional[str] = typer.Option(None, "--agent", help="Which shipped agent runs without --model: smollm2 or builtin (default: smollm2 where installed)."),
+    agent: Optional[str] = typer.Option(None, "--agent", help="Which shipped agent runs without --model: builtin (the default, the best by measurement) or smollm2 (needs the agent extra), or an agent directory."),
     quant: str = typer.Option("q8_0", "--quant", help="The shipped agent's quantization."),
     apps: Optional[list[str]] = typer.Option(None, "--apps", help=APPS_HELP),
     exclude_app: Optional[list[str]] = typer.Option(

@@ -23,7 +23,11 @@ from edgeagent.agent.prompt import PromptFormat
 from edgeagent.sources import SourceError, named_source
 
 AGENTS_DIR = Path(__file__).resolve().parent
-DEFAULT_AGENT = "smollm2"
+# The agent `run` and `demo` use without --model/--agent: the best one by measurement. The 5M
+# built-in model still solves more of the template-worded tasks (93.5 % vs the SmolLM2 agent's
+# figure in agents/smollm2/MODEL_CARD.md), so it stays the default until the SmolLM2 agent
+# beats it; `--agent smollm2` runs the fine-tuned pretrained model.
+DEFAULT_AGENT = "builtin"
 INSTALL_HINT = 'pip install "edgeagent[agent]"'
 
 
@@ -96,7 +100,7 @@ class ShippedAgent:
         return h.hexdigest()[:16]
 
 
-def shipped_agent(name: str = DEFAULT_AGENT) -> ShippedAgent:
+def shipped_agent(name: str) -> ShippedAgent:
     """A shipped agent by name, or an agent directory by path (a checkpoint being evaluated)."""
     d = AGENTS_DIR / name
     if "/" in name or name.startswith("."):
