@@ -99,7 +99,7 @@ def test_scripted_adb_battery_through_the_whole_profile_path_within_one_percent(
     bs, be, rs, re = w["baseline_t_start"], w["baseline_t_end"], w["run_t_start"], w["run_t_end"]
     baseline_ma = integral(bs, be) / (be - bs)
     expected_mah = (integral(rs, re) - baseline_ma * (re - rs)) / 3600.0
-    assert expected_mah > 0.05  # a real signal, not a rounding error
+    assert expected_mah > 0.01  # a real signal, not a rounding error (how much depends on how fast this host runs the 16 inferences)
     assert energy["mah"] == pytest.approx(expected_mah, rel=0.01)
     assert energy["mah_coulomb"] == pytest.approx(expected_mah, rel=0.01)
     runs = out["workload"]["runs"]
