@@ -47,7 +47,8 @@ def resolve_source(spec: str | os.PathLike) -> Path:
 def hf_dir_from_gguf(gguf: Path, cache: Path | None = None) -> Path:
     """The GGUF as a plain HF directory, built once and cached by content."""
     gguf = Path(gguf)
-    out = (cache or cache_root()) / f"{gguf.stem}-{sha256_file(gguf)[:16]}"
+    digest = sha256_file(gguf)
+    out = (cache or cache_root()) / f"{gguf.stem}-{digest[:16]}"
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         return out
     import torch
@@ -72,5 +73,5 @@ def hf_dir_from_gguf(gguf: Path, cache: Path | None = None) -> Path:
     with atomic_dir(out) as tmp:
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / "SOURCE.txt").write_text(f"dequantized from {gguf.name} (sha256 {sha256_file(gguf)})\n")
+        (tmp / "SOURCE.txt").write_text(f"dequantized from {gguf.name} (sha256 {digest})\n")
     return out

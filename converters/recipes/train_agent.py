@@ -132,11 +132,7 @@ def _measure_lever(args, name: str) -> dict:
     # the same episodes for every lever: the step layout takes the steps of the first n episodes
     n_episodes = args.steps * cfg.batch_size
     if layout == "step":
-        groups: list[str] = []
-        for r in records:
-            if r.group not in groups:
-                groups.append(r.group)
-        keep = set(groups[:n_episodes])
+        keep = set(list(dict.fromkeys(r.group for r in records))[:n_episodes])  # the first n episodes, in order
         train = [e for e, r in zip(train, records) if r.group in keep]
         cfg = replace(cfg, batch_size=max(1, len(train) // args.steps))
     else:
