@@ -207,6 +207,35 @@ def load_base(model_dir: str | os.PathLike, cfg: FinetuneConfig, device: torch.d
     return _quiet_load(get_peft_model, model, lora)
 
 
+def init_adapter_state(path: Path, model_dir: str | os.PathLike, model: nn.Module, cfg: FinetuneConfig) -> dict:
+    """The LoRA weights a run starts from: a peft adapter directory (``OUT/adapters/step-N``) or
+    a shipped delta file (``edgeagent/agents/NAME/delta.safetensors``, converted back)."""
+    from safetensors.torch import load_file
+
+    if path.is_dir():
+        weights = path / "adapter_model.safetensors"
+        if not weights.is_file():
+            raise FinetuneError(f"{weights}: no adapter to start from")
+        return load_file(str(weights))
+    if not path.is_file():
+        raise FinetuneError(f"{path}: no adapter directory or delta file to start from")
+    from converters.delta import DeltaError, delta_adapter_state
+
+    prefix = "base_model.model."
+    modules = [name[len(prefix):] for name, m in model.named_modules()
+               if hasattr(m, "lora_A") and name.startswith(prefix) and len(getattr(m, "lora_A", {}))]
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    try:
+        state = delta_adapter_state(path, config, modules, cfg.alpha / cfg.rank)
+    except DeltaError as e:
+        raise FinetuneError(str(e)) from None
+    for key, value in state.items():
+        want = tuple(model.get_parameter(key.replace(".weight", ".default.weight")).shape)
+        if tuple(value.shape) != want:
+            raise FinetuneError(f"{path}: {key} is {tuple(value.shape)}, this run's LoRA (rank {cfg.rank}) needs {want}")
+    return {k: torch.from_numpy(v) for k, v in state.items()}
+
+
 def _keep_4bit_trainable(model: nn.Module) -> None:
     """bitsandbytes 0.50 on CPUs with AVX512-BF16 repacks a Linear4bit's weight into an
     inference-only layout the first time it runs in eval mode without grad (e.g. a held-out
@@ -424,12 +453,8 @@ def _finetune(model_dir, train, out_dir, cfg, *, heldout, resume, stop_after, pr
     model = load_base(model_dir, cfg, accelerator.device)
     if cfg.init_adapter:  # continue from an earlier run's adapter (a warm start; the optimizer starts afresh)
         from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
 
-        path = Path(cfg.init_adapter) / "adapter_model.safetensors"
-        if not path.is_file():
-            raise FinetuneError(f"{path}: no adapter to start from")
-        set_peft_model_state_dict(model, load_file(str(path)))
+        set_peft_model_state_dict(model, init_adapter_state(Path(cfg.init_adapter), model_dir, model, cfg))
     heads = None
     if cfg.exits:
         from converters.early_exit import ExitHeads

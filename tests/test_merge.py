@@ -91,6 +91,34 @@ def test_a_delta_that_does_not_fit_is_refused_by_tensor_name(tiny, tmp_path) -> 
     assert not (tmp_path / "bad.gguf").exists() and not list(tmp_path.glob(".bad.gguf.*"))
 
 
+def test_a_shipped_delta_starts_a_new_run_as_the_adapter_it_came_from(tiny, tmp_path) -> None:
+    """``--init-adapter agent:NAME``: the delta (GGUF names, permuted Q/K rows, scale folded,
+    float16) converted back gives the original peft adapter's outputs; a run of another rank
+    is refused by tensor, not started from a partial state."""
+    from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    from converters.finetune import FinetuneConfig, FinetuneError, init_adapter_state
+
+    root, base = tiny
+    config = json.loads((base / "config.json").read_text())
+    save_delta(adapter_delta(root / "adapter", config), tmp_path / "delta.safetensors")
+    ids = torch.tensor([TOKENS])
+    original = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), root / "adapter")
+    fresh = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    cfg = FinetuneConfig(rank=4, alpha=8.0)
+    set_peft_model_state_dict(fresh, init_adapter_state(tmp_path / "delta.safetensors", base, fresh, cfg))
+    with torch.no_grad():
+        want, got = original(ids).logits, fresh(ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)(ids).logits
+    assert (want - got).abs().max() < 1e-2 < (want - plain).abs().max()
+    other = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
+                           LoraConfig(r=2, lora_alpha=4, target_modules="all-linear"))
+    with pytest.raises(FinetuneError, match=r"lora_A\.weight is \(4, "):
+        init_adapter_state(tmp_path / "delta.safetensors", base, other, FinetuneConfig(rank=2, alpha=4.0))
+
+
 def test_a_shipped_agent_is_built_once_from_its_package_base_and_cached(tmp_path, monkeypatch) -> None:
     """The real base (SmolLM2-135M-Instruct from its package) with a small delta: the first call
     builds and says so, the second finds the file, a changed delta gets a file of its own."""

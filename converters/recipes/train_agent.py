@@ -60,8 +60,16 @@ def load_examples(model_dir: Path, data: list[Path], holdout: float, max_seq_len
 def train_command(args) -> None:
     torch.set_num_threads(args.threads)
     model_dir = resolve_source(args.model)
-    cfg = replace(RUN_CONFIG, epochs=args.epochs, max_steps=args.max_steps,
-                  init_adapter=str(args.init_adapter) if args.init_adapter else None, lr=args.lr)
+    init = args.init_adapter
+    if init and init.startswith("agent:"):  # a shipped agent's delta (its run directory may be long gone)
+        from edgeagent.agents import AgentUnavailable, shipped_agent
+
+        try:
+            init = str(shipped_agent(init[len("agent:"):]).dir / "delta.safetensors")
+        except AgentUnavailable as e:
+            print(f"error: --init-adapter: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+    cfg = replace(RUN_CONFIG, epochs=args.epochs, max_steps=args.max_steps, init_adapter=init or None, lr=args.lr)
     if args.exits:
         cfg = replace(cfg, exits=tuple(int(k) for k in args.exits.split(",")))
     train, held, counts, fmt = load_examples(model_dir, args.data, args.holdout, cfg.max_seq_len)
@@ -203,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--epochs", type=int, default=RUN_CONFIG.epochs)
     t.add_argument("--max-steps", type=int, default=None, help="end the schedule after N optimizer steps")
-    t.add_argument("--init-adapter", type=Path, default=None, help="warm-start from a run's adapter (OUT/adapters/step-N)")
+    t.add_argument("--init-adapter", default=None,
+                   help="warm-start from a run's adapter (OUT/adapters/step-N), a delta file, or agent:NAME (a shipped agent)")
     t.add_argument("--lr", type=float, default=RUN_CONFIG.lr)
     t.add_argument("--exits", default="", help="shared exit layers trained with the early-exit loss, e.g. 10,15,20")
     t.add_argument("--holdout", type=float, default=0.05)

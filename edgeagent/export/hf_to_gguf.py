@@ -195,6 +195,12 @@ def permute_rotary(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def unpermute_rotary(w: np.ndarray, n_head: int) -> np.ndarray:
+    """The inverse of ``permute_rotary``: llama.cpp's interleaved rows back to HF's halves."""
+    rows = w.shape[0]
+    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
 def llama3_rope_factors(hp: Hparams) -> np.ndarray:
     """Per-frequency divisors for Llama 3.1+ RoPE scaling (`rope_type: llama3`), the
     `rope_freqs.weight` tensor llama.cpp multiplies into the rotation wavelengths."""
