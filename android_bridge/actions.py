@@ -58,6 +58,13 @@ _ALLOWED: dict[str, frozenset[str]] = {
 MAX_TEXT_CHARS = 500
 
 
+def action_json(action: dict[str, Any]) -> str:
+    """An action as the model writes it and is trained on it: compact JSON, keys in the dict's
+    order, non-ASCII kept (``Action.to_json``, and every trace step's completion through
+    ``edgeagent.agent.prompt.training_example``)."""
+    return json.dumps(action, ensure_ascii=False, separators=(",", ":"))
+
+
 class ActionError(ValueError):
     """An action that does not follow the schema. The message says which field and why."""
 
@@ -86,7 +93,7 @@ class Action:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        return action_json(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Any) -> "Action":

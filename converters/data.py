@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from android_bridge.actions import Action, ActionError
-from edgeagent.agent.prompt import SYSTEM_TEXT, PromptFormat, build_prompt, episode_messages
+from edgeagent.agent.prompt import SYSTEM_TEXT, PromptFormat, episode_messages, training_example
 
 IGNORE = -100  # label of a position that carries no loss (PyTorch cross_entropy's ignore_index)
 ROLES = ("system", "user", "assistant", "tool")
@@ -185,9 +185,7 @@ def _trace_record(obj: dict, source: str) -> Record:
         except ActionError as e:
             raise ValueError(f"trace step: previous: {e}") from None
     # The exact text train_builtin and the runtime (ModelPolicy) use.
-    prev_text = json.dumps(previous, ensure_ascii=False, separators=(",", ":")) if previous else None
-    prompt = build_prompt(task["instruction"], obj["observation"], prev_text)
-    completion = json.dumps(obj["action"], ensure_ascii=False, separators=(",", ":"))
+    prompt, completion = training_example(task["instruction"], obj["observation"], previous, obj["action"])
     messages = [{"role": "user", "content": prompt.rstrip()}, {"role": "assistant", "content": completion}]
     step = obj.get("step")
     if step is not None and (not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 10_000):

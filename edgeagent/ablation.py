@@ -112,7 +112,7 @@ def _bundle_for(model_dir: Path, quants: Sequence[str], exit_layer: int, heads: 
     from android_bridge.emulator.tasks import generate_tasks
     from edgeagent.builtin import cache_dir, weights_digest
     from edgeagent.bundle import load_bundle
-    from edgeagent.early_exit_bench import heldout_examples
+    from edgeagent.agent.episode import expert_examples
     from edgeagent.export.bundle import build_bundle
 
     key = "-".join([weights_digest(model_dir), f"exit{exit_layer}", "-".join(quants), f"t{tasks}s{seed}",
@@ -121,7 +121,7 @@ def _bundle_for(model_dir: Path, quants: Sequence[str], exit_layer: int, heads: 
     if not (out / "manifest.json").is_file():
         log(f"building {model_dir.name}: {', '.join(quants)} x exits {{{exit_layer}, full}}, {tasks} tasks ...")
         task_list = generate_tasks(tasks, seed, exclude_apps=exclude_apps or None)
-        examples = heldout_examples(HELDOUT_TASKS, seed + 1, exclude_apps=exclude_apps or None)
+        examples = expert_examples(HELDOUT_TASKS, seed + 1, exclude_apps=exclude_apps or None)
         build_bundle(model_dir, out, quants, [exit_layer], name=model_dir.name, heads_dir=heads, tasks=task_list,
                      heldout_examples=examples, threads=threads)
     return load_bundle(out)

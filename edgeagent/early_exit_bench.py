@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from edgeagent.agent.episode import expert_examples
 from edgeagent.agent.evaluate import evaluate_tasks, model_policy_factory
 from edgeagent.atomic import write_text
 from edgeagent.engine import Engine
@@ -42,32 +43,6 @@ from edgeagent.quality import heldout_perplexity, text_examples
 from edgeagent.speculative import LlamaRunner, SelfSpeculativeEngine
 
 WITHIN_POINTS = 5.0
-
-
-# ---------------------------------------------------------------------------------------
-# data: tasks and held-out expert steps
-
-
-def heldout_examples(n_tasks: int, seed: int, exclude_apps: Sequence[str] | None = None) -> list[dict]:
-    """Prompt/completion pairs of the expert's steps on ``n_tasks`` generated tasks, rendered
-    as the built-in recipe renders its training data (``load_examples``)."""
-    from android_bridge.emulator.expert import expert_action
-    from android_bridge.emulator.phone import EmulatedPhone
-    from android_bridge.emulator.tasks import generate_tasks
-    from edgeagent.agent.episode import run_episode
-    from edgeagent.agent.prompt import build_prompt
-
-    phone = EmulatedPhone()
-    examples = []
-    for task in generate_tasks(n_tasks, seed, exclude_apps=exclude_apps):
-        result = run_episode(phone, task, expert_action)
-        for step in result.trace:
-            prev = json.dumps(step.previous, ensure_ascii=False, separators=(",", ":")) if step.previous else None
-            examples.append({
-                "prompt": build_prompt(task.instruction, step.observation, prev),
-                "completion": json.dumps(step.action, ensure_ascii=False, separators=(",", ":")),
-            })
-    return examples
 
 
 # ---------------------------------------------------------------------------------------
@@ -340,7 +315,7 @@ def run_early_exit_bench(
     say(f"packing exits {exit_layers} of {model_dir} at {quant}")
     full, shared, trained = _variants(model_dir, exit_layers, n_layers, quant, heads_path, target.work, threads)
     task_list = generate_tasks(tasks, seed, exclude_apps=exclude_apps)
-    examples = heldout_examples(heldout_tasks, seed + 1, exclude_apps) if heldout_tasks else []
+    examples = expert_examples(heldout_tasks, seed + 1, exclude_apps) if heldout_tasks else []
 
     # Warm-up (not recorded): the first agent run in a process allocates the emulator's and
     # Python's own memory, which would otherwise be charged to whichever variant runs first.

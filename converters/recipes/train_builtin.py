@@ -40,7 +40,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, proce
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from converters.schedule import warmup_cosine
-from edgeagent.agent.prompt import build_prompt
+from edgeagent.agent.prompt import training_example
 from edgeagent.atomic import atomic_dir, atomic_path
 from edgeagent.export.tokenizer import QWEN2_SPLIT
 
@@ -92,10 +92,8 @@ def load_examples(path: Path) -> list[dict]:
                 continue
             try:
                 rec = json.loads(line)
-                prev = rec.get("previous")
-                prev_text = json.dumps(prev, ensure_ascii=False, separators=(",", ":")) if prev else None
-                prompt = build_prompt(rec["task"]["instruction"], rec["observation"], prev_text)
-                completion = json.dumps(rec["action"], ensure_ascii=False, separators=(",", ":"))
+                prompt, completion = training_example(rec["task"]["instruction"], rec["observation"],
+                                                      rec.get("previous"), rec["action"])
             except (KeyError, TypeError, json.JSONDecodeError) as exc:
                 raise SystemExit(f"{path}:{lineno}: not a trace step ({exc!r})")
             task_key = json.dumps(rec["task"], sort_keys=True)

@@ -18,10 +18,12 @@ from typing import Any
 
 from android_bridge.actions import Action
 from android_bridge.device import Device, Screen
+from android_bridge.emulator.expert import expert_action
 from android_bridge.emulator.phone import EmulatedPhone
-from android_bridge.emulator.tasks import TaskSpec
+from android_bridge.emulator.tasks import TaskSpec, generate_tasks
 from edgeagent.agent.loop import Decision, RunResult, StepRecord, TraceSink, run_agent
 from edgeagent.agent.loop import Policy as AgentPolicy
+from edgeagent.agent.prompt import training_example
 from edgeagent.agent.safety import ConfirmationGate
 
 Policy = Callable[[TaskSpec, Screen, Sequence[Action]], Action]
@@ -165,3 +167,15 @@ def trace_records(result: EpisodeResult) -> Iterator[dict[str, Any]]:
             "action": step.action,
             "success": result.success,
         }
+
+
+def expert_examples(n_tasks: int, seed: int, exclude_apps: Sequence[str] | None = None) -> list[dict[str, str]]:
+    """Prompt/completion dicts of the expert's steps on ``n_tasks`` generated tasks, in the
+    text every trainer uses (``training_example``): held-out data for perplexity."""
+    phone = EmulatedPhone()
+    examples = []
+    for task in generate_tasks(n_tasks, seed, exclude_apps=exclude_apps):
+        for step in run_episode(phone, task, expert_action).trace:
+            prompt, completion = training_example(task.instruction, step.observation, step.previous, step.action)
+            examples.append({"prompt": prompt, "completion": completion})
+    return examples

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from android_bridge.actions import action_json
 from android_bridge.uitree import UIElement
 
 # A chat-free plain format: the built-in model is trained on exactly this, and HF chat models
@@ -107,6 +108,14 @@ def build_prompt(instruction: str, observation: str, previous_action: str | None
     """
     prev = previous_action if previous_action else "none"
     return f"{PREVIOUS_PREFIX}{prev}\n{observation}\n{TASK_PREFIX}{instruction}\n{ACTION_PREFIX}"
+
+
+def training_example(instruction: str, observation: str, previous: dict[str, Any] | None,
+                     action: dict[str, Any]) -> tuple[str, str]:
+    """One trace step (the task's instruction, the screen, the previous and the taken action as
+    dicts) as (prompt, completion) in the ``step`` layout: the text every trainer and evaluator
+    uses, byte for byte the prompt ``ModelPolicy`` sends and the action JSON the model writes."""
+    return build_prompt(instruction, observation, action_json(previous) if previous else None), action_json(action)
 
 
 # --- the episode layout (chat models) ----------------------------------------------------

@@ -74,14 +74,14 @@ def builtin_bundle(model_dir: Path | None = None, *, threads: int | None = None)
     written by ``edgeagent.export.bundle.build_bundle`` on first use, then cached next to the GGUFs
     (keyed by the weights' hash). No torch needed."""
     from android_bridge.emulator.tasks import generate_tasks
-    from edgeagent.early_exit_bench import heldout_examples
+    from edgeagent.agent.episode import expert_examples
     from edgeagent.export.bundle import build_bundle
 
     model_dir = model_dir or builtin_model_dir()
     out = cache_dir() / f"builtin-{weights_digest(model_dir)}" / "bundle"
     if not (out / "manifest.json").is_file():
         tasks = generate_tasks(BUNDLE_TASKS, BUNDLE_TASK_SEED, exclude_apps=HELD_OUT_APPS)
-        examples = heldout_examples(BUNDLE_HELDOUT_TASKS, BUNDLE_TASK_SEED + 1, exclude_apps=HELD_OUT_APPS)
+        examples = expert_examples(BUNDLE_HELDOUT_TASKS, BUNDLE_TASK_SEED + 1, exclude_apps=HELD_OUT_APPS)
         build_bundle(model_dir, out, BUNDLE_QUANTS, name="builtin", tasks=tasks, heldout_examples=examples,
                      measurements={"task_seed": BUNDLE_TASK_SEED, "excluded_apps": list(HELD_OUT_APPS)},
                      threads=threads)
