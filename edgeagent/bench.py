@@ -123,14 +123,7 @@ def bench_throughput(
     model_path = Path(model_path)
     n_ctx = prompt_tokens + gen_tokens + 16
     engine = Engine(model_path, n_ctx=n_ctx, n_threads=threads, repack=repack, seed=0)
-    baseline = load_llama(
-        model_path,
-        repack=engine.repack,
-        n_ctx=n_ctx,
-        n_threads=engine.n_threads,
-        n_threads_batch=engine.n_threads,
-        seed=0,
-    )
+    baseline = load_llama(model_path, repack=engine.repack, seed=0, **engine.settings.llama_kwargs())  # the same context
     try:
         prompt = bench_prompt(engine, prompt_tokens)
         runs: list[dict] = []

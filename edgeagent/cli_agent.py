@@ -67,14 +67,15 @@ def resolve_model(model: Optional[Path], quant: str = "q8_0", agent: Optional[st
 
 VERBOSE_HELP = "Print llama.cpp's own log (loading, warnings) to stderr; without it llama.cpp prints nothing."
 SENSITIVE_HELP = ("What happens to a sensitive step (paying, sending, deleting, calling, installing): ask (put to you "
-                  "at the terminal; where no one can answer, stdin not a terminal or --json, it is denied), deny "
-                  "or allow. Default: ask.")
+                  "at the terminal; where no one can answer, stdin not a terminal or --json, it is denied), deny, "
+                  "allow (the kinds of deed the task's words ask for, e.g. a payment for 'buy milk'; any other "
+                  "is denied) or allow-all. Default: ask.")
 
 
 def quiet_llama(verbose: bool) -> None:
     """llama.cpp's log off (its errors kept for the one-line message), or on with ``--verbose``;
     set before anything reaches llama.cpp (building the shipped agent quantizes with it)."""
-    from edgeagent.engine import LLAMA_LOG
+    from edgeagent.llama import LLAMA_LOG
 
     LLAMA_LOG.install(verbose)
 

@@ -40,7 +40,8 @@ from edgeagent.atomic import write_text
 from edgeagent.engine import Engine
 from edgeagent.metrics import PeakRSS, per_second, rss_mb
 from edgeagent.quality import heldout_perplexity, text_examples
-from edgeagent.speculative import LlamaRunner, SelfSpeculativeEngine
+from edgeagent.llama import LlamaRunner
+from edgeagent.speculative import SelfSpeculativeEngine
 
 WITHIN_POINTS = 5.0
 

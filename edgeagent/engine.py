@@ -12,138 +12,21 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import ctypes
 import functools
 import json
 import os
 import platform
-import sys
-import threading
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+# EngineError, default_repack and load_llama are part of the engine's API (imported from here).
+from edgeagent.llama import EngineError, LlamaSettings, default_repack, load_llama  # noqa: F401
 from edgeagent.metrics import LlamaPerf, PeakRSS, per_second, percentile, rss_mb
 
-
-class EngineError(RuntimeError):
-    """The model cannot be loaded or the request cannot be served; says why."""
-
-
-_LOAD_LOCK = threading.Lock()
-
-
-def default_repack(cpuinfo: str | None = None) -> bool:
-    """Whether llama.cpp should repack weights into CPU-specific layouts at load time, decided
-    from `cpuinfo` (the text of ``/proc/cpuinfo``; read from this machine when None).
-
-    On ARM (aarch64) repacking (Q4_0 -> interleaved 4x4/4x8/8x8 blocks for NEON/i8mm/SVE) is
-    the main CPU speed-up: on. On x86 it is on too (the AVX2/AVX-512 repack buffers run fine,
-    e.g. on this project's AMD EPYC host), unless the CPU has Intel AMX (``amx_tile`` in the
-    flags): llama.cpp then also repacks into its AMX buffer, which segfaults on quantized
-    models (ggml-org/llama.cpp#20824, "segfault in ggml_backend_amx_mul_mat"). An x86 machine
-    whose cpuinfo cannot be read (not Linux) could have AMX, so it stays off there.
-    """
-    from edgeagent.doctor import has_amx, parse_cpuinfo
-
-    if cpuinfo is None:
-        machine = platform.machine().lower()
-        if machine not in ("x86_64", "amd64", "i686", "i386", "x86"):
-            return True
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return False
-    cpu = parse_cpuinfo(cpuinfo)
-    return cpu.arch != "x86_64" or not has_amx(cpu)
-
-
-class LlamaLog:
-    """Where llama.cpp's log goes.
-
-    llama-cpp-python 0.3.36's own callback reads ggml's log levels in an older order (its
-    ERROR is ggml's WARN, 3; ggml's ERROR, 4, it takes for DEBUG), so with ``verbose=False``
-    it prints llama.cpp's warnings ("n_ctx_seq (2048) > n_ctx_train (1024)") and drops its
-    errors; during a load it also silences stderr altogether, so a file it cannot load ends in
-    "Failed to load model from file" with the reason lost. The engine routes the log through
-    this callback instead: with ``verbose`` every line goes to stderr, as llama-cpp-python's
-    verbose mode prints it; otherwise nothing is printed and the latest error messages are
-    kept, for `load_llama` to name the cause in its one-line error. ``verbose`` is global to
-    the process, as llama.cpp's log is: the last load sets it.
-    """
-
-    ERROR, CONT = 4, 5  # ggml.h's ggml_log_level: GGML_LOG_LEVEL_ERROR, GGML_LOG_LEVEL_CONT (continues the previous message)
-
-    def __init__(self) -> None:
-        self.verbose = False
-        self.errors: deque[str] = deque(maxlen=16)
-        self._level = 0
-        self._callback = None  # the ctypes function llama.cpp calls; kept alive here
-
-    def install(self, verbose: bool) -> None:
-        import llama_cpp
-
-        self.verbose = verbose
-        if self._callback is None:
-            self._callback = llama_cpp.llama_log_callback(self._record)
-            llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
-
-    def _record(self, level: int, text: bytes, _user_data) -> None:
-        message = text.decode("utf-8", errors="replace")
-        if self.verbose:
-            print(message, end="", file=sys.stderr, flush=True)
-            return
-        if level == self.CONT:
-            if self._level == self.ERROR and self.errors:
-                self.errors[-1] += message
-            return
-        self._level = level
-        if level == self.ERROR:
-            self.errors.append(message)
-
-    def first_error(self) -> str | None:
-        """The first error message kept (since `errors` was last cleared), on one line."""
-        return " ".join(self.errors[0].split()) if self.errors else None
-
-
-LLAMA_LOG = LlamaLog()
-
-
-def load_llama(model_path: str | os.PathLike, *, repack: bool | None = None, verbose: bool = False, **kwargs):
-    """``llama_cpp.Llama(model_path, **kwargs)`` with weight repacking set explicitly.
-
-    llama-cpp-python 0.3.36 has no ``Llama(...)`` argument for ``llama_model_params.use_extra_bufts``
-    and builds the params inside ``__init__`` from ``llama_model_default_params()``, so the
-    only way to set it is to hand ``__init__`` a defaults function with the flag changed.
-    The lock keeps that swap from leaking into a concurrent load.
-    """
-    import llama_cpp
-    from llama_cpp import llama_cpp as llama_c
-
-    path = Path(model_path)
-    if not path.is_file():
-        raise EngineError(f"{path}: model file not found")
-    repack = default_repack() if repack is None else repack
-    with _LOAD_LOCK:
-        LLAMA_LOG.install(verbose)
-        LLAMA_LOG.errors.clear()
-        defaults = llama_c.llama_model_default_params
-
-        def model_params():
-            params = defaults()
-            params.use_extra_bufts = repack
-            return params
-
-        llama_c.llama_model_default_params = model_params
-        try:
-            return llama_cpp.Llama(model_path=str(path), verbose=verbose, **kwargs)
-        except ValueError as e:  # llama-cpp-python's "Failed to load model from file"
-            reason = LLAMA_LOG.first_error() or str(e)
-            raise EngineError(f"{path}: llama.cpp could not load it: {reason}") from None
-        finally:
-            llama_c.llama_model_default_params = defaults
+if TYPE_CHECKING:
+    from edgeagent.profiles import Profile
 
 
 @dataclass
@@ -187,11 +70,12 @@ class Generation:
 class Engine:
     """A loaded GGUF model.
 
-    Runtime settings left as None come from the device profile when one is given
-    (``edgeagent.profiles.Profile.runtime``: threads, weight_repack, flash_attn,
-    kv_cache_type, n_ubatch), else from defaults: ``os.cpu_count()`` threads, repacking as
-    `default_repack()` decides, flash attention off, llama.cpp's F16 KV cache.
-    `type_k`/`type_v` are ggml type ids (``llama_cpp.GGML_TYPE_F32`` ...).
+    The llama.cpp context is ``settings`` (``edgeagent.llama.LlamaSettings``) when given; else
+    it is resolved by ``LlamaSettings.from_runtime``: the arguments here first, then the device
+    profile's ``[runtime]`` when a profile is given (threads, flash_attn, kv_cache_type,
+    n_ubatch; weight_repack for ``repack``), then defaults: ``os.cpu_count()`` threads,
+    repacking as `default_repack()` decides, flash attention off, llama.cpp's F16 KV cache.
+    `type_k`/`type_v` are ggml type ids (``llama_cpp.GGML_TYPE_F32`` ...) overriding the KV type.
     """
 
     def __init__(
@@ -204,42 +88,34 @@ class Engine:
         n_ubatch: int | None = None,
         seed: int = 0,
         repack: bool | None = None,
-        profile: Any = None,
+        profile: Profile | None = None,
         type_k: int | None = None,
         type_v: int | None = None,
         flash_attn: bool | None = None,
         track_peak_rss: bool = True,
         verbose: bool = False,
+        settings: LlamaSettings | None = None,
     ):
         import llama_cpp
 
-        runtime = getattr(profile, "runtime", None)
-        kv_type = {"f32": llama_cpp.GGML_TYPE_F32, "f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0}.get(
-            getattr(runtime, "kv_cache_type", None)
-        )
-        n_threads = n_threads or getattr(runtime, "threads", None) or os.cpu_count() or 1
-        repack = repack if repack is not None else getattr(runtime, "weight_repack", None)
-        flash_attn = flash_attn if flash_attn is not None else bool(getattr(runtime, "flash_attn", False))
-        n_ubatch = n_ubatch or getattr(runtime, "n_ubatch", None) or n_batch
+        runtime = profile.runtime if profile is not None else None
+        if settings is None:
+            settings = LlamaSettings.from_runtime(runtime, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
+                                                  n_threads=n_threads, flash_attn=flash_attn)
+        if repack is None and runtime is not None:
+            repack = runtime.weight_repack
+        kwargs = settings.llama_kwargs()
+        if type_k is not None:
+            kwargs["type_k"] = type_k
+        if type_v is not None:
+            kwargs["type_v"] = type_v
+        self.settings = settings
         self.model_path = Path(model_path)
-        self.n_threads = int(n_threads)
+        self.n_threads = settings.threads
         self.repack = default_repack() if repack is None else bool(repack)
         self.seed = seed
         self.track_peak_rss = track_peak_rss
-        self.llm = load_llama(
-            self.model_path,
-            repack=self.repack,
-            verbose=verbose,
-            n_ctx=n_ctx,
-            n_batch=n_batch,
-            n_ubatch=n_ubatch,
-            n_threads=self.n_threads,
-            n_threads_batch=self.n_threads,
-            seed=seed,
-            type_k=type_k if type_k is not None else kv_type,
-            type_v=type_v if type_v is not None else kv_type,
-            flash_attn=flash_attn,
-        )
+        self.llm = load_llama(self.model_path, repack=self.repack, verbose=verbose, seed=seed, **kwargs)
         self.n_ctx = self.llm.n_ctx()
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._eog: dict[int, bool] = {}  # token -> is end-of-generation, filled as seen

@@ -29,13 +29,12 @@ import numpy as np
 IGNORE = -100
 
 
-def _context(model_path, n_ctx: int, n_batch: int, threads: int | None, type_kv: int | None = None, **kwargs):
-    from edgeagent.engine import load_llama
+def _context(model_path, n_ctx: int, n_batch: int, threads: int | None, kv_type: str | None = None):
+    """The model in llama.cpp with the shared context set-up (``edgeagent.llama.LlamaSettings``)."""
+    from edgeagent.llama import LlamaSettings, load_llama
 
-    threads = threads or os.cpu_count() or 1
-    extra = {} if type_kv is None else {"type_k": type_kv, "type_v": type_kv}
-    return load_llama(model_path, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=threads,
-                      n_threads_batch=threads, **extra, **kwargs)
+    settings = LlamaSettings(n_ctx=n_ctx, n_batch=n_batch, n_threads=threads, kv_type=kv_type)
+    return load_llama(model_path, **settings.llama_kwargs())
 
 
 def _decode(ctx, batch, tokens: Sequence[int], start: int, want_logits: Sequence[bool]) -> None:
@@ -117,12 +116,11 @@ def text_examples(model_path: str | os.PathLike, examples: Sequence[dict]) -> li
 def kv_cache_bytes_per_token(model_path: str | os.PathLike, *, n_tokens: int = 64, threads: int | None = 1) -> dict:
     """KV-cache bytes per token of context with llama.cpp's default F16 cache, measured (see
     the module docstring), and the raw state growth per token it was derived from."""
-    import llama_cpp
     from llama_cpp import llama_cpp as L
 
     growth = {}
-    for name, kv_type in (("f32", llama_cpp.GGML_TYPE_F32), ("f16", llama_cpp.GGML_TYPE_F16)):
-        llm = _context(model_path, n_ctx=2 * n_tokens + 16, n_batch=n_tokens, threads=threads, type_kv=kv_type)
+    for name in ("f32", "f16"):
+        llm = _context(model_path, n_ctx=2 * n_tokens + 16, n_batch=n_tokens, threads=threads, kv_type=name)
         batch = L.llama_batch_init(n_tokens, 0, 1)
         try:
             ctx = llm.ctx

@@ -88,10 +88,9 @@ def logit_error(reference: Path, quantized: Path, text: str = SAMPLE_TEXT, threa
 
 
 def _load_for_logits(model_path: Path, n_tokens: int, threads: int | None):
-    import llama_cpp
+    from edgeagent.llama import kv_type_id, load_llama
 
-    from edgeagent.engine import load_llama
-
+    f32 = kv_type_id("f32")
     return load_llama(
         model_path,
         n_ctx=max(64, n_tokens + 8),
@@ -99,8 +98,8 @@ def _load_for_logits(model_path: Path, n_tokens: int, threads: int | None):
         n_threads=threads,
         n_threads_batch=threads,
         logits_all=True,
-        type_k=llama_cpp.GGML_TYPE_F32,
-        type_v=llama_cpp.GGML_TYPE_F32,
+        type_k=f32,
+        type_v=f32,
     )
 
 

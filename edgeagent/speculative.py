@@ -49,230 +49,18 @@ agent uses (prompt, max_tokens, temperature=0, grammar), so ``ModelPolicy`` runs
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from edgeagent.engine import EngineError, default_repack
+from edgeagent.llama import EngineError, LlamaRunner, LlamaSettings, llama_lib
 from edgeagent.metrics import PeakRSS, per_second, rss_mb
 
-_BACKEND_LOCK = threading.Lock()
-_BACKEND_READY = False
 _EOG_ONLY = -1  # _forced(): only end-of-generation tokens are legal
-KV_TYPES = {"f32": "GGML_TYPE_F32", "f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q8_0"}
-
-
-def _llama():
-    import llama_cpp
-
-    global _BACKEND_READY
-    with _BACKEND_LOCK:
-        if not _BACKEND_READY:
-            llama_cpp.llama_backend_init()
-            _BACKEND_READY = True
-    return llama_cpp
-
-
-# ---------------------------------------------------------------------------------------
-# one GGUF in llama.cpp, logits only where asked
-
-
-class LlamaRunner:
-    """A model + context + batch through llama.cpp's C API, with the tokens held in its KV
-    cache tracked in ``tokens`` (positions 0..len-1, sequence 0).
-
-    The context settings are those ``llama_cpp.Llama`` uses for ``edgeagent.engine.Engine``
-    (same n_batch/n_ubatch, F16 KV cache, no flash attention, repacking as ``load_llama``),
-    so the full model computes what the engine computes.
-    """
-
-    def __init__(
-        self,
-        model_path: str | os.PathLike,
-        *,
-        n_ctx: int = 4096,
-        n_threads: int | None = None,
-        n_batch: int = 512,
-        repack: bool | None = None,
-        kv_type: str | None = None,
-        verbose: bool = False,
-    ):
-        lib = _llama()
-        logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
-        path = Path(model_path)
-        if not path.is_file():
-            raise EngineError(f"{path}: model file not found")
-        self.path = path
-        self.n_threads = int(n_threads or os.cpu_count() or 1)
-        self.repack = default_repack() if repack is None else bool(repack)
-        mp = lib.llama_model_default_params()
-        mp.n_gpu_layers = 0
-        mp.load_mode = lib.LLAMA_LOAD_MODE_MMAP
-        # x86's AMX repack buffer crashes on quantized models here; see engine.default_repack.
-        mp.use_extra_bufts = self.repack
-        self.model = lib.llama_model_load_from_file(str(path).encode("utf-8"), mp)
-        if not self.model:
-            raise EngineError(f"{path}: llama.cpp could not load it")
-        cp = lib.llama_context_default_params()
-        cp.n_ctx = n_ctx
-        cp.n_batch = cp.n_ubatch = n_batch
-        cp.n_seq_max = 1
-        cp.n_threads = cp.n_threads_batch = self.n_threads
-        cp.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        cp.yarn_attn_factor, cp.yarn_beta_fast, cp.yarn_beta_slow = 1.0, 32.0, 1.0  # as llama_cpp.Llama sets them
-        cp.no_perf = False
-        if kv_type is not None:
-            if kv_type not in KV_TYPES:
-                raise EngineError(f"KV cache type {kv_type!r} is unknown (choose from {', '.join(KV_TYPES)})")
-            cp.type_k = cp.type_v = getattr(lib, KV_TYPES[kv_type])
-        self.kv_type = kv_type or "f16"
-        self.ctx = lib.llama_init_from_model(self.model, cp)
-        if not self.ctx:
-            lib.llama_model_free(self.model)
-            raise EngineError(f"{path}: llama.cpp could not create a context of {n_ctx} tokens")
-        self.n_ctx = lib.llama_n_ctx(self.ctx)
-        self.n_batch = n_batch
-        self.vocab = lib.llama_model_get_vocab(self.model)
-        self.n_vocab = lib.llama_vocab_n_tokens(self.vocab)
-        self.n_layer = lib.llama_model_n_layer(self.model)
-        self.memory = lib.llama_get_memory(self.ctx)
-        self.batch = lib.llama_batch_init(n_batch, 0, 1)
-        self._token = np.ctypeslib.as_array(self.batch.token, shape=(n_batch,))
-        self._pos = np.ctypeslib.as_array(self.batch.pos, shape=(n_batch,))
-        self._wants_logits = np.ctypeslib.as_array(self.batch.logits, shape=(n_batch,))
-        np.ctypeslib.as_array(self.batch.n_seq_id, shape=(n_batch,))[:] = 1
-        for i in range(n_batch):
-            self.batch.seq_id[i][0] = 0
-        self.tokens: list[int] = []  # what the KV cache holds
-        self._first_output = 0  # batch index of the first logits row of the last decode
-        self._piece = ctypes.create_string_buffer(256)
-        self._eog: dict[int, bool] = {}
-        # measurements
-        self.max_output_rows = 0  # most logits rows requested by one decode (memory rule)
-        self.decode_calls = 0
-        self.decoded_tokens = 0
-        self.decode_s = 0.0
-
-    # -- tokens -------------------------------------------------------------------------
-
-    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
-        lib = _llama()
-        data = text.encode("utf-8")
-        room = len(data) + 8
-        buf = (lib.llama_token * room)()
-        n = lib.llama_tokenize(self.vocab, data, len(data), buf, room, add_bos, True)
-        if n < 0:
-            room = -n
-            buf = (lib.llama_token * room)()
-            n = lib.llama_tokenize(self.vocab, data, len(data), buf, room, add_bos, True)
-        if n < 0:
-            raise EngineError(f"could not tokenize a text of {len(data)} bytes")
-        return list(buf[:n])
-
-    def piece(self, token: int) -> bytes:
-        lib = _llama()
-        n = lib.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = lib.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
-            return bytes(buf[:n])
-        return bytes(self._piece[:n])
-
-    def detokenize(self, tokens: Sequence[int]) -> bytes:
-        """As ``llama_cpp.Llama.detokenize`` (special tokens not rendered)."""
-        return b"".join(self.piece(t) for t in tokens)
-
-    def is_eog(self, token: int) -> bool:
-        eog = self._eog.get(token)
-        if eog is None:
-            eog = self._eog[token] = bool(_llama().llama_vocab_is_eog(self.vocab, token))
-        return eog
-
-    # -- the KV cache -------------------------------------------------------------------
-
-    def truncate(self, n: int) -> None:
-        """Forget every cached position from ``n`` on (the rollback after a rejected draft)."""
-        if n < len(self.tokens):
-            if not _llama().llama_memory_seq_rm(self.memory, 0, n, -1):
-                raise EngineError(f"{self.path.name}: llama.cpp could not remove KV positions from {n}")
-            del self.tokens[n:]
-
-    def reset(self) -> None:
-        self.truncate(0)
-
-    def feed(self, seq: Sequence[int], n_outputs: int = 1) -> None:
-        """Make the KV cache hold ``seq`` and leave logits for its last ``n_outputs`` positions.
-
-        The cached prefix shared with ``seq`` is kept (prompt reuse across calls, accepted
-        drafts within one); everything after it is removed, then the rest is decoded.
-        """
-        if not 1 <= n_outputs <= min(len(seq), self.n_batch):
-            raise EngineError(f"need 1..{min(len(seq), self.n_batch)} output rows, asked for {n_outputs}")
-        if len(seq) > self.n_ctx:
-            raise EngineError(f"{len(seq)} tokens do not fit the context ({self.n_ctx})")
-        keep = 0
-        limit = min(len(self.tokens), len(seq) - n_outputs)
-        while keep < limit and self.tokens[keep] == seq[keep]:
-            keep += 1
-        self.truncate(keep)
-        self._decode(list(seq[keep:]), n_outputs)
-
-    def _decode(self, tokens: list[int], n_outputs: int) -> None:
-        lib = _llama()
-        n = len(tokens)
-        first_out = n - n_outputs
-        start = 0
-        t0 = time.perf_counter()
-        while start < n:
-            end = min(n, start + self.n_batch)
-            if end < n and end > first_out:  # keep every output row in the last batch
-                end = max(start + 1, first_out)
-            m = end - start
-            self._token[:m] = tokens[start:end]
-            self._pos[:m] = np.arange(len(self.tokens), len(self.tokens) + m)
-            self._wants_logits[:m] = np.arange(start, end) >= first_out
-            self.batch.n_tokens = m
-            rc = lib.llama_decode(self.ctx, self.batch)
-            if rc != 0:
-                raise EngineError(f"{self.path.name}: llama_decode failed with code {rc} ({m} tokens at {len(self.tokens)})")
-            self.tokens.extend(tokens[start:end])
-            self._first_output = max(0, first_out - start)
-            start = end
-        self.decode_s += time.perf_counter() - t0
-        self.decode_calls += 1
-        self.decoded_tokens += n
-        self.max_output_rows = max(self.max_output_rows, n_outputs)
-
-    def logits(self, row: int) -> np.ndarray:
-        """Logits row ``row`` (0 = first of the last decode's outputs). A view into
-        llama.cpp's buffer, valid until the next decode."""
-        ptr = _llama().llama_get_logits_ith(self.ctx, self._first_output + row)
-        if not ptr:
-            raise EngineError(f"{self.path.name}: no logits for output row {row}")
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-
-    def close(self) -> None:
-        lib = _llama()
-        if getattr(self, "ctx", None):
-            lib.llama_batch_free(self.batch)
-            lib.llama_free(self.ctx)
-            self.ctx = None
-        if getattr(self, "model", None):
-            lib.llama_model_free(self.model)
-            self.model = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 # ---------------------------------------------------------------------------------------
@@ -296,7 +84,7 @@ def transplant_kv(full: LlamaRunner, draft: LlamaRunner) -> bool:
     a llama.cpp upgrade that moves the layout costs speed, never correctness, and the tests
     notice). The result is byte-identical to the draft's own prefill (tested).
     """
-    lib = _llama()
+    lib = llama_lib()
     n_cells = len(full.tokens)
     if n_cells == 0 or draft.n_layer > full.n_layer:
         return False
@@ -363,14 +151,14 @@ class GrammarState:
         self.scratch = scratch  # a DTYPE array of n_vocab entries, shared by clones
 
     def clone(self) -> "GrammarState":
-        return GrammarState(_llama().llama_sampler_clone(self.ptr), self.scratch)
+        return GrammarState(llama_lib().llama_sampler_clone(self.ptr), self.scratch)
 
     def accept(self, token: int) -> None:
-        _llama().llama_sampler_accept(self.ptr, token)
+        llama_lib().llama_sampler_accept(self.ptr, token)
 
     def filter(self, ids: np.ndarray) -> np.ndarray:
         """The tokens among ``ids`` the grammar allows next (order kept)."""
-        lib = _llama()
+        lib = llama_lib()
         m = len(ids)
         if m == 0:
             return ids
@@ -385,7 +173,7 @@ class GrammarState:
 
     def close(self) -> None:
         if self.ptr:
-            _llama().llama_sampler_free(self.ptr)
+            llama_lib().llama_sampler_free(self.ptr)
             self.ptr = None
 
     def __del__(self):
@@ -407,7 +195,7 @@ class TokenIndex:
     """
 
     def __init__(self, runner: LlamaRunner):
-        lib = _llama()
+        lib = llama_lib()
         buf = ctypes.create_string_buffer(256)
         groups: dict[int, list[int]] = {}
         reps: dict[int, int] = {}
@@ -552,12 +340,11 @@ class SelfSpeculativeEngine:
         self.share_kv = share_kv
         self.confidence = confidence
         self.track_peak_rss = track_peak_rss
-        self.full = LlamaRunner(full_path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, repack=repack,
-                                kv_type=kv_type, verbose=verbose)
+        settings = LlamaSettings(n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, kv_type=kv_type)
+        self.full = LlamaRunner(full_path, settings, repack=repack, verbose=verbose)
         self.draft = None
         if n_draft > 0:
-            self.draft = LlamaRunner(draft_path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
-                                     repack=self.full.repack, kv_type=kv_type, verbose=verbose)
+            self.draft = LlamaRunner(draft_path, settings, repack=self.full.repack, verbose=verbose)
             if self.draft.n_vocab != self.full.n_vocab:
                 raise EngineError(
                     f"{draft_path}: vocabulary of {self.draft.n_vocab} tokens, the full model has {self.full.n_vocab}; "
@@ -608,7 +395,7 @@ class SelfSpeculativeEngine:
             raise EngineError(f"grammar must be GBNF text or a llama_cpp.LlamaGrammar, got {type(grammar).__name__}")
         base = self._grammars.get(text)
         if base is None:
-            ptr = _llama().llama_sampler_init_grammar(self.full.vocab, text.encode("utf-8"), b"root")
+            ptr = llama_lib().llama_sampler_init_grammar(self.full.vocab, text.encode("utf-8"), b"root")
             base = GrammarState(ptr, self._scratch)
             self._grammars[text] = base
             while len(self._grammars) > 32:

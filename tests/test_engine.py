@@ -159,16 +159,45 @@ def test_missing_model_file_is_an_error(tmp_path):
         Engine(tmp_path / "nope.gguf")
 
 
+def _profile_with_runtime(**runtime):
+    from edgeagent.profiles import load_profile
+
+    profile = load_profile("snapdragon-8-gen-2")
+    return profile.model_copy(update={"runtime": profile.runtime.model_copy(update=runtime)})
+
+
 def test_profile_runtime_settings_are_used(model_path):
-    class Runtime:
-        threads, weight_repack, flash_attn, kv_cache_type, n_ubatch = 1, False, False, "f32", 64
+    import llama_cpp
 
-    class Profile:
-        runtime = Runtime()
-
-    with Engine(model_path, n_ctx=128, profile=Profile()) as e:
+    profile = _profile_with_runtime(threads=1, weight_repack=False, flash_attn=False, kv_cache_type="f32", n_ubatch=64)
+    with Engine(model_path, n_ctx=128, profile=profile) as e:
         assert e.n_threads == 1 and e.repack is False
+        cp = e.llm.context_params
+        assert (cp.n_ubatch, cp.n_threads, cp.type_k, cp.type_v) == (64, 1, llama_cpp.GGML_TYPE_F32, llama_cpp.GGML_TYPE_F32)
         assert e.generate("hi", max_tokens=2, ignore_eos=True).metrics.generated_tokens == 2
+
+
+def test_one_context_set_up_for_the_llama_object_and_the_c_api(model_path):
+    """``LlamaSettings`` gives ``llama_cpp.Llama`` (Engine, quality) and the C API (LlamaRunner,
+    speculative decoding) the same context: every field either path sets is equal."""
+    from edgeagent.llama import LlamaRunner, LlamaSettings
+
+    fields = ("n_ctx", "n_batch", "n_ubatch", "n_seq_max", "n_threads", "n_threads_batch", "type_k", "type_v",
+              "flash_attn_type", "yarn_attn_factor", "yarn_beta_fast", "yarn_beta_slow", "no_perf")
+    for kv_type in (None, "f32"):
+        settings = LlamaSettings.from_runtime(_profile_with_runtime(threads=1, kv_cache_type=kv_type or "f16").runtime
+                                              if kv_type else None, n_ctx=512, n_threads=1)
+        with Engine(model_path, settings=settings) as e:
+            via_llama = e.llm.context_params
+            direct = settings.context_params()
+            assert {f: getattr(via_llama, f) for f in fields} == {f: getattr(direct, f) for f in fields}
+    runner = LlamaRunner(model_path, n_ctx=512, n_threads=1, kv_type="f32")
+    try:
+        assert runner.kv_type == "f32" and runner.n_threads == 1
+    finally:
+        runner.close()
+    with pytest.raises(EngineError, match="KV cache type 'q4' is unknown"):
+        LlamaSettings(kv_type="q4")
 
 
 def test_bench_cli_json_reports_engine_baseline_and_prefill(model_path):
