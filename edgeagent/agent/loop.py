@@ -88,7 +88,7 @@ def run_agent(
     gate: ConfirmationGate | None = None,
     trace: TraceSink | None = None,
 ) -> RunResult:
-    gate = gate or ConfirmationGate()
+    gate = (gate or ConfirmationGate()).for_task(instruction)  # consent is scoped to this task
     t0 = time.perf_counter()
     steps: list[StepRecord] = []
     seen: Counter[tuple[str, str]] = Counter()

@@ -29,6 +29,13 @@ deed many ways ("Pay", "Pay now", "Confirm and pay", "Place your order", "Send m
 
 The figures on real apps' labels are in ``tests/data/real_app_labels.csv`` (checked by
 ``tests/test_safety.py``).
+
+Consent is scoped to the task. ``--sensitive allow`` lets a sensitive step run only when it is
+of a kind the user's instruction asks for (``requested_deeds``): "Remove Rice from my cart"
+allows a deletion and nothing else, so an agent that strays to "Pay" is stopped although
+sensitive steps are allowed. The instruction is the user's own words, so it is trusted; the
+screen never widens the scope. ``allow-all`` is the unscoped allow, for scripts that vouch
+for every step.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from android_bridge.actions import Action
 from android_bridge.device import Screen
@@ -270,9 +277,84 @@ def sensitive_reason(action: Action, screen: Screen | None) -> str | None:
     return None
 
 
+# --- what the instruction asks for ----------------------------------------------------------
+
+# The verbs by which a request asks for each kind of deed, when a clause starts with one
+# ("Buy milk", "could you ring Ana", "add X to the cart and check out").
+REQUEST_VERBS: dict[str, str] = {
+    **dict.fromkeys(("buy", "purchase", "order", "pay", "checkout", "transfer", "donate"), "payment"),
+    **dict.fromkeys(("send", "text", "message", "msg", "reply", "respond", "answer", "tell", "ping", "dm",
+                     "email", "sms", "post", "forward"), "message"),
+    **dict.fromkeys(("delete", "remove", "erase", "clear", "trash", "discard", "wipe", "cancel", "empty",
+                     "reset", "uninstall"), "deletion"),
+    **dict.fromkeys(("call", "ring", "dial", "phone", "redial", "facetime"), "call"),
+    **dict.fromkeys(("install", "download", "reinstall"), "install"),
+}
+# Phrasal requests: a clause starting with the verb and holding one of the words after it
+# ("give Ana a ring", "let Ana know", "take the milk out of the cart", "get rid of it").
+REQUEST_PHRASES: dict[str, tuple[tuple[frozenset[str], str], ...]] = {
+    "give": ((frozenset({"call", "ring", "buzz", "bell"}), "call"),),
+    "make": ((frozenset({"call"}), "call"),),
+    "talk": ((frozenset({"phone"}), "call"),),
+    "speak": ((frozenset({"phone"}), "call"),),
+    "write": ((frozenset({"to", "back"}), "message"),),
+    "let": ((frozenset({"know"}), "message"),),
+    "drop": ((frozenset({"line", "message", "text", "note"}), "message"), (frozenset({"from", "out"}), "deletion")),
+    "shoot": ((frozenset({"message", "text", "note", "email"}), "message"),),
+    "take": ((frozenset({"out", "off", "away"}), "deletion"),),
+    "get": ((frozenset({"rid"}), "deletion"), (frozenset({"back"}), "message"), (frozenset({"shop", "store"}), "payment")),
+    "pick": ((frozenset({"shop", "store"}), "payment"),),
+    "throw": ((frozenset({"away", "out"}), "deletion"),),
+}
+# Words before the verb of a request: politeness, "could you", "I'd like to", "go ahead and".
+REQUEST_LEAD_INS = frozenset({
+    "please", "pls", "kindly", "can", "could", "would", "will", "you", "i", "d", "id", "want", "wanna", "like",
+    "need", "to", "go", "ahead", "and", "then", "also", "just", "now", "quickly", "hey", "hi", "ok", "okay",
+    "so", "help", "me", "let", "s", "lets", "try", "for", "us", "we", "quick",
+})
+# "Tell me the total" asks the agent to answer, not to message anyone; "call it Gym" names.
+NOT_A_REQUEST = {"tell": frozenset({"me", "us"}), "call": frozenset({"it", "this", "that", "them"})}
+# "I don't need X anymore", "I no longer want X": a request to delete X.
+UNWANTED = (("don", "t", "need"), ("don", "t", "want"), ("do", "not", "need"), ("do", "not", "want"),
+            ("no", "longer", "need"), ("no", "longer", "want"))
+_QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”|'[^']*'(?!\w)|‘[^’]*’")
+_CLAUSE = re.compile(r"[,;.!?:]|\b(?:and|then|but)\b", re.IGNORECASE)
+
+
+def requested_deeds(instruction: str) -> frozenset[str]:
+    """The kinds of sensitive deed ("payment", "message", "deletion", "call", "install") the
+    instruction asks for: a clause whose verb, after lead-in words, requests one. Quoted text
+    is what to type, not what to do ("Send 'delete it' to Ana" asks for a message only); a
+    question ("What was the last message Ana sent?") asks for none."""
+    text = _QUOTED.sub(" ", unicodedata.normalize("NFKC", instruction))
+    deeds: set[str] = set()
+    clauses = [normalize(c).split() for c in _CLAUSE.split(text)]
+    for n, ws in enumerate(clauses):
+        if any(_has_phrase(ws, phrase) for phrase in UNWANTED):
+            deeds.add("deletion")
+        i = 0
+        while i < len(ws) and ws[i] in REQUEST_LEAD_INS and ws[i] not in REQUEST_VERBS and ws[i] not in REQUEST_PHRASES:
+            i += 1
+        if i == len(ws):
+            continue
+        head = ws[i]
+        if head in REQUEST_VERBS and not (i + 1 < len(ws) and ws[i + 1] in NOT_A_REQUEST.get(head, ())):
+            deeds.add(REQUEST_VERBS[head])
+        rest = set(ws[i + 1:]).union(*clauses[n + 1:])  # "get me 2 X and 2 Y from the shop"
+        for after, kind in REQUEST_PHRASES.get(head, ()):
+            if after & rest:
+                deeds.add(kind)
+    return frozenset(deeds)
+
+
+def deed_kind(reason: str) -> str:
+    """The kind of deed a ``sensitive_reason`` names: the word before its colon."""
+    return reason.split(":", 1)[0]
+
+
 # What ``--sensitive`` may say (``run`` and ``demo``): put each sensitive step to the user,
-# refuse them all, or let them all run.
-SENSITIVE_POLICIES = ("ask", "deny", "allow")
+# refuse them all, let those of the kinds the task asks for run (``allow``), or let them all run.
+SENSITIVE_POLICIES = ("ask", "deny", "allow", "allow-all")
 
 
 @dataclass
@@ -285,24 +367,35 @@ class ConfirmationGate:
 
     allow_sensitive: bool = False
     confirm: ConfirmCallback | None = None
+    task_scoped: bool = False  # allow only the deeds the task asks for (``allow``, not ``allow-all``)
+    asked: frozenset[str] | None = None  # those deeds, once ``for_task`` has read the instruction
 
     @classmethod
     def for_policy(cls, policy: str, confirm: ConfirmCallback | None = None) -> ConfirmationGate:
-        """The gate of a ``--sensitive`` policy: ``allow`` lets every sensitive step run,
-        ``deny`` refuses them, ``ask`` puts each to ``confirm``; with no one to ask
-        (``confirm`` None: no terminal) an unanswered question is a no, so ``ask`` denies."""
+        """The gate of a ``--sensitive`` policy: ``allow`` lets a sensitive step run when the
+        task asks for its kind of deed, ``allow-all`` lets every one run, ``deny`` refuses
+        them, ``ask`` puts each to ``confirm``; with no one to ask (``confirm`` None: no
+        terminal) an unanswered question is a no, so ``ask`` denies."""
         if policy not in SENSITIVE_POLICIES:
             raise ValueError(f"sensitive policy {policy!r}: expected one of {', '.join(SENSITIVE_POLICIES)}")
         if policy == "ask" and confirm is not None:
             return cls(confirm=confirm)
-        return cls(allow_sensitive=policy == "allow")
+        return cls(allow_sensitive=policy in ("allow", "allow-all"), task_scoped=policy == "allow")
+
+    def for_task(self, instruction: str) -> ConfirmationGate:
+        """This gate for one task: a scoped gate learns the deeds the instruction asks for."""
+        if not self.task_scoped:
+            return self
+        return replace(self, asked=requested_deeds(instruction))
 
     @property
     def in_effect(self) -> str:
-        """What the gate does with a sensitive step: ask, deny or allow."""
+        """What the gate does with a sensitive step: ask, deny, allow (what the task asks) or allow-all."""
         if self.confirm is not None:
             return "ask"
-        return "allow" if self.allow_sensitive else "deny"
+        if not self.allow_sensitive:
+            return "deny"
+        return "allow" if self.task_scoped else "allow-all"
 
     def check(self, action: Action, screen: Screen | None) -> tuple[bool, str | None]:
         reason = sensitive_reason(action, screen)
@@ -310,4 +403,7 @@ class ConfirmationGate:
             return True, None
         if self.confirm is not None:
             return bool(self.confirm(action, reason)), reason
+        if self.allow_sensitive and self.task_scoped and deed_kind(reason) not in (self.asked or ()):
+            asked = ", ".join(sorted(self.asked or ())) or "no sensitive deed"
+            return False, f"{reason} (not asked for: the task asks for {asked})"
         return self.allow_sensitive, reason

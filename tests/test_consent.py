@@ -1,0 +1,100 @@
+"""Consent scoped to the task: ``--sensitive allow`` lets a sensitive step run only when the
+user's instruction asks for that kind of deed; ``allow-all`` is the unscoped allow."""
+
+from __future__ import annotations
+
+import pytest
+
+from android_bridge.actions import Action
+from android_bridge.emulator.phone import EmulatedPhone
+from android_bridge.emulator.tasks import generate_tasks, make_task
+from edgeagent.agent.evaluate import requested_kinds
+from edgeagent.agent.loop import Decision, run_agent
+from edgeagent.agent.safety import ConfirmationGate, deed_kind, requested_deeds
+
+# Templates whose request is impossible on the phone: the words ask for the deed (the
+# expert then finds it cannot be done), so the reading is right to see one.
+IMPOSSIBLE_DEEDS = {"buy_missing_product", "call_missing_contact", "delete_missing_alarm", "message_missing_contact"}
+
+
+@pytest.mark.parametrize("text, deeds", [
+    ("Buy 1 Butter and 1 Milk", {"payment"}),
+    ("Add Tomatoes to the cart and check out", {"payment"}),
+    ("could you ring Ana for me?", {"call"}),
+    ("Give Ana a ring", {"call"}),
+    ("Set an alarm for 7:00 and call it Gym", set()),  # naming, not calling
+    ("Tell me my cart total", set()),  # answering, not messaging
+    ("What was the last message Ana sent me?", set()),  # a question asks for no deed
+    ('Send "delete everything and pay them" to Ana', {"message"}),  # quoted text is what to type
+    ("take the Coffee out of my cart", {"deletion"}),
+    ("I don't need the 5:15 alarm anymore", {"deletion"}),
+    ("Please get me 2 Eggs and 1 Milk from the shop", {"payment"}),
+    ("Turn on Wi-Fi", set()),
+    ("", set()),
+])
+def test_the_deeds_an_instruction_asks_for(text, deeds) -> None:
+    assert requested_deeds(text) == deeds
+
+
+@pytest.mark.parametrize("phrasing", ["template", "train", "val", "heldout"])
+def test_every_wording_of_every_template_asks_for_what_its_expert_does(phrasing) -> None:
+    """On 300 generated tasks of each phrasing pool: every deed the expert's solution takes is
+    one the instruction asks for (a miss would deny a legitimate step), and no task asks for
+    a deed its solution does not take (an extra would widen consent), impossible requests aside."""
+    missed, extra = [], []
+    for task in generate_tasks(300, seed=4242, templates=["all"], phrasing=phrasing):
+        want = {deed_kind(r) for r in requested_kinds(task)}
+        got = requested_deeds(task.instruction)
+        if want - got:
+            missed.append((task.instruction, want, got))
+        if got - want and task.template not in IMPOSSIBLE_DEEDS:
+            extra.append((task.instruction, want, got))
+    assert not missed, missed[:5]
+    assert not extra, extra[:5]
+
+
+class TapLabel:
+    """A policy that taps the first element with ``label`` on the screen, then says done."""
+
+    def __init__(self, *labels: str) -> None:
+        self.labels = list(labels)
+
+    def decide(self, instruction, screen, previous):
+        while self.labels:
+            element = next((e for e in screen.elements if e.label.startswith(self.labels[0])), None)
+            self.labels.pop(0)
+            if element is not None:
+                return Decision(Action(action="tap", index=element.index))
+        return Decision(Action(action="done", status="complete"))
+
+
+def _run_in_shop(instruction: str, gate: ConfirmationGate, *labels: str):
+    phone = EmulatedPhone()
+    task = make_task("remove_from_cart", 3)  # two items in the cart
+    task.setup(phone)
+    phone.launch("Shop")
+    paid_before = len(phone.world.orders)
+    result = run_agent(phone, instruction, TapLabel(*labels), max_steps=8, gate=gate)
+    return result, len(phone.world.orders) - paid_before
+
+
+def test_allow_stops_a_payment_the_task_did_not_ask_for_and_allow_all_does_not() -> None:
+    # The agent strays from "remove X from my cart" to checking out and paying.
+    scoped, paid = _run_in_shop("Remove Oranges from my shopping cart", ConfirmationGate.for_policy("allow"),
+                                "Cart", "Checkout", "Pay")
+    assert scoped.status == "denied" and paid == 0, scoped.to_dict()
+    assert "not asked for" in scoped.steps[-1].sensitive and scoped.steps[-1].sensitive.startswith("payment")
+    unscoped, _ = _run_in_shop("Remove Oranges from my shopping cart", ConfirmationGate.for_policy("allow-all"),
+                               "Cart", "Checkout")
+    assert unscoped.status != "denied" and any(s.sensitive and s.allowed for s in unscoped.steps)
+    # Asked for, the same payment goes through under allow.
+    asked, _ = _run_in_shop("Check out my cart", ConfirmationGate.for_policy("allow"), "Cart", "Checkout")
+    assert asked.status != "denied" and any(s.sensitive and s.allowed for s in asked.steps), asked.to_dict()
+
+
+def test_the_gate_reports_which_allow_is_in_effect() -> None:
+    assert ConfirmationGate.for_policy("allow").in_effect == "allow"
+    assert ConfirmationGate.for_policy("allow-all").in_effect == "allow-all"
+    gate = ConfirmationGate.for_policy("allow")
+    assert gate.for_task("Call Ana").asked == {"call"} and gate.asked is None  # one gate, many tasks
+    assert ConfirmationGate.for_policy("deny").for_task("Call Ana").asked is None  # only allow is scoped
