@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from edgeagent.cli_agent import SENSITIVE_HELP, VERBOSE_HELP
+from edgeagent.cli_common import SENSITIVE_HELP, VERBOSE_HELP
 from edgeagent.output import console, emit_json, err_console, fail, table
 
 APPS_HELP = "Only tasks of these apps (repeat, or comma-separate: --apps Settings,Clock)."
@@ -179,7 +179,7 @@ def demo_command(
     from android_bridge.emulator.expert import expert_action
     from edgeagent.agent.evaluate import evaluate_tasks, model_policy_factory
     from edgeagent.builtin import HELD_OUT_APPS
-    from edgeagent.cli_agent import quiet_llama, sensitive_gate, sensitive_line, sensitive_report
+    from edgeagent.cli_common import quiet_llama, sensitive_gate, sensitive_line, sensitive_report
     from edgeagent.engine import EngineError
 
     if policy not in ("model", "expert"):
@@ -195,10 +195,10 @@ def demo_command(
         factory = lambda phone: expert_action  # noqa: E731
     else:
         from edgeagent.agent.policy import engine_prompt_format
-        from edgeagent.cli_agent import open_engine, resolve_model
+        from edgeagent.cli_common import choose_model, open_engine
 
         quiet_llama(verbose)
-        choice = resolve_model(model, quant, agent)
+        choice = choose_model(model=model, agent=agent, quant=quant)
         model_path = choice.path
         engine = open_engine(model_path, threads, verbose)
         fmt = engine_prompt_format(engine, bundle_format=choice.prompt_format, raw=raw_prompt)

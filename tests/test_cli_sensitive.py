@@ -13,7 +13,7 @@ from android_bridge.actions import Action
 from android_bridge.emulator.tasks import make_task
 from edgeagent.agent.safety import ConfirmationGate
 from edgeagent.cli import app
-from edgeagent.cli_agent import _interactive_confirm, sensitive_gate
+from edgeagent.cli_common import _interactive_confirm, sensitive_gate
 
 runner = CliRunner()
 PAY = Action(action="tap", index=0)

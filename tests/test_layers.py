@@ -118,3 +118,13 @@ def test_the_command_line_reaches_the_converter_only_inside_a_command():
 def _cli_edges() -> list[tuple[str, str]]:
     return [(_module_name(path), name) for path in sorted((ROOT / "edgeagent").glob("cli*.py"))
             for _, name in _imports(ast.parse(path.read_text(encoding="utf-8")))]
+
+
+def test_a_command_module_imports_no_other_command_module():
+    """Commands share code through edgeagent.cli_common (and the runtime), never through one
+    another (``demo`` once took its model choice from ``run``'s module)."""
+    shared = {"edgeagent.cli_common", "edgeagent.output", "edgeagent.cli"}
+    crossing = [(module, name) for module, name in _cli_edges()
+                if _is_cli(name) and name.startswith("edgeagent.") and name != module and name not in shared
+                and module != "edgeagent.cli"]
+    assert crossing == []

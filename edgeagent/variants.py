@@ -1,0 +1,104 @@
+"""Which GGUF runs: a model file, a bundle's variant (its best, or the one selected for a device
+profile), a shipped agent (``edgeagent.agents``) or the built-in model.
+
+``run`` and ``demo`` take the same choice (``--model``, ``--agent``, ``--bundle``, ``--profile``,
+``--quant``); this module turns it into one ``ModelChoice`` (the file, a name for people, the
+prompt format it is run with) and raises ``VariantError`` with one line saying what is wrong.
+The command line prints that line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class VariantError(ValueError):
+    """The choice names nothing that can run (a missing file, a conflict, no variant fits)."""
+
+
+@dataclass
+class ModelChoice:
+    path: Path
+    name: str  # what runs, for people: "smollm2 q8_0", "builtin q8_0", or the file
+    prompt_format: Any = None  # a PromptFormat; None: what the GGUF's metadata implies
+
+
+def resolve_model(model: Path | None, quant: str = "q8_0", agent: str | None = None, *,
+                  note: Callable[[str], None] | None = None) -> ModelChoice:
+    """The GGUF to run: ``model`` as given, else the shipped agent (``agent``, default the best
+    one installed, ``edgeagent.agents.DEFAULT_AGENT``) at ``quant``. When the default agent is
+    not installed the built-in model runs and ``note`` is told why."""
+    if model is not None:
+        if agent is not None:
+            raise VariantError("give --model or --agent, not both")
+        if not model.exists():
+            raise VariantError(f"{model}: no such model file")
+        return ModelChoice(model, str(model))
+    if agent not in (None, "builtin"):
+        from edgeagent.agents import AgentUnavailable, shipped_agent
+
+        try:
+            chosen = shipped_agent(agent)
+            return ModelChoice(chosen.gguf(quant), f"{agent} {quant}", chosen.prompt_format)
+        except AgentUnavailable as exc:
+            raise VariantError(str(exc)) from None
+    if agent is None:
+        from edgeagent.agents import DEFAULT_AGENT, AgentUnavailable, shipped_agent
+
+        agent = DEFAULT_AGENT
+        if agent != "builtin":
+            try:
+                chosen = shipped_agent(agent)
+                return ModelChoice(chosen.gguf(quant), f"{agent} {quant}", chosen.prompt_format)
+            except AgentUnavailable as exc:
+                if note is not None:
+                    note(f"note: {exc}; running the built-in 5M model instead")
+    from edgeagent.builtin import BuiltinModelMissing, builtin_gguf
+
+    try:
+        return ModelChoice(builtin_gguf(quant), f"builtin {quant}")
+    except BuiltinModelMissing as exc:
+        raise VariantError(str(exc)) from None
+
+
+def resolve_variant(*, model: Path | None = None, agent: str | None = None, bundle: Path | None = None,
+                    profile: str | None = None, quant: str = "q8_0", threads: int | None = None,
+                    note: Callable[[str], None] | None = None) -> ModelChoice:
+    """The GGUF ``run`` runs. With ``bundle`` or ``profile``: the bundle's variant (every file's
+    sha256 checked first): its best (``Bundle.best_quality``), or the one ``select_variant``
+    picks for the profile; ``profile`` alone uses the built-in model's bundle. Else
+    ``resolve_model``."""
+    if bundle is not None and model is not None:
+        raise VariantError("give --model or --bundle, not both")
+    if profile is not None and model is not None:
+        raise VariantError("--profile selects a variant of a bundle; drop --model (or use --bundle)")
+    if bundle is None and profile is None:
+        return resolve_model(model, quant, agent, note=note)
+
+    from edgeagent.bundle import BundleError, load_bundle
+
+    if bundle is None:
+        from edgeagent.builtin import BuiltinModelMissing, builtin_bundle
+
+        try:
+            bundle = builtin_bundle(threads=threads)
+        except BuiltinModelMissing as exc:
+            raise VariantError(str(exc)) from None
+    try:
+        loaded = load_bundle(bundle)
+    except BundleError as exc:
+        raise VariantError(str(exc)) from None
+    if profile is None:
+        variant = loaded.best_quality()
+        return ModelChoice(variant.path, f"{bundle} {variant.id}", loaded.prompt_format)
+    from edgeagent.profiles import ProfileError, load_profile
+    from edgeagent.select import NoVariantFits, select_variant
+
+    try:
+        selected = select_variant(loaded, load_profile(profile))["selected"]
+    except (ProfileError, NoVariantFits) as exc:
+        raise VariantError(str(exc)) from None
+    return ModelChoice(Path(selected["path"]), f"{bundle} {selected['id']}", loaded.prompt_format)

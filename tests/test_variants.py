@@ -1,0 +1,83 @@
+"""Which GGUF runs (edgeagent.variants): a model file, a shipped agent or the built-in model, a
+bundle's best variant or the one selected for a device profile; every choice that names nothing
+runnable is one ``VariantError`` line, and ``run`` prints it and exits 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+
+from edgeagent.builtin import builtin_bundle, builtin_gguf  # noqa: E402
+from edgeagent.bundle import load_bundle  # noqa: E402
+from edgeagent.profiles import load_profile  # noqa: E402
+from edgeagent.select import select_variant  # noqa: E402
+from edgeagent.variants import ModelChoice, VariantError, resolve_model, resolve_variant  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bundle_dir() -> Path:
+    return builtin_bundle(threads=1)
+
+
+def test_a_model_file_runs_as_given_and_a_missing_one_is_named(tmp_path):
+    gguf = builtin_gguf("q8_0")
+    assert resolve_model(gguf) == ModelChoice(gguf, str(gguf))
+    with pytest.raises(VariantError, match=r"nope\.gguf: no such model file"):
+        resolve_model(tmp_path / "nope.gguf")
+    with pytest.raises(VariantError, match="--model or --agent, not both"):
+        resolve_model(gguf, agent="builtin")
+
+
+def test_the_builtin_agent_and_an_unknown_agent():
+    choice = resolve_model(None, "q8_0", "builtin")
+    assert choice.path == builtin_gguf("q8_0") and choice.name == "builtin q8_0" and choice.prompt_format is None
+    from edgeagent.agents import DEFAULT_AGENT
+
+    if DEFAULT_AGENT == "builtin":
+        assert resolve_model(None, "q8_0") == choice
+    with pytest.raises(VariantError, match="no-such-agent"):
+        resolve_model(None, "q8_0", "no-such-agent")
+
+
+def test_a_bundle_runs_its_best_variant_or_the_one_selected_for_a_profile(bundle_dir):
+    loaded = load_bundle(bundle_dir)
+    best = resolve_variant(bundle=bundle_dir)
+    assert best.path == loaded.best_quality().path and best.prompt_format == loaded.prompt_format
+    assert best.name.endswith(loaded.best_quality().id)
+
+    selected = select_variant(loaded, load_profile("snapdragon-8-gen-2"))["selected"]
+    for choice in (resolve_variant(bundle=bundle_dir, profile="snapdragon-8-gen-2"),
+                   resolve_variant(profile="snapdragon-8-gen-2", threads=1)):  # --profile alone: the built-in bundle
+        assert choice.path == Path(selected["path"]) and choice.name.endswith(selected["id"])
+
+
+def test_conflicting_or_unknown_choices_are_one_line(bundle_dir, tmp_path):
+    gguf = builtin_gguf("q8_0")
+    with pytest.raises(VariantError, match="--model or --bundle, not both"):
+        resolve_variant(model=gguf, bundle=bundle_dir)
+    with pytest.raises(VariantError, match="drop --model"):
+        resolve_variant(model=gguf, profile="snapdragon-8-gen-2")
+    with pytest.raises(VariantError, match="no-such-phone"):
+        resolve_variant(bundle=bundle_dir, profile="no-such-phone")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(VariantError, match="manifest.json"):
+        resolve_variant(bundle=broken)
+
+
+def test_run_prints_a_bad_choice_as_one_line_and_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edgeagent.cli", "run", "--task", "Open Clock", "--model",
+                           str(builtin_gguf("q8_0")), "--bundle", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "not both" in proc.stderr
+    assert "Traceback" not in proc.stderr
