@@ -168,8 +168,23 @@ def export_command(args) -> None:
     card = {"base": recipe["model"], "prompt_format": recipe["prompt_format"], "step": args.step,
             "exits": list(recipe["config"]["exits"]), "exit_kind": recipe["config"]["exit_kind"],
             "training": {k: recipe[k] for k in ("data", "holdout", "threads")} | {"config": recipe["config"]}}
+    earlier = _earlier_card(recipe["config"].get("init_adapter"))
+    if earlier is not None:  # a warm start: keep the lineage of the delta this run began from
+        card["training"]["continued_from"] = earlier
     (out / "agent.json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"wrote {out / 'delta.safetensors'} ({(out / 'delta.safetensors').stat().st_size / 1e6:.1f} MB) and agent.json")
+
+
+def _earlier_card(init_adapter: str | None) -> dict | None:
+    """What a warm-started run began from: the shipped agent's step and training (with its own
+    lineage), or the run directory's adapter path."""
+    if not init_adapter:
+        return None
+    card = Path(init_adapter).parent / "agent.json"
+    if Path(init_adapter).is_file() and card.is_file():
+        earlier = json.loads(card.read_text())
+        return {"step": earlier.get("step"), "training": earlier.get("training")}
+    return {"adapter": init_adapter}
 
 
 def select_command(args) -> None:
@@ -188,10 +203,8 @@ def select_command(args) -> None:
         for seed in args.seeds.split(","):
             out = agent_dir / f"demo-seed{seed}-{args.phrasing}-{args.quant}.json"
             if not out.is_file():
-                cmd = ["edgeagent", "demo", "--agent", str(agent_dir), "--quant", args.quant, "--n", str(args.n),
-                       "--seed", seed, "--phrasing", args.phrasing, "--threads", str(args.threads), "--json",
-                       "--sensitive", "allow",
-                       "--templates", "all", "--exclude-app", "Notes"]
+                cmd = demo_command(str(agent_dir), ["--quant", args.quant, "--phrasing", args.phrasing],
+                                   args.n, int(seed), args.threads)
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode != 0:
                     raise SystemExit(f"step {step}: {' '.join(cmd)} failed: {done.stderr.strip()[-400:]}")
@@ -200,6 +213,70 @@ def select_command(args) -> None:
             results.setdefault(step, {})[seed] = d["success_rate"]
         print(f"step {step}: " + ", ".join(f"seed {k} {v:.1%}" for k, v in results[step].items()), flush=True)
     print(json.dumps({"phrasing": args.phrasing, "quant": args.quant, "n": args.n, "success": results}, indent=2))
+
+
+# The test figures (seed 1000, never used in training or selection; Notes held out): name ->
+# the `edgeagent demo` options that measure it.
+EVALUATIONS = {
+    "template-q8_0": ["--phrasing", "template", "--quant", "q8_0"],
+    "template-q4_k_m": ["--phrasing", "template", "--quant", "q4_k_m"],
+    "heldout-q8_0": ["--phrasing", "heldout", "--quant", "q8_0"],
+    "impossible-q8_0": ["--phrasing", "heldout", "--quant", "q8_0", "--templates", "impossible", "--n", "40"],
+}
+
+
+def demo_command(agent: str, options: list[str], n: int, seed: int, threads: int) -> list[str]:
+    """The ``edgeagent demo`` command of one evaluation (later options override earlier ones)."""
+    return ["edgeagent", "demo", "--agent", agent, "--n", str(n), "--seed", str(seed), "--templates", "all",
+            "--exclude-app", "Notes", "--threads", str(threads), "--sensitive", "allow", "--json", *options]
+
+
+def evaluate_command(args) -> None:
+    """Every test figure of an agent, each an ``edgeagent demo`` run whose JSON is kept in
+    ``--out`` (a rerun reuses it), ``--jobs`` at a time on one llama.cpp thread each; then one
+    table of what they printed."""
+    import subprocess
+    import time
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = args.only.split(",") if args.only else list(EVALUATIONS)
+    unknown = [n for n in names if n not in EVALUATIONS]
+    if unknown:
+        print(f"error: --only: unknown evaluation {unknown[0]!r}; known: {', '.join(EVALUATIONS)}", file=sys.stderr)
+        raise SystemExit(2)
+    pending = [n for n in names if not (out / f"{n}.json").is_file()]
+    running: dict[str, tuple[subprocess.Popen, Path]] = {}
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            name = pending.pop(0)
+            cmd = demo_command(args.agent, EVALUATIONS[name], args.n, args.seed, args.threads)
+            (out / f"{name}.cmd").write_text(" ".join(cmd) + "\n")
+            partial = out / f".{name}.json.part"
+            running[name] = (subprocess.Popen(cmd, stdout=partial.open("w"), stderr=subprocess.PIPE, text=True), partial)
+            print(f"{name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+        for name, (proc, partial) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            if proc.returncode != 0:
+                raise SystemExit(f"{name}: edgeagent demo failed: {proc.stderr.read().strip()[-400:]}")
+            partial.replace(out / f"{name}.json")
+        time.sleep(1)
+    rows = [evaluation_row(n, json.loads((out / f"{n}.json").read_text())) for n in names]
+    print(json.dumps({"agent": args.agent, "seed": args.seed, "rows": rows}, indent=2))
+
+
+def evaluation_row(name: str, d: dict) -> dict:
+    """What the issue's table reports of one demo run."""
+    statuses = [e.get("status") for e in d["episodes"]]
+    return {"evaluation": name, "tasks": d["tasks"], "success_rate": d["success_rate"],
+            "infeasible": sum(s == "infeasible" for s in statuses), "steps": d["steps"],
+            "unrequested_sensitive": d["unrequested_sensitive"],
+            "unrequested_sensitive_allowed": d["unrequested_sensitive_allowed"],
+            "sensitive_denied": d["sensitive"]["denied"],
+            **{k: d.get(k) for k in ("ttft_ms", "tpot_ms", "step_ms", "rss_peak_mb", "prompt_tokens_per_step",
+                                     "evaluated_prompt_tokens_per_step", "agent", "threads")}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -229,6 +306,14 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--run", type=Path, required=True)
     e.add_argument("--step", type=int, default=0)
     e.add_argument("--out", type=Path, default=Path("edgeagent/agents/smollm2"))
+    ev = sub.add_parser("evaluate", help="the test figures of an agent (seed 1000): template, held-out, impossible")
+    ev.add_argument("--agent", default="smollm2", help="a shipped agent's name or an agent directory")
+    ev.add_argument("--out", type=Path, required=True, help="where each demo's JSON is kept")
+    ev.add_argument("--only", default="", help=f"a comma list of: {', '.join(EVALUATIONS)}")
+    ev.add_argument("--n", type=int, default=200)
+    ev.add_argument("--seed", type=int, default=1000)
+    ev.add_argument("--threads", type=int, default=1)
+    ev.add_argument("--jobs", type=int, default=2)
     sel = sub.add_parser("select", help="task success of checkpoints on validation seeds and phrasings")
     sel.add_argument("--run", type=Path, required=True)
     sel.add_argument("--steps", default="", help="comma list (default: every kept adapter)")
@@ -239,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     sel.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     {"train": train_command, "levers": levers_command, "export": export_command,
-     "select": select_command}[args.command](args)
+     "select": select_command, "evaluate": evaluate_command}[args.command](args)
 
 
 if __name__ == "__main__":
