@@ -346,7 +346,7 @@ def convert(cfg: ConvertConfig, *, log: Callable[[str], None] | None = None, pro
         shutil.rmtree(staging, ignore_errors=True)
         raise
     say(f"[8/8] bundle written: {out}/manifest.json ({len(variants)} variants, {timings['total'] / 60:.1f} min)")
-    return manifest
+    return manifest.to_dict()
 
 
 def drop_worse_than_chance(variants: list[dict], staging: Path, vocab_size: int) -> tuple[list[dict], list[dict]]:

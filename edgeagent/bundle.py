@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -98,7 +100,9 @@ class Bundle:
 MAX_MANIFEST_BYTES = 16 * 2**20
 
 
-class _VariantEntry(BaseModel):
+class VariantEntry(BaseModel):
+    """One variant of the manifest: a GGUF file and what conversion measured of it."""
+
     model_config = ConfigDict(extra="allow", strict=True)
 
     id: str = Field(min_length=1)
@@ -112,24 +116,52 @@ class _VariantEntry(BaseModel):
     kv_cache_bytes_per_token: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
-    def _depth(self) -> "_VariantEntry":
+    def _depth(self) -> "VariantEntry":
         if self.exit_layer > self.n_layers:
             raise ValueError(f"exit_layer {self.exit_layer} is not within 1..n_layers ({self.n_layers})")
         return self
 
 
-class _Manifest(BaseModel):
-    """The manifest's shape (keys the runtime reads; others are kept as written)."""
+class Manifest(BaseModel):
+    """``manifest.json``: written by the converter (``edgeagent.export.bundle.write_manifest``),
+    validated here on load. Keys not declared are kept as written; keys a bundle written before
+    them lacks are None."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 
     format: str
     format_version: int
-    variants: list[_VariantEntry] = Field(min_length=1)
-    prompt_format: dict[str, Any] | None = None
-    source_model: dict[str, Any] | None = None
-    measurements: dict[str, Any] | None = None
+    created_unix: int | None = None
+    created_by: str | None = None
+    machine: dict[str, Any] | None = None
     profile: str | None = None
+    source_model: dict[str, Any] | None = None
+    tokenizer: dict[str, Any] | None = None
+    prompt_format: dict[str, Any] | None = None  # PromptFormat.to_dict()
+    action_schema_version: int | None = None
+    variants: list[VariantEntry] = Field(min_length=1)
+    measurements: dict[str, Any] | None = None
+
+    @classmethod
+    def new(cls, variants: list[dict[str, Any]], *, source_model: dict[str, Any], prompt_format: PromptFormat,
+            tokenizer: dict[str, Any], measurements: dict[str, Any], profile: str | None,
+            created_by: str = "edgeagent convert") -> Manifest:
+        """A manifest for variants written now, on this machine."""
+        from android_bridge.actions import SCHEMA_VERSION
+
+        return cls.model_validate({
+            "format": FORMAT, "format_version": FORMAT_VERSION, "created_unix": int(time.time()),
+            "created_by": created_by,
+            "machine": {"platform": platform.platform(), "python": platform.python_version()},
+            "profile": profile, "source_model": source_model, "tokenizer": tokenizer,
+            "prompt_format": prompt_format.to_dict(), "action_schema_version": SCHEMA_VERSION,
+            "variants": list(variants), "measurements": measurements,
+        })
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object written to ``manifest.json`` (and printed by ``convert --json``): the
+        keys given, in the declared order, then the others as given."""
+        return self.model_dump(mode="python", exclude_unset=True)
 
 
 def _read_manifest(manifest_path: Path) -> dict[str, Any]:
@@ -176,9 +208,9 @@ def load_bundle(bundle_dir: str | os.PathLike, *, verify: bool = True) -> Bundle
             f"(this edgeagent reads {FORMAT_VERSION}); re-run `edgeagent convert`"
         )
     try:
-        checked = _Manifest.model_validate(manifest)
+        checked = Manifest.model_validate(manifest)
     except ValidationError as e:
-        raise BundleError(describe(e, str(manifest_path), _Manifest)) from None
+        raise BundleError(describe(e, str(manifest_path), Manifest)) from None
 
     variants = [_variant(root, manifest_path, i, e) for i, e in enumerate(checked.variants)]
     ids = [v.id for v in variants]
@@ -197,7 +229,7 @@ def load_bundle(bundle_dir: str | os.PathLike, *, verify: bool = True) -> Bundle
     return Bundle(root=root, manifest=manifest, variants=variants, prompt_format=prompt_format)
 
 
-def _variant(root: Path, manifest_path: Path, i: int, entry: _VariantEntry) -> Variant:
+def _variant(root: Path, manifest_path: Path, i: int, entry: VariantEntry) -> Variant:
     rel = PurePosixPath(entry.path)
     # A manifest is data from wherever the bundle came from: it may not point outside it.
     if rel.is_absolute() or ".." in rel.parts or not rel.parts or "\\" in entry.path or "\0" in entry.path:

@@ -11,16 +11,17 @@ from __future__ import annotations
 import glob
 import json
 import os
-import platform
 import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from android_bridge.actions import SCHEMA_VERSION
+from pydantic import ValidationError
+
 from edgeagent.atomic import swap_dir_in, temp_dir_next_to, write_text
-from edgeagent.bundle import FORMAT, FORMAT_VERSION, MANIFEST, PromptFormat, sha256_file
+from edgeagent.bundle import MANIFEST, BundleError, Manifest, PromptFormat
+from edgeagent.validation import describe
 
 
 def pack_variants(model_dir: str | os.PathLike, bundle_dir: str | os.PathLike, quants: Sequence[str],
@@ -31,10 +32,7 @@ def pack_variants(model_dir: str | os.PathLike, bundle_dir: str | os.PathLike, q
     that exit's norm and head). ``heads_dir`` None: shared exits (the final norm and head)."""
     from edgeagent.export.exit_pack import pack_exits
 
-    variants = pack_exits(model_dir, heads_dir, list(exits), list(quants), bundle_dir, name=name, threads=threads)
-    for v in variants:  # pack_exits hashes as it writes; check it against the reader's hash
-        assert v["sha256"] == sha256_file(Path(bundle_dir) / v["path"])
-    return variants
+    return pack_exits(model_dir, heads_dir, list(exits), list(quants), bundle_dir, name=name, threads=threads)
 
 
 def measure_variant(path: str | os.PathLike, *, heldout: Sequence[tuple[list[int], list[int]]] = (),
@@ -61,26 +59,27 @@ def measure_variant(path: str | os.PathLike, *, heldout: Sequence[tuple[list[int
 
 
 def make_manifest(variants: Sequence[dict], *, source_model: dict, prompt_format: PromptFormat,
-                  tokenizer: dict, measurements: dict, profile: str | None) -> dict:
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created_unix": int(time.time()),
-        "created_by": "edgeagent convert",
-        "machine": {"platform": platform.platform(), "python": platform.python_version()},
-        "profile": profile,
-        "source_model": source_model,
-        "tokenizer": tokenizer,
-        "prompt_format": prompt_format.to_dict(),
-        "action_schema_version": SCHEMA_VERSION,
-        "variants": list(variants),
-        "measurements": measurements,
-    }
+                  tokenizer: dict, measurements: dict, profile: str | None,
+                  created_by: str = "edgeagent convert") -> Manifest:
+    """The manifest of ``variants`` written now (``Manifest.new``); a malformed variant is a
+    ``BundleError`` here, before anything is written."""
+    try:
+        return Manifest.new(list(variants), source_model=source_model, prompt_format=prompt_format,
+                            tokenizer=tokenizer, measurements=measurements, profile=profile, created_by=created_by)
+    except ValidationError as e:
+        raise BundleError(describe(e, MANIFEST, Manifest)) from None
 
 
-def write_manifest(bundle_dir: str | os.PathLike, manifest: dict) -> Path:
-    """``manifest.json``, atomically (temp file, fsync, rename)."""
-    return write_text(Path(bundle_dir) / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n")
+def write_manifest(bundle_dir: str | os.PathLike, manifest: Manifest | dict) -> Path:
+    """``manifest.json``, atomically (temp file, fsync, rename). A dict is validated as a
+    ``Manifest`` first (``BundleError`` naming the file and key)."""
+    path = Path(bundle_dir) / MANIFEST
+    if not isinstance(manifest, Manifest):
+        try:
+            manifest = Manifest.model_validate(manifest)
+        except ValidationError as e:
+            raise BundleError(describe(e, str(path), Manifest)) from None
+    return write_text(path, json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def staging_dir(out_dir: str | os.PathLike) -> Path:
@@ -122,7 +121,7 @@ def publish(staging: Path, out_dir: str | os.PathLike) -> Path:
     return swap_dir_in(staging, out_dir)
 
 
-def variant_rows(manifest: dict) -> tuple[list[str], list[list[Any]]]:
+def variant_rows(manifest: dict) -> tuple[list[str], list[list[Any]]]:  # a Manifest.to_dict()
     """The variant table ``edgeagent convert`` prints."""
     columns = ["variant", "quant", "exit", "size MiB", "perplexity", "task success", "KV B/token"]
     rows = []
@@ -189,11 +188,11 @@ def build_bundle(model_dir: str | os.PathLike, out_dir: str | os.PathLike, quant
             measurements={"tasks_for_task_success": len(tasks), "heldout_examples": len(examples),
                           "max_steps": max_steps, **(measurements or {})},
             profile=profile,
+            created_by="edgeagent.export.bundle.build_bundle",
         )
-        manifest["created_by"] = "edgeagent.export.bundle.build_bundle"
         write_manifest(staging, manifest)
         publish(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return manifest
+    return manifest.to_dict()

@@ -12,7 +12,6 @@ pack exits of a model it was handed. The heads themselves are trained in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from edgeagent.atomic import atomic_dir
+from edgeagent.bundle import sha256_file
 
 HEADS_FILE = "exit_heads.safetensors"
 HEADS_META = "exit_heads.json"
@@ -160,14 +160,6 @@ def write_exit_model(
             if (model_dir / name).is_file():
                 shutil.copy2(model_dir / name, tmp / name)
     return out_dir
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def pack_exits(
