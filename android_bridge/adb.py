@@ -9,6 +9,9 @@ Failures are ``DeviceError`` with a sentence a person can act on, and they come 
 every socket has a timeout, and unlike adbutils' default we never start an adb server
 behind the user's back when none answers (that would hang for up to 20 s and leave a daemon
 on port 5037).
+
+Length (about 500 lines): one class, ``AdbDevice``, whose methods are the Device interface
+over adb plus the battery and screen readers that need its connection.
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ Conventions: an exit layer k counts blocks, 1 ≤ k ≤ L; k = L is the model's 
 transformers' ``output_hidden_states=True``, ``hidden_states[k]`` (k < L) is the residual
 stream after k blocks, before any norm; ``hidden_states[L]`` is already final-normed, so the
 final layer's logits are always taken from the model's own ``logits``.
+
+Length (about 520 lines): the exit heads, their loss and their training loop in one place;
+the GGUF packing of exits is the runtime's (``edgeagent.export.exit_pack``).
 """
 
 from __future__ import annotations

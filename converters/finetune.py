@@ -24,6 +24,11 @@ Scale-out: ``accelerate launch --multi_gpu --num_processes 2 -m converters.finet
 --data TRACES.jsonl --out DIR``; nothing in the loop changes. ``--multi_gpu`` selects
 accelerate's torchrun launcher: on GPUs one process per GPU over NCCL, on a CPU-only machine N
 processes over gloo (``--cpu`` alone would start a single process).
+
+Length (about 840 lines) on purpose: the loop is one visible function (``_finetune``), and
+its checkpoint/resume, distributed reductions, progress lines and the adapter merge are the
+helpers it calls, each next to the step that needs it (``convert`` and the recipes import
+``FinetuneConfig``, ``finetune`` and ``merge_adapter`` from here).
 """
 
 from __future__ import annotations

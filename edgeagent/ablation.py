@@ -152,7 +152,7 @@ def run_ablation(
     """The nine cells on ``model_dir`` (default: the built-in model), measured here and
     estimated on ``profile``."""
     from edgeagent.builtin import HELD_OUT_APPS, builtin_model_dir
-    from edgeagent.estimate import shape_from_gguf
+    from edgeagent.shapes import shape_from_gguf
     from edgeagent.measure import measure_gguf
     from edgeagent.select import estimate_variant, relative_quality, variant_context
 
@@ -281,7 +281,8 @@ def shape_ablation(
     """The nine cells for a published shape on ``profile``: estimates only. Quality cannot be
     measured without the weights, so ``best`` is the cell meeting the cost constraints with
     the fewest quality-risking techniques (a prior, said as such), and says so."""
-    from edgeagent.estimate import PUBLISHED_SHAPES, estimate, shape_from_config
+    from edgeagent.estimate import estimate
+    from edgeagent.shapes import PUBLISHED_SHAPES, shape_from_config
 
     key = shape_name.lower()
     if key not in PUBLISHED_SHAPES:

@@ -173,7 +173,8 @@ def fit_phone_model(source: str, bandwidth_theoretical_gbs: float, rows: tuple[A
     energy:  J = P_prefill t_prefill + P_decode t_decode + E0 + e x weight GB  (least squares,
              on the published phase times, so the powers do not inherit the time model's error)
     """
-    from edgeagent.estimate import prefill_flops, shape_from_config
+    from edgeagent.estimate import prefill_flops
+    from edgeagent.shapes import shape_from_config
 
     fit_rows = [r for r in rows if r.source == source and not r.held_out]
     if len(fit_rows) < 4:
@@ -205,7 +206,8 @@ FIGURES = ("decode_tokens_per_s", "prefill_tokens_per_s", "run_s", "joules_per_r
 def compare_row(row: Anchor, profile: Any, fit: PhoneFit | None) -> dict[str, Any]:
     """The estimator on ``profile`` beside one published row. The published energy window's
     setup energy comes from the source's in-sample fit (None: no energy estimate)."""
-    from edgeagent.estimate import estimate, shape_from_config
+    from edgeagent.estimate import estimate
+    from edgeagent.shapes import shape_from_config
 
     out: dict[str, Any] = {"source": row.source, "model": row.model, "quant": row.quant, "shape": row.shape,
                            "profile": profile.name, "held_out": row.held_out, "notes": list(row.notes)}

@@ -41,8 +41,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgeagent.estimate import (attention_flops, decode_attention_s, decode_bytes_per_token, prefill_flops,
-                                shape_from_gguf)
+from edgeagent.estimate import attention_flops, decode_attention_s, decode_bytes_per_token, prefill_flops
+from edgeagent.shapes import shape_from_gguf
 from edgeagent.measure import measure_gguf, measure_numpy, measure_runtime_baseline
 from edgeagent.metrics import cpu_model
 

@@ -17,6 +17,10 @@ The files come from a `Files` source: this machine, or a dump of another device 
 ``tail -n +1 FILE...`` prints (a ``==> PATH <==`` line before each file's contents), so a
 board's or phone's files can be checked on a laptop. The machine-local checks (llama.cpp build,
 adb, runtime imports) only run on this machine. Nothing here imports torch.
+
+Length (about 560 lines) on purpose: a checklist in report order, each section a few small
+readers of one part of the machine (CPU, clusters, SoC and profile, memory, llama.cpp, adb)
+that ``diagnose`` calls in turn; the sections share the ``Files`` source and nothing else.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgeagent.bundle import Bundle, Variant
-from edgeagent.estimate import estimate, shape_from_gguf
+from edgeagent.estimate import estimate
+from edgeagent.shapes import shape_from_gguf
 from edgeagent.profiles import Profile
 
 DEFAULT_MAX_TTFT_MS = 500.0

@@ -13,6 +13,10 @@ exit code 2. Properly quoted text, as ``android_bridge.escape`` produces, goes t
 Output mimics a phone's where a client parses it (``wm size``, ``dumpsys battery``, sysfs
 battery files in kernel ABI units, ``uiautomator``'s ``UI hierchary dumped to:`` with
 Android's own typo, ``/system/bin/sh: X: not found`` with exit code 127).
+
+Length (about 700 lines) on purpose: one ``PhoneShell`` whose methods are the rows of the
+command table above, all sharing its parser and its view of the phone's files; a split by
+command would pass that state around without shortening any command.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ the phone's private state. So it behaves the same on ``EmulatedPhone`` and throu
 Each skill is reactive: look at the screen, decide the next step. History is used only where
 the screen cannot tell (how many times "Add Milk to cart" was pressed, whether "Send" was).
 Index actions always name the element (``element`` = its label) before pointing at it.
+
+Length (about 600 lines) on purpose: one skill per task template, in the order of
+``tasks.py``, so the two tables can be read side by side; the shared screen readers come first.
 """
 
 from __future__ import annotations

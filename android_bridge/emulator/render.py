@@ -5,6 +5,9 @@ over a screenshot (for people reading traces).
 Fonts: DejaVu Sans when the system has it (wide glyph coverage: × ÷ − ✈), else Pillow's own
 scalable default font (Pillow >= 10.1), else its bitmap font. Rendering never fails for want
 of a font file.
+
+Length (about 600 lines) on purpose: one ``_Painter`` with a method per view kind of
+``widgets.py`` (the drawing half of that table), plus the fonts, icons and the action overlay.
 """
 
 from __future__ import annotations

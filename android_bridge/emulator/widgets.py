@@ -8,6 +8,9 @@ tap does in agreement.
 
 Sizes are in dp (density-independent pixels) and scaled by ``dp`` px per dp at layout time,
 as Android does, so the apps lay out on any screen size (1080 px wide = 360 dp at 3 px/dp).
+
+Length (about 500 lines): the view kinds and the one layout pass over them; the dump, the
+renderer and the touch handling all read this one definition.
 """
 
 from __future__ import annotations

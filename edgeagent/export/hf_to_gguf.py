@@ -11,6 +11,9 @@ Read top to bottom:
 6. F32/F16 written directly by ``gguf.GGUFWriter``, everything else quantized from an F32
    intermediate by llama.cpp itself (``edgeagent.quantize``);
 7. an atomic rename: on any error no output file is left behind.
+
+Length (about 560 lines) on purpose: one export read top to bottom (the steps above), with
+the HF -> GGUF name table inline so the step that uses it is next to it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,348 @@
+"""Model shapes for the roofline estimator (``edgeagent.estimate``): what a llama.cpp model is
+made of, tensor by tensor, read from a GGUF file (``shape_from_gguf``, header checked before
+anything is trusted) or built from a published config plus llama.cpp's quantization recipe
+(``shape_from_config``, ``PUBLISHED_SHAPES``). Standard library only, and gguf to read a
+GGUF file: it runs on phones.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MiB = 2**20
+F32 = 4  # bytes
+
+# ggml block sizes: (weights per block, bytes per block). The same table as
+# gguf.constants.GGML_QUANT_SIZES (ggml/src/ggml-common.h), copied for the types the
+# shape-based path produces so a phone can estimate without the gguf package. The test
+# suite checks it against gguf.
+GGML_BLOCK: dict[str, tuple[int, int]] = {
+    "F32": (1, 4),
+    "F16": (1, 2),
+    "BF16": (1, 2),
+    "Q8_0": (32, 34),   # 8.5 bits per weight
+    "Q6_K": (256, 210),  # 6.5625
+    "Q5_K": (256, 176),  # 5.5
+    "Q5_1": (32, 24),   # 6.0
+    "Q5_0": (32, 22),   # 5.5
+    "Q4_K": (256, 144),  # 4.5
+    "Q4_0": (32, 18),   # 4.5
+}
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]  # ggml order: shape[0] (ne0) is the row length, i.e. input features
+    ggml_type: str
+    n_bytes: int
+
+    @property
+    def n_elements(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    name: str
+    arch: str
+    n_layers: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ff: int
+    n_vocab: int
+    quant: str
+    tensors: tuple[TensorInfo, ...]
+    origin: str  # the GGUF path, or the published config the shape came from
+
+    @property
+    def weights_bytes(self) -> int:
+        return sum(t.n_bytes for t in self.tensors)
+
+    @property
+    def n_params(self) -> int:
+        return sum(t.n_elements for t in self.tensors)
+
+    @property
+    def tied_embeddings(self) -> bool:
+        return not any(t.name == "output.weight" for t in self.tensors)
+
+    def _get(self, name: str) -> TensorInfo | None:
+        return next((t for t in self.tensors if t.name == name), None)
+
+    @property
+    def head(self) -> TensorInfo:
+        """The output projection: ``output.weight``, or the token embedding when tied."""
+        head = self._get("output.weight") or self._get("token_embd.weight")
+        if head is None:
+            raise ValueError(f"{self.origin}: no output.weight or token_embd.weight tensor")
+        return head
+
+    @property
+    def block_tensors(self) -> list[TensorInfo]:
+        return [t for t in self.tensors if t.name.startswith("blk.")]
+
+    @property
+    def block_matmul_params(self) -> int:
+        """Weights of the matrix multiplies inside the transformer blocks (2-D tensors)."""
+        return sum(t.n_elements for t in self.block_tensors if len(t.shape) >= 2)
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8 * self.weights_bytes / self.n_params
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "arch": self.arch,
+            "quant": self.quant,
+            "origin": self.origin,
+            "n_layers": self.n_layers,
+            "n_embd": self.n_embd,
+            "n_head": self.n_head,
+            "n_head_kv": self.n_head_kv,
+            "head_dim": self.head_dim,
+            "n_ff": self.n_ff,
+            "n_vocab": self.n_vocab,
+            "n_params": self.n_params,
+            "weights_bytes": self.weights_bytes,
+            "bits_per_weight": round(self.bits_per_weight, 3),
+            "tied_embeddings": self.tied_embeddings,
+        }
+
+
+def _field(reader: Any, key: str, default: Any = None) -> Any:
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    value = f.contents()
+    if isinstance(value, list):  # per-layer arrays (e.g. OpenELM head counts): the largest
+        return max(value) if value and isinstance(value[0], (int, float)) else value
+    return value
+
+
+# The smallest a key/value pair (key length, one byte of key, type, one byte of value) and
+# a tensor record (name length, one byte of name, n_dims, one dim, type, offset) can be.
+_MIN_KV_BYTES = 8 + 1 + 4 + 1
+_MIN_TENSOR_BYTES = 8 + 1 + 4 + 8 + 4 + 8
+
+
+def check_gguf_header(path: Path) -> None:
+    """Refuse a file whose GGUF header cannot be true before any parser trusts its counts: a
+    tensor or key/value count (2^40, say) that the file is far too small to hold. Raises
+    ValueError naming the file and the field."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(head) < 24 or head[:4] != b"GGUF":
+        raise ValueError(f"{path}: cannot read as GGUF: no GGUF magic and header")
+    version, n_tensors, n_kv = struct.unpack("<IQQ", head[4:24])
+    if version not in (2, 3):
+        raise ValueError(f"{path}: GGUF version {version} is not supported (2 or 3)")
+    for field, count, least in (("tensor count", n_tensors, _MIN_TENSOR_BYTES), ("key/value count", n_kv, _MIN_KV_BYTES)):
+        if count * least > size:
+            raise ValueError(f"{path}: GGUF header's {field} {count} cannot fit in a {size}-byte file")
+
+
+def shape_from_gguf(path: str | Path) -> ModelShape:
+    """The shape of a GGUF model, with every tensor's real type and byte size, so the
+    weight bytes are exact whatever quantization mix the file holds. The file is untrusted:
+    any header or field it cannot back up is a ValueError naming the file, never a crash."""
+    path = Path(path)
+    check_gguf_header(path)
+    try:
+        return _shape_from_gguf(path)
+    except (IndexError, KeyError, TypeError, OverflowError, MemoryError, UnicodeDecodeError, ZeroDivisionError,
+            struct.error) as exc:
+        raise ValueError(f"{path}: corrupt GGUF ({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+def _shape_from_gguf(path: Path) -> ModelShape:
+    from gguf import GGUFReader, LlamaFileType  # the only heavy-ish import, and only here
+
+    try:
+        reader = GGUFReader(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read as GGUF: {exc}") from None
+    arch = _field(reader, "general.architecture")
+    if not arch:
+        raise ValueError(f"{path}: GGUF has no general.architecture")
+
+    def hp(key: str, default: Any = None) -> Any:
+        value = _field(reader, f"{arch}.{key}", default)
+        if value is None:
+            raise ValueError(f"{path}: GGUF has no {arch}.{key}")
+        return value
+
+    tensors = tuple(
+        TensorInfo(t.name, tuple(int(x) for x in t.shape), t.tensor_type.name, int(t.n_bytes)) for t in reader.tensors
+    )
+    n_embd = int(hp("embedding_length"))
+    n_head = int(hp("attention.head_count"))
+    if n_embd <= 0 or n_head <= 0:
+        raise ValueError(f"{path}: GGUF {arch}.embedding_length {n_embd} / attention.head_count {n_head} must be positive")
+    embd = next((t for t in tensors if t.name == "token_embd.weight"), None)
+    tokens = _field(reader, "tokenizer.ggml.tokens")
+    n_vocab = _field(reader, f"{arch}.vocab_size") or (len(tokens) if isinstance(tokens, list) else None)
+    if n_vocab is None and embd is not None:
+        n_vocab = embd.shape[1]
+    file_type = _field(reader, "general.file_type")
+    try:
+        quant = LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_") if file_type is not None else "unknown"
+    except ValueError:
+        quant = f"file_type {file_type}"
+    return ModelShape(
+        name=str(_field(reader, "general.name", path.stem)),
+        arch=str(arch),
+        n_layers=int(hp("block_count")),
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=int(hp("attention.head_count_kv", n_head)),
+        head_dim=int(hp("attention.key_length", n_embd // n_head)),
+        n_ff=int(hp("feed_forward_length", 0)),
+        n_vocab=int(n_vocab or 0),
+        quant=quant,
+        tensors=tensors,
+        origin=str(path),
+    )
+
+
+# Published configs (each model's config.json on Hugging Face). "~4B" is covered twice on
+# purpose: Qwen3-4B (GQA, 8 KV heads) and Phi-3-mini (3.8B, MHA: 32 KV heads), the kind of
+# model the converter's MHA->GQA step is for.
+PUBLISHED_SHAPES: dict[str, dict[str, Any]] = {
+    "qwen2.5-0.5b": dict(arch="qwen2", n_layers=24, n_embd=896, n_head=14, n_head_kv=2, head_dim=64, n_ff=4864,
+                         n_vocab=151936, tied=True, qkv_bias=True, url="https://huggingface.co/Qwen/Qwen2.5-0.5B/blob/main/config.json"),
+    "qwen2.5-1.5b": dict(arch="qwen2", n_layers=28, n_embd=1536, n_head=12, n_head_kv=2, head_dim=128, n_ff=8960,
+                         n_vocab=151936, tied=True, qkv_bias=True, url="https://huggingface.co/Qwen/Qwen2.5-1.5B/blob/main/config.json"),
+    "qwen2.5-3b": dict(arch="qwen2", n_layers=36, n_embd=2048, n_head=16, n_head_kv=2, head_dim=128, n_ff=11008,
+                       n_vocab=151936, tied=True, qkv_bias=True, url="https://huggingface.co/Qwen/Qwen2.5-3B/blob/main/config.json"),
+    "llama-3.2-1b": dict(arch="llama", n_layers=16, n_embd=2048, n_head=32, n_head_kv=8, head_dim=64, n_ff=8192,
+                         n_vocab=128256, tied=True, url="https://huggingface.co/meta-llama/Llama-3.2-1B/blob/main/config.json"),
+    "llama-3.2-3b": dict(arch="llama", n_layers=28, n_embd=3072, n_head=24, n_head_kv=8, head_dim=128, n_ff=8192,
+                         n_vocab=128256, tied=True, url="https://huggingface.co/meta-llama/Llama-3.2-3B/blob/main/config.json"),
+    "qwen3-4b": dict(arch="qwen3", n_layers=36, n_embd=2560, n_head=32, n_head_kv=8, head_dim=128, n_ff=9728,
+                     n_vocab=151936, tied=True, qk_norm=True, url="https://huggingface.co/Qwen/Qwen3-4B/blob/main/config.json"),
+    "phi-3-mini": dict(arch="phi3", n_layers=32, n_embd=3072, n_head=32, n_head_kv=32, head_dim=96, n_ff=8192,
+                       n_vocab=32064, tied=False, fused_qkv=True,
+                       url="https://huggingface.co/microsoft/Phi-3-mini-4k-instruct/blob/main/config.json"),
+    "tinyllama-1.1b": dict(arch="llama", n_layers=22, n_embd=2048, n_head=32, n_head_kv=4, head_dim=64, n_ff=5632,
+                           n_vocab=32000, tied=False,
+                           url="https://huggingface.co/TinyLlama/TinyLlama-1.1B-Chat-v1.0/blob/main/config.json"),
+    "llama-3.1-8b": dict(arch="llama", n_layers=32, n_embd=4096, n_head=32, n_head_kv=8, head_dim=128, n_ff=14336,
+                         n_vocab=128256, tied=False, url="https://huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json"),
+}
+
+QUANTS = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
+_BASE_TYPE = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q6_k": "Q6_K", "q5_k_m": "Q5_K",
+              "q4_k_m": "Q4_K", "q4_0": "Q4_0"}
+_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}  # when ne0 is not a multiple of 256
+
+
+def _use_more_bits(i_layer: int, n_layers: int) -> bool:
+    # llama.cpp src/llama-quant.cpp: the first and last eighth of the layers, and every third
+    # layer in between, get more bits in the *_M mixes.
+    return i_layer < n_layers // 8 or i_layer >= 7 * n_layers // 8 or (i_layer - n_layers // 8) % 3 == 2
+
+
+def llama_cpp_tensor_type(role: str, ne0: int, i_layer: int, n_layers: int, quant: str, tied: bool) -> str:
+    """The ggml type ``llama-quantize`` gives a 2-D weight, for the mixes in ``QUANTS``.
+
+    Mirrors ``llama_tensor_get_type`` in llama.cpp's src/llama-quant.cpp for dense models:
+    the output head (or the tied token embedding) goes to Q6_K; in Q4_K_M/Q5_K_M, attn_v
+    (or fused attn_qkv) and ffn_down go to Q6_K in the ``_use_more_bits`` layers; a tensor
+    whose rows are not a multiple of the block size falls back (Q4_K->Q5_0, Q6_K->Q8_0).
+    """
+    base = _BASE_TYPE[quant]
+    if base in ("F32", "F16", "BF16"):
+        return base
+    t = base
+    if role == "output" or (tied and role == "token_embd"):
+        t = "Q8_0" if ne0 % GGML_BLOCK[base][0] else ("Q8_0" if base == "Q8_0" else "Q6_K")
+    elif role in ("attn_v", "attn_qkv") and quant in ("q4_k_m", "q5_k_m") and _use_more_bits(i_layer, n_layers):
+        t = "Q6_K"
+    elif role == "ffn_down" and quant in ("q4_k_m", "q5_k_m") and _use_more_bits(i_layer, n_layers):
+        t = "Q6_K"
+    if ne0 % GGML_BLOCK[t][0]:
+        t = _FALLBACK.get(t, "F16")
+        if ne0 % GGML_BLOCK[t][0]:
+            t = "F16"
+    return t
+
+
+def _tensor(name: str, shape: tuple[int, ...], ggml_type: str) -> TensorInfo:
+    block, size = GGML_BLOCK[ggml_type]
+    n = math.prod(shape)
+    return TensorInfo(name, shape, ggml_type, n // block * size)
+
+
+def shape_from_config(name: str, quant: str = "q4_k_m", *, exit_layer: int | None = None,
+                      n_head_kv: int | None = None) -> ModelShape:
+    """A published model shape, quantized as ``llama-quantize`` would: tensor names and
+    shapes as llama.cpp's converter writes them (GGUF ``blk.N.*``), types from the mixture.
+
+    ``exit_layer`` k: the early-exit variant (the first k blocks, packed as a k-layer model,
+    so the Q4_K_M mixture is the one llama-quantize picks for k layers). ``n_head_kv``: the
+    model after MHA->GQA conversion to that many KV heads (``converters.gqa``)."""
+    key, quant = name.lower(), quant.lower()
+    if key not in PUBLISHED_SHAPES:
+        raise ValueError(f"unknown model shape {name!r}; known: {', '.join(PUBLISHED_SHAPES)}")
+    if quant not in QUANTS:
+        raise ValueError(f"unknown quantization {quant!r}; known: {', '.join(QUANTS)}")
+    c = dict(PUBLISHED_SHAPES[key])
+    if exit_layer is not None:
+        if not 1 <= exit_layer <= c["n_layers"]:
+            raise ValueError(f"exit_layer {exit_layer} is not within 1..{c['n_layers']} for {key}")
+        c["n_layers"] = exit_layer
+    if n_head_kv is not None:
+        if n_head_kv < 1 or c["n_head_kv"] % n_head_kv:
+            raise ValueError(f"n_head_kv {n_head_kv} must divide {key}'s {c['n_head_kv']} KV heads")
+        c["n_head_kv"] = n_head_kv
+    L, d, hd, ff, V = c["n_layers"], c["n_embd"], c["head_dim"], c["n_ff"], c["n_vocab"]
+    q_dim, kv_dim = c["n_head"] * hd, c["n_head_kv"] * hd
+    tied = c["tied"]
+
+    def weight(tname: str, role: str, ne0: int, ne1: int, i: int = 0) -> TensorInfo:
+        return _tensor(tname, (ne0, ne1), llama_cpp_tensor_type(role, ne0, i, L, quant, tied))
+
+    def vector(tname: str, n: int) -> TensorInfo:  # norms and biases stay F32
+        return _tensor(tname, (n,), "F32")
+
+    tensors = [weight("token_embd.weight", "token_embd", d, V)]
+    for i in range(L):
+        b = f"blk.{i}."
+        tensors.append(vector(b + "attn_norm.weight", d))
+        if c.get("fused_qkv"):
+            tensors.append(weight(b + "attn_qkv.weight", "attn_qkv", d, q_dim + 2 * kv_dim, i))
+        else:
+            tensors += [weight(b + "attn_q.weight", "attn_q", d, q_dim, i),
+                        weight(b + "attn_k.weight", "attn_k", d, kv_dim, i),
+                        weight(b + "attn_v.weight", "attn_v", d, kv_dim, i)]
+        if c.get("qkv_bias"):
+            tensors += [vector(b + "attn_q.bias", q_dim), vector(b + "attn_k.bias", kv_dim), vector(b + "attn_v.bias", kv_dim)]
+        if c.get("qk_norm"):
+            tensors += [vector(b + "attn_q_norm.weight", hd), vector(b + "attn_k_norm.weight", hd)]
+        tensors.append(weight(b + "attn_output.weight", "attn_output", q_dim, d, i))
+        tensors.append(vector(b + "ffn_norm.weight", d))
+        if c.get("fused_qkv"):  # Phi-3 also fuses gate and up into one ffn_up of 2*n_ff rows
+            tensors.append(weight(b + "ffn_up.weight", "ffn_up", d, 2 * ff, i))
+        else:
+            tensors += [weight(b + "ffn_gate.weight", "ffn_gate", d, ff, i), weight(b + "ffn_up.weight", "ffn_up", d, ff, i)]
+        tensors.append(weight(b + "ffn_down.weight", "ffn_down", ff, d, i))
+    tensors.append(vector("output_norm.weight", d))
+    if not tied:
+        tensors.append(weight("output.weight", "output", d, V))
+    return ModelShape(
+        name=key + (f"-exit{L}" if exit_layer is not None else "") + (f"-kv{c['n_head_kv']}" if n_head_kv is not None else ""),
+        arch=c["arch"], n_layers=L, n_embd=d, n_head=c["n_head"], n_head_kv=c["n_head_kv"], head_dim=hd,
+        n_ff=ff, n_vocab=V, quant=quant.upper(), tensors=tuple(tensors), origin=c["url"],
+    )
