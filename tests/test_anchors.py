@@ -53,9 +53,9 @@ def test_compare_published_json_contract() -> None:
     r = CliRunner().invoke(app, ["estimate", "--compare-published", "--json"])
     assert r.exit_code == 0, r.stderr
     data = json.loads(r.stdout)
-    assert {row["source"] for row in data["rows"]} == {"ehsani2026", "geerling-q6a"}
+    assert {row["source"] for row in data["rows"]} == {"ehsani2026", "geerling-q6a", "tummalapalli2026"}
     for row in data["rows"]:
-        assert isinstance(row["held_out"], bool)
+        assert isinstance(row["held_out"], bool) and isinstance(row["comparable"], bool)
         for key in ("decode_tokens_per_s", "run_s", "joules_per_run", "peak_memory_mb"):
             c = row[key]
             assert set(c) == {"estimated", "published", "ratio"}
@@ -68,3 +68,45 @@ def test_compare_published_json_contract() -> None:
     assert s["held_out_rows"] == 4 and s["min_ratio"] <= s["median_ratio"] <= s["max_ratio"]
     r = CliRunner().invoke(app, ["estimate", "--compare-published", "--profile", "snapdragon-8-gen-2"])
     assert r.exit_code != 0 and "no published measurements for profile 'snapdragon-8-gen-2'" in r.stderr
+
+
+def test_third_source_rows_load_cited_and_held_out() -> None:
+    src = anchors.SOURCES["tummalapalli2026"]
+    for key in ("citation", "url", "device", "profile", "runtime", "energy_includes", "time_is", "memory_is"):
+        assert src[key], key
+    assert "2603.23640" in src["url"] and "Table 8" in src["citation"]
+    load_profile(src["profile"])  # the source's device has a profile
+    rows = [r for r in anchors.PUBLISHED if r.source == "tummalapalli2026"]
+    assert rows and all(r.held_out for r in rows)
+    row = rows[0]
+    assert (row.prompt_tokens, row.gen_tokens, row.decode_tokens_per_s) == (250, 504, 9.93)
+    assert row.run_s == pytest.approx(25.128 + 51.294) and row.joules_per_run is None
+    # every row's source is cited
+    assert {r.source for r in anchors.PUBLISHED} <= set(anchors.SOURCES)
+
+
+def test_third_source_is_never_read_by_a_fit() -> None:
+    with pytest.raises(ValueError, match="0 in-sample rows"):
+        anchors.fit_phone_model("tummalapalli2026", 76.8)
+    base = anchors.fit_phone_model("ehsani2026", 84.8)
+    scrambled = tuple(dataclasses.replace(r, decode_tokens_per_s=1.0, run_s=1e3, joules_per_run=1e4)
+                      if r.source == "tummalapalli2026" else r for r in anchors.PUBLISHED)
+    assert anchors.fit_phone_model("ehsani2026", 84.8, scrambled) == base
+
+
+def test_summary_shows_an_unreconciled_runtime_apart_with_its_reason() -> None:
+    cmp = anchors.compare_published()
+    row = next(r for r in cmp["rows"] if r["source"] == "tummalapalli2026")
+    assert row["held_out"] and row["estimated"] and row["comparable"] is False
+    assert "MLC-LLM" in row["why_not_comparable"]
+    assert row["decode_tokens_per_s"]["published"] == 9.93 and row["joules_per_run"]["published"] is None
+    s = cmp["summary"]
+    for key in ("decode_tokens_per_s", "run_s"):
+        (entry,) = s[key]["not_comparable"]
+        assert entry["source"] == "tummalapalli2026" and entry["ratio"] == row[key]["ratio"] and entry["why"]
+        comparable = [r[key]["ratio"] for r in cmp["rows"] if r["held_out"] and r["comparable"] and r[key]["ratio"]]
+        assert s[key]["held_out_rows"] == len(comparable) and s[key]["max_ratio"] == max(comparable)
+    assert any(n.startswith("tummalapalli2026 is not in the held-out summary") for n in cmp["notes"])
+    only = anchors.compare_published(only_profile="snapdragon-8-gen-3")
+    assert [r["source"] for r in only["rows"]] == ["tummalapalli2026"]
+    assert only["summary"]["decode_tokens_per_s"]["held_out_rows"] == 0
