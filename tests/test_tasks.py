@@ -333,6 +333,22 @@ def test_a_seed_gives_the_same_tasks_in_every_phrasing_and_the_pools_never_mix()
     assert sum(a.instruction != b.instruction for a, b in zip(by_mode["template"], by_mode["heldout"])) >= 110
 
 
+def test_validation_and_held_out_styles_are_not_training_styles() -> None:
+    """A style that wraps a request (a greeting, "Would you ...?", "... pls") is in one pool only;
+    what pools share is the bare wording and its lower case (the wording itself is then held out)."""
+    from android_bridge.emulator.phrasings import HELDOUT_STYLES, TRAIN_STYLES, VAL_STYLES
+
+    samples = ("Call Ana Lopez", "Set an alarm for 7:30", "What is the total of my cart?")
+
+    def outputs(styles):
+        return {style(s) for s in samples for pair in styles for style in pair} - {
+            t for s in samples for t in (s, s[:1].lower() + s[1:])}
+
+    trained = outputs(TRAIN_STYLES)
+    assert not trained & outputs(VAL_STYLES) and not trained & outputs(HELDOUT_STYLES)
+    assert not outputs(VAL_STYLES) & outputs(HELDOUT_STYLES)
+
+
 def test_every_phrasing_keeps_the_words_a_model_must_type_copyable() -> None:
     from edgeagent.agent.policy import text_choices
 

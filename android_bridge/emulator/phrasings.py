@@ -173,6 +173,21 @@ TRAIN_STYLES: tuple[tuple[Style, Style], ...] = (
     (lambda s: _strip_end(s) + ", please", lambda s: s),
     (lambda s: _lower_first(s), lambda s: _lower_first(s)),
     (lambda s: "Can you " + _lower_first(_strip_end(s)) + "?", lambda s: "Hey, " + _lower_first(s)),
+    # What else people put around a request: fillers before and after the words to act on,
+    # which a model must learn to leave out of what it types (none of them a validation or
+    # held-out style; tests/test_tasks.py checks the pools stay apart).
+    (lambda s: "Hey, " + _lower_first(s), lambda s: "Quick question: " + _lower_first(s)),
+    (lambda s: "I need you to " + _lower_first(_strip_end(s)), lambda s: "OK, " + _lower_first(s)),
+    (lambda s: "Go ahead and " + _lower_first(_strip_end(s)), lambda s: _lower_first(_strip_end(s)) + "??"),
+    (lambda s: _strip_end(s) + " now", lambda s: "Hello. " + s),
+    (lambda s: "Will you " + _lower_first(_strip_end(s)) + "?", lambda s: "Tell me this: " + _lower_first(s)),
+    (lambda s: "Help me " + _lower_first(_strip_end(s)), lambda s: "Hmm, " + _lower_first(s)),
+    (lambda s: _lower_first(_strip_end(s)) + " asap", lambda s: "So " + _lower_first(s)),
+    (lambda s: "Kindly " + _lower_first(s), lambda s: "Hey there, " + _lower_first(s)),
+    (lambda s: _strip_end(s) + " when you get a chance", lambda s: "Just curious: " + _lower_first(s)),
+    (lambda s: "Can you please " + _lower_first(_strip_end(s)) + "?", lambda s: "Wondering: " + _lower_first(s)),
+    (lambda s: "OK, " + _lower_first(s), lambda s: "Question: " + _lower_first(s)),
+    (lambda s: _strip_end(s) + ". Thank you!", lambda s: s + " Thank you!"),
 )
 VAL_STYLES: tuple[tuple[Style, Style], ...] = (
     (lambda s: "Would you " + _lower_first(_strip_end(s)) + "?", lambda s: "Quick one: " + _lower_first(s)),
