@@ -41,7 +41,37 @@ def resolve_source(spec: str | os.PathLike) -> Path:
         if not path.is_file():
             raise ModelSourceError(f"{path}: no such GGUF file")
         return hf_dir_from_gguf(path)
+    if (path / "pytorch_model.bin").is_file() and not any(
+            (path / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
+        return safetensors_dir_from_bin(path)
     return path
+
+
+def safetensors_dir_from_bin(model_dir: Path, cache: Path | None = None) -> Path:
+    """A legacy ``pytorch_model.bin`` checkpoint as a safetensors directory (the runtime's
+    exporter reads no pickles and imports no torch), built once, cached by the file's sha256;
+    every other file of the directory (config, tokenizer) is copied beside it."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    source = model_dir / "pytorch_model.bin"
+    digest = sha256_file(source)
+    out = (cache or cache_root().parent / "hf-from-bin") / f"{model_dir.name}-{digest[:16]}"
+    if (out / "model.safetensors").is_file():
+        return out
+    try:
+        state = torch.load(str(source), map_location="cpu", weights_only=True)
+    except Exception as e:  # a torn or foreign pickle: one line, not a traceback
+        raise ModelSourceError(f"{source}: unreadable PyTorch checkpoint ({str(e).strip()[:160]})") from None
+    with atomic_dir(out) as tmp:
+        for item in model_dir.iterdir():
+            if item.is_file() and item.name != source.name:
+                shutil.copy2(item, tmp / item.name)
+        # Tied weights share storage in a pickle; safetensors wants each tensor on its own.
+        save_file({k: v.contiguous().clone() for k, v in state.items()}, str(tmp / "model.safetensors"))
+    return out
 
 
 def hf_dir_from_gguf(gguf: Path, cache: Path | None = None) -> Path:

@@ -227,7 +227,7 @@ def test_f16_export_is_close_to_f32(exported, tmp_path):
     assert err["rel_rms"] < 0.05 and err["top1_agreement"] > 0.9
 
 
-def test_pytorch_bin_checkpoint_exports_identically(exported, tmp_path):
+def test_pytorch_bin_checkpoint_exports_identically(exported, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
     model_dir, f32_path, _ = exported("llama-gqa")
@@ -235,7 +235,14 @@ def test_pytorch_bin_checkpoint_exports_identically(exported, tmp_path):
     shutil.copytree(model_dir, bin_dir)
     torch.save(load_file(bin_dir / "model.safetensors"), bin_dir / "pytorch_model.bin")
     (bin_dir / "model.safetensors").unlink()
-    export(bin_dir, tmp_path / "from-bin.gguf", "f32")
+    with pytest.raises(ExportError, match="pytorch_model.bin: the exporter reads safetensors"):
+        export(bin_dir, tmp_path / "refused.gguf", "f32")  # the torch-free runtime reads no pickles
+    from converters.sources import resolve_source
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    converted = resolve_source(bin_dir)  # the converter's way in: a cached safetensors copy
+    assert converted.is_relative_to(tmp_path / "cache") and resolve_source(bin_dir) == converted
+    export(converted, tmp_path / "from-bin.gguf", "f32")
     a, b = gguf.GGUFReader(f32_path), gguf.GGUFReader(tmp_path / "from-bin.gguf")
     assert [t.name for t in a.tensors] == [t.name for t in b.tensors]
     assert all(np.array_equal(x.data, y.data) for x, y in zip(a.tensors, b.tensors))

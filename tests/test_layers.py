@@ -18,12 +18,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Upward imports still in the runtime, all lazy (inside a function), for issue 16 to remove:
-# the exporter reads a legacy pytorch_model.bin checkpoint with torch when torch is there
-# (safetensors, what every other path reads, needs none).
-KNOWN_UPWARD = {
-    ("edgeagent.export.hf_to_gguf", "torch"),
-}
+# Upward imports still in the runtime, for an issue to remove (none left: the exporter's
+# legacy pytorch_model.bin read moved into converters.sources).
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 # What each runtime package may not import (``torch`` covers the converter's libraries' root).
 ABOVE = {"android_bridge": {"edgeagent", "converters", "torch"}, "edgeagent": {"converters", "torch"}}

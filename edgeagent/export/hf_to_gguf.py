@@ -4,7 +4,8 @@ Supported: ``llama``, ``mistral`` (both llama.cpp's ``llama`` architecture) and 
 Read top to bottom:
 
 1. config.json -> ``Hparams`` (every GGUF hyperparameter key comes from one field here);
-2. the weights (safetensors, read with numpy; ``pytorch_model.bin`` only if torch is there);
+2. the weights (safetensors, read with numpy; a legacy ``pytorch_model.bin`` is first turned
+   into safetensors by the converter, ``converters.sources.resolve_source``);
 3. ``TENSOR_MAP``: the one HF -> GGUF name table. A tensor it does not list is an error;
 4. the q/k permutation for the llama architecture;
 5. the tokenizer (``edgeagent.export.tokenizer``);
@@ -231,7 +232,6 @@ class Checkpoint:
         self.model_dir = model_dir
         self._files: dict[str, Path] = {}  # tensor name -> file
         self._handles: dict[Path, object] = {}
-        self._torch_state: dict | None = None
         index = model_dir / "model.safetensors.index.json"
         single = model_dir / "model.safetensors"
         if index.is_file():
@@ -248,7 +248,9 @@ class Checkpoint:
             for name in handle.keys():
                 self._files[name] = single
         elif (model_dir / "pytorch_model.bin").is_file():
-            self._load_torch(model_dir / "pytorch_model.bin")
+            raise ExportError(
+                f"{model_dir / 'pytorch_model.bin'}: the exporter reads safetensors; `edgeagent export` and "
+                "`convert` with the converter extra (pip install 'edgeagent[convert]') turn this checkpoint into one")
         else:
             raise ExportError(f"{model_dir}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
 
@@ -264,34 +266,14 @@ class Checkpoint:
         self._handles[path] = handle
         return handle
 
-    def _load_torch(self, path: Path) -> None:
-        try:
-            import torch
-        except ImportError:
-            raise ExportError(
-                f"{path}: pytorch_model.bin needs torch to read; convert it to safetensors "
-                "or install the converter extra (pip install 'edgeagent[convert]')"
-            ) from None
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ExportError(f"{path}: unreadable PyTorch checkpoint ({str(e).strip()[:160]})") from None
-        self._torch_state = {k: v for k, v in state.items()}
-        for name in self._torch_state:
-            self._files[name] = path
-
     def names(self) -> list[str]:
         return list(self._files)
 
     def shape(self, name: str) -> tuple[int, ...]:
-        if self._torch_state is not None:
-            return tuple(self._torch_state[name].shape)
         return tuple(self._handles[self._files[name]].get_slice(name).get_shape())
 
     def load(self, name: str) -> np.ndarray:
         """The tensor as float32 (the exporter converts once, from full precision)."""
-        if self._torch_state is not None:
-            return self._torch_state[name].float().numpy()
         path = self._files[name]
         handle = self._handles[path]
         try:
