@@ -16,9 +16,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from edgeagent import cli_agent, cli_bridge, cli_convert, cli_doctor, cli_phone, cli_model, cli_profile
+    from edgeagent import cli_agent, cli_bench, cli_bridge, cli_convert, cli_doctor, cli_phone, cli_model, cli_profile
 
-    for module in (cli_agent, cli_phone, cli_model, cli_convert, cli_profile, cli_bridge, cli_doctor):
+    for module in (cli_agent, cli_phone, cli_model, cli_bench, cli_convert, cli_profile, cli_bridge, cli_doctor):
         module.register(app)
 
 

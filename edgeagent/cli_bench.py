@@ -1,0 +1,318 @@
+"""``edgeagent bench``: what the engine and a model's variants cost, measured on this machine.
+
+One mode per subcommand, each with only its own options:
+
+- ``bench throughput -m F.gguf`` (also plain ``bench -m F.gguf``): the engine next to plain
+  llama-cpp-python, prefill and decode;
+- ``bench prefix-reuse -m F.gguf``: what the KV cache kept between agent calls saves;
+- ``bench early-exit [--model HF_DIR]``: exit depths and self-speculative decoding on the agent;
+- ``bench ablation --profile P``: the quantization x exit x GQA matrix, measured and estimated.
+
+The flags of the single command it replaces (``--prefix-reuse``, ``--early-exit``,
+``--ablation``) still pick the same modes, so scripts written for them keep working.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgeagent.output import console, emit_json, err_console, fail, table
+
+bench_app = typer.Typer(
+    name="bench", invoke_without_command=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Measure what the engine and a model's variants cost here: throughput (the default), prefix-reuse, "
+         "early-exit, ablation.",
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")
+
+
+# Each option once; the subcommands and the flag-style command take the ones they use.
+def _model(help: str):
+    return typer.Option(None, "--model", "-m", help=help)
+
+
+GGUF_HELP = "GGUF file to benchmark."
+HF_HELP = "Hugging Face model directory (default: the built-in model)."
+
+
+def _threads():
+    return typer.Option(None, "--threads", "-t", help="Threads (default: all cores).")
+
+
+def _prompt_tokens(default: str):
+    return typer.Option(None, "--prompt-tokens", "-p", help=f"Prompt length (default {default}).")
+
+
+def _gen_tokens(default: str):
+    return typer.Option(None, "--gen-tokens", "-n", help=f"Tokens to generate (default {default}).")
+
+
+def _reps():
+    return typer.Option(5, "--reps", "-r", help="Measured repetitions (after one warm-up).")
+
+
+def _exits():
+    return typer.Option(None, "--exits", help="Exit depths, e.g. 2,4 or 0.5 (a fraction of the depth).")
+
+
+def _tasks():
+    return typer.Option(20, "--tasks", help="Emulated tasks per variant.")
+
+
+def _seed():
+    return typer.Option(1000, "--seed", help="Task seed (training used seed 1).")
+
+
+def _heads():
+    return typer.Option(None, "--heads", help="Trained exit heads (a directory from converters.early_exit).")
+
+
+def _json():
+    return typer.Option(False, "--json", help="Print the result as JSON.")
+
+
+@bench_app.callback()
+def bench_command(
+    ctx: typer.Context,
+    model: Optional[Path] = _model("GGUF file to benchmark (with --early-exit / --ablation: an HF dir, default the "
+                                   "built-in model)."),
+    threads: Optional[int] = _threads(),
+    prompt_tokens: Optional[int] = _prompt_tokens("128, --ablation: 256, one agent step"),
+    gen_tokens: Optional[int] = _gen_tokens("128, --ablation: 16, one action"),
+    reps: int = _reps(),
+    prefix_reuse: bool = typer.Option(False, "--prefix-reuse", help="= bench prefix-reuse."),
+    early_exit: bool = typer.Option(False, "--early-exit", help="= bench early-exit."),
+    exits: Optional[str] = _exits(),
+    quant: str = typer.Option("q8_0", "--quant", help="Quantization of the --early-exit variants."),
+    tasks: int = _tasks(),
+    seed: int = _seed(),
+    heads: Optional[Path] = _heads(),
+    train_exit_steps: int = typer.Option(0, "--train-exit-steps", help="Train dedicated exit heads first (EE-Tuning)."),
+    n_draft: int = typer.Option(4, "--n-draft", help="Draft length for self-speculative decoding."),
+    ablation: bool = typer.Option(False, "--ablation", help="= bench ablation."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Device profile for --ablation."),
+    gqa_model: Optional[Path] = typer.Option(None, "--gqa-model", help="GQA-converted sibling (HF dir) for --ablation."),
+    shape: Optional[str] = typer.Option(None, "--shape", help="--ablation for a published shape, estimated only."),
+    gqa_groups: int = typer.Option(4, "--gqa-groups", help="KV heads per group for a --shape's GQA cells."),
+    png: Optional[Path] = typer.Option(None, "--png", help="--ablation: write the cells as a chart."),
+    json_out: bool = _json(),
+) -> None:
+    """Measure tokens/s: the engine next to plain llama-cpp-python, prefill and decode (or the
+    mode a flag or subcommand names)."""
+    if ctx.invoked_subcommand is not None:
+        return  # the subcommand runs with its own options
+    if early_exit:
+        _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out)
+    elif ablation:
+        _ablation(model, profile, gqa_model, shape, gqa_groups, exits, heads, tasks, seed, prompt_tokens, gen_tokens,
+                  threads, png, json_out)
+    else:
+        _throughput(model, threads, prompt_tokens, gen_tokens, reps, prefix_reuse, json_out)
+
+
+def _throughput_mode(prefix_reuse: bool, doc: str):
+    """``bench throughput`` and ``bench prefix-reuse``: the same options, two measurements."""
+    def command(
+        model: Optional[Path] = _model(GGUF_HELP),
+        threads: Optional[int] = _threads(),
+        prompt_tokens: Optional[int] = _prompt_tokens("128"),
+        gen_tokens: Optional[int] = _gen_tokens("128"),
+        reps: int = _reps(),
+        json_out: bool = _json(),
+    ) -> None:
+        _throughput(model, threads, prompt_tokens, gen_tokens, reps, prefix_reuse, json_out)
+
+    command.__doc__ = doc
+    return command
+
+
+bench_app.command("throughput")(_throughput_mode(
+    False, "The engine next to plain llama-cpp-python: prefill and decode tokens/s, paired reps."))
+bench_app.command("prefix-reuse")(_throughput_mode(
+    True, "What the KV cache kept between calls saves: a cold prompt vs one whose prefix is cached."))
+
+
+@bench_app.command("early-exit")
+def early_exit_command(
+    model: Optional[Path] = _model(HF_HELP),
+    exits: Optional[str] = _exits(),
+    quant: str = typer.Option("q8_0", "--quant", help="Quantization of the variants."),
+    tasks: int = _tasks(),
+    seed: int = _seed(),
+    heads: Optional[Path] = _heads(),
+    train_exit_steps: int = typer.Option(0, "--train-exit-steps", help="Train dedicated exit heads first (EE-Tuning)."),
+    n_draft: int = typer.Option(4, "--n-draft", help="Draft length for self-speculative decoding."),
+    threads: Optional[int] = _threads(),
+    json_out: bool = _json(),
+) -> None:
+    """Exit depths (task success, tokens/s, perplexity) and self-speculative decoding, on the agent."""
+    _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out)
+
+
+@bench_app.command("ablation")
+def ablation_command(
+    profile: Optional[str] = typer.Option(None, "--profile", help="Device profile the cells are estimated on."),
+    model: Optional[Path] = _model(HF_HELP),
+    gqa_model: Optional[Path] = typer.Option(None, "--gqa-model", help="GQA-converted sibling (HF dir) for the GQA cells."),
+    shape: Optional[str] = typer.Option(None, "--shape", help="A published shape, estimated only (e.g. phi-3-mini)."),
+    gqa_groups: int = typer.Option(4, "--gqa-groups", help="KV heads per group for a --shape's GQA cells."),
+    exits: Optional[str] = _exits(),
+    heads: Optional[Path] = _heads(),
+    tasks: int = _tasks(),
+    seed: int = _seed(),
+    prompt_tokens: Optional[int] = _prompt_tokens("256, one agent step"),
+    gen_tokens: Optional[int] = _gen_tokens("16, one action"),
+    threads: Optional[int] = _threads(),
+    png: Optional[Path] = typer.Option(None, "--png", help="Write the cells on quality vs latency / energy."),
+    json_out: bool = _json(),
+) -> None:
+    """The ablation matrix (full precision, 8/4-bit, exit, GQA, pairs, all three): measured here, estimated on P."""
+    _ablation(model, profile, gqa_model, shape, gqa_groups, exits, heads, tasks, seed, prompt_tokens, gen_tokens,
+              threads, png, json_out)
+
+
+def _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out) -> None:
+    from edgeagent.early_exit_bench import bench_model, early_exit_rows, run_early_exit_bench
+    from edgeagent.engine import EngineError
+
+    say = (lambda _msg: None) if json_out else err_console.print
+    try:
+        target = bench_model(model, exits)
+        training = None
+        if heads is None and train_exit_steps > 0:
+            heads, training = _train_exit_heads(target, seed, train_exit_steps, say)
+        result = run_early_exit_bench(target, quant, tasks, seed, heads=heads, training=training, n_draft=n_draft,
+                                      threads=threads, progress=say)
+    except (ValueError, EngineError) as e:
+        fail(" ".join(str(e).split()))
+    if json_out:
+        emit_json(result)
+        return
+    columns, rows = early_exit_rows(result)
+    table("edgeagent bench early-exit (measured on this machine)", columns, rows)
+
+
+def _throughput(model, threads, prompt_tokens, gen_tokens, reps, prefix_reuse, json_out) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from edgeagent import bench
+    from edgeagent.engine import EngineError
+
+    prompt_tokens = 128 if prompt_tokens is None else prompt_tokens
+    gen_tokens = 128 if gen_tokens is None else gen_tokens
+    if model is None:
+        fail("--model FILE.gguf is required (except with --early-exit and --ablation)")
+    if not model.is_file():
+        fail(f"{model}: model file not found")
+    if prompt_tokens < 2 or gen_tokens < 2 or reps < 1:
+        fail("need --prompt-tokens >= 2, --gen-tokens >= 2 and --reps >= 1")
+    error = None
+    with Progress(
+        TextColumn("benchmarking"), BarColumn(), TextColumn("{task.completed}/{task.total} reps"),
+        console=err_console, transient=True, disable=not err_console.is_terminal,
+    ) as bar:
+        task = bar.add_task("bench", total=None)
+        try:
+            mode = bench.bench_prefix_reuse if prefix_reuse else bench.bench_throughput
+            result = mode(
+                model, threads=threads, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, reps=reps,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        except EngineError as e:
+            error = " ".join(str(e).split())
+    if error is not None:
+        fail(error)
+
+    if json_out:
+        emit_json(result)
+        return
+    if prefix_reuse:
+        columns, rows = bench.prefix_reuse_rows(result)
+        table("edgeagent bench prefix-reuse (measured on this machine)", columns, rows)
+        console.print(
+            f"TTFT saved by the cached prefix: {result['ttft_saved_pct']:.1f} %; "
+            f"same greedy output: {result['identical_output']}",
+            highlight=False,
+        )
+        return
+    columns, rows = bench.throughput_rows(result)
+    table("edgeagent bench (measured on this machine)", columns, rows)
+    console.print(
+        f"engine overhead vs llama-cpp-python: {result['overhead_pct']:+.2f} % ± {result['overhead_pct_std']:.2f} "
+        f"(decode, paired over {result['reps']} reps); repack={result['repack']}, "
+        f"llama-cpp-python {result['llama_cpp_python']}, {result['machine']}",
+        highlight=False,
+    )
+    console.print(bench.contention_note(result), highlight=False)
+
+
+def _train_exit_heads(target, seed: int, steps: int, say) -> tuple[Path, dict]:
+    """``bench --early-exit --train-exit-steps``: dedicated exit heads trained first (EE-Tuning,
+    the converter's) on expert traces; the heads directory and what training reported."""
+    from converters.early_exit import train_exits
+    from edgeagent.early_exit_bench import head_training_traces
+
+    say(f"training dedicated exit heads at {target.exit_layers} for {steps} steps (EE-Tuning)")
+    traces = head_training_traces(target, seed)
+    heads = target.work / f"heads-{steps}"
+    training = train_exits(target.model_dir, traces, target.exit_layers, "dedicated", heads, steps=steps, resume=True,
+                           log=say)
+    return heads, training
+
+
+def _ablation(model, profile, gqa_model, shape, gqa_groups, exits, heads, tasks, seed, prompt_tokens, gen_tokens,
+              threads, png, json_out) -> None:
+    """``bench --ablation``: measured on a model (default the built-in one), or estimated
+    for a published ``--shape``."""
+    from edgeagent import ablation as ab
+    from edgeagent.builtin import BuiltinModelMissing
+    from edgeagent.engine import EngineError
+    from edgeagent.measure import MeasureError
+    from edgeagent.profiles import ProfileError, load_profile
+
+    if profile is None:
+        fail("--ablation needs --profile (the device the cells are estimated on), e.g. --profile snapdragon-8-gen-2")
+    try:
+        prof = load_profile(profile)
+    except ProfileError as e:
+        fail(str(e))
+    workload = {"prompt_tokens": prompt_tokens or ab.STEP_PROMPT_TOKENS, "gen_tokens": gen_tokens or ab.STEP_GEN_TOKENS}
+    try:
+        if shape is not None:
+            if model is not None or gqa_model is not None:
+                fail("--shape is estimated only: drop --model / --gqa-model")
+            result = ab.shape_ablation(prof, shape, exit_layer=exits, gqa_groups=gqa_groups, **workload)
+        else:
+            for path, flag in ((model, "--model"), (gqa_model, "--gqa-model")):
+                if path is not None and not (path / "config.json").is_file():
+                    fail(f"{flag} {path}: not a Hugging Face model directory (no config.json)")
+            result = ab.run_ablation(prof, model, gqa_model=gqa_model, exit_layer=exits, heads=heads, tasks=tasks,
+                                     seed=seed, threads=threads, progress=None if json_out else err_console.print,
+                                     **workload)
+    except (ValueError, EngineError, MeasureError, BuiltinModelMissing) as e:
+        fail(" ".join(str(e).split()))
+    if png is not None:
+        from edgeagent.atomic import write_bytes
+        from edgeagent.report.plots import ReportError, ablation_png
+
+        try:
+            result["reports"] = [str(write_bytes(png, ablation_png(result)))]
+        except ReportError as e:
+            fail(str(e))
+    if json_out:
+        emit_json(result)
+        return
+    columns, rows = ab.ablation_rows(result)
+    what = "estimated" if not result["measured"] else "measured here + estimated"
+    table(f"edgeagent bench ablation: {result['model']} on {result['profile']} ({what})", columns, rows)
+    best = result["best"]
+    console.print(f"best under the default constraints: {best['cell'] if best else 'none fits'}"
+                  + (f" -- {best['basis']}" if best else ""), highlight=False)
+    for note in result["notes"]:
+        console.print(f"note: {note}", highlight=False)
