@@ -53,15 +53,47 @@ def test_every_wording_of_every_template_asks_for_what_its_expert_does(phrasing)
     assert not extra, extra[:5]
 
 
+@pytest.mark.parametrize("phrasing", ["template", "heldout"])
+def test_the_scoped_gate_never_stops_the_expert(phrasing) -> None:
+    """Every generated task's expert solution succeeds under ``--sensitive allow``: the scope
+    (deeds and named times) never refuses a step the user asked for."""
+    from android_bridge.emulator.expert import expert_action
+    from edgeagent.agent.episode import run_episode
+
+    gate = ConfirmationGate.for_policy("allow")
+    for task in generate_tasks(200, seed=4343, templates=["all"], phrasing=phrasing):
+        result = run_episode(EmulatedPhone(), task, expert_action, 40, gate=gate)
+        assert result.success, (task.instruction, result.run.status if result.run else None)
+
+
+def test_allow_stops_a_deletion_of_another_alarm_than_the_one_named() -> None:
+    phone = EmulatedPhone()
+    task = make_task("delete_alarm", 11)
+    task.setup(phone)
+    phone.launch("Clock")
+    times = [e.label.removeprefix("Delete alarm ") for e in phone.screen().elements if e.label.startswith("Delete alarm ")]
+    wanted = next(t for t in times if t in task.instruction)
+    other = next(t for t in times if t != wanted)
+    stray = run_agent(phone, task.instruction, TapLabel(f"Delete alarm {other}"), max_steps=4,
+                      gate=ConfirmationGate.for_policy("allow"))
+    assert stray.status == "denied" and f"not {other}" in stray.steps[-1].sensitive, stray.to_dict()
+    asked = run_agent(phone, task.instruction, TapLabel(f"Delete alarm {wanted}", "Delete"), max_steps=4,
+                      gate=ConfirmationGate.for_policy("allow"))
+    assert asked.status != "denied" and task.check(phone), asked.to_dict()
+
+
 class TapLabel:
-    """A policy that taps the first element with ``label`` on the screen, then says done."""
+    """A policy that taps the first element with each label in turn (``Pay*``: a label starting
+    with "Pay"), then says done."""
 
     def __init__(self, *labels: str) -> None:
         self.labels = list(labels)
 
     def decide(self, instruction, screen, previous):
         while self.labels:
-            element = next((e for e in screen.elements if e.label.startswith(self.labels[0])), None)
+            want = self.labels[0]
+            element = next((e for e in screen.elements
+                            if e.label == want or (want.endswith("*") and e.label.startswith(want[:-1]))), None)
             self.labels.pop(0)
             if element is not None:
                 return Decision(Action(action="tap", index=element.index))
@@ -81,7 +113,7 @@ def _run_in_shop(instruction: str, gate: ConfirmationGate, *labels: str):
 def test_allow_stops_a_payment_the_task_did_not_ask_for_and_allow_all_does_not() -> None:
     # The agent strays from "remove X from my cart" to checking out and paying.
     scoped, paid = _run_in_shop("Remove Oranges from my shopping cart", ConfirmationGate.for_policy("allow"),
-                                "Cart", "Checkout", "Pay")
+                                "Cart", "Checkout", "Pay*")
     assert scoped.status == "denied" and paid == 0, scoped.to_dict()
     assert "not asked for" in scoped.steps[-1].sensitive and scoped.steps[-1].sensitive.startswith("payment")
     unscoped, _ = _run_in_shop("Remove Oranges from my shopping cart", ConfirmationGate.for_policy("allow-all"),

@@ -34,8 +34,9 @@ Consent is scoped to the task. ``--sensitive allow`` lets a sensitive step run o
 of a kind the user's instruction asks for (``requested_deeds``): "Remove Rice from my cart"
 allows a deletion and nothing else, so an agent that strays to "Pay" is stopped although
 sensitive steps are allowed. The instruction is the user's own words, so it is trusted; the
-screen never widens the scope. ``allow-all`` is the unscoped allow, for scripts that vouch
-for every step.
+screen never widens the scope. Where the instruction names a clock time, a sensitive tap whose
+label names another one is refused too ("Delete the 16:00 alarm" is no consent to "Delete alarm
+13:45"). ``allow-all`` is the unscoped allow, for scripts that vouch for every step.
 """
 
 from __future__ import annotations
@@ -347,6 +348,14 @@ def requested_deeds(instruction: str) -> frozenset[str]:
     return frozenset(deeds)
 
 
+_TIME = re.compile(r"(?<![\d:])(\d{1,2}):(\d{2})(?![\d:])")
+
+
+def named_times(text: str) -> frozenset[str]:
+    """The clock times a text names, as H:MM ("07:30" and "7:30" are one time)."""
+    return frozenset(f"{int(h)}:{m}" for h, m in _TIME.findall(unicodedata.normalize("NFKC", text)))
+
+
 def deed_kind(reason: str) -> str:
     """The kind of deed a ``sensitive_reason`` names: the word before its colon."""
     return reason.split(":", 1)[0]
@@ -369,6 +378,7 @@ class ConfirmationGate:
     confirm: ConfirmCallback | None = None
     task_scoped: bool = False  # allow only the deeds the task asks for (``allow``, not ``allow-all``)
     asked: frozenset[str] | None = None  # those deeds, once ``for_task`` has read the instruction
+    times: frozenset[str] = frozenset()  # the clock times the instruction names
 
     @classmethod
     def for_policy(cls, policy: str, confirm: ConfirmCallback | None = None) -> ConfirmationGate:
@@ -386,7 +396,7 @@ class ConfirmationGate:
         """This gate for one task: a scoped gate learns the deeds the instruction asks for."""
         if not self.task_scoped:
             return self
-        return replace(self, asked=requested_deeds(instruction))
+        return replace(self, asked=requested_deeds(instruction), times=named_times(instruction))
 
     @property
     def in_effect(self) -> str:
@@ -403,7 +413,13 @@ class ConfirmationGate:
             return True, None
         if self.confirm is not None:
             return bool(self.confirm(action, reason)), reason
-        if self.allow_sensitive and self.task_scoped and deed_kind(reason) not in (self.asked or ()):
-            asked = ", ".join(sorted(self.asked or ())) or "no sensitive deed"
-            return False, f"{reason} (not asked for: the task asks for {asked})"
+        if self.allow_sensitive and self.task_scoped:
+            if deed_kind(reason) not in (self.asked or ()):
+                asked = ", ".join(sorted(self.asked or ())) or "no sensitive deed"
+                return False, f"{reason} (not asked for: the task asks for {asked})"
+            # The deed is asked for, but of another object: "Delete the 16:00 alarm" does not
+            # consent to a tap on "Delete alarm 13:45".
+            other = named_times(reason) - self.times
+            if self.times and other:
+                return False, f"{reason} (not asked for: the task names {', '.join(sorted(self.times))}, not {', '.join(sorted(other))})"
         return self.allow_sensitive, reason
