@@ -175,7 +175,7 @@ TRAIN_STYLES: tuple[tuple[Style, Style], ...] = (
     (lambda s: "Can you " + _lower_first(_strip_end(s)) + "?", lambda s: "Hey, " + _lower_first(s)),
     # What else people put around a request: fillers before and after the words to act on,
     # which a model must learn to leave out of what it types (none of them a validation or
-    # held-out style; tests/test_tasks.py checks the pools stay apart).
+    # held-out style; tests/bridge/test_tasks.py checks the pools stay apart).
     (lambda s: "Hey, " + _lower_first(s), lambda s: "Quick question: " + _lower_first(s)),
     (lambda s: "I need you to " + _lower_first(_strip_end(s)), lambda s: "OK, " + _lower_first(s)),
     (lambda s: "Go ahead and " + _lower_first(_strip_end(s)), lambda s: _lower_first(_strip_end(s)) + "??"),

@@ -21,7 +21,7 @@ The screen format is designed for a small model to learn (see converters/recipes
 - the previous action is shown, so multi-step tasks know where they are.
 
 The same text is what ``edgeagent traces`` writes as ``observation``: training and
-inference see identical prompts (tests/test_prompt_layout.py checks it byte for byte).
+inference see identical prompts (tests/runtime/test_prompt_layout.py checks it byte for byte).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ deed many ways ("Pay", "Pay now", "Confirm and pay", "Place your order", "Send m
    many messaging apps send on Enter.
 
 The figures on real apps' labels are in ``tests/data/real_app_labels.csv`` (checked by
-``tests/test_safety.py``).
+``tests/runtime/test_safety.py``).
 
 Consent is scoped to the task. ``--sensitive allow`` lets a sensitive step run only when it is
 of a kind the user's instruction asks for (``requested_deeds``): "Remove Rice from my cart"

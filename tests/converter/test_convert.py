@@ -38,7 +38,7 @@ from edgeagent.bundle import BundleError, PromptFormat, load_bundle, sha256_file
 from edgeagent.cli import app  # noqa: E402
 from edgeagent.quality import heldout_perplexity, kv_cache_bytes_per_token  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 torch.set_num_threads(1)
 # peft asks transformers 5 about gradient checkpointing under its deprecated name
 pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated and will be removed in v6:FutureWarning")

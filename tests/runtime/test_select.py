@@ -178,7 +178,7 @@ def test_the_converters_f16_reference_is_the_yardstick_when_there_is_one(tmp_pat
 
 
 def test_flag_beats_profile_beats_default(tmp_path) -> None:
-    text = (Path(__file__).resolve().parents[1] / "device_profiles" / "snapdragon-8-gen-2.toml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "device_profiles" / "snapdragon-8-gen-2.toml").read_text()
     path = tmp_path / "p.toml"
     path.write_text(text + "\n[selection]\nmax_ttft_ms = 123.0\nmax_memory_fraction = 0.5\n")
     prof = load_profile(path)

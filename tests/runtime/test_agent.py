@@ -21,7 +21,7 @@ from edgeagent.agent.policy import ModelPolicy, answer_choices, text_choices
 from edgeagent.agent.safety import ConfirmationGate, sensitive_reason
 from edgeagent.agent.trace import TraceWriter
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from edgeagent.engine import Engine  # noqa: E402
 from edgeagent.quantize import all_logits  # noqa: E402
 from edgeagent.speculative import LlamaRunner, SelfSpeculativeEngine, transplant_kv  # noqa: E402
 
-torch.set_num_threads(1)  # a shared 2-core machine: see tests/test_engine.py
+torch.set_num_threads(1)  # a shared 2-core machine: see tests/runtime/test_engine.py
 
 N_LAYERS = 4
 PROMPTS = [

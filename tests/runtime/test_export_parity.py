@@ -27,7 +27,7 @@ from edgeagent.engine import Engine, load_llama  # noqa: E402
 from edgeagent.export.hf_to_gguf import ExportError, export  # noqa: E402
 from edgeagent.quantize import all_logits, compare_logits  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 CASES = {
     "llama-gqa": TinyConfig(arch="llama", num_heads=8, num_kv_heads=2, tokenizer="llama-bpe", rope_theta=500000.0),

@@ -31,7 +31,7 @@ from edgeagent.estimate import shape_from_gguf
 from edgeagent.output import emit_json
 from edgeagent.profiles import ProfileError, load_profile
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from edgeagent.profiles import ProfileError, list_profiles, load_profile
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REQUIRED = {
     "snapdragon-8-gen-2", "snapdragon-8-gen-3", "snapdragon-8-elite", "snapdragon-7-plus-gen-2",
     "dimensity-9300", "tensor-g3", "qualcomm-rb5", "qualcomm-rb3-gen-2", "host",

@@ -19,7 +19,7 @@ from edgeagent.profiles import load_profile  # noqa: E402
 from edgeagent.select import select_variant  # noqa: E402
 from edgeagent.variants import ModelChoice, VariantError, resolve_model, resolve_variant  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

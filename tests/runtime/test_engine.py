@@ -18,7 +18,7 @@ from edgeagent.export.hf_to_gguf import export  # noqa: E402
 from converters.tiny import TinyConfig, make_tiny_model  # noqa: E402
 from edgeagent.engine import Engine, EngineError  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 PROMPT = (
     "You are an assistant that operates an Android phone. The screen shows the Settings app "

@@ -37,7 +37,7 @@ from android_bridge.device import Battery, DeviceError
 from android_bridge.emulator.adb_server import AdbServer
 from android_bridge.emulator.phone import EmulatedPhone
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PWNED = "a; touch /tmp/pwned $(id)"
 QUICK_S = 3.0  # "a clear error quickly": well under this
 BILLION_LAUGHS = (

@@ -87,7 +87,7 @@ def test_runtime_modules_import_no_torch_llama_cpp_or_gguf() -> None:
 
     code = ("import sys, edgeagent.profiles, edgeagent.estimate, edgeagent.energy; "
             "bad = {'torch', 'llama_cpp', 'gguf'} & set(sys.modules); assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 def test_block_table_matches_gguf() -> None:

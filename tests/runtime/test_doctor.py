@@ -28,7 +28,7 @@ from edgeagent.doctor import (
 from edgeagent.engine import default_repack
 from edgeagent.profiles import load_all
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "doctor"
 SD8G2, RB5, EPYC = (FIXTURES / f"{n}.txt" for n in ("snapdragon-8-gen-2", "qualcomm-rb5", "x86-host-epyc"))
 # What an aarch64 llama.cpp build compiled without i8mm prints (written for the test, in the

@@ -15,7 +15,7 @@ from android_bridge.uitree import UIElement, parse_dump
 from edgeagent.agent.loop import run_agent
 from edgeagent.agent.safety import ConfirmationGate, normalize, sensitive_element, sensitive_reason
 
-LABELS = Path(__file__).parent / "data" / "real_app_labels.csv"
+LABELS = Path(__file__).resolve().parents[1] / "data" / "real_app_labels.csv"
 FIELD = {"text": "text", "content-desc": "content_desc", "resource-id": "resource_id"}
 # What makes a screen a payment or a compose screen in the table's "screen" column.
 CONTEXT = {

@@ -18,7 +18,7 @@ from edgeagent.calibrate import CalibrationError, fit_decode, probe_layers_for, 
 from edgeagent.cli import app
 from edgeagent.profiles import ProfileError, load_profile
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_decode_fit_recovers_overhead_and_bandwidth_exactly() -> None:

@@ -17,7 +17,7 @@ from edgeagent.agent.prompt import SYSTEM_TEXT, PromptFormat
 from edgeagent.bundle import MANIFEST, BundleError, Manifest, load_bundle, sha256_file
 from edgeagent.export.bundle import make_manifest, write_manifest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHAT = PromptFormat(kind="chat", chat_template="{{ messages[0]['content'] }}", bos_token="<s>", eos_token="</s>",
                     layout="episode", system=SYSTEM_TEXT)
 
