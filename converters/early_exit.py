@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from converters.schedule import warmup_cosine
+from converters.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from edgeagent.atomic import atomic_path, write_text
 from edgeagent.export.exit_pack import HEADS_FILE, HEADS_META, EarlyExitError, parse_exits
 
@@ -464,7 +465,10 @@ def train_exits(
     step, history = 0, []
     before = exit_heldout_loss(model, heads, eval_batches) if eval_batches else {}
     if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, weights_only=False)
+        try:
+            state = load_checkpoint(ckpt_path)
+        except CheckpointError as e:
+            raise EarlyExitError(str(e)) from None
         if state["exits"] != exit_layers or state["kind"] != kind:
             raise EarlyExitError(
                 f"{ckpt_path}: checkpoint is for exits {state['exits']} ({state['kind']}), not {exit_layers} ({kind}); "
@@ -503,9 +507,8 @@ def train_exits(
             say(f"exit step {step}/{cfg.steps} loss {record['loss']:.4f} "
                 + " ".join(f"L{k}:ce={v['ce']:.3f}" for k, v in per_exit.items()))
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            with atomic_path(ckpt_path) as tmp:
-                torch.save({"heads": heads.state_dict(), "opt": opt.state_dict(), "step": step, "history": history,
-                            "before": before, "exits": exit_layers, "kind": kind}, tmp)
+            save_checkpoint(ckpt_path, {"heads": heads.state_dict(), "opt": opt.state_dict(), "step": step,
+                                        "history": history, "before": before, "exits": exit_layers, "kind": kind})
         if on_step is not None:
             on_step(step, record)
 

@@ -50,9 +50,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from converters.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from converters.data import IGNORE, Example
 from converters.schedule import warmup_cosine
-from edgeagent.atomic import atomic_dir, atomic_path, write_text
+from edgeagent.atomic import atomic_dir, write_text
 
 CHECKPOINT = "checkpoint.pt"
 ADAPTER_DIR = "adapter"
@@ -363,25 +364,6 @@ def heldout_loss(model: nn.Module, examples: Sequence[Example], *, batch_size: i
 # checkpoints
 
 
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def _atomic_dir(out_dir: Path, write: Callable[[Path], None]) -> None:
     """Write a directory next to its place, then swap it in (old one removed after)."""
     with atomic_dir(out_dir) as tmp:
@@ -484,7 +466,10 @@ def _finetune(model_dir, train, out_dir, cfg, *, heldout, resume, stop_after, pr
     step, history, resumed_from = 0, [], None
     ckpt_path = out_dir / CHECKPOINT
     if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        try:
+            state = load_checkpoint(ckpt_path, restore_rng=False)  # this rank's RNG state is restored below
+        except CheckpointError as e:
+            raise FinetuneError(str(e)) from None
         _check_resumable(state, cfg, fingerprint, world, ckpt_path)
         from peft import set_peft_model_state_dict
 
@@ -493,7 +478,7 @@ def _finetune(model_dir, train, out_dir, cfg, *, heldout, resume, stop_after, pr
             heads.load_state_dict(state["heads"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"][rank])
+        set_rng_state(state["rng"][rank])
         step, history = state["step"], state["history"]
         heldout_before = state.get("heldout_loss_before")
         resumed_from = step
@@ -520,18 +505,18 @@ def _finetune(model_dir, train, out_dir, cfg, *, heldout, resume, stop_after, pr
         except ValueError:  # not the main thread: no handlers, a kill is still resumable
             handlers = {}
 
-    def save_checkpoint() -> None:
-        rng_states = accelerator_gather_objects(accelerator, _rng_state())
+    def checkpoint_now() -> None:
+        rng_states = accelerator_gather_objects(accelerator, rng_state())
         if main:
             trained = trainable_state(accelerator.unwrap_model(objective).model, heads)
-            _atomic_torch_save({
+            save_checkpoint(ckpt_path, {
                 "adapter": trained["adapter"], "heads": trained["heads"],
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": rng_states, "step": step, "epoch": step // steps_per_epoch,
                 "step_in_epoch": step % steps_per_epoch, "world_size": world,
                 "config": cfg.trajectory(), "data": fingerprint, "history": history,
                 "heldout_loss_before": heldout_before,
-            }, ckpt_path)
+            }, with_rng=False)  # every rank's RNG state, gathered above
             if cfg.keep_adapters:
                 snapshot = out_dir / "adapters" / f"step-{step}"
                 unwrapped_model = accelerator.unwrap_model(objective).model
@@ -586,7 +571,7 @@ def _finetune(model_dir, train, out_dir, cfg, *, heldout, resume, stop_after, pr
             if world > 1:
                 stop_now = bool(_sum_across(accelerator, int(stop_now)))
             if step % cfg.ckpt_every == 0 or stop_now:
-                save_checkpoint()
+                checkpoint_now()
             if stop_now:
                 interrupted = True
                 say(f"stopped by signal at step {step}/{total_steps}; checkpoint {ckpt_path} (continue with --resume)")
@@ -618,7 +603,7 @@ def _finetune(model_dir, train, out_dir, cfg, *, heldout, resume, stop_after, pr
                                                               heads=heads)
         result.exit_heldout_loss_after = exits_after or None
     if step % cfg.ckpt_every:  # the final state, so a later --resume finds the run finished
-        save_checkpoint()
+        checkpoint_now()
     result.adapter_dir = str(out_dir / ADAPTER_DIR)
     result.heads_dir = str(out_dir / HEADS_DIR) if heads is not None else None
     if main:

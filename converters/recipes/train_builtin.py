@@ -41,7 +41,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from converters.schedule import warmup_cosine
 from edgeagent.agent.prompt import training_example
-from edgeagent.atomic import atomic_dir, atomic_path
+from converters.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from edgeagent.atomic import atomic_dir
 from edgeagent.export.tokenizer import QWEN2_SPLIT
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
@@ -372,7 +373,11 @@ def train(data: list[Path], out: Path, shape: ModelShape, cfg: TrainConfig, resu
     )
     step, elapsed, best = 0, 0.0, None
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
+        try:
+            state = load_checkpoint(ckpt_path)
+        except CheckpointError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, elapsed = state["step"], state["elapsed_s"]
@@ -441,9 +446,8 @@ def train(data: list[Path], out: Path, shape: ModelShape, cfg: TrainConfig, resu
                 save_hf_dir(model, tokenizer, out / "evals" / f"step-{step}", card)
             t_last = time.perf_counter()
         if step % cfg.ckpt_every == 0:
-            with atomic_path(ckpt_path) as tmp:
-                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                            "elapsed_s": elapsed}, tmp)
+            save_checkpoint(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                                        "elapsed_s": elapsed})
     print(f"done: {step} steps in {elapsed / 60:.1f} min; best held-out step exact match {best}", flush=True)
 
 
