@@ -80,6 +80,7 @@ def train_command(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps({
         "model": args.model, "model_dir": str(model_dir), "data": [str(p) for p in args.data],
+        "init_adapter": args.init_adapter,  # as given (agent:NAME), beside the path it resolved to
         "holdout": args.holdout, "threads": args.threads, "config": asdict(cfg),
         "prompt_format": fmt.to_dict()}, indent=2, default=list))
     result = finetune(model_dir, train, out, cfg, heldout=held[:40], resume=args.resume)
@@ -171,6 +172,7 @@ def export_command(args) -> None:
     earlier = _earlier_card(recipe["config"].get("init_adapter"))
     if earlier is not None:  # a warm start: keep the lineage of the delta this run began from
         card["training"]["continued_from"] = earlier
+        card["training"]["config"] = {**recipe["config"], "init_adapter": recipe.get("init_adapter") or recipe["config"]["init_adapter"]}
     (out / "agent.json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"wrote {out / 'delta.safetensors'} ({(out / 'delta.safetensors').stat().st_size / 1e6:.1f} MB) and agent.json")
 
@@ -226,8 +228,10 @@ EVALUATIONS = {
 
 
 def demo_command(agent: str, options: list[str], n: int, seed: int, threads: int) -> list[str]:
-    """The ``edgeagent demo`` command of one evaluation (later options override earlier ones)."""
-    return ["edgeagent", "demo", "--agent", agent, "--n", str(n), "--seed", str(seed), "--templates", "all",
+    """The ``edgeagent demo`` command of one evaluation (a later option overrides an earlier one;
+    ``--templates`` accumulates, so it is given once: the evaluation's own or ``all``)."""
+    templates = [] if "--templates" in options else ["--templates", "all"]
+    return ["edgeagent", "demo", "--agent", agent, "--n", str(n), "--seed", str(seed), *templates,
             "--exclude-app", "Notes", "--threads", str(threads), "--sensitive", "allow", "--json", *options]
 
 

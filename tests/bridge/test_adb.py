@@ -503,6 +503,9 @@ def test_emulator_command_serves_until_interrupted():
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgeagent.cli", "emulator", "--adb-port", "0", "--seed", "5", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO,
+        # Ctrl-C reaches the child whatever this runner inherited: a runner started in the
+        # background ignores SIGINT, and a child would inherit that and never stop.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         printed = ""

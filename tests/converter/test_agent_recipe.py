@@ -20,6 +20,9 @@ def test_evaluate_runs_demo_keeps_its_json_and_reuses_it(tmp_path, capsys) -> No
     demo = json.loads((out / "impossible-q8_0.json").read_text())
     assert row["tasks"] == demo["tasks"] == 40  # the impossible set's own size wins over --n
     assert row["infeasible"] == sum(e["status"] == "infeasible" for e in demo["episodes"])
+    from android_bridge.emulator.tasks import TEMPLATE_GROUPS, TEMPLATES
+
+    assert all(TEMPLATE_GROUPS["impossible"](TEMPLATES[e["template"]]) for e in demo["episodes"])  # only those
     assert row["unrequested_sensitive_allowed"] == 0  # --sensitive allow is scoped to what each task asks
     assert "--sensitive allow" in (out / "impossible-q8_0.cmd").read_text()
     stamp = (out / "impossible-q8_0.json").stat().st_mtime_ns
