@@ -227,10 +227,11 @@ EVALUATIONS = {
 }
 
 
-def demo_command(agent: str, options: list[str], n: int, seed: int, threads: int) -> list[str]:
+def demo_command(agent: str, options: list[str], n: int, seed: int, threads: int, templates: str = "all") -> list[str]:
     """The ``edgeagent demo`` command of one evaluation (a later option overrides an earlier one;
-    ``--templates`` accumulates, so it is given once: the evaluation's own or ``all``)."""
-    templates = [] if "--templates" in options else ["--templates", "all"]
+    ``--templates`` accumulates, so it is given once: the evaluation's own, else ``templates``;
+    ``default`` is demo's own set, the 35 feasible templates)."""
+    templates = [] if "--templates" in options or templates == "default" else ["--templates", templates]
     return ["edgeagent", "demo", "--agent", agent, "--n", str(n), "--seed", str(seed), *templates,
             "--exclude-app", "Notes", "--threads", str(threads), "--sensitive", "allow", "--json", *options]
 
@@ -254,7 +255,7 @@ def evaluate_command(args) -> None:
     while pending or running:
         while pending and len(running) < args.jobs:
             name = pending.pop(0)
-            cmd = demo_command(args.agent, EVALUATIONS[name], args.n, args.seed, args.threads)
+            cmd = demo_command(args.agent, EVALUATIONS[name], args.n, args.seed, args.threads, args.templates)
             (out / f"{name}.cmd").write_text(" ".join(cmd) + "\n")
             partial = out / f".{name}.json.part"
             running[name] = (subprocess.Popen(cmd, stdout=partial.open("w"), stderr=subprocess.PIPE, text=True), partial)
@@ -314,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--agent", default="smollm2", help="a shipped agent's name or an agent directory")
     ev.add_argument("--out", type=Path, required=True, help="where each demo's JSON is kept")
     ev.add_argument("--only", default="", help=f"a comma list of: {', '.join(EVALUATIONS)}")
+    ev.add_argument("--templates", default="all",
+                    help="the task set: all (44: feasible and impossible), default (demo's 35 feasible ones) or a list")
     ev.add_argument("--n", type=int, default=200)
     ev.add_argument("--seed", type=int, default=1000)
     ev.add_argument("--threads", type=int, default=1)

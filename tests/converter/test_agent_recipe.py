@@ -37,3 +37,14 @@ def test_evaluate_names_an_unknown_evaluation(tmp_path, capsys) -> None:
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'templat-q8_0'" in err[0] and all(n in err[0] for n in EVALUATIONS)
+
+
+@pytest.mark.parametrize("templates", ["all", "default", "calc_binary"])
+def test_each_demo_command_names_its_task_set_once(templates) -> None:
+    from converters.recipes.train_agent import demo_command
+
+    for name, options in EVALUATIONS.items():
+        cmd = demo_command("builtin", options, 200, 1000, 1, templates)
+        given = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--templates"]  # demo adds up repeated ones
+        own = [options[i + 1] for i, a in enumerate(options) if a == "--templates"]
+        assert given == (own or ([] if templates == "default" else [templates])), (name, cmd)
