@@ -258,14 +258,16 @@ def evaluate_command(args) -> None:
             cmd = demo_command(args.agent, EVALUATIONS[name], args.n, args.seed, args.threads, args.templates)
             (out / f"{name}.cmd").write_text(" ".join(cmd) + "\n")
             partial = out / f".{name}.json.part"
-            running[name] = (subprocess.Popen(cmd, stdout=partial.open("w"), stderr=subprocess.PIPE, text=True), partial)
+            # stderr to a file, not a pipe nobody reads while the run lasts (a full pipe would stall it)
+            running[name] = (subprocess.Popen(cmd, stdout=partial.open("w"), stderr=(out / f"{name}.err").open("w")),
+                             partial)
             print(f"{name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
         for name, (proc, partial) in list(running.items()):
             if proc.poll() is None:
                 continue
             del running[name]
             if proc.returncode != 0:
-                raise SystemExit(f"{name}: edgeagent demo failed: {proc.stderr.read().strip()[-400:]}")
+                raise SystemExit(f"{name}: edgeagent demo failed: {(out / f'{name}.err').read_text().strip()[-400:]}")
             partial.replace(out / f"{name}.json")
         time.sleep(1)
     rows = [evaluation_row(n, json.loads((out / f"{n}.json").read_text())) for n in names]
