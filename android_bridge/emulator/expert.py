@@ -581,10 +581,20 @@ def _open_app(p, s, h):
 
 # --- impossible and unknown requests ---------------------------------------------------------
 
-@skill("switch_missing_setting", "brightness_out_of_range", "alarm_bad_time")
-def _not_in_app(p, s, h):
-    # expert_action has opened the app; what is asked for is not a thing it can do (a switch
-    # it has none of, a level past 100 %, a time no clock shows): say so, change nothing.
+@skill("switch_missing_setting", "brightness_out_of_range")
+def _not_in_settings(p, s, h):
+    # Look where such a setting would be before saying there is none: the main page has some
+    # switches and Display has the rest (dark mode, brightness). Answering on the main page
+    # would teach a model to give up on "dark mode" too, which lives one page down; after
+    # Display has been seen, both a missing switch and a level past 100 % are decidable from
+    # what is on the screens. Change nothing.
+    step = _display_page(s)
+    return step if step else infeasible()
+
+
+@skill("alarm_bad_time")
+def _bad_time(p, s, h):
+    # expert_action has opened the app; no clock shows the time asked for: say so.
     return infeasible()
 
 
