@@ -356,6 +356,29 @@ def named_times(text: str) -> frozenset[str]:
     return frozenset(f"{int(h)}:{m}" for h, m in _TIME.findall(unicodedata.normalize("NFKC", text)))
 
 
+# Words after a deletion verb that say what kind of thing goes, not which one ("Clear Chat",
+# "Delete for everyone", "Remove from cart"): such a button names no object to check.
+GENERIC_OBJECTS = frozenset({
+    "all", "everything", "selected", "this", "it", "them", "for", "from", "everyone", "me", "device", "cart",
+    "chat", "chats", "history", "storage", "data", "cache", "trash", "query", "item", "items", "alarm", "alarms",
+    "contact", "contacts", "note", "notes", "message", "messages", "conversation", "photo", "photos", "file",
+    "files", "account", "app", "download", "downloads", "recording", "event", "list", "draft", "drafts",
+})
+
+
+def named_object(label: str) -> str | None:
+    """The particular thing a deletion button names, normalized ("Remove Coffee" → "coffee",
+    "Remove Ana Lee" → "ana lee"); None when the label names only a kind of thing ("Delete",
+    "Clear chat", "Delete alarm 13:45": times are checked on their own)."""
+    parts = unicodedata.normalize("NFKC", label).split()
+    if len(parts) < 2 or REQUEST_VERBS.get(normalize(parts[0])) != "deletion":
+        return None
+    rest = parts[1:]
+    if not all(p[:1].isupper() for p in rest) or GENERIC_OBJECTS.intersection(normalize(" ".join(rest)).split()):
+        return None
+    return normalize(" ".join(rest))
+
+
 def deed_kind(reason: str) -> str:
     """The kind of deed a ``sensitive_reason`` names: the word before its colon."""
     return reason.split(":", 1)[0]
@@ -379,6 +402,7 @@ class ConfirmationGate:
     task_scoped: bool = False  # allow only the deeds the task asks for (``allow``, not ``allow-all``)
     asked: frozenset[str] | None = None  # those deeds, once ``for_task`` has read the instruction
     times: frozenset[str] = frozenset()  # the clock times the instruction names
+    words: str = ""  # the instruction, normalized: a deletion button's named object must be in it
 
     @classmethod
     def for_policy(cls, policy: str, confirm: ConfirmCallback | None = None) -> ConfirmationGate:
@@ -396,7 +420,8 @@ class ConfirmationGate:
         """This gate for one task: a scoped gate learns the deeds the instruction asks for."""
         if not self.task_scoped:
             return self
-        return replace(self, asked=requested_deeds(instruction), times=named_times(instruction))
+        return replace(self, asked=requested_deeds(instruction), times=named_times(instruction),
+                       words=f" {normalize(instruction)} ")
 
     @property
     def in_effect(self) -> str:
@@ -422,4 +447,9 @@ class ConfirmationGate:
             other = named_times(reason) - self.times
             if self.times and other:
                 return False, f"{reason} (not asked for: the task names {', '.join(sorted(self.times))}, not {', '.join(sorted(other))})"
+            # "Remove Oranges from my cart" does not consent to a tap on "Remove Coffee".
+            element = target_element(action, screen) if deed_kind(reason) == "deletion" and screen else None
+            thing = named_object(element.label) if element is not None else None
+            if thing and f" {thing} " not in self.words:
+                return False, f"{reason} (not asked for: the task does not name {thing!r})"
         return self.allow_sensitive, reason

@@ -10,7 +10,7 @@ from android_bridge.emulator.phone import EmulatedPhone
 from android_bridge.emulator.tasks import generate_tasks, make_task
 from edgeagent.agent.evaluate import requested_kinds
 from edgeagent.agent.loop import Decision, run_agent
-from edgeagent.agent.safety import ConfirmationGate, deed_kind, requested_deeds
+from edgeagent.agent.safety import ConfirmationGate, deed_kind, named_object, requested_deeds
 
 # Templates whose request is impossible on the phone: the words ask for the deed (the
 # expert then finds it cannot be done), so the reading is right to see one.
@@ -122,6 +122,27 @@ def test_allow_stops_a_payment_the_task_did_not_ask_for_and_allow_all_does_not()
     # Asked for, the same payment goes through under allow.
     asked, _ = _run_in_shop("Check out my cart", ConfirmationGate.for_policy("allow"), "Cart", "Checkout")
     assert asked.status != "denied" and any(s.sensitive and s.allowed for s in asked.steps), asked.to_dict()
+
+
+def test_allow_stops_the_removal_of_another_item_than_the_one_named() -> None:
+    # The cart holds Oranges and another item; the agent taps the other item's Remove button.
+    phone = EmulatedPhone()
+    make_task("remove_from_cart", 3).setup(phone)
+    other = next(item for item in phone.world.cart if item != "Oranges")
+    stray, _ = _run_in_shop("Remove Oranges from my shopping cart", ConfirmationGate.for_policy("allow"),
+                            "Cart", f"Remove {other}")
+    assert stray.status == "denied" and "does not name" in stray.steps[-1].sensitive, stray.to_dict()
+    asked, _ = _run_in_shop("take the oranges out of my cart", ConfirmationGate.for_policy("allow"),
+                            "Cart", "Remove Oranges")
+    assert asked.status != "denied" and any(s.sensitive and s.allowed for s in asked.steps), asked.to_dict()
+
+
+@pytest.mark.parametrize("label, thing", [
+    ("Remove Coffee", "coffee"), ("Remove Ana Lee", "ana lee"), ("Delete", None), ("Clear Chat", None),
+    ("Delete alarm 13:45", None), ("Delete for everyone", None), ("Remove from cart", None), ("Pay $3.00", None),
+])
+def test_the_object_a_deletion_button_names(label, thing) -> None:
+    assert named_object(label) == thing
 
 
 def test_the_gate_reports_which_allow_is_in_effect() -> None:
