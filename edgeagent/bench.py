@@ -117,7 +117,9 @@ def bench_throughput(
     repack: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Engine vs plain llama-cpp-python tokens/s, and prefill vs decode, measured here."""
+    """Engine vs plain llama-cpp-python tokens/s, and prefill vs decode, measured here; the
+    result names the llama.cpp settings the engine ran with (``edgeagent bench stock`` hands
+    them to llama-bench)."""
     if prompt_tokens < 2 or gen_tokens < 2 or reps < 1:
         raise ValueError("need prompt_tokens >= 2, gen_tokens >= 2 and reps >= 1")
     model_path = Path(model_path)
@@ -176,6 +178,10 @@ def bench_throughput(
         "file_type": _file_type_name(info["file_type"]),
         "threads": info["threads"],
         "repack": info["repack"],
+        "flash_attn": engine.settings.flash_attn,
+        "n_batch": engine.settings.n_batch,
+        "n_ubatch": engine.settings.ubatch,
+        "kv_type": engine.settings.kv_type or "f16",
         "machine": info["machine"],
         "cpu_count": os.cpu_count(),
         "llama_cpp_python": _llama_cpp_version(),

@@ -6,7 +6,8 @@ One mode per subcommand, each with only its own options:
   llama-cpp-python, prefill and decode;
 - ``bench prefix-reuse -m F.gguf``: what the KV cache kept between agent calls saves;
 - ``bench early-exit [--model HF_DIR]``: exit depths and self-speculative decoding on the agent;
-- ``bench ablation --profile P``: the quantization x exit x GQA matrix, measured and estimated.
+- ``bench ablation --profile P``: the quantization x exit x GQA matrix, measured and estimated;
+- ``bench stock [-m F.gguf]``: the engine beside stock ``llama-bench`` (``edgeagent.stock_bench``).
 
 The flags of the single command it replaces (``--prefix-reuse``, ``--early-exit``,
 ``--ablation``) still pick the same modes, so scripts written for them keep working.
@@ -175,6 +176,58 @@ def ablation_command(
     """The ablation matrix (full precision, 8/4-bit, exit, GQA, pairs, all three): measured here, estimated on P."""
     _ablation(model, profile, gqa_model, shape, gqa_groups, exits, heads, tasks, seed, prompt_tokens, gen_tokens,
               threads, png, json_out)
+
+
+@bench_app.command("stock")
+def stock_command(
+    model: Optional[Path] = _model("GGUF file (default: the default shipped agent's variant at --quant)."),
+    agent: Optional[str] = typer.Option(None, "--agent", help="Shipped agent whose GGUF runs when no --model is given."),
+    quant: str = typer.Option("q8_0", "--quant", help="Quantization of the shipped agent's GGUF."),
+    threads: Optional[int] = _threads(),
+    prompt_tokens: Optional[int] = _prompt_tokens("128"),
+    gen_tokens: Optional[int] = _gen_tokens("128"),
+    reps: int = _reps(),
+    llama_bench: Optional[Path] = typer.Option(
+        None, "--llama-bench", help="The llama-bench binary (default: the cached stock build of the installed "
+                                    "llama-cpp-python, else llama-bench on PATH)."),
+    build: bool = typer.Option(False, "--build", help="Build stock llama.cpp from the source llama-cpp-python vendors "
+                                                      "first if no llama-bench is found (minutes; cached)."),
+    json_out: bool = _json(),
+) -> None:
+    """The engine beside stock llama-bench on the same GGUF: prefill and decode tokens/s and
+    engine / stock, with the engine's settings and with llama-bench's defaults."""
+    from edgeagent import bench, stock_bench
+    from edgeagent.cli_common import choose_model
+    from edgeagent.engine import EngineError
+    from edgeagent.stock import StockError, build_stock
+
+    say = (lambda _msg: None) if json_out else err_console.print
+    prompt_tokens = 128 if prompt_tokens is None else prompt_tokens
+    gen_tokens = 128 if gen_tokens is None else gen_tokens
+    if prompt_tokens < 2 or gen_tokens < 2 or reps < 1:
+        fail("need --prompt-tokens >= 2, --gen-tokens >= 2 and --reps >= 1")
+    chosen = choose_model(model=model, agent=agent, quant=quant)
+    try:
+        found = stock_bench.find_llama_bench(llama_bench)
+        if found is None and build:
+            built = build_stock(log=err_console.print)
+            found = built.tool("llama-bench"), f"stock build ({built.describe()})"
+        if found is None:
+            fail("no llama-bench: give --llama-bench PATH, put it on PATH, or add --build to build stock llama.cpp "
+                 "from the source llama-cpp-python vendors (minutes, once)")
+        say(f"engine: {chosen.name}, {reps} reps")
+        engine = bench.bench_throughput(chosen.path, threads=threads, prompt_tokens=prompt_tokens,
+                                        gen_tokens=gen_tokens, reps=reps)
+        result = stock_bench.run_stock_bench(engine, found[0], found[1], reps=reps, progress=say)
+    except (StockError, EngineError) as e:
+        fail(" ".join(str(e).split()))
+    if json_out:
+        emit_json(result)
+        return
+    columns, rows = stock_bench.stock_rows(result)
+    table(f"edgeagent bench stock: {chosen.name} ({result['model']})", columns, rows)
+    for line in stock_bench.notes(result):
+        console.print(line, highlight=False)
 
 
 def _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out) -> None:

@@ -1,0 +1,222 @@
+"""``edgeagent bench stock``: the engine beside stock ``llama-bench`` on the same GGUF.
+
+The engine side is ``edgeagent.bench.bench_throughput`` (the engine at its own defaults: prefill
+tokens/s from llama.cpp's counters, decode throughput over ``gen_tokens`` after a
+``prompt_tokens`` prompt). The stock side is ``llama-bench -o json`` at the same thread count,
+prompt and generation lengths and repetitions, run twice:
+
+- **same settings**: the engine's flash attention, weight repacking, batch and physical batch
+  and F16 KV cache (``-fa``, ``--repack``, ``-b``, ``-ub``, ``-ctk``/``-ctv``);
+- **defaults**: only the sizes and threads given, every other setting llama-bench's own (flash
+  attention auto, repack on, batch 2048, physical batch 512), except on a CPU with Intel AMX,
+  where llama.cpp's default repacking segfaults on quantized models (ggml-org/llama.cpp#20824;
+  ``edgeagent.llama.default_repack``): there ``--repack 0``, and the result says so.
+
+Each runs as two invocations: ``-p P -n 0`` (prefill of a P-token prompt, the engine's ``ppP``)
+and ``-p 0 -n N -d P`` (N tokens decoded after a P-token context, as the engine decodes after
+its prompt). The rows give prefill and decode tokens/s of both and engine ÷ stock. llama-bench
+does not sample and runs no Python, so a ratio a little under 1 is the engine's own cost; on a
+machine busy with other work both sides measure the load (the result says so, ``contended``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from edgeagent.stock import StockError
+
+# llama_flash_attn_type as llama-bench prints it.
+FLASH_ATTN = {-1: "auto", 0: "off", 1: "on"}
+MODES = ("same", "defaults")
+
+
+def find_llama_bench(explicit: Path | None = None) -> tuple[Path, str] | None:
+    """(llama-bench, where it came from): ``explicit``, else the cached stock build of the
+    installed llama-cpp-python (the same llama.cpp source as the engine), else ``PATH``."""
+    from edgeagent.stock import cached_build
+
+    if explicit is not None:
+        if not explicit.is_file():
+            raise StockError(f"{explicit}: no such llama-bench")
+        return explicit, "given"
+    build = cached_build()
+    if build is not None:
+        return build.tool("llama-bench"), f"stock build ({build.describe()})"
+    on_path = shutil.which("llama-bench")
+    return (Path(on_path), "PATH") if on_path else None
+
+
+def llama_bench_args(model: Path, *, threads: int, prompt_tokens: int, gen_tokens: int, reps: int,
+                     settings: dict | None = None, repack_crashes: bool = False) -> list[list[str]]:
+    """The two llama-bench argument lists (prefill; decode after a prompt-sized context), with
+    ``settings`` (the engine's: ``flash_attn``, ``repack``, ``n_batch``, ``n_ubatch``, ``kv_type``)
+    or None for llama-bench's defaults; with ``repack_crashes`` (a CPU with Intel AMX, see
+    ``edgeagent.llama.default_repack``) its default repacking is turned off, or it segfaults."""
+    common = ["-m", str(model), "-t", str(threads), "-r", str(reps), "-o", "json"]
+    if settings is None and repack_crashes:
+        common += ["--repack", "0"]
+    if settings is not None:
+        kv = settings.get("kv_type") or "f16"
+        common += ["-fa", "on" if settings["flash_attn"] else "off", "--repack", "1" if settings["repack"] else "0",
+                   "-b", str(settings["n_batch"]), "-ub", str(settings["n_ubatch"]), "-ctk", kv, "-ctv", kv]
+    return [[*common, "-p", str(prompt_tokens), "-n", "0"],
+            [*common, "-p", "0", "-n", str(gen_tokens), "-d", str(prompt_tokens)]]
+
+
+def parse_llama_bench(text: str) -> list[dict]:
+    """llama-bench's ``-o json`` output: a list of test records."""
+    try:
+        records = json.loads(text)
+    except ValueError as e:
+        raise StockError(f"llama-bench printed no JSON ({e}): {text.strip()[:120]!r}") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "avg_ts" in r for r in records):
+        raise StockError("llama-bench's JSON is not a list of test records with avg_ts")
+    return records
+
+
+def run_llama_bench(binary: Path, args: list[str], timeout: float = 3600) -> tuple[list[dict], float]:
+    """Run llama-bench once: (its records, the share of its wall time its threads got on a CPU)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run([str(binary), *args], capture_output=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise StockError(f"{binary}: {e}") from None
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        tail = proc.stderr.decode("utf-8", errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise StockError(f"{binary.name} {' '.join(args)} exited with {proc.returncode}: {tail[0][:200]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    threads = int(args[args.index("-t") + 1]) if "-t" in args else 1
+    return parse_llama_bench(proc.stdout.decode("utf-8", errors="replace")), cpu / (wall * threads) if wall else 0.0
+
+
+def stock_figures(records: list[dict], cpu_utilization: float | None = None) -> dict:
+    """Prefill and decode tokens/s (llama-bench's mean ± stddev over reps) and the settings it
+    ran with, from the records of one mode's invocations."""
+    pp = [r for r in records if r["n_prompt"] > 0 and r["n_gen"] == 0]
+    tg = [r for r in records if r["n_gen"] > 0 and r["n_prompt"] == 0]
+    if len(pp) != 1 or len(tg) != 1:
+        raise StockError(f"expected one prefill and one decode test from llama-bench, got {len(pp)} and {len(tg)}")
+    pp, tg = pp[0], tg[0]
+    return {
+        "prefill_tokens_per_s": pp["avg_ts"], "prefill_tokens_per_s_std": pp["stddev_ts"],
+        "decode_tokens_per_s": tg["avg_ts"], "decode_tokens_per_s_std": tg["stddev_ts"],
+        "prompt_tokens": pp["n_prompt"], "gen_tokens": tg["n_gen"], "decode_depth": tg["n_depth"],
+        "threads": pp["n_threads"], "flash_attn": FLASH_ATTN.get(pp["flash_attn"], str(pp["flash_attn"])),
+        "repack": bool(pp["repack"]), "n_batch": pp["n_batch"], "n_ubatch": pp["n_ubatch"],
+        "kv_type": pp["type_k"], "reps": len(pp.get("samples_ts") or []),
+        "build_commit": pp["build_commit"], "build_number": pp["build_number"], "cpu_info": pp["cpu_info"],
+        "backends": pp["backends"], "cpu_utilization": cpu_utilization,
+    }
+
+
+def engine_settings(engine: dict) -> dict:
+    """The llama.cpp settings the engine's throughput run used (``bench_throughput``'s result)."""
+    return {"flash_attn": bool(engine["flash_attn"]), "repack": bool(engine["repack"]),
+            "n_batch": engine["n_batch"], "n_ubatch": engine["n_ubatch"], "kv_type": engine.get("kv_type") or "f16",
+            "threads": engine["threads"]}
+
+
+def compare(engine: dict, stock: dict[str, dict], *, binary: str, source: str) -> dict:
+    """The side-by-side result: ``engine`` (``bench_throughput``'s) and ``stock`` (mode ->
+    ``stock_figures``), one row per mode and test with engine ÷ stock."""
+    from edgeagent.bench import CONTENDED_BELOW
+
+    rows = []
+    for mode, figures in stock.items():
+        for test, key, engine_key in (("prefill", "prefill_tokens_per_s", "prefill_tokens_per_s"),
+                                      ("decode", "decode_tokens_per_s", "engine_tokens_per_s")):
+            e, s = engine[engine_key], figures[key]
+            rows.append({"settings": mode, "test": test, "engine_tokens_per_s": e, "stock_tokens_per_s": s,
+                         "ratio": e / s if s else math.nan})
+    shares = [engine["cpu_utilization"]] + [f["cpu_utilization"] for f in stock.values() if f["cpu_utilization"]]
+    return {
+        "mode": "stock",
+        "measured": True,
+        "model": engine["model"],
+        "prompt_tokens": engine["prompt_tokens"],
+        "gen_tokens": engine["gen_tokens"],
+        "reps": engine["reps"],
+        "threads": engine["threads"],
+        "ratio": "engine / stock tokens/s (above 1: the engine is faster)",
+        "engine_statistic": "median over reps; decode = throughput after the first token",
+        "stock_statistic": "llama-bench's mean over reps; decode = tg after a prompt-sized context (-d)",
+        "engine_settings": engine_settings(engine),
+        "llama_cpp_python": engine["llama_cpp_python"],
+        "llama_bench": binary,
+        "llama_bench_from": source,
+        "stock": stock,
+        "engine": {k: v for k, v in engine.items() if k != "runs"},
+        "rows": rows,
+        "contended": min(shares) < CONTENDED_BELOW,
+        "cpu_utilization": min(shares),
+    }
+
+
+def describe_settings(s: dict) -> str:
+    fa = s["flash_attn"] if isinstance(s["flash_attn"], str) else ("on" if s["flash_attn"] else "off")
+    return f"fa {fa}, repack {int(bool(s['repack']))}, b {s['n_batch']}, ub {s['n_ubatch']}, kv {s['kv_type']}, t {s['threads']}"
+
+
+def stock_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """The table: one row per settings mode and test (the settings themselves: ``notes``)."""
+    columns = ["settings", "test", "engine t/s", "llama-bench t/s", "engine ÷ stock"]
+    rows = []
+    for row in result["rows"]:
+        stock = result["stock"][row["settings"]]
+        test = (f"pp{stock['prompt_tokens']}" if row["test"] == "prefill"
+                else f"tg{stock['gen_tokens']} @ d{stock['decode_depth']}")
+        rows.append([row["settings"], test, f"{row['engine_tokens_per_s']:.1f}", f"{row['stock_tokens_per_s']:.1f}",
+                     f"{row['ratio']:.3f}"])
+    return columns, rows
+
+
+def run_stock_bench(engine: dict, binary: Path, source: str, *, reps: int, progress=None) -> dict:
+    """llama-bench in both modes on ``engine``'s model, sizes and threads; the comparison."""
+    from edgeagent.llama import default_repack
+
+    settings = engine_settings(engine)
+    repack_crashes = not default_repack()
+    stock: dict[str, Any] = {}
+    for mode in MODES:
+        records: list[dict] = []
+        shares = []
+        for args in llama_bench_args(Path(engine["model"]), threads=settings["threads"],
+                                     prompt_tokens=engine["prompt_tokens"], gen_tokens=engine["gen_tokens"], reps=reps,
+                                     settings=settings if mode == "same" else None, repack_crashes=repack_crashes):
+            if progress is not None:
+                progress(f"llama-bench ({mode}): {' '.join(args[2:])}")
+            got, share = run_llama_bench(binary, args)
+            records += got
+            shares.append(share)
+        stock[mode] = stock_figures(records, min(shares))
+    result = compare(engine, stock, binary=str(binary), source=source)
+    result["defaults_repack_off"] = repack_crashes
+    return result
+
+
+def notes(result: dict) -> list[str]:
+    """What the table does not say: which llama-bench, which llama.cpp, and the CPU share."""
+    same = result["stock"]["same"]
+    lines = [f"same: engine and llama-bench {describe_settings(result['engine_settings'])}",
+             f"defaults: engine {describe_settings(result['engine_settings'])}; llama-bench "
+             f"{describe_settings(result['stock']['defaults'])}"]
+    lines += [f"llama-bench: {result['llama_bench']} ({result['llama_bench_from']}); its build: commit "
+             f"{same['build_commit']}, number {same['build_number']}, backends {same['backends']}; "
+             f"engine: llama-cpp-python {result['llama_cpp_python']}"]
+    if result.get("defaults_repack_off"):
+        lines.append("llama-bench's defaults ran with --repack 0: this CPU has Intel AMX, where llama.cpp's default "
+                     "repacking segfaults on quantized models (ggml-org/llama.cpp#20824)")
+    share = f"the least CPU share of a side's threads was {100 * result['cpu_utilization']:.0f} %"
+    lines.append(f"CONTENDED: {share}: other work held the cores, so the ratios describe the load; re-run on an idle "
+                 "machine" if result["contended"] else f"not contended: {share}")
+    return lines
