@@ -211,7 +211,7 @@ def stock_command(
         found = stock_bench.find_llama_bench(llama_bench)
         if found is None and build:
             built = build_stock(log=err_console.print)
-            found = built.tool("llama-bench"), f"stock build ({built.describe()})"
+            found = built.tool("llama-bench"), f"stock build: {built.describe()}"
         if found is None:
             fail("no llama-bench: give --llama-bench PATH, put it on PATH, or add --build to build stock llama.cpp "
                  "from the source llama-cpp-python vendors (minutes, once)")

@@ -83,9 +83,9 @@ class StockBuild:
     def describe(self) -> str:
         """One line: which llama.cpp this is."""
         src = self.info["source"]
-        commit = src["commit"] or "no commit hash in the source"
-        return (f"llama.cpp {src['llama_cpp_version']} (ggml {src['ggml_version']}), commit {commit} "
-                f"({src['commit_from']}), vendored by {PACKAGE} {self.info['version']}")
+        commit = (f"commit {src['commit']} (named by the CHANGELOG; the source has no git metadata)" if src["commit"]
+                  else "no commit hash in the source")
+        return f"llama.cpp {src['llama_cpp_version']} (ggml {src['ggml_version']}), {commit}, vendored by {PACKAGE} {self.info['version']}"
 
 
 def cached_build(version: str | None = None, root: Path | None = None) -> StockBuild | None:

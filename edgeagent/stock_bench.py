@@ -48,7 +48,7 @@ def find_llama_bench(explicit: Path | None = None) -> tuple[Path, str] | None:
         return explicit, "given"
     build = cached_build()
     if build is not None:
-        return build.tool("llama-bench"), f"stock build ({build.describe()})"
+        return build.tool("llama-bench"), f"stock build: {build.describe()}"
     on_path = shutil.which("llama-bench")
     return (Path(on_path), "PATH") if on_path else None
 
@@ -210,9 +210,8 @@ def notes(result: dict) -> list[str]:
     lines = [f"same: engine and llama-bench {describe_settings(result['engine_settings'])}",
              f"defaults: engine {describe_settings(result['engine_settings'])}; llama-bench "
              f"{describe_settings(result['stock']['defaults'])}"]
-    lines += [f"llama-bench: {result['llama_bench']} ({result['llama_bench_from']}); its build: commit "
-             f"{same['build_commit']}, number {same['build_number']}, backends {same['backends']}; "
-             f"engine: llama-cpp-python {result['llama_cpp_python']}"]
+    lines += [f"llama-bench: {result['llama_bench']}, {result['llama_bench_from']}; it reports commit "
+              f"{same['build_commit']}, backends {same['backends']}; the engine: llama-cpp-python {result['llama_cpp_python']}"]
     if result.get("defaults_repack_off"):
         lines.append("llama-bench's defaults ran with --repack 0: this CPU has Intel AMX, where llama.cpp's default "
                      "repacking segfaults on quantized models (ggml-org/llama.cpp#20824)")
