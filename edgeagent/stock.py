@@ -151,7 +151,7 @@ def changelog_commit(changelog: str, version: str) -> str | None:
 def build_stock(version: str | None = None, *, root: Path | None = None,
                 log: Callable[[str], None] | None = None) -> StockBuild:
     """The stock build for ``version`` (default: the installed llama-cpp-python): the cached
-    one, or built now (one compile job: 6 minutes on an idle 2-core host, 30 on a busy one).
+    one, or built now (one compile job: 6 to 50 minutes on this project's 2-core host, by load).
     Raises ``StockError`` (one line)."""
     version = version or installed_version()
     root = root or stock_root()
@@ -242,7 +242,7 @@ def _compile(tree: Path, build: Path, commit: str | None, log: Path, say) -> tup
         args.append(f"-DLLAMA_BUILD_COMMIT={commit}")
     args += shlex.split(os.environ.get("CMAKE_ARGS", ""))
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    say(f"building {', '.join(TOOLS)} with one job (6 to 30 minutes on 2 cores, more when they are busy); log: {log}")
+    say(f"building {', '.join(TOOLS)} with one job (6 to 50 minutes on 2 cores, by load); log: {log}")
     _run_logged(["cmake", "-S", str(tree), "-B", str(build), *generator, *args], log, "configuring llama.cpp (cmake)")
     _run_logged(["cmake", "--build", str(build), "-j", "1", "--target", *TOOLS], log, "compiling llama.cpp")
     return args, time.perf_counter() - started
