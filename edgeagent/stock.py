@@ -225,7 +225,8 @@ def _download(version: str, work: Path, log: Path, say) -> tuple[Path, Path | No
     if not archives:
         raise StockError(f"pip download of {PACKAGE}=={version} gave no source archive")
     with tarfile.open(archives[0]) as tar:
-        tar.extractall(work / "src", filter="data")
+        # the "data" filter (no absolute paths, links out of the tree, devices) where Python has it (3.11.4+)
+        tar.extractall(work / "src", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     tops = [p for p in (work / "src").iterdir() if p.is_dir()]
     tree = tops[0] / "vendor" / "llama.cpp" if len(tops) == 1 else None
     if tree is None or not (tree / "tools" / "llama-bench").is_dir():
