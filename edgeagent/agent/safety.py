@@ -379,6 +379,38 @@ def named_object(label: str) -> str | None:
     return normalize(" ".join(rest))
 
 
+_ORDER_LINE = re.compile(r"^\s*(\d+)\s*[×x]\s*\S")  # "2 × $1.50": a quantity line under an item's name
+
+
+def order_lines(screen: Screen) -> list[tuple[str, int]]:
+    """The (item, quantity) pairs an order on ``screen`` lists: a name above an "N × price"
+    line, as carts and order summaries show them; empty when the screen lists none."""
+    found, before = [], None
+    for element in screen.elements:
+        match = _ORDER_LINE.match(element.label)
+        if match and before:
+            found.append((before, int(match.group(1))))
+        before = element.label if element.label and not element.clickable else None
+    return found
+
+
+def order_not_asked(screen: Screen, instruction_words: str) -> str | None:
+    """What of the order on ``screen`` the instruction (normalized, space-padded) does not ask
+    for: an item it does not name, or another quantity than the number it puts before it
+    ("Buy 2 Butter" with 1 Butter in the cart); None when the order matches or none is shown.
+    An instruction that names no item of the order ("Check out my cart") takes the cart as it is."""
+    lines = order_lines(screen)
+    named = [f" {normalize(item)} " in instruction_words for item, _ in lines]
+    for (item, qty), is_named in zip(lines, named):
+        name = normalize(item)
+        if not is_named and any(named):
+            return f"the order holds {item}, which the task does not name"
+        said = re.search(rf" (\d+) {re.escape(name)} ", instruction_words)
+        if said and int(said.group(1)) != qty:
+            return f"the order holds {qty} {item}, the task asks for {said.group(1)}"
+    return None
+
+
 def deed_kind(reason: str) -> str:
     """The kind of deed a ``sensitive_reason`` names: the word before its colon."""
     return reason.split(":", 1)[0]
@@ -452,4 +484,8 @@ class ConfirmationGate:
             thing = named_object(element.label) if element is not None else None
             if thing and f" {thing} " not in self.words:
                 return False, f"{reason} (not asked for: the task does not name {thing!r})"
+            # "Buy 2 Butter and 1 Tea" does not consent to paying for 1 Butter, or for Rice.
+            wrong = order_not_asked(screen, self.words) if deed_kind(reason) == "payment" and screen else None
+            if wrong:
+                return False, f"{reason} (not asked for: {wrong})"
         return self.allow_sensitive, reason

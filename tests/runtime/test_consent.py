@@ -137,6 +137,18 @@ def test_allow_stops_the_removal_of_another_item_than_the_one_named() -> None:
     assert asked.status != "denied" and any(s.sensitive and s.allowed for s in asked.steps), asked.to_dict()
 
 
+def test_allow_stops_a_checkout_of_another_order_than_the_one_asked_for() -> None:
+    # The cart holds 1 Oranges and 1 Tea (the remove_from_cart setup).
+    wrong_count, paid = _run_in_shop("Buy 2 Oranges and 1 Tea", ConfirmationGate.for_policy("allow"),
+                                     "Cart", "Checkout", "Pay*")
+    assert wrong_count.status == "denied" and paid == 0 and "asks for 2" in wrong_count.steps[-1].sensitive
+    extra, paid = _run_in_shop("Check out my cart with the Oranges", ConfirmationGate.for_policy("allow"),
+                               "Cart", "Checkout", "Pay*")
+    assert extra.status == "denied" and paid == 0 and "does not name" in extra.steps[-1].sensitive
+    asked, _ = _run_in_shop("buy 1 oranges and 1 tea", ConfirmationGate.for_policy("allow"), "Cart", "Checkout")
+    assert asked.status != "denied" and any(s.sensitive and s.allowed for s in asked.steps), asked.to_dict()
+
+
 @pytest.mark.parametrize("label, thing", [
     ("Remove Coffee", "coffee"), ("Remove Ana Lee", "ana lee"), ("Delete", None), ("Clear Chat", None),
     ("Delete alarm 13:45", None), ("Delete for everyone", None), ("Remove from cart", None), ("Pay $3.00", None),
