@@ -408,6 +408,11 @@ def order_not_asked(screen: Screen, instruction_words: str) -> str | None:
         said = re.search(rf" (\d+) {re.escape(name)} ", instruction_words)
         if said and int(said.group(1)) != qty:
             return f"the order holds {qty} {item}, the task asks for {said.group(1)}"
+    if lines:  # "Buy 2 Butter and 1 Tea" with no Butter in the order
+        first_words = {normalize(item).split()[0] for item, _ in lines if normalize(item)}
+        for count, word in re.findall(r" (\d+) (\w+)(?= )", instruction_words):
+            if word not in first_words and not word.isdigit():
+                return f"the task asks for {count} {word}, the order has none"
     return None
 
 

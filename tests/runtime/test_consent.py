@@ -145,6 +145,9 @@ def test_allow_stops_a_checkout_of_another_order_than_the_one_asked_for() -> Non
     extra, paid = _run_in_shop("Check out my cart with the Oranges", ConfirmationGate.for_policy("allow"),
                                "Cart", "Checkout", "Pay*")
     assert extra.status == "denied" and paid == 0 and "does not name" in extra.steps[-1].sensitive
+    missing, paid = _run_in_shop("Buy 1 Oranges, 2 Milk and 1 Tea", ConfirmationGate.for_policy("allow"),
+                                 "Cart", "Checkout", "Pay*")
+    assert missing.status == "denied" and paid == 0 and "2 milk, the order has none" in missing.steps[-1].sensitive
     asked, _ = _run_in_shop("buy 1 oranges and 1 tea", ConfirmationGate.for_policy("allow"), "Cart", "Checkout")
     assert asked.status != "denied" and any(s.sensitive and s.allowed for s in asked.steps), asked.to_dict()
 
