@@ -171,6 +171,9 @@ def demo_command(
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
     prefix_reuse: bool = typer.Option(True, "--prefix-reuse/--no-prefix-reuse",
                                       help="Keep the KV cache of the prompt prefix shared with the previous step."),
+    rescore: bool = typer.Option(True, "--rescore/--no-rescore",
+                                 help="When the grammar forced a token the model found unlikely, also decode the best "
+                                      "action of another kind and keep the likelier (--no-rescore: plain greedy)."),
     sensitive: str = typer.Option("ask", "--sensitive", help=SENSITIVE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
@@ -208,8 +211,9 @@ def demo_command(
             if fmt.kind == "chat":
                 fmt = fmt.with_layout(layout)
         info.update(model=str(model_path), agent=choice.name, quant=quant if model is None else None, threads=engine.n_threads,
-                    prefix_reuse=prefix_reuse, prompt_format=f"{fmt.kind}/{fmt.layout}" if fmt.kind == "chat" else "plain")
-        factory = model_policy_factory(engine, reuse_prefix=prefix_reuse, prompt_format=fmt)
+                    prefix_reuse=prefix_reuse, rescore=rescore,
+                    prompt_format=f"{fmt.kind}/{fmt.layout}" if fmt.kind == "chat" else "plain")
+        factory = model_policy_factory(engine, reuse_prefix=prefix_reuse, prompt_format=fmt, rescore=rescore)
     if not json_out:
         err_console.print(f"running {n} emulated tasks with the {policy} policy ...")
     try:

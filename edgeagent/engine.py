@@ -62,6 +62,10 @@ class Generation:
     tokens: list[int]  # sampled tokens, without the end-of-generation token
     metrics: GenerationMetrics
     token_times_ms: list[float] = field(default_factory=list, repr=False)  # wall, from call start
+    # With ``generate(logprobs=True)``: each sampled token's log-probability under the model's
+    # own (unconstrained) distribution, in nats. A grammar may force a token the model gave
+    # little probability: that shows here, which ``ModelPolicy`` uses to rescore actions.
+    logprobs: list[float] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         return {"text": self.text, "tokens": self.tokens, "metrics": self.metrics.to_dict()}
@@ -171,6 +175,7 @@ class Engine:
         json_schema: dict | str | None = None,
         stream: Callable[[str], None] | None = None,
         ignore_eos: bool = False,
+        logprobs: bool = False,
     ) -> Generation:
         """Generate up to `max_tokens` tokens after `prompt` (text, or token ids as given).
 
@@ -178,6 +183,8 @@ class Engine:
         `json_schema` constrains every sampled token so the output parses. `stop` strings end
         generation and are not part of the text; `stream` receives text pieces as they become
         final (a piece that could begin a stop string is held back until it cannot).
+        ``logprobs`` records each token's log-probability before any grammar or sampling
+        filter (``Generation.logprobs``; one log-softmax over the vocabulary per token).
         """
         started = time.perf_counter()
         if grammar is not None and json_schema is not None:
@@ -204,6 +211,7 @@ class Engine:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
         out_tokens: list[int] = []
+        token_logprobs: list[float] | None = [] if logprobs else None
         times: list[float] = []  # perf_counter at each sampled token
         out_bytes = bytearray()
         emitted = 0  # bytes of out_bytes already streamed
@@ -224,6 +232,8 @@ class Engine:
                 times.append(time.perf_counter())
                 if perf_prefill is None:
                     perf_prefill = LlamaPerf.read(ctx)
+                if token_logprobs is not None:  # before the end-of-generation check: it is a choice too
+                    token_logprobs.append(self._last_logprob(token))
                 if not ignore_eos and self._is_eog(token):
                     stop_reason = "eos"
                     break
@@ -281,7 +291,20 @@ class Engine:
         )
         text = bytes(out_bytes).decode("utf-8", errors="replace")
         token_times = [(t - started) * 1000 for t in times]
-        return Generation(text=text, tokens=out_tokens, metrics=metrics, token_times_ms=token_times)
+        return Generation(text=text, tokens=out_tokens, metrics=metrics, token_times_ms=token_times,
+                          logprobs=token_logprobs)
+
+    def _last_logprob(self, token: int) -> float:
+        """log p(token) under the logits of the last decoded position (the row the sampler
+        just chose ``token`` from; llama.cpp's samplers work on a copy, so it is unfiltered)."""
+        import llama_cpp
+        import numpy as np
+
+        n_vocab = self.llm.n_vocab()
+        ptr = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        row = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
+        top = row.max()
+        return float(row[token] - top - np.log(np.exp(row - top).sum()))
 
     def _is_eog(self, token: int) -> bool:
         # A dict hit is ~20x cheaper than the ctypes call; it runs once per generated token.

@@ -37,6 +37,7 @@ class StepCost:
     tokens_per_s: float
     total_ms: float
     peak_rss_mb: float
+    alternatives: int = 0  # extra decodes of other action kinds (ModelPolicy's rescoring)
 
 
 def step_costs(runs: Sequence[Any]) -> list[StepCost]:
@@ -54,6 +55,7 @@ def step_costs(runs: Sequence[Any]) -> list[StepCost]:
                 ttft_ms=float(m["ttft_ms"]), tpot_ms=float(m.get("tpot_ms", 0.0)),
                 tokens_per_s=float(m.get("tokens_per_s", 0.0)), total_ms=float(m.get("total_ms", 0.0)),
                 peak_rss_mb=float(m.get("peak_rss_mb", m.get("rss_mb", 0.0))),
+                alternatives=int(m.get("alternatives", 0)),
             ))
     return costs
 
@@ -75,6 +77,7 @@ def summarize_costs(costs: Sequence[StepCost]) -> dict[str, Any]:
         "generated_tokens_per_step": round(statistics.mean(c.generated_tokens for c in costs), 1),
         "rss_peak_mb": round(max(c.peak_rss_mb for c in costs), 1),
         "model_calls": len(costs),
+        "rescored_steps": sum(1 for c in costs if c.alternatives),  # steps that decoded other kinds too
         "source": "measured",
     }
 
@@ -145,7 +148,7 @@ def unrequested_sensitive(ep) -> list[dict[str, Any]]:
 
 
 def model_policy_factory(engine, *, copy_text: bool = True, reuse_prefix: bool = True,
-                         prompt_format=None) -> Callable[[Any], Policy]:
+                         prompt_format=None, rescore: bool = True) -> Callable[[Any], Policy]:
     """Policies for the emulated phone: its app names narrow ``open_app`` in the grammar;
     ``prompt_format`` (default: what the engine's GGUF implies) lays the prompt out."""
     from edgeagent.agent.policy import ModelPolicy, engine_prompt_format
@@ -154,6 +157,6 @@ def model_policy_factory(engine, *, copy_text: bool = True, reuse_prefix: bool =
 
     def make(phone) -> Policy:
         return ModelPolicy(engine, apps=phone.app_names(), copy_text=copy_text, reuse_prefix=reuse_prefix,
-                           prompt_format=fmt)
+                           prompt_format=fmt, rescore=rescore)
 
     return make

@@ -83,19 +83,24 @@ def action_grammar(
     allow_xy: bool = True,
     text_choices: Sequence[str] | None = None,
     answer_choices: Sequence[str] | None = None,
+    exclude: Iterable[str] = (),
 ) -> str:
-    """GBNF for one action on this screen (see module docstring)."""
+    """GBNF for one action on this screen (see module docstring); ``exclude`` leaves out
+    action kinds ("tap", "done", ...), for a second choice after a first was rejected."""
     elements = list(elements)[:MAX_ELEMENTS]
     rules: dict[str, str] = {}
 
     # element + index, grouped by label: the index follows from the name.
     by_label: dict[str, list[int]] = {}
     fields_by_label: dict[str, list[int]] = {}
+    lists_by_label: dict[str, list[int]] = {}
     for e in elements:
         label = e.label[:MAX_LABEL_CHARS]
         by_label.setdefault(label, []).append(e.index)
         if e.editable:
             fields_by_label.setdefault(label, []).append(e.index)
+        if e.scrollable:
+            lists_by_label.setdefault(label, []).append(e.index)
 
     def target_rule(groups: dict[str, list[int]]) -> str:
         return _alts(
@@ -106,6 +111,7 @@ def action_grammar(
         )
 
     kinds: list[str] = ['"\\"back\\""', '"\\"home\\""', '"\\"wait\\""']
+    excluded = {json_str(k) for k in exclude}
     pointers = []
     if by_label:
         rules["elem"] = target_rule(by_label)
@@ -132,9 +138,15 @@ def action_grammar(
         else:
             kinds.append('"\\"type\\",\\"text\\":" text')
 
+    # A scroll or swipe names the list it moves, as the expert writes it
+    # ({"action":"scroll","element":"products","index":3,"direction":"down"}), or no element.
     rules["dir"] = _alts(gbnf_literal(json_str(d)) for d in DIRECTIONS)
-    kinds.append('"\\"scroll\\",\\"direction\\":" dir')
-    kinds.append('"\\"swipe\\",\\"direction\\":" dir')
+    on_list = ""
+    if lists_by_label:
+        rules["list"] = target_rule(lists_by_label)
+        on_list = ' (list ",")?'
+    kinds.append('"\\"scroll\\","%s "\\"direction\\":" dir' % on_list)
+    kinds.append('"\\"swipe\\","%s "\\"direction\\":" dir' % on_list)
 
     if apps:
         rules["app"] = _alts(gbnf_literal(json_str(a)) for a in apps)
@@ -154,6 +166,9 @@ def action_grammar(
     # a JSON escape.
     rules["char"] = '[^"\\\\\\x00-\\x1f] | "\\\\" (["\\\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 
+    kinds = [k for k in kinds if not any(k.startswith(gbnf_literal(x)[:-1]) for x in excluded)]
+    if not kinds:
+        raise ValueError(f"every action kind is excluded ({sorted(exclude)})")
     lines = ['root ::= "{\\"action\\":" kind "}"', "kind ::= " + " | ".join(f"({k})" for k in kinds)]
     lines += [f"{name} ::= {body}" for name, body in rules.items()]
     return "\n".join(lines) + "\n"

@@ -2,9 +2,22 @@
 
 Greedy decoding makes a step reproducible; the grammar (built from the action schema and
 the current screen) makes every output parse; ``Action`` validation catches the rest.
+
+A grammar can also push the model where it did not want to go. Asked to add Milk to the cart
+on a screen where Milk is below the fold, the model starts ``{"action":"tap"``, wants
+``"Add Milk to cart"``, and the grammar, which only allows what is on the screen, makes it
+write ``"Add Apples to cart"`` at a probability of 1e-5. Token-by-token constrained decoding
+commits to the first choice before it sees the dead end (the distortion that "grammar-aligned
+decoding", Park et al. 2024, names). So when the chosen action holds a token the model gave
+less than ``FORCED_P``, the policy also decodes the best action of another kind (scroll, done
+...) and keeps whichever the model finds likelier as a whole: the sum of its tokens'
+log-probabilities. A confident step costs nothing extra; a forced one costs a second, short
+decode, reported in the step's metrics (``alternatives``).
 """
 
 from __future__ import annotations
+
+import math
 
 from collections.abc import Sequence
 
@@ -18,6 +31,10 @@ from edgeagent.agent.prompt import PromptFormat, build_prompt, observation_text
 # digit. A longer number must be copied from the screen; allowing every 2-digit number let the
 # built-in model answer "14" for a display showing "184" (it copies the first digit, then drifts).
 SMALL_NUMBERS = tuple(str(i) for i in range(10))
+
+# A chosen token the model gave less than this was forced by the grammar: try other kinds.
+FORCED_P = 0.05
+MAX_ALTERNATIVES = 2  # other action kinds tried after a forced choice (each one more decode)
 
 
 def text_choices(instruction: str) -> set[str]:
@@ -69,6 +86,7 @@ class ModelPolicy:
         max_tokens: int = 96,
         reuse_prefix: bool = True,  # keep the KV cache of the shared prompt prefix between steps
         prompt_format: PromptFormat | None = None,
+        rescore: bool = True,  # weigh another action kind when the grammar forced a choice
     ):
         self.engine = engine
         self.apps = list(apps) if apps else None
@@ -77,6 +95,8 @@ class ModelPolicy:
         self.max_tokens = max_tokens
         self.reuse_prefix = reuse_prefix
         self.prompt_format = prompt_format or PromptFormat()
+        # Rescoring needs each token's log-probability: engines without it decode greedily only.
+        self.rescore = rescore and "logprobs" in _parameters(getattr(engine, "generate", None))
         self._episode: _Episode | None = None
 
     # -- prompts --------------------------------------------------------------------------
@@ -90,12 +110,13 @@ class ModelPolicy:
         obs = observation_text(screen.elements, screen.app)
         return self.prompt_format.wrap(build_prompt(instruction, obs, previous.to_json() if previous else None))
 
-    def grammar_for(self, instruction: str, screen: Screen) -> str:
+    def grammar_for(self, instruction: str, screen: Screen, exclude: Sequence[str] = ()) -> str:
         if not self.copy_text:
-            return action_grammar(screen.elements, apps=self.apps, allow_xy=self.allow_xy)
+            return action_grammar(screen.elements, apps=self.apps, allow_xy=self.allow_xy, exclude=exclude)
         return action_grammar(
             screen.elements, apps=self.apps, allow_xy=self.allow_xy,
             text_choices=sorted(text_choices(instruction)), answer_choices=sorted(answer_choices(screen)),
+            exclude=exclude,
         )
 
     def _episode_prompt(self, instruction: str, screen: Screen) -> list[int] | str:
@@ -122,14 +143,8 @@ class ModelPolicy:
         prompt = self._episode_prompt(instruction, screen) if episode else self.prompt_for(instruction, screen, previous)
         if not self.reuse_prefix:
             self.engine.reset()
-        gen = self.engine.generate(
-            prompt,
-            max_tokens=self.max_tokens,
-            temperature=0.0,
-            grammar=self.grammar_for(instruction, screen),
-        )
+        gen, metrics = self._generate(prompt, instruction, screen)
         text = gen.text.strip()
-        metrics = dict(gen.metrics) if isinstance(gen.metrics, dict) else vars(gen.metrics).copy()
         try:
             action = Action.from_json(text)
         except ActionError as exc:
@@ -137,6 +152,71 @@ class ModelPolicy:
         if episode and self._episode is not None:
             self._episode.answered(prompt, gen.text, getattr(gen, "tokens", None))
         return Decision(action, text, None, metrics)
+
+
+    def _generate(self, prompt, instruction: str, screen: Screen):
+        """The step's generation and its metrics: greedy under the screen's grammar, then, if
+        the grammar forced a token the model gave < ``FORCED_P``, the best action of up to
+        ``MAX_ALTERNATIVES`` other kinds, keeping the likeliest whole action."""
+        rescore = self.rescore
+        extra = {"logprobs": True} if rescore else {}
+        gen = self.engine.generate(prompt, max_tokens=self.max_tokens, temperature=0.0,
+                                   grammar=self.grammar_for(instruction, screen), **extra)
+        metrics = _metrics_dict(gen.metrics)
+        if not rescore or not _forced(gen):
+            return gen, metrics
+        tried, best = [gen], gen
+        excluded: list[str] = []
+        for _ in range(MAX_ALTERNATIVES):
+            kind = _kind(gen.text)
+            if kind is None or kind in excluded:
+                break
+            excluded.append(kind)
+            try:
+                grammar = self.grammar_for(instruction, screen, exclude=excluded)
+            except ValueError:  # no kind left
+                break
+            gen = self.engine.generate(prompt, max_tokens=self.max_tokens, temperature=0.0, grammar=grammar, **extra)
+            tried.append(gen)
+            if sum(gen.logprobs) > sum(best.logprobs):
+                best = gen
+            if not _forced(gen):
+                break
+        # The step cost every decode it made; ttft stays the first call's.
+        for other in tried[1:]:
+            m = _metrics_dict(other.metrics)
+            for key in ("total_ms", "decode_ms", "prefill_ms", "generated_tokens", "evaluated_prompt_tokens"):
+                metrics[key] = metrics.get(key, 0) + m.get(key, 0)
+        metrics["reused_prompt_tokens"] = metrics.get("prompt_tokens", 0) - metrics.get("evaluated_prompt_tokens", 0)
+        metrics["alternatives"] = len(tried) - 1
+        metrics["peak_rss_mb"] = max(_metrics_dict(g.metrics).get("peak_rss_mb", 0.0) for g in tried)
+        return best, metrics
+
+
+def _parameters(fn) -> set[str]:
+    import inspect
+
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _metrics_dict(metrics) -> dict:
+    return dict(metrics) if isinstance(metrics, dict) else vars(metrics).copy()
+
+
+def _forced(gen) -> bool:
+    """Whether the grammar made the model write a token it gave less than ``FORCED_P``."""
+    return bool(gen.logprobs) and min(gen.logprobs) < math.log(FORCED_P)
+
+
+def _kind(text: str) -> str | None:
+    """The action kind of a generated action ("tap" in {"action":"tap",...}), None if it has none."""
+    try:
+        return Action.from_json(text.strip()).action
+    except ActionError:
+        return None
 
 
 class _Episode:

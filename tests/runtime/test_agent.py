@@ -91,6 +91,48 @@ def test_the_copy_grammar_admits_every_text_and_answer_the_expert_writes() -> No
     assert " buy stamps" in text_choices('Add "buy stamps" to the end of the note "Ideas"')
 
 
+def _grammar_accepts(engine, gbnf: str, text: str) -> bool:
+    """Whether llama.cpp's grammar sampler lets the model spell ``text`` token by token."""
+    import numpy as np
+
+    from edgeagent.decoding import GrammarState
+    from edgeagent.llama import llama_lib
+
+    scratch = np.zeros(engine.llm.n_vocab(), dtype=GrammarState.DTYPE)
+    state = GrammarState(llama_lib().llama_sampler_init_grammar(engine._vocab, gbnf.encode(), b"root"), scratch)
+    try:
+        for tok in engine.tokenize(text, add_bos=False):
+            if not len(state.filter(np.array([tok], dtype=np.int32))):
+                return False
+            state.accept(tok)
+        return True
+    finally:
+        state.close()
+
+
+def test_the_grammar_admits_every_action_the_expert_writes(engine) -> None:
+    """The model learns the expert's actions byte for byte, so the grammar it is decoded under
+    must admit each of them on its screen. It once allowed a scroll without the list it moves
+    ({"action":"scroll","direction":"down"}), while the expert scrolls "products" by name: the
+    fine-tuned model, made to write a form it never saw, tapped the wrong product instead."""
+    from android_bridge.emulator.expert import expert_action
+    from android_bridge.emulator.tasks import generate_tasks
+
+    phone = EmulatedPhone()
+    policy = ModelPolicy(engine, apps=phone.app_names(), copy_text=True)
+    refused: list[str] = []
+    kinds: set[str] = set()
+    for task in generate_tasks(120, seed=5):
+        def check(step, screen, task=task) -> None:
+            action = Action.from_dict(step.action)
+            kinds.add(action.action)
+            if not _grammar_accepts(engine, policy.grammar_for(task.instruction, screen), action.to_json()):
+                refused.append(action.to_json())
+        assert run_episode(phone, task, expert_action, on_step=check).success
+    assert refused == []
+    assert {"scroll", "tap", "type", "open_app", "done"} <= kinds
+
+
 def test_the_grammar_forces_the_index_of_a_named_element() -> None:
     from android_bridge.uitree import UIElement
 
@@ -100,6 +142,70 @@ def test_the_grammar_forces_the_index_of_a_named_element() -> None:
     assert '"\\"element\\":\\"Wi-Fi\\",\\"index\\":" "0"' in g
     assert '"\\"element\\":\\"Bluetooth\\",\\"index\\":" "1"' in g
     assert "xy" not in g
+
+
+def test_logprobs_are_the_models_own_before_the_grammar(engine) -> None:
+    """``generate(logprobs=True)`` gives each token's log-probability under the unconstrained
+    model: greedy picks the argmax, so a grammar that forces another first token scores lower."""
+    import math
+
+    prompt = "Task: turn on Wi-Fi\nAction:"
+    free = engine.generate(prompt, max_tokens=4, temperature=0.0, logprobs=True)
+    assert len(free.logprobs) >= len(free.tokens) >= 1
+    floor = -math.log(engine.llm.n_vocab())
+    assert all(math.isfinite(lp) and lp <= 0.0 for lp in free.logprobs)
+    assert free.logprobs[0] >= floor  # an argmax is at least uniform
+    first = engine.token_text(free.tokens[0])
+    forced_text = "zq" if not first.startswith("z") else "qz"
+    forced = engine.generate(prompt, max_tokens=4, temperature=0.0, logprobs=True,
+                             grammar=f'root ::= "{forced_text}"')
+    assert forced.text == forced_text
+    assert forced.logprobs[0] < free.logprobs[0]
+    assert engine.generate(prompt, max_tokens=2, temperature=0.0).logprobs is None
+
+
+class _ScriptedEngine:
+    """An engine stand-in whose generations and log-probabilities are scripted per call."""
+
+    def __init__(self, outputs):
+        self.outputs = list(outputs)
+        self.grammars: list[str] = []
+
+    def generate(self, prompt, max_tokens=96, *, temperature=0.0, grammar=None, logprobs=False):
+        from types import SimpleNamespace
+
+        self.grammars.append(grammar)
+        text, lps = self.outputs.pop(0)
+        metrics = {"prompt_tokens": 100, "reused_prompt_tokens": 90, "evaluated_prompt_tokens": 10,
+                   "generated_tokens": len(lps), "ttft_ms": 5.0, "total_ms": 20.0, "decode_ms": 15.0,
+                   "prefill_ms": 5.0, "peak_rss_mb": 1.0}
+        return SimpleNamespace(text=text, tokens=None, metrics=metrics, logprobs=list(lps) if logprobs else None)
+
+
+def test_a_forced_action_is_weighed_against_another_kind() -> None:
+    """The grammar made the model tap "Add Apples" (it wanted Milk, below the fold, p 1e-5):
+    the policy also decodes the best action of another kind and keeps the likelier whole."""
+    phone = EmulatedPhone()
+    screen = phone.screen()
+    tap = '{"action":"tap","element":"Settings","index":2}'
+    scroll = '{"action":"scroll","direction":"down"}'
+    eng = _ScriptedEngine([(tap, [-0.1, -11.5, -0.01]), (scroll, [-0.7, -0.2])])
+    decision = ModelPolicy(eng, apps=phone.app_names(), copy_text=True).decide("Add Milk to my cart", screen, None)
+    assert decision.action.action == "scroll"
+    assert decision.metrics["alternatives"] == 1
+    assert decision.metrics["generated_tokens"] == 5 and decision.metrics["total_ms"] == 40.0
+    assert '"\\"tap\\"' in eng.grammars[0] and '"\\"tap\\"' not in eng.grammars[1]
+
+    # A confident step costs one decode; a forced one whose alternative is worse keeps it.
+    eng = _ScriptedEngine([(tap, [-0.1, -0.2])])
+    decision = ModelPolicy(eng, apps=phone.app_names(), copy_text=True).decide("Open Settings", screen, None)
+    assert decision.action.action == "tap" and "alternatives" not in decision.metrics and len(eng.grammars) == 1
+    eng = _ScriptedEngine([(tap, [-0.1, -3.5]), (scroll, [-9.0, -0.2]), ('{"action":"back"}', [-8.0])])
+    decision = ModelPolicy(eng, apps=phone.app_names(), copy_text=True).decide("Open Settings", screen, None)
+    assert decision.action.action == "tap" and decision.metrics["alternatives"] == 2
+    eng = _ScriptedEngine([(tap, [-0.1, -11.5])])
+    decision = ModelPolicy(eng, apps=phone.app_names(), copy_text=True, rescore=False).decide("x", screen, None)
+    assert decision.action.action == "tap" and len(eng.grammars) == 1
 
 
 def test_model_policy_runs_episodes_through_llama_cpp(engine) -> None:

@@ -29,6 +29,11 @@ IMPOSSIBLE_DEEDS = {"buy_missing_product", "call_missing_contact", "delete_missi
     ("take the Coffee out of my cart", {"deletion"}),
     ("I don't need the 5:15 alarm anymore", {"deletion"}),
     ("Please get me 2 Eggs and 1 Milk from the shop", {"payment"}),
+    ("Start a call with Ana Lee", {"call"}),
+    ("Place an order for 2 Eggs", {"payment"}),
+    ("Get the Eggs out of my cart", {"deletion"}),
+    ("Write Ana a message: \"hi\"", {"message"}),
+    ("Write a note \"Ideas\" with \"stamps\" in it", set()),
     ("Turn on Wi-Fi", set()),
     ("", set()),
 ])
