@@ -232,12 +232,12 @@ class Engine:
                 times.append(time.perf_counter())
                 if perf_prefill is None:
                     perf_prefill = LlamaPerf.read(ctx)
-                if token_logprobs is not None:  # before the end-of-generation check: it is a choice too
-                    token_logprobs.append(self._last_logprob(token))
                 if not ignore_eos and self._is_eog(token):
                     stop_reason = "eos"
                     break
                 out_tokens.append(token)
+                if token_logprobs is not None:  # one per returned token (a grammar forces the end)
+                    token_logprobs.append(self._last_logprob(token))
                 if watch_text:
                     n_before = len(out_bytes)
                     out_bytes += llm.detokenize([token])
