@@ -281,7 +281,7 @@ def evaluation_row(name: str, d: dict) -> dict:
             "infeasible": sum(s == "infeasible" for s in statuses), "steps": d["steps"],
             "unrequested_sensitive": d["unrequested_sensitive"],
             "unrequested_sensitive_allowed": d["unrequested_sensitive_allowed"],
-            "sensitive_denied": d["sensitive"]["denied"],
+            "sensitive_denied": d["sensitive"]["denied"], "rescored_steps": d.get("rescored_steps"),
             **{k: d.get(k) for k in ("ttft_ms", "tpot_ms", "step_ms", "rss_peak_mb", "prompt_tokens_per_step",
                                      "evaluated_prompt_tokens_per_step", "agent", "threads")}}
 
