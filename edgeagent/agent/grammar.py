@@ -110,8 +110,8 @@ def action_grammar(
             for label, idx in groups.items()
         )
 
-    kinds: list[str] = ['"\\"back\\""', '"\\"home\\""', '"\\"wait\\""']
-    excluded = {json_str(k) for k in exclude}
+    # action kind -> what follows '{"action":' for it
+    kinds: dict[str, str] = {k: gbnf_literal(json_str(k)) for k in ("back", "home", "wait")}
     pointers = []
     if by_label:
         rules["elem"] = target_rule(by_label)
@@ -122,8 +122,8 @@ def action_grammar(
         pointers.append("xy")
     if pointers:
         rules["target"] = _alts(pointers)
-        kinds.append('"\\"tap\\"," target')
-        kinds.append('"\\"long_press\\"," target')
+        kinds["tap"] = '"\\"tap\\"," target'
+        kinds["long_press"] = '"\\"long_press\\"," target'
 
     if text_choices is not None:
         choices = sorted({t for t in text_choices if t})
@@ -134,9 +134,9 @@ def action_grammar(
     if "text" in rules:
         if fields_by_label:
             rules["field"] = target_rule(fields_by_label)
-            kinds.append('"\\"type\\"," (field ",")? "\\"text\\":" text')
+            kinds["type"] = '"\\"type\\"," (field ",")? "\\"text\\":" text'
         else:
-            kinds.append('"\\"type\\",\\"text\\":" text')
+            kinds["type"] = '"\\"type\\",\\"text\\":" text'
 
     # A scroll or swipe names the list it moves, as the expert writes it
     # ({"action":"scroll","element":"products","index":3,"direction":"down"}), or no element.
@@ -145,14 +145,14 @@ def action_grammar(
     if lists_by_label:
         rules["list"] = target_rule(lists_by_label)
         on_list = ' (list ",")?'
-    kinds.append('"\\"scroll\\","%s "\\"direction\\":" dir' % on_list)
-    kinds.append('"\\"swipe\\","%s "\\"direction\\":" dir' % on_list)
+    kinds["scroll"] = '"\\"scroll\\","%s "\\"direction\\":" dir' % on_list
+    kinds["swipe"] = '"\\"swipe\\","%s "\\"direction\\":" dir' % on_list
 
     if apps:
         rules["app"] = _alts(gbnf_literal(json_str(a)) for a in apps)
     else:
         rules["app"] = '"\\"" char{1,40} "\\""'
-    kinds.append('"\\"open_app\\",\\"app\\":" app')
+    kinds["open_app"] = '"\\"open_app\\",\\"app\\":" app'
 
     rules["status"] = _alts(gbnf_literal(json_str(s)) for s in DONE_STATUSES)
     answers = sorted({a for a in answer_choices or () if a})
@@ -160,15 +160,16 @@ def action_grammar(
         rules["answer"] = _alts(gbnf_literal(json_str(a)) for a in answers)
     else:
         rules["answer"] = '"\\"" char{1,%d} "\\""' % MAX_FREE_TEXT
-    kinds.append('"\\"done\\",\\"status\\":" status (",\\"answer\\":" answer)?')
+    kinds["done"] = '"\\"done\\",\\"status\\":" status (",\\"answer\\":" answer)?'
 
     # One JSON string character: anything but a quote, backslash or control character, or
     # a JSON escape.
     rules["char"] = '[^"\\\\\\x00-\\x1f] | "\\\\" (["\\\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 
-    kinds = [k for k in kinds if not any(k.startswith(gbnf_literal(x)[:-1]) for x in excluded)]
+    for kind in exclude:
+        kinds.pop(kind, None)
     if not kinds:
         raise ValueError(f"every action kind is excluded ({sorted(exclude)})")
-    lines = ['root ::= "{\\"action\\":" kind "}"', "kind ::= " + " | ".join(f"({k})" for k in kinds)]
+    lines = ['root ::= "{\\"action\\":" kind "}"', "kind ::= " + " | ".join(f"({k})" for k in kinds.values())]
     lines += [f"{name} ::= {body}" for name, body in rules.items()]
     return "\n".join(lines) + "\n"

@@ -18,7 +18,6 @@ decode, reported in the step's metrics (``alternatives``).
 from __future__ import annotations
 
 import math
-
 from collections.abc import Sequence
 
 from android_bridge.actions import Action, ActionError
@@ -153,17 +152,15 @@ class ModelPolicy:
             self._episode.answered(prompt, gen.text, getattr(gen, "tokens", None))
         return Decision(action, text, None, metrics)
 
-
     def _generate(self, prompt, instruction: str, screen: Screen):
         """The step's generation and its metrics: greedy under the screen's grammar, then, if
         the grammar forced a token the model gave < ``FORCED_P``, the best action of up to
         ``MAX_ALTERNATIVES`` other kinds, keeping the likeliest whole action."""
-        rescore = self.rescore
-        extra = {"logprobs": True} if rescore else {}
+        extra = {"logprobs": True} if self.rescore else {}
         gen = self.engine.generate(prompt, max_tokens=self.max_tokens, temperature=0.0,
                                    grammar=self.grammar_for(instruction, screen), **extra)
         metrics = _metrics_dict(gen.metrics)
-        if not rescore or not _forced(gen):
+        if not self.rescore or not _forced(gen):
             return gen, metrics
         tried, best = [gen], gen
         excluded: list[str] = []
