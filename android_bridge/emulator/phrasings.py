@@ -257,37 +257,60 @@ def _strip_end(s: str) -> str:
 
 Style = Callable[[str], str]
 
+# Styles that put a request after a verb frame ("Would you ...?", "I'd like you to ..."): they
+# read right only on a wording that opens with an imperative verb. A wording that opens with
+# one of these words is a fragment ("Brightness to 60%", "Cart Milk") or already framed ("Could
+# you flip Wi-Fi off", "I want ..."), and gets only the other styles of its pool.
+NOT_IMPERATIVE = frozenset({
+    "Alarm", "Bluetooth", "Both", "Brightness", "Calculator:", "Can", "Cart", "Could", "Dark", "I",
+    "I'd", "In", "New", "Night", "Screen", "The", "Wi-Fi", "{a}", "{setting}", "{time}"})
+_VERB_FRAMES: set[Style] = set()
+
+
+def _framed(before: str, after: str | None = None) -> Style:
+    """A verb-frame style: ``before`` + the request with its first letter lowered, then, when
+    ``after`` is given, its end mark replaced by ``after``."""
+    def style(s: str) -> str:
+        return before + (_lower_first(s) if after is None else _lower_first(_strip_end(s)) + after)
+    _VERB_FRAMES.add(style)
+    return style
+
+
+def takes_verb_frame(wording: str) -> bool:
+    """Whether a command wording opens with an imperative verb (see ``NOT_IMPERATIVE``)."""
+    return wording.split(maxsplit=1)[0] not in NOT_IMPERATIVE
+
 # (command style, question style): a question gets no "please ... " wrapper that breaks it.
 TRAIN_STYLES: tuple[tuple[Style, Style], ...] = (
     (lambda s: s, lambda s: s),
-    (lambda s: "Please " + _lower_first(s), lambda s: s),
+    (_framed("Please "), lambda s: s),
     (lambda s: _strip_end(s) + ", please", lambda s: s),
     (lambda s: _lower_first(s), lambda s: _lower_first(s)),
-    (lambda s: "Can you " + _lower_first(_strip_end(s)) + "?", lambda s: "Hey, " + _lower_first(s)),
+    (_framed("Can you ", "?"), lambda s: "Hey, " + _lower_first(s)),
     # What else people put around a request: fillers before and after the words to act on,
     # which a model must learn to leave out of what it types (none of them a validation or
     # held-out style; tests/bridge/test_tasks.py checks the pools stay apart).
     (lambda s: "Hey, " + _lower_first(s), lambda s: "Quick question: " + _lower_first(s)),
-    (lambda s: "I need you to " + _lower_first(_strip_end(s)), lambda s: "OK, " + _lower_first(s)),
-    (lambda s: "Go ahead and " + _lower_first(_strip_end(s)), lambda s: _lower_first(_strip_end(s)) + "??"),
+    (_framed("I need you to ", ""), lambda s: "OK, " + _lower_first(s)),
+    (_framed("Go ahead and ", ""), lambda s: _lower_first(_strip_end(s)) + "??"),
     (lambda s: _strip_end(s) + " now", lambda s: "Hello. " + s),
-    (lambda s: "Will you " + _lower_first(_strip_end(s)) + "?", lambda s: "Tell me this: " + _lower_first(s)),
-    (lambda s: "Help me " + _lower_first(_strip_end(s)), lambda s: "Hmm, " + _lower_first(s)),
+    (_framed("Will you ", "?"), lambda s: "Tell me this: " + _lower_first(s)),
+    (_framed("Help me ", ""), lambda s: "Hmm, " + _lower_first(s)),
     (lambda s: _lower_first(_strip_end(s)) + " asap", lambda s: "So " + _lower_first(s)),
-    (lambda s: "Kindly " + _lower_first(s), lambda s: "Hey there, " + _lower_first(s)),
+    (_framed("Kindly "), lambda s: "Hey there, " + _lower_first(s)),
     (lambda s: _strip_end(s) + " when you get a chance", lambda s: "Just curious: " + _lower_first(s)),
-    (lambda s: "Can you please " + _lower_first(_strip_end(s)) + "?", lambda s: "Wondering: " + _lower_first(s)),
+    (_framed("Can you please ", "?"), lambda s: "Wondering: " + _lower_first(s)),
     (lambda s: "OK, " + _lower_first(s), lambda s: "Question: " + _lower_first(s)),
     (lambda s: _strip_end(s) + ". Thank you!", lambda s: s + " Thank you!"),
 )
 VAL_STYLES: tuple[tuple[Style, Style], ...] = (
-    (lambda s: "Would you " + _lower_first(_strip_end(s)) + "?", lambda s: "Quick one: " + _lower_first(s)),
+    (_framed("Would you ", "?"), lambda s: "Quick one: " + _lower_first(s)),
     (lambda s: _lower_first(_strip_end(s)) + " pls", lambda s: _lower_first(s)),
 )
 HELDOUT_STYLES: tuple[tuple[Style, Style], ...] = (
     (lambda s: s, lambda s: s),
-    (lambda s: "Could you " + _lower_first(_strip_end(s)) + " for me?", lambda s: "Hi! " + s),
-    (lambda s: "I'd like you to " + _lower_first(_strip_end(s)), lambda s: _lower_first(s)),
+    (_framed("Could you ", " for me?"), lambda s: "Hi! " + s),
+    (_framed("I'd like you to ", ""), lambda s: _lower_first(s)),
     (lambda s: _lower_first(_strip_end(s)) + ", thanks", lambda s: "Do you know: " + _lower_first(s)),
 )
 
@@ -306,6 +329,8 @@ def phrase(template_name: str, own: str, params: dict, mode: str, rng: random.Ra
     else:
         wordings, styles = (own, *TRAIN.get(template_name, ())), TRAIN_STYLES
     wording = rng.choice(wordings or (own,))
-    command, question = rng.choice(styles)
     text = wording.format(**params)
+    if "?" not in text and not takes_verb_frame(wording):
+        styles = tuple(pair for pair in styles if pair[0] not in _VERB_FRAMES)
+    command, question = rng.choice(styles)
     return (question if "?" in text else command)(text)

@@ -376,3 +376,40 @@ def test_impossible_requests_are_answered_infeasible_with_nothing_changed() -> N
         assert result.success and result.final.status == "infeasible", task.instruction
         # a "complete" claim, or any change to the phone, fails the task
         assert not task.succeeded(phone, Action(action="done", status="complete"))
+
+
+# First words of the command wordings that are imperative verbs; a new wording opening with a
+# word in neither this set nor phrasings.NOT_IMPERATIVE must be classified here first.
+IMPERATIVES = {
+    "Add", "Adjust", "Answer", "Append", "Bring", "Browse", "Buy", "Calculate", "Call", "Cancel",
+    "Change", "Check", "Clear", "Compute", "Count", "Create", "Delete", "Dial", "Dim", "Do", "Drop",
+    "Erase", "Figure", "Find", "Flip", "Get", "Give", "Go", "Google", "Jot", "Launch", "Let", "Load",
+    "Look", "Make", "Message", "Navigate", "Note", "Open", "Order", "Phone", "Pick", "Place",
+    "Purchase", "Put", "Read", "Remove", "Reply", "Respond", "Ring", "Run", "Save", "Schedule",
+    "Search", "Send", "Set", "Show", "Start", "Stick", "Store", "Switch", "Tack", "Take", "Tell",
+    "Text", "Throw", "Toggle", "Trash", "Turn", "Update", "Use", "Visit", "Wake", "Web", "Wipe",
+    "Work", "Write"}
+
+
+def test_a_verb_frame_wraps_only_a_wording_that_opens_with_a_verb() -> None:
+    """"Would you ...?" on "Brightness to 60%" reads "Would you brightness to 60%?", and on
+    "Could you flip Wi-Fi off" "Could you could you ...": no user writes that, so such wordings
+    get only their pool's other styles."""
+    from android_bridge.emulator.phrasings import HELDOUT, NOT_IMPERATIVE, TRAIN, takes_verb_frame
+
+    wordings = {w for pool in (TRAIN, HELDOUT) for ws in pool.values() for w in ws} | {
+        t.instruction for t in TEMPLATES.values()}
+    for w in wordings:
+        if "?" in w:
+            continue
+        first = w.split()[0]
+        assert first in IMPERATIVES or first in NOT_IMPERATIVE, f"classify the first word of {w!r}"
+        assert takes_verb_frame(w) == (first in IMPERATIVES)
+    frames = ("Would you ", "Could you ", "Can you ", "Will you ", "I'd like you to ", "I need you to ",
+              "Go ahead and ", "Help me ", "Kindly ", "Please ")
+    for mode in ("train", "val", "heldout"):
+        for task in generate_tasks(800, seed=5, templates=["all"], phrasing=mode):
+            for frame in frames:
+                if task.instruction.startswith(frame):
+                    rest = task.instruction[len(frame):]
+                    assert rest.split()[0].capitalize() in IMPERATIVES | {"Please"}, (mode, task.instruction)
