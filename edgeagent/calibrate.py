@@ -63,6 +63,11 @@ ATTENTION_CONTEXT = 1024
 # heads of 64, 4 KV heads, FFN 2048: ~6.3 M parameters per block, ~6.7 MB at Q8_0.
 PROBE_WIDTH, PROBE_HEADS, PROBE_KV_HEADS, PROBE_FFN = 768, 12, 4, 2048
 PROBE_QUANT = "q8_0"
+# One agent step, as the flash-attention choice weighs it: the prompt tokens a step evaluates
+# and the tokens of one action (the SmolLM2 agent: ~150 evaluated, ~13 generated).
+STEP_PROMPT_TOKENS = 160
+STEP_GEN_TOKENS = 16
+FLASH_ATTN_MARGIN = 0.02  # flash attention goes on only when a step is this much faster
 WATTS_PER_BUSY_CORE = 3.75  # EPYC 9654: 360 W TDP / 96 cores; an assumption, see sources
 
 
@@ -188,6 +193,39 @@ def measure_attention(path: Path, threads: int, bandwidth_bps: float, rounds: in
             "attention_gflops": attention_flops(shape, 1) / per_position_s / 1e9}
 
 
+def measure_flash_attn(path: Path, threads: int, rounds: int = PROBE_ROUNDS) -> dict[str, Any]:
+    """One agent step's time (prefill of ``STEP_PROMPT_TOKENS``, then ``STEP_GEN_TOKENS``
+    decoded) with llama.cpp's flash attention off and on, in ``rounds`` interleaved rounds, the
+    best round of each kept; the choice is ``choose_flash_attn``'s."""
+    runs: dict[bool, list[dict]] = {False: [], True: []}
+    for _ in range(rounds):
+        for fa in (False, True):
+            runs[fa].append(measure_gguf(path, prompt_tokens=STEP_PROMPT_TOKENS, gen_tokens=STEP_GEN_TOKENS,
+                                         n_ctx=PROBE_CONTEXT, threads=threads, flash_attn=fa))
+    sides = {}
+    for fa, ms in runs.items():
+        prefill_ms = min(m["prefill_ms"] for m in ms)
+        tpot_ms = min(m["tpot_ms"] for m in ms)
+        sides["on" if fa else "off"] = {
+            "prefill_ms": prefill_ms, "tpot_ms": tpot_ms, "step_ms": step_ms(prefill_ms, tpot_ms),
+            "prefill_tokens_per_s": max(m["prefill_tokens_per_s"] for m in ms),
+            "tokens_per_s": max(m["tokens_per_s"] for m in ms)}
+    return {"model": path.name, "prompt_tokens": STEP_PROMPT_TOKENS, "gen_tokens": STEP_GEN_TOKENS,
+            "rounds": rounds, **sides, "flash_attn": choose_flash_attn(sides["off"]["step_ms"], sides["on"]["step_ms"])}
+
+
+def step_ms(prefill_ms: float, tpot_ms: float) -> float:
+    """An agent step's model time: the prompt's prefill, then every action token but the first
+    at the decode rate (the first comes out of the prefill)."""
+    return prefill_ms + (STEP_GEN_TOKENS - 1) * tpot_ms
+
+
+def choose_flash_attn(off_step_ms: float, on_step_ms: float, margin: float = FLASH_ATTN_MARGIN) -> bool:
+    """Flash attention on only when it makes a step at least ``margin`` faster: within the
+    noise of a shared machine, llama.cpp's default path stays."""
+    return on_step_ms < off_step_ms * (1.0 - margin)
+
+
 def _probe_points(paths: Sequence[Path], threads: int, rounds: int = PROBE_ROUNDS,
                   attention_gflops: float | None = None) -> list[dict[str, Any]]:
     """Decode speed of every probe, measured in ``rounds`` interleaved rounds (probe 1, 2, 3,
@@ -229,12 +267,12 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
     cache = cache or cache_dir() / "calibrate"
     cache.mkdir(parents=True, exist_ok=True)
 
-    say(f"[1/4] memory bandwidth and BLAS ({threads} thread(s))")
+    say(f"[1/5] memory bandwidth and BLAS ({threads} thread(s))")
     numpy_m = measure_numpy(threads)
     bandwidth_gbs = numpy_m["read_gbs"]
     say(f"      streaming read {bandwidth_gbs:.1f} GB/s, f32 matmul {numpy_m['matmul_gflops_f32']:.0f} GFLOP/s")
 
-    say("[2/4] probe models")
+    say("[2/5] probe models")
     if not given:
         small = builtin_gguf(PROBE_QUANT)
     else:
@@ -251,7 +289,7 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
         layers.append(max(probe_layers_for(b), layers[-1] + 1 if layers else 1))
     probes = [small] + [probe_gguf(model_dir, n, cache, threads) for n in layers]
 
-    say("[3/4] llama.cpp decode and prefill")
+    say("[3/5] llama.cpp decode and prefill")
     attention = measure_attention(small, threads, bandwidth_gbs * 1e9)
     say(f"      {small.name}: decode {attention['tpot_ms'][0]:.3f} / {attention['tpot_ms'][1]:.3f} ms per token after "
         f"{ATTENTION_PROMPTS[0]} / {ATTENTION_PROMPTS[1]} prompt tokens -> {attention['us_per_cached_position']:.2f} us "
@@ -277,20 +315,26 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
     say(f"      prefill {prefill['prefill_tokens_per_s']:.0f} tokens/s on {big.name} -> {compute_gflops:.1f} GFLOP/s; "
         f"decode fit: {overhead_ms:.3f} ms + bytes / {reached_bps / 1e9:.1f} GB/s (eta {eta_raw:.2f})")
 
-    say("[4/4] runtime baseline memory")
+    say(f"[4/5] flash attention on one agent step ({STEP_PROMPT_TOKENS} prompt + {STEP_GEN_TOKENS} generated tokens)")
+    flash = measure_flash_attn(big, threads)
+    say(f"      {big.name}: step {flash['off']['step_ms']:.1f} ms off, {flash['on']['step_ms']:.1f} ms on -> "
+        f"flash_attn {'on' if flash['flash_attn'] else 'off'}")
+
+    say("[5/5] runtime baseline memory")
     overhead_mb = measure_runtime_baseline(threads)["rss_baseline_mb"]
 
     return {
         "profile": host_profile_data(bandwidth_gbs=bandwidth_gbs, eta=eta, compute_gflops=compute_gflops,
                                      threads=threads, overhead_mb=overhead_mb, decode_overhead_ms=overhead_ms,
                                      numpy_m=numpy_m, points=points, eta_raw=eta_raw, llc=llc,
-                                     prefill=prefill, big=big.name, attention=attention),
+                                     prefill=prefill, big=big.name, attention=attention, flash=flash),
         "measurements": {
             "numpy": numpy_m, "decode_probes": points, "decode_attention": attention,
             "decode_fit": {"overhead_ms": overhead_ms, "bandwidth_reached_gbs": reached_bps / 1e9,
                            "eta": eta, "eta_unclamped": eta_raw},
             "prefill": {"model": big.name, "prompt_tokens": prefill["prompt_tokens"], "prefill_ms": prefill["prefill_ms"],
                         "prefill_tokens_per_s": prefill["prefill_tokens_per_s"], "gflops_effective": compute_gflops},
+            "flash_attn": flash,
             "runtime_baseline_mb": overhead_mb, "last_level_cache_bytes": llc, "threads": threads,
             "source": "measured",
         },
@@ -318,7 +362,7 @@ def _cpu_ghz() -> float:
 
 def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float, threads: int, overhead_mb: float,
                       decode_overhead_ms: float, numpy_m: dict, points: list[dict], eta_raw: float, llc: int,
-                      prefill: dict, big: str, attention: dict) -> dict[str, Any]:
+                      prefill: dict, big: str, attention: dict, flash: dict) -> dict[str, Any]:
     """The host profile as data (the TOML's tables), every number with its source."""
     import psutil
 
@@ -344,7 +388,8 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
         "cpu_clusters": [{"name": "cpu", "cores": cores, "ghz": _cpu_ghz(), "core": cpu}],
         "power": {"prefill_w": WATTS_PER_BUSY_CORE * threads, "decode_w": WATTS_PER_BUSY_CORE * threads, "idle_w": 0.0},
         "battery": {"nominal_v": 3.87},
-        "runtime": {"threads": threads, "weight_repack": default_repack(), "overhead_mb": round(overhead_mb, 1),
+        "runtime": {"threads": threads, "weight_repack": default_repack(), "flash_attn": flash["flash_attn"],
+                    "overhead_mb": round(overhead_mb, 1),
                     "decode_overhead_ms": round(decode_overhead_ms, 4),
                     "decode_attention_gflops": round(attention["attention_gflops"], 3)},
         "sources": [
@@ -363,6 +408,13 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
             {"what": f"compute_gflops_sustained = {compute_gflops:.2f}: llama.cpp prefill of {prefill['prompt_tokens']} "
                      f"tokens on {big} (best of {PROBE_ROUNDS}) ({prefill['prefill_tokens_per_s']:.0f} tokens/s), FLOPs by "
                      f"estimate.prefill_flops; f32 BLAS matmul for reference: {numpy_m['matmul_gflops_f32']:.1f} GFLOP/s",
+             "citation": stamp},
+            {"what": f"runtime.flash_attn = {str(flash['flash_attn']).lower()}: one agent step ({flash['prompt_tokens']} "
+                     f"prompt tokens, {flash['gen_tokens']} generated) on {flash['model']}, best of {flash['rounds']} "
+                     f"interleaved rounds: {flash['off']['step_ms']:.1f} ms with llama.cpp's flash attention off, "
+                     f"{flash['on']['step_ms']:.1f} ms on (prefill {flash['off']['prefill_tokens_per_s']:.0f} / "
+                     f"{flash['on']['prefill_tokens_per_s']:.0f} tokens/s, decode {flash['off']['tokens_per_s']:.1f} / "
+                     f"{flash['on']['tokens_per_s']:.1f}); on only when at least {FLASH_ATTN_MARGIN:.0%} faster",
              "citation": stamp},
             {"what": f"runtime.overhead_mb = {overhead_mb:.1f}: RSS of a fresh Python process with llama.cpp loaded "
                      f"and no model; runtime.threads = {threads} (the threads calibrated with)", "citation": stamp},

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgeagent.calibrate import CalibrationError, fit_decode, probe_layers_for, to_toml, write_profile
+from edgeagent.calibrate import (CalibrationError, choose_flash_attn, fit_decode, probe_layers_for, step_ms, to_toml,
+                                 write_profile)
 from edgeagent.cli import app
 from edgeagent.profiles import ProfileError, load_profile
 
@@ -31,6 +32,13 @@ def test_decode_fit_recovers_overhead_and_bandwidth_exactly() -> None:
         fit_decode([(5e6, 0.001), (5e6, 0.002)])
     with pytest.raises(CalibrationError, match="did not grow"):
         fit_decode([(5e6, 0.003), (50e6, 0.002)])
+
+
+def test_flash_attention_goes_on_only_when_a_step_is_clearly_faster() -> None:
+    assert step_ms(100.0, 10.0) == pytest.approx(250.0)  # 16 tokens: the first comes out of the prefill
+    assert choose_flash_attn(off_step_ms=250.0, on_step_ms=200.0)
+    assert not choose_flash_attn(off_step_ms=250.0, on_step_ms=248.0)  # within the 2 % noise margin
+    assert not choose_flash_attn(off_step_ms=200.0, on_step_ms=250.0)
 
 
 def test_probe_size_is_what_was_asked() -> None:
@@ -87,6 +95,12 @@ def test_calibrate_writes_a_profile_load_profile_accepts(calibrated) -> None:
     measured = [s for s in p.sources if s.citation and s.citation.startswith(f"measured by edgeagent calibrate on {today}")]
     assert len(measured) >= 4
     assert any(s.citation == "assumption" and "power" in s.what for s in p.sources)
+    flash = result["measurements"]["flash_attn"]  # measured both ways, the profile takes the choice
+    for side in ("off", "on"):
+        assert flash[side]["step_ms"] == pytest.approx(step_ms(flash[side]["prefill_ms"], flash[side]["tpot_ms"]))
+    assert p.runtime.flash_attn == choose_flash_attn(flash["off"]["step_ms"], flash["on"]["step_ms"])
+    assert any(s.what.startswith(f"runtime.flash_attn = {str(p.runtime.flash_attn).lower()}: one agent step")
+               for s in p.sources)
     probes = result["measurements"]["decode_probes"]
     assert len(probes) == 3 and probes[0]["weights_mb"] < probes[1]["weights_mb"] < probes[2]["weights_mb"]
     assert result["path"] == str(path)
