@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from android_bridge.actions import Action
@@ -419,6 +419,47 @@ def order_not_asked(screen: Screen, instruction_words: str) -> str | None:
     return None
 
 
+# Capitalized words that are not part of a name the instruction gives ("Hey, Message Ana").
+_NOT_NAME_WORDS = frozenset({"hey", "hi", "hello", "ok", "okay", "quick", "one", "thanks", "thank", "please", "pls",
+                             "sms", "dm", "asap"})
+_WORD = re.compile(r"[^\W\d_][\w'’.-]*")
+
+
+def named_people(instruction: str) -> list[str]:
+    """The names an instruction gives (normalized): runs of capitalized words outside quotes,
+    less request and politeness words ("Message Umar Cook 'hi'" → ["umar cook"]). Who a
+    message or call goes to is among them when the user wrote it with capitals."""
+    text = _QUOTED.sub(" | ", unicodedata.normalize("NFKC", instruction))
+    skip = REQUEST_LEAD_INS | set(REQUEST_VERBS) | set(REQUEST_PHRASES) | _NOT_NAME_WORDS
+    names, run = [], []
+    for token in re.split(r"(\s+)", text):
+        word = _WORD.fullmatch(token.strip(",;:!?"))
+        if word and token[:1].isupper() and normalize(word.group()) not in skip:
+            run.append(word.group().removesuffix("'s").removesuffix("’s"))
+            if token.rstrip()[-1:] in ",;:!?":  # "Ana, hi" ends the name at the comma
+                names.append(normalize(" ".join(run)))
+                run = []
+        elif not token.isspace():
+            if run:
+                names.append(normalize(" ".join(run)))
+            run = []
+    if run:
+        names.append(normalize(" ".join(run)))
+    return [n for n in names if n]
+
+
+def recipient_not_named(screen: Screen, names: Sequence[str]) -> str | None:
+    """Why a message or call on ``screen`` does not go to anyone the instruction names: it names
+    people (``names``), and none of them is on the screen (a conversation shows who it is with;
+    a contact page, whom it calls). None when one is there, or the instruction names no one."""
+    if not names:
+        return None
+    shown = [f" {normalize(e.label)} " for e in screen.elements if e.label]
+    if any(f" {name} " in label for name in names for label in shown):
+        return None
+    return f"the task names {', '.join(names)}, and this screen does not show {'them' if len(names) > 1 else 'it'}"
+
+
 def deed_kind(reason: str) -> str:
     """The kind of deed a ``sensitive_reason`` names: the word before its colon."""
     return reason.split(":", 1)[0]
@@ -443,6 +484,7 @@ class ConfirmationGate:
     asked: frozenset[str] | None = None  # those deeds, once ``for_task`` has read the instruction
     times: frozenset[str] = frozenset()  # the clock times the instruction names
     words: str = ""  # the instruction, normalized: a deletion button's named object must be in it
+    people: tuple[str, ...] = ()  # the names it gives: a message or call must go to one of them
 
     @classmethod
     def for_policy(cls, policy: str, confirm: ConfirmCallback | None = None) -> ConfirmationGate:
@@ -461,7 +503,7 @@ class ConfirmationGate:
         if not self.task_scoped:
             return self
         return replace(self, asked=requested_deeds(instruction), times=named_times(instruction),
-                       words=f" {normalize(instruction)} ")
+                       words=f" {normalize(instruction)} ", people=tuple(named_people(instruction)))
 
     @property
     def in_effect(self) -> str:
@@ -496,4 +538,9 @@ class ConfirmationGate:
             wrong = order_not_asked(screen, self.words) if deed_kind(reason) == "payment" and screen else None
             if wrong:
                 return False, f"{reason} (not asked for: {wrong})"
+            # "Message Umar Cook" does not consent to sending in the thread with Uma Green.
+            stranger = (recipient_not_named(screen, self.people)
+                        if deed_kind(reason) in ("message", "call") and screen else None)
+            if stranger:
+                return False, f"{reason} (not asked for: {stranger})"
         return self.allow_sensitive, reason

@@ -10,7 +10,7 @@ from android_bridge.emulator.phone import EmulatedPhone
 from android_bridge.emulator.tasks import generate_tasks, make_task
 from edgeagent.agent.evaluate import requested_kinds
 from edgeagent.agent.loop import Decision, run_agent
-from edgeagent.agent.safety import ConfirmationGate, deed_kind, named_object, requested_deeds
+from edgeagent.agent.safety import ConfirmationGate, deed_kind, named_object, named_people, requested_deeds
 
 # Templates whose request is impossible on the phone: the words ask for the deed (the
 # expert then finds it cannot be done), so the reading is right to see one.
@@ -171,3 +171,84 @@ def test_the_gate_reports_which_allow_is_in_effect() -> None:
     gate = ConfirmationGate.for_policy("allow")
     assert gate.for_task("Call Ana").asked == {"call"} and gate.asked is None  # one gate, many tasks
     assert ConfirmationGate.for_policy("deny").for_task("Call Ana").asked is None  # only allow is scoped
+
+
+def _in_thread_with(other: str, instruction: str):
+    """The agent opens the thread with ``other`` from the Messages list, types and sends."""
+    phone = EmulatedPhone()
+    phone.launch("Messages")
+
+    class Send:
+        steps = iter([("tap", other), ("type", "Message"), ("tap", "Send")])
+
+        def decide(self, instruction, screen, previous):
+            kind, label = next(self.steps, ("done", None))
+            if kind == "done":
+                return Decision(Action(action="done", status="complete"))
+            element = next(e for e in screen.elements if e.label == label)
+            if kind == "type":
+                return Decision(Action(action="type", index=element.index, text="just landed"))
+            return Decision(Action(action="tap", index=element.index))
+
+    return run_agent(phone, instruction, Send(), max_steps=6, gate=ConfirmationGate.for_policy("allow"))
+
+
+def test_allow_stops_a_message_to_someone_the_task_does_not_name() -> None:
+    """Seen on the SmolLM2 agent: 'message Umar Cook "just landed"' opened the thread with Uma
+    Green and sent it there; the task asks for a message, but not to her."""
+    phone = EmulatedPhone()
+    phone.launch("Messages")
+    threads = [e.label for e in phone.screen().elements if e.clickable and " " in e.label and e.label != "New message"]
+    someone = threads[0]
+    stray = _in_thread_with(someone, 'message Umar Cook "just landed" pls')
+    assert stray.status == "denied" and "the task names umar cook" in stray.steps[-1].sensitive, stray.to_dict()
+    asked = _in_thread_with(someone, f'Text {someone} "just landed"')
+    assert asked.status != "denied" and any(s.sensitive and s.allowed for s in asked.steps), asked.to_dict()
+    lower = _in_thread_with(someone, 'send "just landed" to my sister')  # no name written: the deed is enough
+    assert lower.status != "denied", lower.to_dict()
+
+
+def test_allow_stops_a_call_on_another_contacts_page() -> None:
+    phone = EmulatedPhone()
+    task = make_task("call_contact", 5)
+    task.setup(phone)
+    phone.launch("Contacts")
+    names = [e.label for e in phone.screen().elements if e.clickable and e.label in {c.name for c in phone.world.contacts}]
+    wanted = next(n for n in names if n in task.instruction)
+    other = next(n for n in names if n != wanted)
+    stray = run_agent(phone, task.instruction, TapLabel(other, "Call"), max_steps=4, gate=ConfirmationGate.for_policy("allow"))
+    assert stray.status == "denied" and "does not show it" in stray.steps[-1].sensitive, stray.to_dict()
+    phone.launch("Contacts")
+    asked = run_agent(phone, task.instruction, TapLabel(wanted, "Call"), max_steps=4, gate=ConfirmationGate.for_policy("allow"))
+    assert asked.status != "denied" and any(s.sensitive and s.allowed for s in asked.steps), asked.to_dict()
+
+
+@pytest.mark.parametrize("text, names", [
+    ('message Umar Cook "just landed" pls', ["umar cook"]),
+    ("Hey, text Ana: 'running late'", ["ana"]),
+    ("Could you ring Vera Patel for me?", ["vera patel"]),
+    ("Call Ana's phone", ["ana"]),
+    ("Umar Cook needs to know \"x\"", ["umar cook"]),
+    ("call my mom", []),
+])
+def test_the_names_an_instruction_gives(text, names) -> None:
+    assert named_people(text) == names
+
+
+def test_a_real_messaging_app_thread_shows_its_recipient_in_the_toolbar() -> None:
+    """A Google Messages-like dump: the thread's title is a TextView in the toolbar."""
+    from PIL import Image
+
+    from android_bridge.device import Screen
+    from android_bridge.uitree import parse_dump
+    from edgeagent.agent.safety import recipient_not_named
+
+    xml = """<?xml version='1.0' encoding='UTF-8' standalone='yes' ?><hierarchy rotation="0">
+    <node index="0" class="android.widget.FrameLayout" bounds="[0,0][1080,2400]">
+      <node index="0" class="android.widget.TextView" resource-id="com.google.android.apps.messaging:id/conversation_title" text="Ana Lopez" bounds="[160,80][700,160]" />
+      <node index="1" class="android.widget.EditText" resource-id="com.google.android.apps.messaging:id/compose_message_text" text="" hint="Text message" clickable="true" bounds="[0,2200][900,2300]" />
+      <node index="2" class="android.widget.ImageButton" content-desc="Send SMS" clickable="true" bounds="[900,2200][1080,2300]" />
+    </node></hierarchy>"""
+    screen = Screen(Image.new("RGB", (1080, 2400)), parse_dump(xml), (1080, 2400))
+    assert recipient_not_named(screen, named_people("Text Ana Lopez 'on my way'")) is None
+    assert "bob smith" in recipient_not_named(screen, named_people("Text Bob Smith 'on my way'"))
