@@ -81,7 +81,74 @@ TUMMALAPALLI = {
                       "The ratios measure the runtime difference, not the estimator's error",
 }
 
-SOURCES = {s["id"]: s for s in (EHSANI, GEERLING_Q6A, TUMMALAPALLI)}
+# Huang et al. (MNN-AECS): llama.cpp is one of their baselines. Read from a Markdown conversion of
+# the paper's PDF in the stored GitHub index (its repository is not named by the index); Table 9's
+# layout was lost in that conversion, so each baseline row is a run of numbers in the table's
+# model order (Qwen2.5-1.5B, Qwen2.5-3B, Llama3.2-1B, Llama3.2-3B), three per model: decode speed
+# (token/s), battery (uAh/token), energy (mJ/token). That order holds for the MNN-AECS Mate 40 Pro
+# row against Table 4 (20.3 tok/s, 298.2 mJ/tok vs 20.6, 300), and every llama.cpp triple below
+# has energy / battery near one battery voltage. One team, one protocol, two phones: two entries
+# (one profile each), one independent source.
+_HUANG_CITATION = ("Huang, Xue, Xin, Niu, Zhang, Jiang, Wang, Wang, Lv, Wu, Chen, 'MNN-AECS: Energy Optimization "
+                   "for LLM Decoding on Mobile Devices via Adaptive Core Selection', arXiv:2506.19884 (2025), Table 9 "
+                   "(dataset experiments, llama.cpp baseline rows), setup in Section 5.1, Table 2 (devices), Table 8 "
+                   "(llama.cpp threads), Section 4.2 (energy profiling); testbed: github.com/huangzhengxiang/"
+                   "LLM-Profiler (commit 028302ab), for the energy code, the quantization notes and the dataset samples")
+_HUANG_RUNTIME = ("llama.cpp, CPU, 8 threads (Table 8), as a baseline in the authors' Android testbed app; Qwen and "
+                  "Llama models 4-bit (the testbed's llama.cpp notes convert to Q4_0 or Q4_1; the paper does not say "
+                  "which); dataset experiments: a random subset of MathQA, TruthfulQA, ShareGPT and RoleBench, figures "
+                  "averaged over the 4 datasets (per-turn prompt means 32-83 tokens in the testbed's samples, "
+                  "dataset/samples/sample_stats.json); unplugged, cooled below 40 C before each test, battery above 50 %")
+_HUANG_ENERGY = ("BatteryManager current x voltage polled every 50 ms (the OS updates every 250 ms), mean power x "
+                 "time; nothing subtracted: the whole phone's draw with the testbed app in the foreground (its layout "
+                 "keeps the screen on, android:keepScreenOn in commit 028302ab; the paper does not say). Per token of "
+                 "the decode phase (Section 5.1 lists mJ/token beside decode speed; Table 4, Mate 40 Pro: llama.cpp "
+                 "8.8 W, 10.2 tok/s, 860 mJ/tok, i.e. decode power / decode speed). The estimate adds the profile's "
+                 "idle_w (an assumption) to its decode power above idle, so both sides count the whole draw")
+
+HUANG_8ELITE = {
+    "id": "huang2025-8elite",
+    "citation": _HUANG_CITATION,
+    "url": "https://arxiv.org/abs/2506.19884",
+    "device": "Xiaomi 15 Pro (Snapdragon 8 Elite, 2x Oryon 4.32 GHz + 6x Oryon 3.53 GHz, 16 GB), HyperOS 2.0.23",
+    "profile": "snapdragon-8-elite",
+    "runtime": _HUANG_RUNTIME,
+    "energy_includes": _HUANG_ENERGY,
+    "energy_idle_subtracted": False,
+    "time_is": "decode speed only (token/s)",
+    "memory_is": "not published",
+}
+
+HUANG_8GEN3 = dict(HUANG_8ELITE, **{
+    "id": "huang2025-8gen3",
+    "device": "Meizu 21 (Snapdragon 8 Gen 3, 1x X4 3.3 GHz + 3x A720 3.15 GHz + 2x A720 2.96 GHz + 2x A520 2.27 GHz, "
+              "12 GB), FlymeOS 11.2.0",
+    "profile": "snapdragon-8-gen-3",
+    # Same runtime as the estimator models, so the rows stay in the held-out figures; what differs:
+    "caveat": "llama.cpp ran 8 threads here, the 2 Cortex-A520 cores included, while the profile models 6 big-core "
+              "threads with an unfitted bandwidth efficiency and power; Xiao et al. (arXiv:2410.03613, Section "
+              "V-A1) found the two little cores slow llama.cpp on this SoC. Energy per token is power / decode "
+              "speed on both sides, so its ratio follows the decode-speed ratio",
+})
+
+XIAO = {
+    "id": "xiao2024",
+    "citation": "Xiao, Huang, Chen, Tian, 'Understanding Large Language Models in Your Pockets: Performance Study on "
+                "COTS Mobile Devices', arXiv:2410.03613 (IEEE Trans. Mobile Computing, 2026), Table II and Section "
+                "IV-B; setup in Section III and Table I. Read from a Markdown conversion of the paper in the stored "
+                "GitHub index (its repository is not named by the index)",
+    "url": "https://arxiv.org/abs/2410.03613",
+    "device": "vivo Pad3 Pro tablet (MediaTek Dimensity 9300, 16 GB, 10 GB available), Android 14",
+    "profile": "dimensity-9300",
+    "runtime": "llama.cpp, CPU, 6 threads, Llama-2-7B 4-bit (K-quant); 64-token prompt, 128 generated tokens; "
+               "20 consecutive rounds",
+    "energy_includes": "the OS settings' battery use of the app (the system's attribution to the app, not a gauge "
+                       "reading of the whole device), per round over 20 consecutive rounds, in mAh",
+    "time_is": "prefill and decode speed only (token/s)",
+    "memory_is": "not published (Section IV-A: about 3.8 GB during llama.cpp inference across devices)",
+}
+
+SOURCES = {s["id"]: s for s in (EHSANI, GEERLING_Q6A, TUMMALAPALLI, HUANG_8ELITE, HUANG_8GEN3, XIAO)}
 
 
 @dataclass(frozen=True)
@@ -111,6 +178,8 @@ class Anchor:
     # The llama.cpp quantization with the same bits per linear weight, when the published one
     # is another runtime's (None: ``quant`` itself)
     estimator_quant: str | None = None
+    decode_mj_per_token: float | None = None  # energy per decoded token (see the source's energy_includes)
+    mah_per_run: float | None = None  # battery charge per run, as published
 
     @property
     def window_s(self) -> float | None:
@@ -125,6 +194,23 @@ def _e(model: str, quant: str, prompt: int, params: float, weights: float, pp: f
        notes: tuple[str, ...] = ()) -> Anchor:
     return Anchor("ehsani2026", model, quant, prompt, 100, held_out, shape, params, weights, pp, tg, tp, td, total,
                   power, joules, peak, notes)
+
+
+def _h(source: str, model: str, shape: str, tg: float, mj: float, uah: float) -> Anchor:
+    """One llama.cpp baseline of Huang et al.'s Table 9: decode token/s, mJ and uAh per token."""
+    return Anchor(source, model, "4-bit (Q4_0 or Q4_1)", _HUANG_PROMPT, _HUANG_GEN, True, shape,
+                  decode_tokens_per_s=tg, decode_mj_per_token=mj, estimator_quant="q4_0",
+                  notes=(f"Table 9, llama.cpp row: {tg} token/s, {uah} uAh/token, {mj} mJ/token (averaged over 4 "
+                         f"datasets)",
+                         f"estimated at {_HUANG_PROMPT} prompt + {_HUANG_GEN} generated tokens (an evaluation point, "
+                         f"not published: the dataset lengths vary; the paper's shortest fixed-length setting), as "
+                         f"Q4_0 (Q4_1 would read ~11 % more bytes per token)"))
+
+
+# Huang et al.'s Table 9 is per token over datasets of varying lengths: the estimate is taken at the
+# paper's shortest fixed-length setting (Section 5.1). Per-token decode figures barely depend on it:
+# the estimated tok/s moves under 1 % between 32 + 84 and 83 + 360 tokens on both profiles.
+_HUANG_PROMPT, _HUANG_GEN = 64, 128
 
 
 # Ehsani et al., final_results.csv, every dense model (OLMoE is a mixture of experts: a token
@@ -163,6 +249,25 @@ PUBLISHED: tuple[Anchor, ...] = (
                   "25,128 ms; run_s = prefill + decode",
                   "estimated as Q4_0 (4.5 bits per linear weight, as q4f16_2's int4 groups of 32, float16 model "
                   "dtype) on the llama.cpp CPU profile",)),
+    # A fourth team (Huang et al., MNN-AECS), llama.cpp CPU on two phones: held out, fitted to nothing.
+    *(_h(src, model, shape, tg, mj, uah) for src, rows in (
+        ("huang2025-8elite", (("Qwen2.5-1.5B", "qwen2.5-1.5b", 33.5, 318.7, 21.2),
+                              ("Qwen2.5-3B", "qwen2.5-3b", 14.1, 756.8, 50.2),
+                              ("Llama3.2-1B", "llama-3.2-1b", 41.5, 267.8, 18.1),
+                              ("Llama3.2-3B", "llama-3.2-3b", 15.1, 742.2, 50.1))),
+        ("huang2025-8gen3", (("Qwen2.5-1.5B", "qwen2.5-1.5b", 11.3, 853.4, 56.9),
+                             ("Qwen2.5-3B", "qwen2.5-3b", 7.8, 1179.0, 81.3),
+                             ("Llama3.2-1B", "llama-3.2-1b", 18.2, 525.3, 36.6),
+                             ("Llama3.2-3B", "llama-3.2-3b", 7.3, 1226.8, 83.2))),
+    ) for model, shape, tg, mj, uah in rows),
+    # A fifth team (Xiao et al.), llama.cpp CPU on a Dimensity 9300 tablet: held out. The estimator
+    # has no Llama-2-7B shape, so the row is listed without ratios (with the reason).
+    Anchor("xiao2024", "Llama-2-7B", "4-bit K-quant", 64, 128, True, None, 7.0, prefill_tokens_per_s=10.63,
+           decode_tokens_per_s=8.22, mah_per_run=4.54,
+           notes=("no Llama-2-7B shape in shapes.PUBLISHED_SHAPES, so no estimate and no ratio",
+                  "Table II, (prompt, generation) = (64, 128) tokens: power drain 4.54 mAh/round, prefill 10.63 "
+                  "tok/s, decode 8.22 tok/s (Huawei MatePad 12.6 Pro, Kirin 9000E: 8.28 mAh, 6.67, 4.34; no profile "
+                  "for that SoC, so not listed)",)),
 )
 
 
@@ -242,6 +347,9 @@ def _figure(estimated: float | None, published: float | None) -> dict[str, float
 
 
 FIGURES = ("decode_tokens_per_s", "prefill_tokens_per_s", "run_s", "joules_per_run", "peak_memory_mb")
+# Per-token and battery figures some sources publish instead of a run's joules: in --json and in the
+# summary (the human per-row table prints FIGURES only)
+EXTRA_FIGURES = ("decode_mj_per_token", "mah_per_run")
 
 
 def compare_row(row: Anchor, profile: Any, fit: PhoneFit | None) -> dict[str, Any]:
@@ -260,7 +368,7 @@ def compare_row(row: Anchor, profile: Any, fit: PhoneFit | None) -> dict[str, An
     if row.shape is None or quant not in ("q4_k_m", "q4_0"):
         out["estimated"] = False
         out["why"] = "no estimator shape for this model" if row.shape is None else f"{row.quant} is not a quantization the estimator models"
-        for key in FIGURES:
+        for key in FIGURES + EXTRA_FIGURES:
             out[key] = _figure(None, getattr(row, key))
         return out
     shape = shape_from_config(row.shape, quant)
@@ -271,6 +379,12 @@ def compare_row(row: Anchor, profile: Any, fit: PhoneFit | None) -> dict[str, An
     joules = None
     if fit is not None and row.joules_per_run is not None:
         joules = en["joules_per_inference"] + fit.setup_j + fit.setup_j_per_gb * shape.weights_bytes / 1e9
+    mj_per_token = None
+    if row.decode_mj_per_token is not None:
+        # decode power above idle x time per token; plus the idle draw when the published figure keeps it
+        watts = profile.power.decode_w + (0.0 if SOURCES[row.source].get("energy_idle_subtracted", True)
+                                          else profile.power.idle_w)
+        mj_per_token = watts / lat["tokens_per_s"] * 1e3
     out.update({
         "estimated": True,
         "decode_tokens_per_s": _figure(lat["tokens_per_s"], row.decode_tokens_per_s),
@@ -283,6 +397,8 @@ def compare_row(row: Anchor, profile: Any, fit: PhoneFit | None) -> dict[str, An
                                    "protocol's spin-up, process start, load and exit" if row.window_s else None},
         "peak_memory_mb": _figure(e["memory"]["memory_mb"] - profile.runtime.overhead_mb if row.peak_memory_mb else None,
                                   row.peak_memory_mb),
+        "decode_mj_per_token": _figure(mj_per_token, row.decode_mj_per_token),
+        "mah_per_run": _figure(en["mah_per_inference"] if row.mah_per_run is not None else None, row.mah_per_run),
     })
     return out
 
@@ -292,7 +408,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     worst, range), and under ``not_comparable`` every held-out ratio left out of them, each
     with the reason: shown, not fitted away and not averaged in."""
     out = {}
-    for key in FIGURES:
+    for key in FIGURES + EXTRA_FIGURES:
         held = [r for r in rows if r["held_out"] and r[key]["ratio"] is not None]
         ratios = [r[key]["ratio"] for r in held if r["comparable"]]
         if ratios:
@@ -342,7 +458,10 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
             "rows of a runtime the estimator does not model (comparable: false, why_not_comparable) keep their "
             "ratios in the rows and in each summary figure's not_comparable list, outside the held-out medians and "
             "worst ratios",
-        ] + [f"{s['id']} is not in the held-out summary: {s['not_comparable']}" for s in sources if s.get("not_comparable")],
+            "decode_mj_per_token (energy per decoded token) and mah_per_run (battery charge per run) are for sources "
+            "that publish those instead of a run's joules; they are in --json rows and in the summary",
+        ] + [f"{s['id']} is not in the held-out summary: {s['not_comparable']}" for s in sources if s.get("not_comparable")]
+        + [f"{s['id']}: {s['caveat']}" for s in sources if s.get("caveat")],
     }
 
 

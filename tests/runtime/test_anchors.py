@@ -53,7 +53,8 @@ def test_compare_published_json_contract() -> None:
     r = CliRunner().invoke(app, ["estimate", "--compare-published", "--json"])
     assert r.exit_code == 0, r.stderr
     data = json.loads(r.stdout)
-    assert {row["source"] for row in data["rows"]} == {"ehsani2026", "geerling-q6a", "tummalapalli2026"}
+    assert {row["source"] for row in data["rows"]} == {"ehsani2026", "geerling-q6a", "tummalapalli2026",
+                                                       "huang2025-8elite", "huang2025-8gen3", "xiao2024"}
     for row in data["rows"]:
         assert isinstance(row["held_out"], bool) and isinstance(row["comparable"], bool)
         for key in ("decode_tokens_per_s", "run_s", "joules_per_run", "peak_memory_mb"):
@@ -108,5 +109,72 @@ def test_summary_shows_an_unreconciled_runtime_apart_with_its_reason() -> None:
         assert s[key]["held_out_rows"] == len(comparable) and s[key]["max_ratio"] == max(comparable)
     assert any(n.startswith("tummalapalli2026 is not in the held-out summary") for n in cmp["notes"])
     only = anchors.compare_published(only_profile="snapdragon-8-gen-3")
-    assert [r["source"] for r in only["rows"]] == ["tummalapalli2026"]
-    assert only["summary"]["decode_tokens_per_s"]["held_out_rows"] == 0
+    assert {r["source"] for r in only["rows"]} == {"tummalapalli2026", "huang2025-8gen3"}
+    # only the llama.cpp rows count on this profile; the MLC row stays apart
+    assert only["summary"]["decode_tokens_per_s"]["held_out_rows"] == 4
+    assert [e["source"] for e in only["summary"]["decode_tokens_per_s"]["not_comparable"]] == ["tummalapalli2026"]
+
+
+HUANG = ("huang2025-8elite", "huang2025-8gen3")
+
+
+def test_huang_and_xiao_rows_load_cited_and_held_out() -> None:
+    for sid in HUANG + ("xiao2024",):
+        src = anchors.SOURCES[sid]
+        for key in ("citation", "url", "device", "profile", "runtime", "energy_includes", "time_is", "memory_is"):
+            assert src[key], (sid, key)
+        load_profile(src["profile"])  # the source's SoC has a profile
+        rows = [r for r in anchors.PUBLISHED if r.source == sid]
+        assert rows and all(r.held_out for r in rows)
+    assert "2506.19884" in anchors.SOURCES["huang2025-8elite"]["url"] and "Table 9" in anchors.SOURCES["huang2025-8gen3"]["citation"]
+    assert "2410.03613" in anchors.SOURCES["xiao2024"]["url"] and "Table II" in anchors.SOURCES["xiao2024"]["citation"]
+    elite = {r.model: r for r in anchors.PUBLISHED if r.source == "huang2025-8elite"}
+    assert set(elite) == {"Qwen2.5-1.5B", "Qwen2.5-3B", "Llama3.2-1B", "Llama3.2-3B"}
+    qwen = elite["Qwen2.5-1.5B"]
+    assert (qwen.decode_tokens_per_s, qwen.decode_mj_per_token, qwen.joules_per_run) == (33.5, 318.7, None)
+    gen3 = next(r for r in anchors.PUBLISHED if r.source == "huang2025-8gen3" and r.model == "Llama3.2-3B")
+    assert (gen3.decode_tokens_per_s, gen3.decode_mj_per_token) == (7.3, 1226.8)
+    (xiao,) = [r for r in anchors.PUBLISHED if r.source == "xiao2024"]
+    assert (xiao.prompt_tokens, xiao.gen_tokens, xiao.mah_per_run, xiao.decode_tokens_per_s) == (64, 128, 4.54, 8.22)
+    assert xiao.shape is None
+
+
+def test_huang_and_xiao_rows_are_never_read_by_a_fit() -> None:
+    for sid in HUANG + ("xiao2024",):
+        with pytest.raises(ValueError, match="0 in-sample rows"):
+            anchors.fit_phone_model(sid, 84.8)
+    base = anchors.fit_phone_model("ehsani2026", 84.8)
+    scrambled = tuple(dataclasses.replace(r, decode_tokens_per_s=1.0, decode_mj_per_token=1e5, mah_per_run=1e3,
+                                          joules_per_run=1e4, prefill_s=99.0, decode_s=99.0, weights_mib=1.0)
+                      if r.source in HUANG + ("xiao2024",) else r for r in anchors.PUBLISHED)
+    assert anchors.fit_phone_model("ehsani2026", 84.8, scrambled) == base
+
+
+def test_summary_counts_the_per_token_energy_rows() -> None:
+    cmp = anchors.compare_published()
+    s = cmp["summary"]
+    rows = [r for r in cmp["rows"] if r["source"] in HUANG]
+    assert len(rows) == 8 and all(r["held_out"] and r["comparable"] and r["estimated"] for r in rows)
+    for r in rows:
+        c = r["decode_mj_per_token"]
+        assert c["ratio"] == pytest.approx(c["estimated"] / c["published"])
+        assert r["joules_per_run"]["published"] is None and r["joules_per_run"]["ratio"] is None
+    # the published figure keeps the whole draw: the estimate is (decode_w + idle_w) / estimated tok/s
+    row = next(r for r in rows if r["source"] == "huang2025-8elite" and r["model"] == "Qwen2.5-1.5B")
+    elite = load_profile("snapdragon-8-elite")
+    assert row["decode_mj_per_token"]["estimated"] == pytest.approx(
+        (elite.power.decode_w + elite.power.idle_w) / row["decode_tokens_per_s"]["estimated"] * 1e3)
+    e = s["decode_mj_per_token"]
+    assert e["held_out_rows"] == 8 and e["min_ratio"] <= e["median_ratio"] <= e["max_ratio"]
+    # decode speed: every comparable held-out row, the eight new ones among them
+    decode = [r["decode_tokens_per_s"]["ratio"] for r in cmp["rows"]
+              if r["held_out"] and r["comparable"] and r["decode_tokens_per_s"]["ratio"] is not None]
+    assert s["decode_tokens_per_s"]["held_out_rows"] == len(decode) and len(decode) >= 13
+    # the energy-per-run figure (and the mAh range built on it) still reads Ehsani's held-out rows only
+    assert s["joules_per_run"]["held_out_rows"] == 4
+    # the tablet row has no estimator shape: listed with its published figures and the reason, no ratio
+    xiao = next(r for r in cmp["rows"] if r["source"] == "xiao2024")
+    assert xiao["estimated"] is False and "no estimator shape" in xiao["why"]
+    assert xiao["mah_per_run"] == {"estimated": None, "published": 4.54, "ratio": None}
+    assert s["mah_per_run"]["held_out_rows"] == 0
+    assert any(n.startswith("huang2025-8gen3: llama.cpp ran 8 threads") for n in cmp["notes"])
