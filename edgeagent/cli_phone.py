@@ -235,7 +235,8 @@ def demo_command(
             f"({summary['unrequested_sensitive_allowed']} let through)")
     if policy == "model":
         line = f"{info.get('agent')} ({info.get('prompt_format')} prompt, {phrasing} phrasing): " + line
-        line += (f"\nper step (median, measured here, {summary.get('threads')} threads): TTFT {summary.get('ttft_ms')} ms · "
+        threads = summary.get("threads")
+        line += (f"\nper step (median, measured here, {threads} thread{'' if threads == 1 else 's'}): TTFT {summary.get('ttft_ms')} ms · "
                  f"TPOT {summary.get('tpot_ms')} ms · {summary.get('tokens_per_s')} tok/s · "
                  f"{summary.get('prompt_tokens_per_step')} prompt tokens ({summary.get('evaluated_prompt_tokens_per_step')} evaluated) · "
                  f"RSS peak {summary.get('rss_peak_mb')} MB")
