@@ -186,6 +186,16 @@ def _earlier_card(init_adapter: str | None) -> dict | None:
     if Path(init_adapter).is_file() and card.is_file():
         earlier = json.loads(card.read_text())
         return {"step": earlier.get("step"), "training": earlier.get("training")}
+    # a run's checkpoint, runs/agent/runN/adapters/step-S: that run's recipe, and its own start
+    adapter = Path(init_adapter)
+    recipe = adapter.parent.parent / "recipe.json"
+    if adapter.parent.name == "adapters" and adapter.name.startswith("step-") and recipe.is_file():
+        r = json.loads(recipe.read_text())
+        training = {k: r[k] for k in ("data", "holdout", "threads") if k in r} | {"config": r.get("config")}
+        before = _earlier_card(r.get("init_adapter") or (r.get("config") or {}).get("init_adapter"))
+        if before is not None:
+            training["continued_from"] = before
+        return {"adapter": init_adapter, "step": int(adapter.name.split("-", 1)[1]), "training": training}
     return {"adapter": init_adapter}
 
 
