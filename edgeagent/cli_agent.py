@@ -24,6 +24,7 @@ def run_command(
     agent: Optional[str] = typer.Option(None, "--agent", help=AGENT_HELP),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="A bundle from `edgeagent convert`: its best variant runs (with --profile: the one `edgeagent select` picks)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Device profile: run the bundle's variant selected for it (default bundle: the built-in model's)."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="A variant of --bundle by id (default: its best)."),
     quant: str = typer.Option("q8_0", "--quant", help="The shipped agent's quantization when --model is not given."),
     device: str = typer.Option("emulator", "--device", help="emulator | adb | adb:SERIAL"),
     max_steps: int = typer.Option(20, "--max-steps", min=1),
@@ -62,7 +63,8 @@ def run_command(
             fail(f"{task_json}: not a task spec (JSON nested too deeply)")
         task = spec.instruction
 
-    choice = choose_model(model=model, agent=agent, bundle=bundle, profile=profile, quant=quant, threads=threads)
+    choice = choose_model(model=model, agent=agent, bundle=bundle, profile=profile, quant=quant, threads=threads,
+                          variant=variant)
     model_path, bundle_format = choice.path, choice.prompt_format
     dev, phone = open_device(device)
     if spec is not None and phone is None:

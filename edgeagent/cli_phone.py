@@ -158,10 +158,14 @@ def demo_command(
     model: Optional[Path] = typer.Option(None, "--model", help="GGUF to run instead of the shipped agent."),
     agent: Optional[str] = typer.Option(None, "--agent", help="Which shipped agent runs without --model: builtin (the default, the best by measurement) or smollm2 (needs the agent extra), or an agent directory."),
     quant: str = typer.Option("q8_0", "--quant", help="The shipped agent's quantization."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="A bundle from `edgeagent convert`: its best variant "
+                                          "runs with the bundle's prompt format (see --variant, --profile)."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="A variant of --bundle by id (default: its best)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Run the --bundle variant `edgeagent select` picks for this device profile."),
     apps: Optional[list[str]] = typer.Option(None, "--apps", help=APPS_HELP),
     exclude_app: Optional[list[str]] = typer.Option(
         None, "--exclude-app",
-        help=EXCLUDE_HELP + " Default: the built-in model's held-out apps when it runs, none with --model."),
+        help=EXCLUDE_HELP + " Default: the built-in model's held-out apps when it runs, none with --model or --bundle."),
     templates: Optional[list[str]] = typer.Option(None, "--templates", help=TEMPLATES_HELP),
     phrasing: str = typer.Option("template", "--phrasing", help=PHRASING_HELP),
     raw_prompt: bool = typer.Option(False, "--raw-prompt", help="Send the plain step prompt, not the model's chat template."),
@@ -190,7 +194,7 @@ def demo_command(
     gate = sensitive_gate(sensitive, json_out)
     # The built-in model never saw these apps; the demo shows what it was trained for. A GGUF
     # of one of its checkpoints (--model) is validated the same way with --exclude-app Notes.
-    exclude = exclude_app or (list(HELD_OUT_APPS) if policy == "model" and model is None else None)
+    exclude = exclude_app or (list(HELD_OUT_APPS) if policy == "model" and model is None and bundle is None else None)
     tasks = _tasks_or_fail(n, seed, apps, exclude, templates, phrasing)
     start = time.perf_counter()
     info: dict = {"policy": policy, "device": "emulated", "phrasing": phrasing}
@@ -201,7 +205,8 @@ def demo_command(
         from edgeagent.cli_common import choose_model, open_engine
 
         quiet_llama(verbose)
-        choice = choose_model(model=model, agent=agent, quant=quant)
+        choice = choose_model(model=model, agent=agent, quant=quant, bundle=bundle, variant=variant, profile=profile,
+                              threads=threads)
         model_path = choice.path
         engine = open_engine(model_path, threads, verbose)
         fmt = engine_prompt_format(engine, bundle_format=choice.prompt_format, raw=raw_prompt)
@@ -210,7 +215,8 @@ def demo_command(
                 fail(f"--layout {layout!r}: expected episode or step")
             if fmt.kind == "chat":
                 fmt = fmt.with_layout(layout)
-        info.update(model=str(model_path), agent=choice.name, quant=quant if model is None else None, threads=engine.n_threads,
+        info.update(model=str(model_path), agent=choice.name, quant=quant if model is None and bundle is None else None,
+                    threads=engine.n_threads,
                     prefix_reuse=prefix_reuse, rescore=rescore,
                     prompt_format=f"{fmt.kind}/{fmt.layout}" if fmt.kind == "chat" else "plain")
         factory = model_policy_factory(engine, reuse_prefix=prefix_reuse, prompt_format=fmt, rescore=rescore)

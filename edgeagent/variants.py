@@ -66,13 +66,17 @@ def resolve_model(model: Path | None, quant: str = "q8_0", agent: str | None = N
 
 def resolve_variant(*, model: Path | None = None, agent: str | None = None, bundle: Path | None = None,
                     profile: str | None = None, quant: str = "q8_0", threads: int | None = None,
-                    note: Callable[[str], None] | None = None) -> ModelChoice:
-    """The GGUF ``run`` runs. With ``bundle`` or ``profile``: the bundle's variant (every file's
-    sha256 checked first): its best (``Bundle.best_quality``), or the one ``select_variant``
-    picks for the profile; ``profile`` alone uses the built-in model's bundle. Else
-    ``resolve_model``."""
+                    variant: str | None = None, note: Callable[[str], None] | None = None) -> ModelChoice:
+    """The GGUF ``run`` and ``demo`` run. With ``bundle`` or ``profile``: the bundle's variant
+    (every file's sha256 checked first): ``variant`` by id, else its best
+    (``Bundle.best_quality``), or the one ``select_variant`` picks for the profile; ``profile``
+    alone uses the built-in model's bundle. Else ``resolve_model``."""
     if bundle is not None and model is not None:
         raise VariantError("give --model or --bundle, not both")
+    if variant is not None and bundle is None:
+        raise VariantError("--variant names a variant of --bundle; give --bundle too")
+    if variant is not None and profile is not None:
+        raise VariantError("give --variant or --profile (which selects one), not both")
     if profile is not None and model is not None:
         raise VariantError("--profile selects a variant of a bundle; drop --model (or use --bundle)")
     if bundle is None and profile is None:
@@ -92,8 +96,11 @@ def resolve_variant(*, model: Path | None = None, agent: str | None = None, bund
     except BundleError as exc:
         raise VariantError(str(exc)) from None
     if profile is None:
-        variant = loaded.best_quality()
-        return ModelChoice(variant.path, f"{bundle} {variant.id}", loaded.prompt_format)
+        try:
+            chosen = loaded.variant(variant) if variant is not None else loaded.best_quality()
+        except BundleError as exc:
+            raise VariantError(str(exc)) from None
+        return ModelChoice(chosen.path, f"{bundle} {chosen.id}", loaded.prompt_format)
     from edgeagent.profiles import ProfileError, load_profile
     from edgeagent.select import NoVariantFits, select_variant
 

@@ -86,3 +86,35 @@ def test_demo_prints_a_table() -> None:
     result = invoke("demo", "--policy", "expert", "--n", "3")
     assert result.exit_code == 0, result.output
     assert "success_rate 100%" in result.stdout
+
+
+def test_demo_runs_a_bundle_variant_with_the_bundles_prompt_format(tiny_bundle) -> None:
+    """`demo --bundle B [--variant ID]`: a converted bundle is measured on many tasks the way `run
+    --bundle` runs one (the bundle's own prompt format, every file's checksum checked first)."""
+    result = invoke("demo", "--bundle", str(tiny_bundle), "--variant", "tiny-q8_0", "--n", "2", "--threads", "1",
+                    "--max-steps", "2", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["agent"] == f"{tiny_bundle} tiny-q8_0" and out["model"].endswith(".gguf")
+    assert out["quant"] is None and out["prompt_format"] == "plain" and len(out["episodes"]) == 2
+    best = json.loads(invoke("demo", "--bundle", str(tiny_bundle), "--n", "1", "--threads", "1", "--max-steps", "1",
+                             "--json").stdout)
+    assert best["agent"] == f"{tiny_bundle} tiny-f32"  # the best-quality variant by default
+
+
+def test_demo_variant_errors_are_one_line() -> None:
+    unknown = invoke("demo", "--variant", "x", "--n", "1")
+    assert unknown.exit_code == 2 and "--variant names a variant of --bundle" in unknown.output
+    assert "Traceback" not in unknown.output
+
+
+def test_demo_unknown_bundle_variant_names_the_manifest(tiny_bundle) -> None:
+    r = invoke("demo", "--bundle", str(tiny_bundle), "--variant", "nope", "--n", "1")
+    assert r.exit_code == 2 and "no variant 'nope'" in r.output and "tiny-f32" in r.output
+
+
+def test_run_takes_a_bundle_variant_too(tiny_bundle) -> None:
+    r = invoke("run", "--bundle", str(tiny_bundle), "--variant", "tiny-q8_0", "--task", "Open Clock", "--max-steps", "1",
+               "--threads", "1", "--json")
+    assert r.exit_code == 0, r.output
+    assert "q8_0" in json.loads(r.stdout)["model"]
