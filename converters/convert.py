@@ -255,7 +255,8 @@ def convert(cfg: ConvertConfig, *, log: Callable[[str], None] | None = None, pro
     if cfg.finetune.epochs > 0:
         t = time.perf_counter()
         ft_cfg = replace(cfg.finetune, exits=trained_exits, exit_kind=cfg.exit_kind, seed=cfg.seed)
-        say(f"[4/8] fine-tune: QLoRA r={ft_cfg.rank} alpha={ft_cfg.alpha} lr={ft_cfg.lr} epochs={ft_cfg.epochs} "
+        kind = "QLoRA (NF4 base)" if ft_cfg.load_in_4bit else "LoRA (full-precision base)"
+        say(f"[4/8] fine-tune: {kind} r={ft_cfg.rank} alpha={ft_cfg.alpha} lr={ft_cfg.lr} epochs={ft_cfg.epochs} "
             f"batch={ft_cfg.batch_size}" + (f", exits {list(trained_exits)} ({cfg.exit_kind})" if trained_exits else ""))
         try:
             result = finetune(base, train, work / "finetune", ft_cfg, heldout=held, resume=cfg.resume,
@@ -316,7 +317,7 @@ def convert(cfg: ConvertConfig, *, log: Callable[[str], None] | None = None, pro
             ref = measure_variant(ref_path, heldout=heldout_pairs, tasks=tasks, prompt_format=fmt,
                                   max_steps=cfg.eval_max_steps, threads=threads)
             measurements["reference"] = {"quant": "f16", "exit_layer": n_layers, **ref}
-            say(f"      reference (f16, not shipped): " + _quality_text(ref["quality"]))
+            say("      reference (f16, not shipped): " + _quality_text(ref["quality"]))
         timings["measure"] = time.perf_counter() - t
 
         # -- 8. publish --------------------------------------------------------------------
