@@ -215,7 +215,7 @@ def demo_command(
                 fail(f"--layout {layout!r}: expected episode or step")
             if fmt.kind == "chat":
                 fmt = fmt.with_layout(layout)
-        info.update(model=str(model_path), agent=choice.name, quant=quant if model is None and bundle is None else None,
+        info.update(model=str(model_path), agent=choice.name, quant=quant if model is None and bundle is None and profile is None else None,
                     threads=engine.n_threads,
                     prefix_reuse=prefix_reuse, rescore=rescore,
                     prompt_format=f"{fmt.kind}/{fmt.layout}" if fmt.kind == "chat" else "plain")
