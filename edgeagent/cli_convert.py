@@ -54,7 +54,11 @@ def convert_command(
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop fine-tuning after N optimizer steps."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Examples per optimizer step."),
     micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size", min=1,
-                                                   help="Examples per forward pass (default: the batch size)."),
+                                                   help="Examples per forward pass (default: 1 for the episode layout, "
+                                                   "whose examples differ in length, else the batch size)."),
+    grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing/--no-grad-checkpointing",
+                                            help="Recompute activations in the backward pass: less memory, about a "
+                                            "third more compute."),
     max_seq_len: int = typer.Option(4096, "--max-seq-len", min=8, help="Longer examples are left out (counted)."),
     layout: str = typer.Option("episode", "--layout", help="A chat model's prompt layout, in training and in the "
                                "bundle: episode (one multi-turn example per episode) or step (one prompt per step)."),
@@ -86,8 +90,8 @@ def convert_command(
 
     ft = FinetuneConfig(
         rank=rank, alpha=alpha, dropout=dropout, lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-        micro_batch_size=micro_batch_size or batch_size, max_seq_len=max_seq_len, ckpt_every=ckpt_every,
-        load_in_4bit=not no_4bit, seed=seed,
+        micro_batch_size=micro_batch_size or (1 if layout == "episode" else batch_size), max_seq_len=max_seq_len,
+        ckpt_every=ckpt_every, load_in_4bit=not no_4bit, gradient_checkpointing=grad_checkpointing, seed=seed,
     )
     cfg = ConvertConfig(
         model=model, data=list(data), out=out, profile=profile,
@@ -109,7 +113,7 @@ def convert_command(
 
     work_existed = work.exists()
     try:
-        manifest = convert(cfg, log=say, progress=err_console.is_terminal and not json_out)
+        manifest = convert(cfg, log=say, progress=True)  # a bar on a terminal, else a line per step (stderr)
     except (ConvertError, RecursionError) as e:
         if not work_existed and work.is_dir() and not any(work.iterdir()):
             work.rmdir()  # a run that failed before its first intermediate file leaves nothing

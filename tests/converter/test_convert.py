@@ -621,3 +621,27 @@ def test_builtin_recipe_trains_on_several_trace_files_and_resumes(tmp_path) -> N
     missing = tmp_path / "missing.jsonl"
     with pytest.raises(SystemExit, match="missing.jsonl: no such traces file"):
         recipe_main(["--data", str(base), str(missing), "--out", str(out)])
+
+
+def test_convert_trains_an_episode_per_forward_pass_without_recomputation(tmp_path, monkeypatch) -> None:
+    """The command's defaults follow the recipe's measured levers (train_agent levers): episodes
+    differ in length, so the episode layout takes one per forward pass (no padding), and
+    gradient checkpointing is off unless asked for; the step layout keeps the batch whole."""
+    import converters.convert as convert_mod
+
+    seen = []
+
+    def capture(cfg, **_):
+        seen.append(cfg.finetune)
+        raise convert_mod.ConvertError("captured")
+
+    monkeypatch.setattr(convert_mod, "convert", capture)
+    data = tmp_path / "d.jsonl"
+    data.write_text("")
+    for extra in ([], ["--layout", "step"], ["--grad-checkpointing", "--micro-batch-size", "2"]):
+        result = CliRunner().invoke(app, ["convert", "builtin", "--data", str(data), "-o", str(tmp_path / "b"), *extra])
+        assert result.exit_code == 2 and "captured" in result.output
+    episode, step, asked = seen
+    assert (episode.micro_batch_size, episode.gradient_checkpointing) == (1, False)
+    assert (step.micro_batch_size, step.batch_size) == (8, 8)
+    assert (asked.micro_batch_size, asked.gradient_checkpointing) == (2, True)
