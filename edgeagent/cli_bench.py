@@ -78,6 +78,16 @@ def _json():
     return typer.Option(False, "--json", help="Print the result as JSON.")
 
 
+def _bundle():
+    return typer.Option(None, "--bundle", help="Early exit on a bundle `edgeagent convert` wrote: its full-depth and "
+                        "exit variants at --quant, with its prompt format.")
+
+
+def _exclude_app():
+    return typer.Option(None, "--exclude-app", help="Leave this app's tasks out (repeatable; the built-in model "
+                        "leaves out the apps it never saw).")
+
+
 @bench_app.callback()
 def bench_command(
     ctx: typer.Context,
@@ -96,6 +106,8 @@ def bench_command(
     heads: Optional[Path] = _heads(),
     train_exit_steps: int = typer.Option(0, "--train-exit-steps", help="Train dedicated exit heads first (EE-Tuning)."),
     n_draft: int = typer.Option(4, "--n-draft", help="Draft length for self-speculative decoding."),
+    bundle: Optional[Path] = _bundle(),
+    exclude_app: Optional[list[str]] = _exclude_app(),
     ablation: bool = typer.Option(False, "--ablation", help="= bench ablation."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Device profile for --ablation."),
     gqa_model: Optional[Path] = typer.Option(None, "--gqa-model", help="GQA-converted sibling (HF dir) for --ablation."),
@@ -109,7 +121,8 @@ def bench_command(
     if ctx.invoked_subcommand is not None:
         return  # the subcommand runs with its own options
     if early_exit:
-        _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out)
+        _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out, bundle,
+                    exclude_app)
     elif ablation:
         _ablation(model, profile, gqa_model, shape, gqa_groups, exits, heads, tasks, seed, prompt_tokens, gen_tokens,
                   threads, png, json_out)
@@ -149,11 +162,14 @@ def early_exit_command(
     heads: Optional[Path] = _heads(),
     train_exit_steps: int = typer.Option(0, "--train-exit-steps", help="Train dedicated exit heads first (EE-Tuning)."),
     n_draft: int = typer.Option(4, "--n-draft", help="Draft length for self-speculative decoding."),
+    bundle: Optional[Path] = _bundle(),
+    exclude_app: Optional[list[str]] = _exclude_app(),
     threads: Optional[int] = _threads(),
     json_out: bool = _json(),
 ) -> None:
     """Exit depths (task success, tokens/s, perplexity) and self-speculative decoding, on the agent."""
-    _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out)
+    _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out, bundle,
+                exclude_app)
 
 
 @bench_app.command("ablation")
@@ -230,13 +246,20 @@ def stock_command(
         console.print(line, highlight=False)
 
 
-def _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out) -> None:
-    from edgeagent.early_exit_bench import bench_model, early_exit_rows, run_early_exit_bench
+def _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out, bundle=None,
+                exclude_app=None) -> None:
+    from edgeagent.early_exit_bench import bench_bundle, bench_model, early_exit_rows, run_early_exit_bench
     from edgeagent.engine import EngineError
 
     say = (lambda _msg: None) if json_out else err_console.print
+    if bundle is not None and (model is not None or heads is not None or train_exit_steps):
+        fail("--bundle brings its own model and exits: drop --model, --heads and --train-exit-steps")
+    exclude = [a for item in exclude_app or [] for a in item.split(",") if a.strip()] or None
     try:
-        target = bench_model(model, exits)
+        if bundle is not None:
+            target = bench_bundle(bundle, quant, exits, exclude_apps=exclude)
+        else:
+            target = bench_model(model, exits, exclude_apps=exclude)
         training = None
         if heads is None and train_exit_steps > 0:
             heads, training = _train_exit_heads(target, seed, train_exit_steps, say)

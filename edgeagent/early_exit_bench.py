@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from edgeagent.agent.episode import expert_examples
+from edgeagent.agent.policy import engine_prompt_format
 from edgeagent.agent.evaluate import evaluate_tasks, model_policy_factory
 from edgeagent.atomic import write_text
 from edgeagent.engine import Engine
@@ -50,11 +51,15 @@ WITHIN_POINTS = 5.0
 # running the agent
 
 
-def _run_agent_tasks(engine, tasks, *, max_steps: int) -> dict:
+def _is_chat(prompt_format, path: Path) -> bool:
+    return prompt_format is not None and prompt_format.kind == "chat"
+
+
+def _run_agent_tasks(engine, tasks, *, max_steps: int, prompt_format=None) -> dict:
     """The agent (``ModelPolicy`` on ``engine``) on each task through ``evaluate_tasks``, as
     ``edgeagent demo`` runs it (a fresh phone per task, its app list narrowing ``open_app``);
     per-step outputs and timings."""
-    result = evaluate_tasks(model_policy_factory(engine), tasks, max_steps=max_steps)
+    result = evaluate_tasks(model_policy_factory(engine, prompt_format=prompt_format), tasks, max_steps=max_steps)
     episodes = [_episode_record(ep) for ep in result["episodes"]]
     return {"episodes": episodes, **_summarize(episodes), "task_success": result["success_rate"]}
 
@@ -90,15 +95,17 @@ def _summarize(episodes: list[dict]) -> dict:
     }
 
 
-def _static_row(path: Path, tasks, *, exit_layer: int, head: str, examples, n_threads, n_ctx, max_steps) -> dict:
+def _static_row(path: Path, tasks, *, exit_layer: int, head: str, examples, n_threads, n_ctx, max_steps,
+                prompt_format=None) -> dict:
     before = rss_mb()
     with PeakRSS() as peak:
         engine = Engine(path, n_ctx=n_ctx, n_threads=n_threads, track_peak_rss=False, seed=0)
         try:
-            run = _run_agent_tasks(engine, tasks, max_steps=max_steps)
+            run = _run_agent_tasks(engine, tasks, max_steps=max_steps, prompt_format=prompt_format)
         finally:
             engine.close()
-    ppl = heldout_perplexity(path, text_examples(path, examples), threads=n_threads) if examples else {"perplexity": None}
+    ppl = (heldout_perplexity(path, text_examples(path, examples, chat=_is_chat(prompt_format, path)), threads=n_threads)
+           if examples else {"perplexity": None})
     return {
         "exit_layer": exit_layer,
         "head": head,
@@ -115,11 +122,9 @@ def _static_row(path: Path, tasks, *, exit_layer: int, head: str, examples, n_th
 
 
 def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_draft: int, n_threads, n_ctx,
-                              max_steps: int, confidence: float | None, progress) -> dict:
+                              max_steps: int, confidence: float | None, progress, prompt_format=None) -> dict:
     """Full model (Engine) vs speculative engines on the same tasks, alternating order (each
     task through ``evaluate_tasks`` per engine, so the runs of one task are side by side)."""
-    from edgeagent.agent.policy import engine_prompt_format
-
     engines: dict[str, Any] = {"full": Engine(full, n_ctx=n_ctx, n_threads=n_threads, track_peak_rss=False, seed=0)}
     engines["full_forced_batching"] = SelfSpeculativeEngine(full, None, n_draft=0, n_ctx=n_ctx, n_threads=n_threads)
     for k, path in drafts.items():
@@ -131,7 +136,8 @@ def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_d
         if confidence is not None:
             engines[f"draft{k}_calm"] = SelfSpeculativeEngine(full, path, n_draft=n_draft, n_ctx=n_ctx,
                                                               n_threads=n_threads, confidence=confidence)
-    fmt = engine_prompt_format(engines["full"])  # the variants are cut from one model: one prompt format
+    # the variants are cut from one model: one prompt format (the bundle's, else the full GGUF's)
+    fmt = prompt_format if prompt_format is not None else engine_prompt_format(engines["full"])
     policies = {name: model_policy_factory(e, prompt_format=fmt) for name, e in engines.items()}
     episodes: dict[str, list[dict]] = {name: [] for name in engines}
     successes: dict[str, list[float]] = {name: [] for name in engines}
@@ -244,6 +250,11 @@ class BenchModel:
     exclude_apps: Sequence[str] | None
     work: Path
     builtin: bool
+    # A bundle's own variants ({exit depth: GGUF}, the full depth included) instead of packing
+    # them from ``model_dir``, and the prompt format its manifest records (None: the GGUF's own).
+    prepacked: dict[int, Path] | None = None
+    prompt_format: Any = None
+    exit_kind: str | None = None
 
 
 def bench_model(model: str | Path | None = None, exits: str | Sequence[int | float] | None = None, *,
@@ -272,6 +283,39 @@ def bench_model(model: str | Path | None = None, exits: str | Sequence[int | flo
     work.mkdir(parents=True, exist_ok=True)
     return BenchModel(model_dir, n_layers, config.get("max_position_embeddings"), exit_layers, exclude_apps, work,
                       builtin)
+
+
+def bench_bundle(bundle: str | Path, quant: str = "q8_0", exits: str | Sequence[int | float] | None = None, *,
+                 exclude_apps: Sequence[str] | None = None) -> BenchModel:
+    """A bundle ``edgeagent convert`` wrote, as an early-exit bench target: its variants at
+    ``quant`` (the full depth and every exit, or the ``exits`` asked for), run with the prompt
+    format its manifest records. Raises ValueError naming the bundle when a depth is missing."""
+    from edgeagent.bundle import BundleError, load_bundle
+    from edgeagent.export.exit_pack import parse_exits
+
+    try:
+        b = load_bundle(bundle)
+    except BundleError as e:
+        raise ValueError(str(e)) from None
+    n_layers = b.n_layers
+    at_quant = {v.exit_layer: b.root / v.path for v in b.variants if v.quant.lower() == quant.lower()}
+    if n_layers not in at_quant:
+        quants = sorted({v.quant for v in b.variants if v.is_full_depth})
+        raise ValueError(f"{b.root}: no full-depth {quant} variant (full depth: {', '.join(quants) or 'none'}); "
+                         "choose --quant among them")
+    wanted = [k for k in parse_exits(exits, n_layers) if k < n_layers] if exits else sorted(k for k in at_quant if k < n_layers)
+    missing = [k for k in wanted if k not in at_quant]
+    if missing or not wanted:
+        have = sorted(k for k in at_quant if k < n_layers)
+        raise ValueError(f"{b.root}: no {quant} exit at depth {', '.join(map(str, missing)) or '(none asked)'} "
+                         f"(its {quant} exits: {', '.join(map(str, have)) or 'none'}; convert with --exits)")
+    source = b.manifest.get("source_model") or {}
+    heads = source.get("exit_heads") or {}
+    work = b.root.parent / f".{b.root.name}.early-exit"
+    work.mkdir(parents=True, exist_ok=True)
+    return BenchModel(b.root, n_layers, None, wanted, exclude_apps, work, False,
+                      prepacked={k: at_quant[k] for k in [*wanted, n_layers]}, prompt_format=b.prompt_format,
+                      exit_kind=heads.get("kind") if isinstance(heads, dict) else None)
 
 
 def head_training_traces(target: BenchModel, seed: int, n_tasks: int = 300) -> Path:
@@ -313,33 +357,42 @@ def run_early_exit_bench(
     n_ctx = min(n_ctx, int(target.max_positions or n_ctx))  # no context past training
     heads_path = Path(heads) if heads is not None else None
 
-    say(f"packing exits {exit_layers} of {model_dir} at {quant}")
-    full, shared, trained = _variants(model_dir, exit_layers, n_layers, quant, heads_path, target.work, threads)
+    if target.prepacked is not None:  # a bundle: its own variants, exits trained in the fine-tune
+        say(f"bundle {model_dir}: exits {exit_layers} at {quant}")
+        full = target.prepacked[n_layers]
+        shared = {k: target.prepacked[k] for k in exit_layers}
+        trained: dict[int, Path] = {}
+        exit_head = f"bundle ({target.exit_kind or 'shared'}, fine-tuned)"
+    else:
+        say(f"packing exits {exit_layers} of {model_dir} at {quant}")
+        full, shared, trained = _variants(model_dir, exit_layers, n_layers, quant, heads_path, target.work, threads)
+        exit_head = "shared"
     task_list = generate_tasks(tasks, seed, exclude_apps=exclude_apps)
-    examples = expert_examples(heldout_tasks, seed + 1, exclude_apps) if heldout_tasks else []
 
     # Warm-up (not recorded): the first agent run in a process allocates the emulator's and
     # Python's own memory, which would otherwise be charged to whichever variant runs first.
     warm = Engine(shared[exit_layers[0]], n_ctx=n_ctx, n_threads=threads, track_peak_rss=False, seed=0)
     try:
-        _run_agent_tasks(warm, task_list[:1], max_steps=2)
+        fmt = target.prompt_format if target.prompt_format is not None else engine_prompt_format(warm)
+        _run_agent_tasks(warm, task_list[:1], max_steps=2, prompt_format=fmt)
     finally:
         warm.close()
+    examples = expert_examples(heldout_tasks, seed + 1, exclude_apps, prompt_format=fmt) if heldout_tasks else []
 
     rows = []
     say(f"full model: {tasks} tasks")
     full_row = _static_row(full, task_list, exit_layer=n_layers, head="final", examples=examples,
-                           n_threads=threads, n_ctx=n_ctx, max_steps=max_steps)
+                           n_threads=threads, n_ctx=n_ctx, max_steps=max_steps, prompt_format=fmt)
     rows.append(full_row)
     comparison = []
     for k in exit_layers:
         say(f"exit {k}: {tasks} tasks")
-        untrained = _static_row(shared[k], task_list, exit_layer=k, head="shared", examples=examples,
-                                n_threads=threads, n_ctx=n_ctx, max_steps=max_steps)
+        untrained = _static_row(shared[k], task_list, exit_layer=k, head=exit_head, examples=examples,
+                                n_threads=threads, n_ctx=n_ctx, max_steps=max_steps, prompt_format=fmt)
         row = untrained
         if k in trained:
             row = _static_row(trained[k], task_list, exit_layer=k, head="dedicated (trained)", examples=examples,
-                              n_threads=threads, n_ctx=n_ctx, max_steps=max_steps)
+                              n_threads=threads, n_ctx=n_ctx, max_steps=max_steps, prompt_format=fmt)
             comparison.append({
                 "exit_layer": k,
                 "untrained_shared_task_success": untrained["task_success"],
@@ -364,7 +417,7 @@ def run_early_exit_bench(
     say(f"self-speculative decoding: drafts at {draft_layers}, n_draft={n_draft}, {tasks} tasks side by side")
     spec = _speculative_side_by_side(full, draft_paths, task_list, n_draft=n_draft, n_threads=threads, n_ctx=n_ctx,
                                      max_steps=max_steps, confidence=confidence,
-                                     progress=lambda d, t: say(f"  speculative: task {d}/{t}"))
+                                     progress=lambda d, t: say(f"  speculative: task {d}/{t}"), prompt_format=fmt)
     exact = {name: c for name, c in spec["configs"].items() if name.startswith("draft") and not name.endswith("_calm")}
     default = {name: c for name, c in exact.items() if name[len("draft"):].isdigit()}  # every speed-up on
     best_name = max(default, key=lambda n: default[n]["speedup"]) if default else None
@@ -394,6 +447,7 @@ def run_early_exit_bench(
         "mode": "early_exit",
         "measured": True,
         "model": str(model_dir),
+        "bundle": target.prepacked is not None,
         "builtin": target.builtin,
         "quant": quant,
         "n_layers": n_layers,

@@ -94,10 +94,13 @@ def heldout_perplexity(model_path: str | os.PathLike, examples: Sequence[tuple[S
             "examples": len(examples), "source": "measured"}
 
 
-def text_examples(model_path: str | os.PathLike, examples: Sequence[dict]) -> list[tuple[list[int], list[int]]]:
+def text_examples(model_path: str | os.PathLike, examples: Sequence[dict], *,
+                  chat: bool = False) -> list[tuple[list[int], list[int]]]:
     """Prompt/completion dicts as (input_ids, labels) for ``heldout_perplexity``, tokenized by
     the GGUF's own tokenizer as the model is trained and run: the prompt with BOS (context),
-    then the completion, a newline and EOS (the targets)."""
+    then the completion, a newline and EOS (the targets). ``chat``: the prompt is already in
+    the chat template (BOS only where the vocabulary adds one) and the assistant's turn is the
+    completion then the end-of-turn token, as ``converters.data.encode_chat`` trains it."""
     from edgeagent.engine import load_llama
 
     llm = load_llama(model_path, vocab_only=True)
@@ -106,7 +109,8 @@ def text_examples(model_path: str | os.PathLike, examples: Sequence[dict]) -> li
         pairs = []
         for ex in examples:
             prompt = llm.tokenize(ex["prompt"].encode("utf-8"), add_bos=True, special=True)
-            target = llm.tokenize((ex["completion"] + "\n").encode("utf-8"), add_bos=False, special=True) + [eos]
+            answer = ex["completion"] if chat else ex["completion"] + "\n"
+            target = llm.tokenize(answer.encode("utf-8"), add_bos=False, special=True) + [eos]
             pairs.append((prompt + target, [IGNORE] * len(prompt) + target))
         return pairs
     finally:

@@ -110,12 +110,20 @@ class SpeculativeStats:
         return d
 
 
+def _logprob(logits: np.ndarray, token: int) -> float:
+    """log softmax(logits)[token], in float64."""
+    row = logits.astype(np.float64)
+    top = row.max()
+    return float(row[token] - top - np.log(np.exp(row - top).sum()))
+
+
 @dataclass
 class SpeculativeGeneration:
     text: str
     tokens: list[int]
     metrics: dict[str, Any]
     stats: SpeculativeStats = field(repr=False, default_factory=SpeculativeStats)
+    logprobs: list[float] | None = None  # with generate(logprobs=True): as Engine's, one per token
 
     def to_dict(self) -> dict:
         return {"text": self.text, "tokens": self.tokens, "metrics": self.metrics}
@@ -264,12 +272,19 @@ class SelfSpeculativeEngine:
         grammar: Any = None,
         stop: Sequence[str] = (),
         ignore_eos: bool = False,
+        logprobs: bool = False,
         **_sampling: Any,
     ) -> SpeculativeGeneration:
         """Greedy generation, identical to the full model's (without ``confidence``).
 
         Sampling settings other than temperature (top_k, top_p, ...) do not change a greedy
         choice and are accepted and ignored, as in ``Engine.generate`` at temperature 0.
+        ``logprobs``: each returned token's log-probability under the full model before the
+        grammar, as ``Engine.generate(logprobs=True)`` gives (the agent's rescoring reads them,
+        so without them a policy would act differently on this engine). Each verification
+        asks llama.cpp for logits also at the positions of tokens committed since the last one
+        (grammar-forced ones included); tokens forced after the last verification get theirs
+        from one more batch at the end.
         """
         if temperature != 0.0:
             raise EngineError("self-speculative decoding here is greedy only (temperature=0)")
@@ -303,6 +318,7 @@ class SelfSpeculativeEngine:
 
         n_at_first = 0
         self._draft_fed = False
+        token_logprobs: list[float] = []  # for out[:len(token_logprobs)]
 
         def commit(token: int) -> None:
             # TTFT is taken at the first token the full model chose (after its prefill): tokens
@@ -340,7 +356,13 @@ class SelfSpeculativeEngine:
                 # in one batch; logits only where a choice is compared (with CALM, only after
                 # the last draft: every draft is taken).
                 calm = self.confidence is not None
-                full.feed(seq + drafts, 1 if calm else len(drafts) + 1)
+                n_rows = 1 if calm else len(drafts) + 1
+                first_row = 0  # the row of seq[-1]'s logits (rows before it: committed tokens' logprobs)
+                if logprobs and not calm:
+                    # rows from the position that predicts the first token still without a logprob
+                    n_rows = len(seq) + len(drafts) - (len(prompt_tokens) + len(token_logprobs) - 1)
+                    first_row = n_rows - len(drafts) - 1
+                full.feed(seq + drafts, n_rows)
                 stats.rounds += 1
                 if stats.rounds == 1:
                     stats.full_prefill_ms = (full.decode_s - full_s0) * 1000
@@ -355,7 +377,7 @@ class SelfSpeculativeEngine:
                 for i, (token, kind) in enumerate(zip(drafts, kinds)):
                     # a forced token is the greedy choice by definition; a confident one is
                     # taken on the exit's word (CALM)
-                    if kind == "model" and greedy_token(full.logits(i), legal_at(tuple(out), state)) != token:
+                    if kind == "model" and greedy_token(full.logits(first_row + i), legal_at(tuple(out), state)) != token:
                         break
                     accepted += 1
                     stats.accepted += kind != "forced"
@@ -367,11 +389,16 @@ class SelfSpeculativeEngine:
                 if not ended:
                     if calm and accepted < len(drafts):
                         raise AssertionError("with CALM every draft is taken")
-                    correction = greedy_token(full.logits(0 if calm else accepted), legal_at(tuple(out), state))
+                    correction = greedy_token(full.logits(0 if calm else first_row + accepted), legal_at(tuple(out), state))
                     if full.is_eog(correction) and not ignore_eos:
                         ended = True
                     else:
                         commit(correction)
+                if logprobs and not calm:
+                    first_pos = len(seq) + len(drafts) - n_rows  # the position of row 0's logits
+                    while len(token_logprobs) < len(out):  # out[j] is predicted at position len(prompt) + j - 1
+                        j = len(token_logprobs)
+                        token_logprobs.append(_logprob(full.logits(len(prompt_tokens) + j - 1 - first_pos), out[j]))
                 grammar_s += time.perf_counter() - tg
                 if ended:
                     stop_reason = "eos"
@@ -383,6 +410,10 @@ class SelfSpeculativeEngine:
                     draft.truncate(_common_prefix(draft.tokens, prompt_tokens + out))
             if stop_reason == "length" and len(out) >= limit and limit < max_tokens:
                 stop_reason = "context"
+            if logprobs and len(token_logprobs) < len(out):  # forced after the last verification (or CALM)
+                have = len(token_logprobs)
+                full.feed(prompt_tokens + out[:-1], len(out) - have)
+                token_logprobs += [_logprob(full.logits(r), out[have + r]) for r in range(len(out) - have)]
         finally:
             if peak is not None:
                 peak.__exit__(None, None, None)
@@ -416,7 +447,8 @@ class SelfSpeculativeEngine:
             "stop_reason": stop_reason,
             **{k: v for k, v in stats.to_dict().items() if k not in ("calls", "generated_tokens", "total_ms")},
         }
-        return SpeculativeGeneration(text=text, tokens=out, metrics=metrics, stats=stats)
+        return SpeculativeGeneration(text=text, tokens=out, metrics=metrics, stats=stats,
+                                     logprobs=token_logprobs if logprobs else None)
 
     def _draft(self, seq: list[int], out: list[int], n: int, state: GrammarState | None, stats: SpeculativeStats):
         """Up to ``n`` greedy draft tokens from the exit model after ``seq``, under a clone of

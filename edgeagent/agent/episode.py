@@ -169,13 +169,23 @@ def trace_records(result: EpisodeResult) -> Iterator[dict[str, Any]]:
         }
 
 
-def expert_examples(n_tasks: int, seed: int, exclude_apps: Sequence[str] | None = None) -> list[dict[str, str]]:
+def expert_examples(n_tasks: int, seed: int, exclude_apps: Sequence[str] | None = None, *,
+                    prompt_format=None) -> list[dict[str, str]]:
     """Prompt/completion dicts of the expert's steps on ``n_tasks`` generated tasks, in the
-    text every trainer uses (``training_example``): held-out data for perplexity."""
+    text every trainer uses (``training_example``): held-out data for perplexity. With a
+    ``prompt_format`` in the episode layout, each step's prompt is the conversation so far in
+    that format (``PromptFormat.episode_prompt``), as the converter trains and the agent runs."""
     phone = EmulatedPhone()
+    episode = prompt_format is not None and prompt_format.is_episode
     examples = []
     for task in generate_tasks(n_tasks, seed, exclude_apps=exclude_apps):
+        screens: list[str] = []
+        actions: list[str] = []
         for step in run_episode(phone, task, expert_action).trace:
             prompt, completion = training_example(task.instruction, step.observation, step.previous, step.action)
+            if episode:
+                screens.append(step.observation)
+                prompt = prompt_format.episode_prompt(task.instruction, screens, actions)
+                actions.append(completion)
             examples.append({"prompt": prompt, "completion": completion})
     return examples

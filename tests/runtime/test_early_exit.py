@@ -412,3 +412,75 @@ def test_model_policy_runs_on_the_speculative_engine(packed):
         b = ModelPolicy(spec, copy_text=True).decide(task.instruction, screen, None)
     assert a.raw_output == b.raw_output
     assert "acceptance_rate" in b.metrics and "ttft_ms" in b.metrics
+
+
+def test_early_exit_bench_runs_on_a_bundle_with_its_prompt_format(packed, tmp_path, monkeypatch):
+    """`bench early-exit --bundle`: the bundle's own exit variants (nothing packed again), its
+    manifest's prompt format in every agent run and in the held-out perplexity examples, the
+    lossless speculative configurations identical to the full model; a quant or depth the
+    bundle lacks is one error naming the bundle and what it has."""
+    import shutil
+
+    import edgeagent.early_exit_bench as eeb
+    from edgeagent.agent.prompt import PromptFormat
+    from edgeagent.export.bundle import make_manifest, write_manifest
+
+    out, paths, variants = packed
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for v in variants:
+        shutil.copy(out / v["path"], bundle / v["path"])
+    fmt = PromptFormat(kind="chat", layout="episode", system="You drive the phone.", add_bos=False,
+                       chat_template="{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+                                     "{% if add_generation_prompt %}<assistant>{% endif %}")
+    variants = [{**v, "quality": {}} for v in variants]
+    write_manifest(bundle, make_manifest(variants, source_model={"name": "tiny", "exit_heads": {"kind": "shared"}},
+                                         prompt_format=fmt, tokenizer={}, measurements={}, profile=None))
+
+    formats = []
+    real_factory = eeb.model_policy_factory
+    monkeypatch.setattr(eeb, "model_policy_factory",
+                        lambda engine, **kw: formats.append(kw.get("prompt_format")) or real_factory(engine, **kw))
+    prompts = []
+    real_examples = eeb.expert_examples
+    monkeypatch.setattr(eeb, "expert_examples",
+                        lambda *a, **kw: prompts.extend(e["prompt"] for e in real_examples(*a, **kw)) or
+                        real_examples(*a, **kw))
+    target = eeb.bench_bundle(bundle, "f32", exclude_apps=["Notes"])
+    assert target.exit_layers == [1, 2] and target.prepacked[N_LAYERS] == bundle.resolve() / variants[-1]["path"]
+    result = eeb.run_early_exit_bench(target, "f32", tasks=2, seed=5, n_draft=2, confidence=None, heldout_tasks=1,
+                                      max_steps=2, threads=1, draft_exits=[1])
+    assert result["bundle"] and [r["exit_layer"] for r in result["exits"]] == [1, 2, N_LAYERS]
+    assert {r["head"] for r in result["exits"] if r["exit_layer"] < N_LAYERS} == {"bundle (shared, fine-tuned)"}
+    assert all(Path(r["gguf"]).parent == bundle.resolve() for r in result["exits"])
+    assert formats and all(f == fmt for f in formats)
+    assert prompts and all(p.startswith("<system>You drive the phone.\n<user>Task: ") for p in prompts)
+    assert result["identical_outputs"] is True and result["exclude_apps"] == ["Notes"]
+    assert not list(tmp_path.glob("**/*exit1-f32.gguf.*"))  # nothing packed beside the bundle
+
+    with pytest.raises(ValueError, match="no full-depth q4_k_m variant"):
+        eeb.bench_bundle(bundle, "q4_k_m")
+    with pytest.raises(ValueError, match=r"no f32 exit at depth 3 \(its f32 exits: 1, 2"):
+        eeb.bench_bundle(bundle, "f32", "3")
+
+
+@pytest.mark.parametrize("n_draft,forced_batching", [(2, True), (2, False), (0, True)])
+def test_speculative_log_probabilities_are_the_full_models(packed, n_draft, forced_batching):
+    """generate(logprobs=True) gives each returned token's log-probability under the full model,
+    as Engine does (the agent's rescoring reads them: without them a policy acted differently
+    on the speculative engine, and identical_outputs was false on chat prompts)."""
+    _, paths, _ = packed
+    grammar, prompt = _agent_grammar()
+    engine = Engine(paths[N_LAYERS], n_ctx=1024, n_threads=1, seed=0, track_peak_rss=False)
+    spec = SelfSpeculativeEngine(paths[N_LAYERS], paths[1] if n_draft else None, n_draft=n_draft, n_ctx=1024,
+                                 n_threads=1, forced_batching=forced_batching)
+    try:
+        ids = engine.tokenize(prompt)
+        want = engine.generate(ids, max_tokens=48, grammar=grammar, logprobs=True)
+        got = spec.generate(ids, max_tokens=48, grammar=grammar, logprobs=True)
+        assert got.tokens == want.tokens and len(got.logprobs) == len(want.logprobs) == len(want.tokens)
+        assert np.allclose(got.logprobs, want.logprobs, atol=1e-3)
+        assert spec.generate(ids, max_tokens=48, grammar=grammar).logprobs is None
+    finally:
+        spec.close()
+        engine.close()
