@@ -194,7 +194,9 @@ def demo_command(
     gate = sensitive_gate(sensitive, json_out)
     # The built-in model never saw these apps; the demo shows what it was trained for. A GGUF
     # of one of its checkpoints (--model) is validated the same way with --exclude-app Notes.
-    exclude = exclude_app or (list(HELD_OUT_APPS) if policy == "model" and model is None and bundle is None else None)
+    # Apps named with --apps are asked for, held out or not.
+    held_out = policy == "model" and model is None and bundle is None and not apps
+    exclude = exclude_app or (list(HELD_OUT_APPS) if held_out else None)
     tasks = _tasks_or_fail(n, seed, apps, exclude, templates, phrasing)
     start = time.perf_counter()
     info: dict = {"policy": policy, "device": "emulated", "phrasing": phrasing}
