@@ -255,7 +255,12 @@ def convert(cfg: ConvertConfig, *, log: Callable[[str], None] | None = None, pro
     if cfg.finetune.epochs > 0:
         t = time.perf_counter()
         ft_cfg = replace(cfg.finetune, exits=trained_exits, exit_kind=cfg.exit_kind, seed=cfg.seed)
-        kind = "QLoRA (NF4 base)" if ft_cfg.load_in_4bit else "LoRA (full-precision base)"
+        kind = "LoRA (full-precision base)"
+        if ft_cfg.load_in_4bit:
+            import importlib.util
+
+            kind = "QLoRA (NF4 base" + (")" if importlib.util.find_spec("kernels") else
+                                        "; bitsandbytes' slower CPU 4-bit path: its fast kernel is a hub download)")
         say(f"[4/8] fine-tune: {kind} r={ft_cfg.rank} alpha={ft_cfg.alpha} lr={ft_cfg.lr} epochs={ft_cfg.epochs} "
             f"batch={ft_cfg.batch_size}" + (f", exits {list(trained_exits)} ({cfg.exit_kind})" if trained_exits else ""))
         try:

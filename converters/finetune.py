@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import random
 import signal
@@ -177,6 +178,10 @@ def _quiet_load(fn: Callable, *args, **kwargs):
 
 def load_base(model_dir: str | os.PathLike, cfg: FinetuneConfig, device: torch.device):
     """The frozen base, 4-bit NF4 when ``cfg.load_in_4bit``, with LoRA adapters on it."""
+    # peft imports bitsandbytes, which warns on CPUs with AVX512-BF16 that its fast 4-bit kernel
+    # (a hub download, `kernels`) is missing: plain LoRA never runs it, and QLoRA's log line says
+    # which path runs (convert.py), so the warning is not repeated.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
