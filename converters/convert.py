@@ -44,6 +44,11 @@ class ConvertConfig:
     quants: list[str] | None = None  # default from the profile
     exits: str | None = None  # "3,6" or "0.5"; default from the profile; the full depth is always added
     exit_kind: str = "dedicated"
+    # How exits learn. ee-tuning: after the fine-tune, dedicated heads on the frozen merged model
+    # (the full-depth model is untouched). layerskip: the early-exit loss inside the fine-tune,
+    # weighted by finetune.exit_loss_weight (shared heads can only learn this way).
+    exit_training: str = "ee-tuning"
+    exit_steps: int | None = None  # EE-Tuning optimizer steps (default: one pass over the training tokens)
     gqa_groups: int | None = None
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     holdout: float = 0.1  # share of tasks held out (ignored with eval_data)
@@ -60,6 +65,30 @@ class ConvertConfig:
     threads: int | None = None
     seed: int = 0
     layout: str = "episode"  # a chat model's prompt layout (edgeagent.agent.prompt)
+
+
+def _ee_tune(model_dir: Path, train, held, exits, out_dir: Path, cfg: ConvertConfig, say) -> tuple[Path, dict]:
+    """EE-Tuning: dedicated exit heads trained on the frozen (merged) model, on the examples
+    the fine-tune saw, in its layout. Resumes from its own checkpoint with ``--resume``."""
+    from converters.early_exit import ExitTrainConfig, tune_exit_heads
+    from edgeagent.export.exit_pack import EarlyExitError
+
+    ee_cfg = ExitTrainConfig(seq_len=max(cfg.finetune.max_seq_len, 8), seed=cfg.seed)
+    one_pass = math.ceil(sum(len(e.input_ids) for e in train) / ee_cfg.batch_tokens)
+    ee_cfg.steps = cfg.exit_steps or max(1, one_pass)
+    ee_cfg.warmup = min(ee_cfg.warmup, max(1, ee_cfg.steps // 10))
+    ee_cfg.ckpt_every = min(ee_cfg.ckpt_every, cfg.finetune.ckpt_every)
+    say(f"[5/8] exit heads (EE-Tuning, body frozen): exits {list(exits)}, {ee_cfg.steps} steps of "
+        f"{ee_cfg.batch_tokens} packed tokens")
+    try:
+        info = tune_exit_heads(model_dir, train, held, list(exits), "dedicated", out_dir, config=ee_cfg,
+                               resume=cfg.resume, log=lambda m: say("      " + m))
+    except EarlyExitError as e:
+        raise ConvertError(f"exit heads: {e}") from None
+    after = info.get("heldout_loss_after", {})
+    say("      held-out loss per exit: " + ", ".join(f"L{k} {v:.3f}" for k, v in after.items()))
+    return out_dir, {"method": "ee-tuning", **{k: info[k] for k in ("exits", "steps", "heldout_loss_before",
+                                                                   "heldout_loss_after", "train_seconds_this_run")}}
 
 
 def resolve_model(spec: str | os.PathLike) -> Path:
@@ -252,9 +281,10 @@ def convert(cfg: ConvertConfig, *, log: Callable[[str], None] | None = None, pro
     # -- 4. fine-tune and 5. merge ---------------------------------------------------------
     merged, heads_dir = base, None
     trained_exits = tuple(k for k in exits if k < n_layers)
+    ee_tuning = cfg.exit_training == "ee-tuning" and cfg.exit_kind == "dedicated" and bool(trained_exits)
     if cfg.finetune.epochs > 0:
         t = time.perf_counter()
-        ft_cfg = replace(cfg.finetune, exits=trained_exits, exit_kind=cfg.exit_kind, seed=cfg.seed)
+        ft_cfg = replace(cfg.finetune, exits=() if ee_tuning else trained_exits, exit_kind=cfg.exit_kind, seed=cfg.seed)
         kind = "LoRA (full-precision base)"
         if ft_cfg.load_in_4bit:
             import importlib.util
@@ -262,7 +292,8 @@ def convert(cfg: ConvertConfig, *, log: Callable[[str], None] | None = None, pro
             kind = "QLoRA (NF4 base" + (")" if importlib.util.find_spec("kernels") else
                                         "; bitsandbytes' slower CPU 4-bit path: its fast kernel is a hub download)")
         say(f"[4/8] fine-tune: {kind} r={ft_cfg.rank} alpha={ft_cfg.alpha} lr={ft_cfg.lr} epochs={ft_cfg.epochs} "
-            f"batch={ft_cfg.batch_size}" + (f", exits {list(trained_exits)} ({cfg.exit_kind})" if trained_exits else ""))
+            f"batch={ft_cfg.batch_size}" + (f", exits {list(trained_exits)} ({cfg.exit_kind}, LayerSkip loss "
+                                            f"x{ft_cfg.exit_loss_weight:g})" if ft_cfg.exits else ""))
         try:
             result = finetune(base, train, work / "finetune", ft_cfg, heldout=held, resume=cfg.resume,
                               progress=progress, log=say)
@@ -282,7 +313,7 @@ def convert(cfg: ConvertConfig, *, log: Callable[[str], None] | None = None, pro
             f"{result.tokens_per_s:,.0f} tok/s")
         t = time.perf_counter()
         merged = merge_adapter(base, result.adapter_dir, work / "merged", into=cfg.merge_into)
-        heads_dir = result.heads_dir if cfg.exit_kind == "dedicated" else None
+        heads_dir = result.heads_dir if cfg.exit_kind == "dedicated" and not ee_tuning else None
         measurements["merge"] = {"into": cfg.merge_into, "dir": str(merged)}
         measurements["heldout_loss"]["finetuned"] = _hf_heldout_loss(merged, held)
         say(f"[5/8] merged into the {'NF4-dequantized' if cfg.merge_into == 'nf4' else 'full-precision'} base: {merged}")
@@ -291,6 +322,12 @@ def convert(cfg: ConvertConfig, *, log: Callable[[str], None] | None = None, pro
         return None
     else:
         say("[4/8] fine-tune: skipped (--epochs 0); packing the " + ("GQA model" if base != source else "model"))
+
+    if ee_tuning and main:
+        t = time.perf_counter()
+        heads_dir, measurements["exit_training"] = _ee_tune(merged, train, held, trained_exits, work / "exit_heads",
+                                                             cfg, say)
+        timings["exit_training"] = time.perf_counter() - t
 
     # -- 6. pack, 7. measure ---------------------------------------------------------------
     t = time.perf_counter()

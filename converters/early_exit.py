@@ -344,8 +344,9 @@ class ExitTrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ckpt_every: int = 50
-    holdout_tasks: int = 50  # whole tasks kept out for the held-out loss
+    holdout_tasks: int = 50  # whole tasks kept out for the held-out loss (train_exits)
     eval_batches: int = 4
+    seq_len: int = 2048  # packed row length; longer examples (whole episodes) are left out
     seed: int = 0
 
 
@@ -353,12 +354,16 @@ def _lr_at(step: int, cfg: ExitTrainConfig) -> float:
     return warmup_cosine(step, peak=cfg.lr, floor=cfg.min_lr, warmup=cfg.warmup, total=cfg.steps)
 
 
-def split_by_task(examples: list[dict], holdout_tasks: int, seed: int = 1234) -> tuple[list[dict], list[dict]]:
-    """(train, held-out) with whole tasks held out, as the built-in recipe does."""
-    tasks = sorted({e["task"] for e in examples})
-    random.Random(seed).shuffle(tasks)
-    held = set(tasks[: min(holdout_tasks, max(0, len(tasks) - 1))])
-    return [e for e in examples if e["task"] not in held], [e for e in examples if e["task"] in held]
+def _frozen_forward(model, ids: torch.Tensor, lab: torch.Tensor, seg: torch.Tensor):
+    """(output with every layer's hidden states, the final logits at the target positions in
+    ``lab``'s row-major order) for a packed batch. The vocabulary projection runs only at
+    positions where some row has a target: over a whole episode it would cost more than the body."""
+    from converters.recipes.train_builtin import packed_forward
+
+    mask = lab[:, 1:] != -100  # position t predicts token t+1
+    keep = mask.any(0).nonzero().squeeze(1)
+    out = packed_forward(model, ids, seg, output_hidden_states=True, logits_to_keep=keep)
+    return out, out.logits[mask[:, keep]]
 
 
 @torch.no_grad()
@@ -368,10 +373,8 @@ def exit_heldout_loss(model, heads: ExitHeads, batches) -> dict[int, float]:
     n_layers = _n_layers(model)
     sums: dict[int, float] = {k: 0.0 for k in [*heads.exits, n_layers]}
     count = 0
-    from converters.recipes.train_builtin import packed_forward
-
     for ids, lab, _plab, seg in batches:
-        out = packed_forward(model, ids, seg, output_hidden_states=True)
+        out, final = _frozen_forward(model, ids, lab, seg)
         mask = lab[:, 1:] != -100
         y = lab[:, 1:][mask]
         n = int(y.numel())
@@ -380,7 +383,7 @@ def exit_heldout_loss(model, heads: ExitHeads, batches) -> dict[int, float]:
         for k in heads.exits:
             z = heads.logits(model, k, out.hidden_states[k][:, :-1][mask]).float()
             sums[k] += float(F.cross_entropy(z, y, reduction="sum"))
-        sums[n_layers] += float(F.cross_entropy(out.logits[:, :-1][mask].float(), y, reduction="sum"))
+        sums[n_layers] += float(F.cross_entropy(final.float(), y, reduction="sum"))
         count += n
     return {k: v / max(1, count) for k, v in sums.items()}
 
@@ -400,23 +403,83 @@ def train_exits(
     on_step: Callable[[int, dict], None] | None = None,
     log: Callable[[str], None] | None = print,
 ) -> dict:
-    """EE-Tuning (arXiv:2402.00518): freeze the model, train only the exit heads.
+    """EE-Tuning (arXiv:2402.00518) on a traces file: ``tune_exit_heads`` on its examples.
 
-    ``data`` is a traces JSONL (``edgeagent traces``), rendered and masked exactly as the
-    built-in recipe does (``converters.recipes.train_builtin.load_examples`` / ``encode``:
-    loss on the action tokens). The loss is ``early_exit_loss`` (CE + distillation from the
-    frozen final layer). Checkpoints ``out_dir/exit_checkpoint.pt`` every ``ckpt_every`` steps
-    (atomic); ``resume=True`` continues from it and ends where an uninterrupted run would (the
-    batch stream is a function of the seed and is fast-forwarded). ``on_step(step, record)``
-    is called after every optimizer step (a test raises there to simulate a kill).
+    ``data`` is a traces JSONL (``edgeagent traces``), rendered the way the model is prompted
+    (``converters.data.prompt_format``: a chat model's template in the episode layout, one
+    example per episode with the loss on every action; the plain format otherwise, token for
+    token the built-in recipe's). ``config.holdout_tasks`` whole tasks are held out for the
+    held-out loss. See ``tune_exit_heads`` for the rest.
+    """
+    from transformers import PreTrainedTokenizerFast
 
-    Writes ``exit_heads.safetensors`` + ``exit_heads.json`` (exits, kind, losses) to
-    ``out_dir`` and returns that metadata.
+    from converters import data as data_mod
+
+    cfg = copy.deepcopy(config) if config is not None else ExitTrainConfig()
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise EarlyExitError(f"{model_dir}: not a Hugging Face model directory (no config.json)")
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+    fmt = data_mod.prompt_format(tokenizer)
+    try:
+        records = data_mod.read_records(Path(data)).records
+    except data_mod.DataError as e:
+        raise EarlyExitError(str(e)) from None
+    groups = sorted({r.group for r in records})
+    random.Random(1234).shuffle(groups)
+    held_groups = set(groups[: min(cfg.holdout_tasks, max(0, len(groups) - 1))])
+    train_rec = [r for r in records if r.group not in held_groups]
+    held_rec = [r for r in records if r.group in held_groups]
+    try:  # in the episode layout, encode_records makes one example of each episode's steps
+        train, _ = data_mod.encode_records(tokenizer, train_rec, max_seq_len=cfg.seq_len, fmt=fmt)
+        held, _ = data_mod.encode_records(tokenizer, held_rec, max_seq_len=cfg.seq_len, fmt=fmt)
+    except data_mod.DataError as e:
+        raise EarlyExitError(str(e)) from None
+    if max_examples is not None:
+        random.Random(cfg.seed).shuffle(train)
+        train = train[:max_examples]
+    if not train:
+        raise EarlyExitError(f"{data}: no training examples left after holding out {cfg.holdout_tasks} tasks")
+    return tune_exit_heads(model_dir, train, held, exits, kind, out_dir, steps, lr, config=cfg, resume=resume,
+                           on_step=on_step, log=log, data_label=str(data))
+
+
+def tune_exit_heads(
+    model_dir: str | os.PathLike,
+    train: Sequence,
+    held: Sequence,
+    exits: str | Sequence[int | float],
+    kind: str = "dedicated",
+    out_dir: str | os.PathLike = "exits",
+    steps: int | None = None,
+    lr: float | None = None,
+    *,
+    config: ExitTrainConfig | None = None,
+    resume: bool = False,
+    on_step: Callable[[int, dict], None] | None = None,
+    log: Callable[[str], None] | None = print,
+    data_label: str = "",
+) -> dict:
+    """EE-Tuning (arXiv:2402.00518): freeze the model, train only dedicated exit heads.
+
+    ``train`` and ``held`` are tokenized examples (``converters.data.Example``: input ids and
+    labels, -100 where there is no target), the ones the fine-tune saw. Examples are packed
+    into rows of ``config.seq_len`` tokens, each attending only to itself. The loss is
+    ``early_exit_loss`` (CE + distillation from the frozen final layer), with every logit taken
+    at the target positions only. Because the body is frozen, the full-depth model is exactly
+    the one given: an exit can only add a variant, never damage the model.
+
+    Checkpoints ``out_dir/exit_checkpoint.pt`` every ``ckpt_every`` steps (atomic);
+    ``resume=True`` continues from it and ends where an uninterrupted run would (the batch
+    stream is a function of the seed and is fast-forwarded). ``on_step(step, record)`` is
+    called after every optimizer step (a test raises there to simulate a kill). Writes
+    ``exit_heads.safetensors`` + ``exit_heads.json`` (exits, kind, losses) to ``out_dir`` and
+    returns that metadata.
     """
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM
 
-    from converters.recipes.train_builtin import encode, load_examples, make_batches, packed_forward
+    from converters.recipes.train_builtin import make_batches
 
     cfg = copy.deepcopy(config) if config is not None else ExitTrainConfig()
     if steps is not None:
@@ -442,19 +505,16 @@ def train_exits(
     if not exit_layers:
         raise EarlyExitError(f"no exit below the model's {n_layers} layers in {exits!r}; nothing to train")
     heads = ExitHeads(model, exit_layers, kind)
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
 
-    examples = load_examples(Path(data))
-    train_ex, held_ex = split_by_task(examples, cfg.holdout_tasks)
-    if max_examples is not None:
-        rng_subset = random.Random(cfg.seed)
-        rng_subset.shuffle(train_ex)
-        train_ex = train_ex[:max_examples]
-    if not train_ex:
-        raise EarlyExitError(f"{data}: no training examples left after holding out {cfg.holdout_tasks} tasks")
+    def pairs(examples) -> list[tuple[list[int], list[int]]]:
+        return [(list(e.input_ids), list(e.labels)) for e in examples if len(e.input_ids) <= cfg.seq_len]
+
+    train_pairs, held_pairs = pairs(train), pairs(held)
+    if not train_pairs:
+        raise EarlyExitError(f"no training example fits in {cfg.seq_len} tokens")
     eval_batches = []
-    if held_ex:
-        for batch in make_batches([encode(tokenizer, e) for e in held_ex[:256]], cfg.batch_tokens, random.Random(0)):
+    if held_pairs:
+        for batch in make_batches(held_pairs, cfg.batch_tokens, random.Random(0), seq_len=cfg.seq_len):
             eval_batches.append(batch)
             if len(eval_batches) >= cfg.eval_batches:
                 break
@@ -479,7 +539,7 @@ def train_exits(
         step, history, before = state["step"], state["history"], state["before"]
         say(f"resumed exit training at step {step}")
 
-    batches = make_batches([encode(tokenizer, e) for e in train_ex], cfg.batch_tokens, random.Random(cfg.seed))
+    batches = make_batches(train_pairs, cfg.batch_tokens, random.Random(cfg.seed), seq_len=cfg.seq_len)
     for _ in range(step):  # the stream is a pure function of the seed: replay it to the resume point
         next(batches)
     started = time.perf_counter()
@@ -489,11 +549,11 @@ def train_exits(
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
         with torch.no_grad():  # the body is frozen: no graph through it
-            out = packed_forward(model, ids, seg, output_hidden_states=True)  # examples see only themselves
+            out, teacher = _frozen_forward(model, ids, lab, seg)
         loss, per_exit = early_exit_loss(
             out.hidden_states, lab, model, heads, exit_layers,
             ce_weight=cfg.ce_weight, kd_weight=cfg.kd_weight, temperature=cfg.temperature,
-            final_logits=out.logits, scale=cfg.scale,
+            teacher_logits=teacher, scale=cfg.scale,
         )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(heads.parameters(), cfg.grad_clip)
@@ -504,8 +564,9 @@ def train_exits(
                   "exits": {str(k): v for k, v in per_exit.items()}}
         history.append(record)
         if step % 10 == 0 or step == cfg.steps:
+            rate = (step - (history[0]["step"] - 1)) / max(1e-9, time.perf_counter() - started)
             say(f"exit step {step}/{cfg.steps} loss {record['loss']:.4f} "
-                + " ".join(f"L{k}:ce={v['ce']:.3f}" for k, v in per_exit.items()))
+                + " ".join(f"L{k}:ce={v['ce']:.3f}" for k, v in per_exit.items()) + f" ({60 * rate:.1f} steps/min)")
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save_checkpoint(ckpt_path, {"heads": heads.state_dict(), "opt": opt.state_dict(), "step": step,
                                         "history": history, "before": before, "exits": exit_layers, "kind": kind})
@@ -516,9 +577,11 @@ def train_exits(
     after = exit_heldout_loss(model, heads, eval_batches) if eval_batches else {}
     meta = {
         "source_model": str(model_dir),
-        "data": str(data),
+        "data": data_label,
         "config": asdict(cfg),
         "steps": step,
+        "train_examples": len(train_pairs),
+        "heldout_examples": len(held_pairs),
         "train_seconds_this_run": round(time.perf_counter() - started, 2),
         "heldout_loss_before": {str(k): v for k, v in before.items()},
         "heldout_loss_after": {str(k): v for k, v in after.items()},

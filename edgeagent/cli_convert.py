@@ -44,6 +44,14 @@ def convert_command(
     exits: Optional[str] = typer.Option(None, "--exits", help="Exit depths: layer counts '3,6' or fractions '0.5' "
                                         "(default: half and full depth; full depth is always packed)."),
     exit_kind: str = typer.Option("dedicated", "--exit-kind", help="dedicated (own norm + head per exit) or shared."),
+    exit_training: Optional[str] = typer.Option(None, "--exit-training", help="How exits learn: ee-tuning (after the "
+                                                "fine-tune, dedicated heads only, the model frozen; the default for "
+                                                "dedicated exits) or layerskip (the early-exit loss inside the fine-tune; "
+                                                "the default and only way for shared exits)."),
+    exit_steps: Optional[int] = typer.Option(None, "--exit-steps", min=1, help="EE-Tuning steps (default: one pass "
+                                             "over the training tokens)."),
+    exit_loss_weight: float = typer.Option(1.0, "--exit-loss-weight", min=0.0, help="LayerSkip: weight of the early-exit "
+                                           "loss beside the language-model loss."),
     gqa_groups: Optional[int] = typer.Option(None, "--gqa-groups", min=1,
                                              help="Convert to grouped-query attention first: G query heads share each KV head."),
     rank: int = typer.Option(16, "--rank", min=1, help="LoRA rank r."),
@@ -88,15 +96,17 @@ def convert_command(
     except ImportError as e:
         fail(f"`edgeagent convert` needs the converter extra ({e.name} is missing): pip install 'edgeagent[convert]'")
 
+    exit_training = exit_training or ("layerskip" if exit_kind == "shared" else "ee-tuning")
     ft = FinetuneConfig(
         rank=rank, alpha=alpha, dropout=dropout, lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
         micro_batch_size=micro_batch_size or (1 if layout == "episode" else batch_size), max_seq_len=max_seq_len,
         ckpt_every=ckpt_every, load_in_4bit=not no_4bit, gradient_checkpointing=grad_checkpointing, seed=seed,
+        exit_loss_weight=exit_loss_weight,
     )
     cfg = ConvertConfig(
         model=model, data=list(data), out=out, profile=profile,
         quants=[q.strip() for q in quants.split(",") if q.strip()] if quants else None,
-        exits=exits, exit_kind=exit_kind, gqa_groups=gqa_groups, finetune=ft, holdout=holdout,
+        exits=exits, exit_kind=exit_kind, exit_training=exit_training, exit_steps=exit_steps, gqa_groups=gqa_groups, finetune=ft, holdout=holdout,
         eval_data=list(eval_data) if eval_data else None, eval_examples=eval_examples, eval_tasks=eval_tasks,
         eval_max_steps=eval_max_steps, baseline=baseline, reference=reference, merge_into=merge_into,
         work_dir=work_dir, resume=resume, skip_bad_lines=skip_bad_lines, threads=threads, seed=seed, layout=layout,
@@ -105,6 +115,11 @@ def convert_command(
         fail(f"--layout {layout!r}: choose episode or step")
     if exit_kind not in ("dedicated", "shared"):
         fail(f"--exit-kind {exit_kind!r}: choose dedicated or shared")
+    if exit_training not in ("ee-tuning", "layerskip"):
+        fail(f"--exit-training {exit_training!r}: choose ee-tuning or layerskip")
+    if exit_training == "ee-tuning" and exit_kind == "shared":
+        fail("--exit-training ee-tuning trains dedicated heads on a frozen model; shared exits have nothing to train "
+             "that way: use --exit-kind dedicated, or --exit-training layerskip")
     work = work_dir or out.with_name(out.name + ".work")
     check_paths(out, work, resume)
 

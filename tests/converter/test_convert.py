@@ -570,6 +570,10 @@ def test_convert_end_to_end_on_a_tiny_mha_model(tmp_path, llama_mha, traces) -> 
     assert m["gqa"]["kv_cache_bytes_per_token"]["ratio"] == 4.0  # measured on the source export too
     assert m["finetune"]["loss_last"] < m["finetune"]["loss_first"]
     assert m["heldout_loss"]["finetuned"] < m["heldout_loss"]["gqa_pooled"]
+    # dedicated exits default to EE-Tuning after the fine-tune: the fine-tune itself had no exit loss
+    assert m["exit_training"]["method"] == "ee-tuning" and m["exit_training"]["exits"] == [1]
+    assert m["finetune"]["exit_heldout_loss_after"] is None
+    assert (tmp_path / "bundle.work" / "exit_heads" / "exit_heads.safetensors").is_file()
     assert (tmp_path / "bundle.work" / "finetune" / "checkpoint.pt").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle")]  # no staging left behind
 
