@@ -161,7 +161,11 @@ def early_exit_command(
     seed: int = _seed(),
     heads: Optional[Path] = _heads(),
     train_exit_steps: int = typer.Option(0, "--train-exit-steps", help="Train dedicated exit heads first (EE-Tuning)."),
-    n_draft: int = typer.Option(4, "--n-draft", help="Draft length for self-speculative decoding."),
+    n_draft: int = typer.Option(4, "--n-draft", min=1, help="Draft length for self-speculative decoding."),
+    drafts: Optional[str] = typer.Option(None, "--drafts", help="Exit depths tried as speculative drafts, e.g. 15,21 "
+                                         "(default: the exits in the model's first half, else the shallowest)."),
+    confidence: float = typer.Option(0.9, "--confidence", min=0.0, max=1.0, help="CALM threshold of the lossy "
+                                     "dynamic exit measured beside (0: skip it)."),
     bundle: Optional[Path] = _bundle(),
     exclude_app: Optional[list[str]] = _exclude_app(),
     threads: Optional[int] = _threads(),
@@ -169,7 +173,7 @@ def early_exit_command(
 ) -> None:
     """Exit depths (task success, tokens/s, perplexity) and self-speculative decoding, on the agent."""
     _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out, bundle,
-                exclude_app)
+                exclude_app, drafts=drafts, confidence=confidence)
 
 
 @bench_app.command("ablation")
@@ -247,7 +251,7 @@ def stock_command(
 
 
 def _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out, bundle=None,
-                exclude_app=None) -> None:
+                exclude_app=None, drafts=None, confidence=0.9) -> None:
     from edgeagent.early_exit_bench import bench_bundle, bench_model, early_exit_rows, run_early_exit_bench
     from edgeagent.engine import EngineError
 
@@ -263,8 +267,19 @@ def _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_dra
         training = None
         if heads is None and train_exit_steps > 0:
             heads, training = _train_exit_heads(target, seed, train_exit_steps, say)
+        draft_exits = None
+        if drafts:
+            try:
+                draft_exits = [int(k) for k in drafts.split(",") if k.strip()]
+            except ValueError:
+                fail(f"--drafts {drafts!r}: give exit depths as whole numbers, e.g. 15,21")
+            unknown = [k for k in draft_exits if k not in target.exit_layers]
+            if unknown:
+                fail(f"--drafts {drafts}: no exit at depth {', '.join(map(str, unknown))} "
+                     f"(exits: {', '.join(map(str, target.exit_layers))})")
         result = run_early_exit_bench(target, quant, tasks, seed, heads=heads, training=training, n_draft=n_draft,
-                                      threads=threads, progress=say)
+                                      draft_exits=draft_exits, confidence=confidence or None, threads=threads,
+                                      progress=say)
     except (ValueError, EngineError) as e:
         fail(" ".join(str(e).split()))
     if json_out:

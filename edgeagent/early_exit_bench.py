@@ -78,6 +78,8 @@ def _step_metrics(m: dict) -> dict:
         # tokens committed before the model's first choice)
         "decode_tokens": int(m.get("decode_tokens", max(0, int(m.get("generated_tokens", 0)) - 1))),
         "prompt_tokens": int(m.get("prompt_tokens", 0)),
+        "evaluated_prompt_tokens": int(m.get("evaluated_prompt_tokens",
+                                             int(m.get("prompt_tokens", 0)) - int(m.get("reused_prompt_tokens", 0)))),
     }
 
 
@@ -92,7 +94,18 @@ def _summarize(episodes: list[dict]) -> dict:
         "generate_ms": sum(s["total_ms"] for s in steps),
         "tokens_per_s": per_second(after_first, decode_ms),
         "ttft_ms": statistics.median([s["ttft_ms"] for s in steps]) if steps else 0.0,
+        "step_ms": statistics.fmean([s["total_ms"] for s in steps]) if steps else 0.0,
+        "evaluated_prompt_tokens_per_step": statistics.fmean([s["evaluated_prompt_tokens"] for s in steps]) if steps else 0.0,
     }
+
+
+class FreshPromptEngine(Engine):
+    """The plain baseline: every call evaluates its whole prompt (the KV cache is cleared
+    first), as an agent does that rebuilds its prompt each step without prefix reuse."""
+
+    def generate(self, *args, **kwargs):
+        self.reset()
+        return super().generate(*args, **kwargs)
 
 
 def _static_row(path: Path, tasks, *, exit_layer: int, head: str, examples, n_threads, n_ctx, max_steps,
@@ -126,6 +139,7 @@ def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_d
     """Full model (Engine) vs speculative engines on the same tasks, alternating order (each
     task through ``evaluate_tasks`` per engine, so the runs of one task are side by side)."""
     engines: dict[str, Any] = {"full": Engine(full, n_ctx=n_ctx, n_threads=n_threads, track_peak_rss=False, seed=0)}
+    engines["plain"] = FreshPromptEngine(full, n_ctx=n_ctx, n_threads=n_threads, track_peak_rss=False, seed=0)
     engines["full_forced_batching"] = SelfSpeculativeEngine(full, None, n_draft=0, n_ctx=n_ctx, n_threads=n_threads)
     for k, path in drafts.items():
         engines[f"draft{k}"] = SelfSpeculativeEngine(full, path, n_draft=n_draft, n_ctx=n_ctx, n_threads=n_threads)
@@ -177,8 +191,8 @@ def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_d
             "identical_outputs": same,
             "speedup": base_ms / ms if ms else 0.0,
             "decode_speedup": base_decode_ms / decode_ms if decode_ms else 0.0,
-            "stats": stats[name],
-            "memory": memory[name],
+            "stats": stats.get(name),
+            "memory": memory.get(name),
         }
     return out
 
@@ -443,6 +457,22 @@ def run_early_exit_bench(
         k = int(best_name[len("draft"):])
         profile["draft_decode_cost_ms_by_batch"] = decode_cost_ms(draft_paths[k], n_threads=threads)
 
+    plain = spec["configs"]["plain"]
+    all_on = best or spec["configs"]["full_forced_batching"]
+    all_techniques = {
+        "config": best_name or "full_forced_batching",
+        "plain": "the full model, every step's whole prompt evaluated (no prefix reuse), no speculation, "
+                 "no forced-token batching",
+        "step_ms": {"plain": plain["step_ms"], "all_techniques": all_on["step_ms"]},
+        "evaluated_prompt_tokens_per_step": {
+            "plain": plain["evaluated_prompt_tokens_per_step"],
+            "all_techniques": all_on["evaluated_prompt_tokens_per_step"],
+            "ratio": (plain["evaluated_prompt_tokens_per_step"] / all_on["evaluated_prompt_tokens_per_step"]
+                      if all_on["evaluated_prompt_tokens_per_step"] else None),
+        },
+        "task_success": {"plain": plain["task_success"], "all_techniques": all_on["task_success"]},
+        "identical_outputs": all_on["identical_outputs"] and plain["identical_outputs"],
+    }
     return {
         "mode": "early_exit",
         "measured": True,
@@ -461,6 +491,9 @@ def run_early_exit_bench(
         "acceptance_rate": best.get("stats", {}).get("acceptance_rate"),
         "speculative_speedup": best.get("speedup"),  # whole generate() calls, prefill included
         "speculative_decode_speedup": best.get("decode_speedup"),  # after the first token
+        # per agent step, every technique on (prefix reuse, speculation, forced batching) vs plain
+        "step_speedup_all_techniques": (plain["step_ms"] / all_on["step_ms"]) if all_on["step_ms"] else None,
+        "all_techniques": all_techniques,
         "speculative": {
             "n_draft": n_draft,
             "best": best_name,

@@ -436,6 +436,7 @@ class SelfSpeculativeEngine:
         metrics = {
             "prompt_tokens": len(prompt_tokens),
             "reused_prompt_tokens": reused,
+            "evaluated_prompt_tokens": len(prompt_tokens) - reused,
             "generated_tokens": len(out),
             "ttft_ms": (t_first - started) * 1000,
             "total_ms": stats.total_ms,

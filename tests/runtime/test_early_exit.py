@@ -456,6 +456,12 @@ def test_early_exit_bench_runs_on_a_bundle_with_its_prompt_format(packed, tmp_pa
     assert formats and all(f == fmt for f in formats)
     assert prompts and all(p.startswith("<system>You drive the phone.\n<user>Task: ") for p in prompts)
     assert result["identical_outputs"] is True and result["exclude_apps"] == ["Notes"]
+    # the plain baseline evaluates every step's whole prompt; with every technique on, a later
+    # step of an episode evaluates only its new turn
+    tokens = result["all_techniques"]["evaluated_prompt_tokens_per_step"]
+    assert tokens["plain"] > tokens["all_techniques"] > 0 and tokens["ratio"] > 1
+    assert result["step_speedup_all_techniques"] > 0
+    assert set(result["all_techniques"]["task_success"]) == {"plain", "all_techniques"}
     assert not list(tmp_path.glob("**/*exit1-f32.gguf.*"))  # nothing packed beside the bundle
 
     with pytest.raises(ValueError, match="no full-depth q4_k_m variant"):
