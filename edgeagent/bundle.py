@@ -91,6 +91,14 @@ class Bundle:
         known = ", ".join(v.id for v in self.variants)
         raise BundleError(f"{self.root / MANIFEST}: no variant {variant_id!r} (variants: {known})")
 
+    def speculative_draft(self, chosen: Variant) -> tuple[Variant, int] | None:
+        """(draft variant, draft length) the manifest names for running ``chosen``: only for a
+        full-depth variant of the quant the draft was measured with."""
+        spec = self.manifest.get("speculative")
+        if not spec or not chosen.is_full_depth or chosen.quant.lower() != str(spec["quant"]).lower():
+            return None
+        return self.variant(spec["draft_variant"]), int(spec["n_draft"])
+
     def best_quality(self) -> Variant:
         """The full-depth variant with the most bits (the reference the others are held to)."""
         full = [v for v in self.variants if v.is_full_depth] or self.variants
@@ -122,6 +130,18 @@ class VariantEntry(BaseModel):
         return self
 
 
+class SpeculativeEntry(BaseModel):
+    """``manifest.speculative``: the draft ``run`` and ``demo`` decode with (self-speculative
+    decoding, lossless) when they run the full-depth variant of ``quant``. Written by
+    ``edgeagent bench early-exit --bundle B --save`` from what it measured on this bundle."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    quant: str = Field(min_length=1)
+    draft_variant: str = Field(min_length=1)  # a variant id of an exit below the full depth, same quant
+    n_draft: int = Field(ge=1, le=32)
+
+
 class Manifest(BaseModel):
     """``manifest.json``: written by the converter (``edgeagent.export.bundle.write_manifest``),
     validated here on load. Keys not declared are kept as written; keys a bundle written before
@@ -141,6 +161,17 @@ class Manifest(BaseModel):
     action_schema_version: int | None = None
     variants: list[VariantEntry] = Field(min_length=1)
     measurements: dict[str, Any] | None = None
+    speculative: SpeculativeEntry | None = None
+
+    @model_validator(mode="after")
+    def _draft(self) -> "Manifest":
+        if self.speculative is not None:
+            by_id = {v.id: v for v in self.variants}
+            d = by_id.get(self.speculative.draft_variant)
+            if d is None or d.exit_layer >= d.n_layers or d.quant.lower() != self.speculative.quant.lower():
+                raise ValueError(f"speculative.draft_variant {self.speculative.draft_variant!r} is not an exit variant "
+                                 f"of quant {self.speculative.quant!r} in this manifest")
+        return self
 
     @classmethod
     def new(cls, variants: list[dict[str, Any]], *, source_model: dict[str, Any], prompt_format: PromptFormat,

@@ -33,6 +33,8 @@ def run_command(
     trace_dir: Optional[Path] = typer.Option(None, "--trace", help="Write steps.jsonl, screenshots and index.html here."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
     raw_prompt: bool = typer.Option(False, "--raw-prompt", help="Send the plain step prompt, not the model's chat template."),
+    speculative: bool = typer.Option(True, "--speculative/--no-speculative", help="Decode with the draft the "
+                                     "bundle's manifest names (self-speculative, same outputs), if it names one."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
@@ -69,7 +71,8 @@ def run_command(
     dev, phone = open_device(device)
     if spec is not None and phone is None:
         fail("--task-json sets up an emulated task; use --device emulator (or --task TEXT on a real device)")
-    engine = open_engine(model_path, threads, verbose)
+    engine = open_engine(model_path, threads, verbose, draft=choice.draft if speculative else None,
+                         n_draft=choice.n_draft)
     apps = phone.app_names() if phone is not None else None
     fmt = engine_prompt_format(engine, bundle_format=bundle_format, raw=raw_prompt)
     policy = ModelPolicy(engine, apps=apps, copy_text=True, prompt_format=fmt)

@@ -167,13 +167,15 @@ def early_exit_command(
     confidence: float = typer.Option(0.9, "--confidence", min=0.0, max=1.0, help="CALM threshold of the lossy "
                                      "dynamic exit measured beside (0: skip it)."),
     bundle: Optional[Path] = _bundle(),
+    save: bool = typer.Option(False, "--save", help="With --bundle: write the chosen draft depth and length into its "
+                              "manifest (run and demo then decode with it), or remove the entry when no draft pays."),
     exclude_app: Optional[list[str]] = _exclude_app(),
     threads: Optional[int] = _threads(),
     json_out: bool = _json(),
 ) -> None:
     """Exit depths (task success, tokens/s, perplexity) and self-speculative decoding, on the agent."""
     _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out, bundle,
-                exclude_app, drafts=drafts, confidence=confidence)
+                exclude_app, drafts=drafts, confidence=confidence, save=save)
 
 
 @bench_app.command("ablation")
@@ -251,11 +253,15 @@ def stock_command(
 
 
 def _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out, bundle=None,
-                exclude_app=None, drafts=None, confidence=0.9) -> None:
-    from edgeagent.early_exit_bench import bench_bundle, bench_model, early_exit_rows, run_early_exit_bench
+                exclude_app=None, drafts=None, confidence=0.9, save=False) -> None:
+    from edgeagent.bundle import BundleError
+    from edgeagent.early_exit_bench import (bench_bundle, bench_model, early_exit_rows, early_exit_summary,
+                                            run_early_exit_bench, save_draft_choice)
     from edgeagent.engine import EngineError
 
     say = (lambda _msg: None) if json_out else err_console.print
+    if save and bundle is None:
+        fail("--save writes the chosen draft into a bundle's manifest: give --bundle")
     if bundle is not None and (model is not None or heads is not None or train_exit_steps):
         fail("--bundle brings its own model and exits: drop --model, --heads and --train-exit-steps")
     exclude = [a for item in exclude_app or [] for a in item.split(",") if a.strip()] or None
@@ -280,13 +286,17 @@ def _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_dra
         result = run_early_exit_bench(target, quant, tasks, seed, heads=heads, training=training, n_draft=n_draft,
                                       draft_exits=draft_exits, confidence=confidence or None, threads=threads,
                                       progress=say)
-    except (ValueError, EngineError) as e:
+        if save:
+            result["saved"] = save_draft_choice(bundle, quant, result)
+    except (ValueError, EngineError, BundleError) as e:
         fail(" ".join(str(e).split()))
     if json_out:
         emit_json(result)
         return
     columns, rows = early_exit_rows(result)
     table("edgeagent bench early-exit (measured on this machine)", columns, rows)
+    for line in early_exit_summary(result):
+        console.print(line, highlight=False)
 
 
 def _throughput(model, threads, prompt_tokens, gen_tokens, reps, prefix_reuse, json_out) -> None:

@@ -47,10 +47,14 @@ def quiet_llama(verbose: bool) -> None:
     LLAMA_LOG.install(verbose)
 
 
-def open_engine(model_path: Path, threads: Optional[int], verbose: bool = False):
+def open_engine(model_path: Path, threads: Optional[int], verbose: bool = False, *, draft: Optional[Path] = None,
+                n_draft: int = 0):
     """llama.cpp on ``model_path``; a file it cannot load (corrupt, truncated, not a GGUF) is
-    one line naming it and llama.cpp's reason, exit code 2, not a traceback."""
+    one line naming it and llama.cpp's reason, exit code 2, not a traceback. With ``draft`` (an
+    exit GGUF of the same model), self-speculative decoding: the same outputs, the draft
+    proposing ``n_draft`` tokens at a time."""
     from edgeagent.engine import Engine, EngineError
+    from edgeagent.speculative import SelfSpeculativeEngine
     from edgeagent.quality import trained_context
 
     try:
@@ -59,6 +63,9 @@ def open_engine(model_path: Path, threads: Optional[int], verbose: bool = False)
     except Exception:  # noqa: BLE001  gguf-py fails on a bad header in many ways; llama.cpp names the fault below
         n_ctx = 4096
     try:
+        if draft is not None and n_draft > 0:
+            return SelfSpeculativeEngine(model_path, draft, n_draft=n_draft, n_ctx=n_ctx, n_threads=threads,
+                                         verbose=verbose)
         return Engine(model_path, n_ctx=n_ctx, n_threads=threads, verbose=verbose)
     except EngineError as exc:
         fail(str(exc))

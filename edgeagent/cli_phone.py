@@ -169,6 +169,8 @@ def demo_command(
     templates: Optional[list[str]] = typer.Option(None, "--templates", help=TEMPLATES_HELP),
     phrasing: str = typer.Option("template", "--phrasing", help=PHRASING_HELP),
     raw_prompt: bool = typer.Option(False, "--raw-prompt", help="Send the plain step prompt, not the model's chat template."),
+    speculative: bool = typer.Option(True, "--speculative/--no-speculative", help="Decode with the draft the "
+                                     "bundle's manifest names (self-speculative, same outputs), if it names one."),
     layout: Optional[str] = typer.Option(None, "--layout", help="A chat model's prompt layout: episode (multi-turn, "
                                          "the default) or step (one self-contained prompt per step; to compare costs)."),
     max_steps: int = typer.Option(20, "--max-steps", min=1, help="Step budget per episode."),
@@ -210,7 +212,8 @@ def demo_command(
         choice = choose_model(model=model, agent=agent, quant=quant, bundle=bundle, variant=variant, profile=profile,
                               threads=threads)
         model_path = choice.path
-        engine = open_engine(model_path, threads, verbose)
+        engine = open_engine(model_path, threads, verbose, draft=choice.draft if speculative else None,
+                             n_draft=choice.n_draft)
         fmt = engine_prompt_format(engine, bundle_format=choice.prompt_format, raw=raw_prompt)
         if layout is not None:
             if layout not in ("episode", "step"):
@@ -220,6 +223,8 @@ def demo_command(
         info.update(model=str(model_path), agent=choice.name, quant=quant if model is None and bundle is None and profile is None else None,
                     threads=engine.n_threads,
                     prefix_reuse=prefix_reuse, rescore=rescore,
+                    speculative={"draft": str(choice.draft), "n_draft": choice.n_draft}
+                    if speculative and choice.draft is not None else None,
                     prompt_format=f"{fmt.kind}/{fmt.layout}" if fmt.kind == "chat" else "plain")
         factory = model_policy_factory(engine, reuse_prefix=prefix_reuse, prompt_format=fmt, rescore=rescore)
     if not json_out:

@@ -221,6 +221,75 @@ def decode_cost_ms(path: Path, batch_sizes: Sequence[int] = (1, 2, 3, 5, 8), *, 
         runner.close()
 
 
+def per_token_acceptance(rate: float, n_draft: int) -> float:
+    """The per-token acceptance probability alpha behind a measured acceptance ``rate``
+    (accepted / drafted) with drafts of ``n_draft`` tokens: a round accepts the drafts up to
+    the first miss, so E[accepted] = alpha (1 - alpha^n) / (1 - alpha), and rate is that / n.
+    Solved by bisection (rate rises with alpha)."""
+    if n_draft <= 1 or rate <= 0.0 or rate >= 1.0:
+        return min(max(rate, 0.0), 1.0)
+    lo, hi = 0.0, 1.0 - 1e-12
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if mid * (1 - mid**n_draft) / ((1 - mid) * n_draft) < rate:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def predicted_decode_speedup(alpha: float, n_draft: int, full_ms: dict, draft_ms: dict) -> float | None:
+    """Expected decode speed-up of drafting ``n_draft`` tokens per round (Leviathan et al. 2023,
+    arXiv:2211.17192): a round yields (1 - alpha^(n+1)) / (1 - alpha) tokens and costs n draft
+    decodes of one token plus one full-model verification of n+1; plain decoding costs one
+    full decode of one token per token. Costs are ``decode_cost_ms`` tables (batch -> ms);
+    None when the table lacks batch n+1."""
+    verify = full_ms.get(str(n_draft + 1))
+    if verify is None or not full_ms.get("1") or not draft_ms.get("1"):
+        return None
+    tokens = float(n_draft + 1) if alpha >= 1.0 else (1 - alpha ** (n_draft + 1)) / (1 - alpha)
+    return tokens * full_ms["1"] / (n_draft * draft_ms["1"] + verify)
+
+
+def choose_draft(result: dict) -> dict:
+    """The draft depth and length to write into a bundle's manifest, from what ``result`` (a
+    bundle's bench) measured: per draft depth with identical outputs, alpha from its measured
+    acceptance, and the length with the best predicted decode speed-up from the measured
+    decode costs. A draft is chosen only when its measured per-step speed-up and its predicted
+    decode speed-up are both above 1; otherwise ``draft`` is None and ``why`` says so."""
+    spec = result["speculative"]
+    full_ms = result["profile"]["full_decode_cost_ms_by_batch"]
+    candidates = []
+    for name, c in spec["configs"].items():
+        if not (name.startswith("draft") and name[len("draft"):].isdigit()):
+            continue
+        k = int(name[len("draft"):])
+        draft_ms = result["profile"].get("draft_decode_cost_ms_by_depth", {}).get(str(k))
+        if draft_ms is None:
+            continue
+        alpha = per_token_acceptance(c["stats"]["acceptance_rate"], spec["n_draft"])
+        lengths = {n: predicted_decode_speedup(alpha, n, full_ms, draft_ms) for n in range(1, 16)}
+        lengths = {n: v for n, v in lengths.items() if v is not None}
+        if not lengths:
+            continue
+        n_best = max(lengths, key=lengths.get)
+        candidates.append({"exit_layer": k, "n_draft": n_best, "alpha": alpha,
+                           "predicted_decode_speedup": lengths[n_best], "measured_step_speedup": c["speedup"],
+                           "measured_decode_speedup": c["decode_speedup"], "identical_outputs": c["identical_outputs"],
+                           "measured_n_draft": spec["n_draft"]})
+    ok = [c for c in candidates if c["identical_outputs"] and c["measured_step_speedup"] > 1.0
+          and c["predicted_decode_speedup"] > 1.0]
+    if not ok:
+        why = ("no draft measured" if not candidates else
+               "no draft depth both kept the outputs identical and made a step faster here: "
+               + "; ".join(f"exit {c['exit_layer']}: identical {c['identical_outputs']}, step x"
+                           f"{c['measured_step_speedup']:.2f}, predicted decode x{c['predicted_decode_speedup']:.2f}"
+                           for c in candidates))
+        return {"draft": None, "why": why, "candidates": candidates}
+    best = max(ok, key=lambda c: c["measured_step_speedup"])
+    return {"draft": best, "why": None, "candidates": candidates}
+
+
 # ---------------------------------------------------------------------------------------
 # the bench
 
@@ -451,8 +520,10 @@ def run_early_exit_bench(
         "full_decode_calls": best.get("stats", {}).get("full_decode_calls"),
         "draft_decode_calls": best.get("stats", {}).get("draft_decode_calls"),
         "forced_tokens": best.get("stats", {}).get("forced_tokens"),
-        "full_decode_cost_ms_by_batch": decode_cost_ms(full, n_threads=threads),
+        "full_decode_cost_ms_by_batch": decode_cost_ms(full, tuple(range(1, 17)), n_threads=threads),
     }
+    profile["draft_decode_cost_ms_by_depth"] = {str(k): decode_cost_ms(path, (1,), n_threads=threads)
+                                                for k, path in draft_paths.items()}
     if best_name:
         k = int(best_name[len("draft"):])
         profile["draft_decode_cost_ms_by_batch"] = decode_cost_ms(draft_paths[k], n_threads=threads)
@@ -473,7 +544,7 @@ def run_early_exit_bench(
         "task_success": {"plain": plain["task_success"], "all_techniques": all_on["task_success"]},
         "identical_outputs": all_on["identical_outputs"] and plain["identical_outputs"],
     }
-    return {
+    out = {
         "mode": "early_exit",
         "measured": True,
         "model": str(model_dir),
@@ -510,6 +581,37 @@ def run_early_exit_bench(
         "profile": profile,
         "wall_s": round(time.perf_counter() - started, 1),
     }
+    out["draft_choice"] = choose_draft(out)
+    return out
+
+
+def save_draft_choice(bundle: str | Path, quant: str, result: dict) -> dict | None:
+    """Write the bench's ``draft_choice`` into the bundle's manifest (``speculative``), so
+    ``run`` and ``demo`` decode with it; with no draft chosen, remove any earlier entry. Returns
+    the entry written (None when removed). The manifest is rewritten atomically; the variant
+    files are untouched."""
+    from edgeagent.bundle import load_bundle
+    from edgeagent.export.bundle import write_manifest
+
+    loaded = load_bundle(bundle)
+    manifest = dict(loaded.manifest)
+    chosen = result["draft_choice"]["draft"]
+    entry = None
+    if chosen is not None:
+        by_depth = {v.exit_layer: v for v in loaded.variants if v.quant.lower() == quant.lower()}
+        draft = by_depth[chosen["exit_layer"]]
+        entry = {"quant": draft.quant, "draft_variant": draft.id, "n_draft": chosen["n_draft"],
+                 "exit_layer": chosen["exit_layer"], "alpha": chosen["alpha"],
+                 "predicted_decode_speedup": chosen["predicted_decode_speedup"],
+                 "measured_step_speedup": chosen["measured_step_speedup"],
+                 "measured": {"by": "edgeagent bench early-exit --save", "unix": int(time.time()),
+                              "threads": result["threads"], "tasks": result["tasks"], "seed": result["seed"],
+                              "n_draft_run": chosen["measured_n_draft"]}}
+        manifest["speculative"] = entry
+    else:
+        manifest.pop("speculative", None)
+    write_manifest(loaded.root, manifest)
+    return entry
 
 
 def _write_expert_traces(path: Path, n_tasks: int, seed: int, exclude_apps) -> None:
@@ -538,6 +640,32 @@ def early_exit_rows(result: dict) -> tuple[list[str], list[list[str]]]:
             f"{100 * un['task_success']:.0f} %" if un and r["head"] != "shared" else "",
         ])
     return columns, rows
+
+
+def early_exit_summary(result: dict) -> list[str]:
+    """The lines under the table: speculation, all techniques, the draft chosen (or why none)."""
+    def x(v) -> str:
+        return "-" if v is None else f"x{v:.2f}"
+
+    at = result["all_techniques"]
+    tokens = at["evaluated_prompt_tokens_per_step"]
+    lines = [
+        f"self-speculative ({result['speculative']['best'] or 'no draft'}): identical outputs "
+        f"{result['identical_outputs']}, acceptance {result['acceptance_rate'] or 0:.2f}, decode "
+        f"{x(result['speculative_decode_speedup'])}, per call {x(result['speculative_speedup'])}",
+        f"all techniques vs plain, per agent step: {x(result['step_speedup_all_techniques'])}; evaluated prompt "
+        f"tokens per step {tokens['plain']:.0f} -> {tokens['all_techniques']:.0f}; task success "
+        f"{100 * at['task_success']['plain']:.0f} % -> {100 * at['task_success']['all_techniques']:.0f} %",
+    ]
+    choice = result.get("draft_choice") or {}
+    if choice.get("draft"):
+        d = choice["draft"]
+        lines.append(f"draft chosen: exit {d['exit_layer']}, {d['n_draft']} tokens (alpha {d['alpha']:.2f}, predicted "
+                     f"decode {x(d['predicted_decode_speedup'])})"
+                     + ("; written into the manifest" if result.get("saved") else ""))
+    elif choice:
+        lines.append(f"no draft chosen: {choice['why']}" + ("; the manifest names none" if "saved" in result else ""))
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> None:

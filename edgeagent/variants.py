@@ -24,6 +24,8 @@ class ModelChoice:
     path: Path
     name: str  # what runs, for people: "smollm2 q8_0", "builtin q8_0", or the file
     prompt_format: Any = None  # a PromptFormat; None: what the GGUF's metadata implies
+    draft: Path | None = None  # the bundle's speculative draft (an exit GGUF) for this variant
+    n_draft: int = 0
 
 
 def resolve_model(model: Path | None, quant: str = "q8_0", agent: str | None = None, *,
@@ -100,7 +102,7 @@ def resolve_variant(*, model: Path | None = None, agent: str | None = None, bund
             chosen = loaded.variant(variant) if variant is not None else loaded.best_quality()
         except BundleError as exc:
             raise VariantError(str(exc)) from None
-        return ModelChoice(chosen.path, f"{bundle} {chosen.id}", loaded.prompt_format)
+        return _with_draft(ModelChoice(chosen.path, f"{bundle} {chosen.id}", loaded.prompt_format), loaded, chosen)
     from edgeagent.profiles import ProfileError, load_profile
     from edgeagent.select import NoVariantFits, select_variant
 
@@ -108,4 +110,15 @@ def resolve_variant(*, model: Path | None = None, agent: str | None = None, bund
         selected = select_variant(loaded, load_profile(profile))["selected"]
     except (ProfileError, NoVariantFits) as exc:
         raise VariantError(str(exc)) from None
-    return ModelChoice(Path(selected["path"]), f"{bundle} {selected['id']}", loaded.prompt_format)
+    return _with_draft(ModelChoice(Path(selected["path"]), f"{bundle} {selected['id']}", loaded.prompt_format), loaded,
+                       loaded.variant(selected["id"]))
+
+
+def _with_draft(choice: ModelChoice, loaded, chosen) -> ModelChoice:
+    """``choice`` with the draft the bundle's manifest names for ``chosen`` (if any)."""
+    found = loaded.speculative_draft(chosen)
+    if found is None:
+        return choice
+    draft, n_draft = found
+    return ModelChoice(choice.path, f"{choice.name} (draft {draft.id}, {n_draft} tokens)", choice.prompt_format,
+                       draft.path, n_draft)

@@ -414,18 +414,14 @@ def test_model_policy_runs_on_the_speculative_engine(packed):
     assert "acceptance_rate" in b.metrics and "ttft_ms" in b.metrics
 
 
-def test_early_exit_bench_runs_on_a_bundle_with_its_prompt_format(packed, tmp_path, monkeypatch):
-    """`bench early-exit --bundle`: the bundle's own exit variants (nothing packed again), its
-    manifest's prompt format in every agent run and in the held-out perplexity examples, the
-    lossless speculative configurations identical to the full model; a quant or depth the
-    bundle lacks is one error naming the bundle and what it has."""
+def _chat_bundle(packed, tmp_path):
+    """A bundle of the packed f32 variants (full depth, exits 1 and 2) with a chat prompt format."""
     import shutil
 
-    import edgeagent.early_exit_bench as eeb
     from edgeagent.agent.prompt import PromptFormat
     from edgeagent.export.bundle import make_manifest, write_manifest
 
-    out, paths, variants = packed
+    out, _paths, variants = packed
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     for v in variants:
@@ -436,6 +432,17 @@ def test_early_exit_bench_runs_on_a_bundle_with_its_prompt_format(packed, tmp_pa
     variants = [{**v, "quality": {}} for v in variants]
     write_manifest(bundle, make_manifest(variants, source_model={"name": "tiny", "exit_heads": {"kind": "shared"}},
                                          prompt_format=fmt, tokenizer={}, measurements={}, profile=None))
+    return bundle, fmt, variants
+
+
+def test_early_exit_bench_runs_on_a_bundle_with_its_prompt_format(packed, tmp_path, monkeypatch):
+    """`bench early-exit --bundle`: the bundle's own exit variants (nothing packed again), its
+    manifest's prompt format in every agent run and in the held-out perplexity examples, the
+    lossless speculative configurations identical to the full model; a quant or depth the
+    bundle lacks is one error naming the bundle and what it has."""
+    import edgeagent.early_exit_bench as eeb
+
+    bundle, fmt, variants = _chat_bundle(packed, tmp_path)
 
     formats = []
     real_factory = eeb.model_policy_factory
@@ -462,6 +469,9 @@ def test_early_exit_bench_runs_on_a_bundle_with_its_prompt_format(packed, tmp_pa
     assert tokens["plain"] > tokens["all_techniques"] > 0 and tokens["ratio"] > 1
     assert result["step_speedup_all_techniques"] > 0
     assert set(result["all_techniques"]["task_success"]) == {"plain", "all_techniques"}
+    choice = result["draft_choice"]
+    assert [c["exit_layer"] for c in choice["candidates"]] == [1]
+    assert (choice["draft"] is None) == bool(choice["why"])
     assert not list(tmp_path.glob("**/*exit1-f32.gguf.*"))  # nothing packed beside the bundle
 
     with pytest.raises(ValueError, match="no full-depth q4_k_m variant"):
@@ -490,3 +500,64 @@ def test_speculative_log_probabilities_are_the_full_models(packed, n_draft, forc
     finally:
         spec.close()
         engine.close()
+
+
+def test_draft_length_follows_measured_acceptance_and_costs():
+    """alpha recovered from a measured acceptance rate; the predicted speed-up of a draft length
+    is Leviathan et al.'s; a bad draft (alpha 0) or a costly one predicts a slow-down."""
+    from edgeagent.early_exit_bench import per_token_acceptance, predicted_decode_speedup
+
+    for alpha, n in ((0.3, 4), (0.7, 4), (0.9, 6)):
+        rate = alpha * (1 - alpha**n) / ((1 - alpha) * n)  # accepted / drafted over rounds of n drafts
+        assert per_token_acceptance(rate, n) == pytest.approx(alpha, abs=1e-6)
+    full = {str(b): 10.0 + 0.5 * (b - 1) for b in range(1, 17)}  # verification of b tokens: nearly one decode
+    cheap = {"1": 3.0}
+    speed = {n: predicted_decode_speedup(0.8, n, full, cheap) for n in range(1, 16)}
+    best = max(speed, key=speed.get)
+    assert speed[best] > 1.3 and 1 < best < 15  # neither the shortest nor the longest draft
+    assert predicted_decode_speedup(0.0, 4, full, cheap) < 1.0
+    assert predicted_decode_speedup(0.8, 4, full, {"1": 10.0}) < speed[4]
+    assert predicted_decode_speedup(0.8, 20, full, cheap) is None  # no measured cost for a batch of 21
+
+
+def test_a_bundle_manifest_names_the_draft_that_run_and_demo_decode_with(packed, tmp_path):
+    """`bench early-exit --save` writes the chosen draft into the manifest; resolving the bundle's
+    full-depth variant then brings the draft, the demo decodes with it (same results as
+    without: speculation is lossless), --no-speculative turns it off; a manifest naming a
+    full-depth variant as the draft is refused, naming the key."""
+    from typer.testing import CliRunner
+
+    from edgeagent.bundle import BundleError, load_bundle
+    from edgeagent.cli import app
+    from edgeagent.early_exit_bench import save_draft_choice
+    from edgeagent.variants import resolve_variant
+
+    bundle, _fmt, variants = _chat_bundle(packed, tmp_path)
+    chosen = {"exit_layer": 2, "n_draft": 3, "alpha": 0.8, "predicted_decode_speedup": 1.6,
+              "measured_step_speedup": 1.2, "measured_n_draft": 4}
+    result = {"draft_choice": {"draft": chosen}, "threads": 1, "tasks": 2, "seed": 5}
+    entry = save_draft_choice(bundle, "f32", result)
+    exit2 = next(v for v in variants if v["exit_layer"] == 2)
+    assert entry["draft_variant"] == exit2["id"] and entry["n_draft"] == 3
+    full = next(v for v in variants if v["exit_layer"] == N_LAYERS)
+    choice = resolve_variant(bundle=bundle, variant=full["id"])
+    assert choice.draft == bundle.resolve() / exit2["path"] and choice.n_draft == 3
+    assert resolve_variant(bundle=bundle, variant=exit2["id"]).draft is None  # an exit runs alone
+
+    outputs = {}
+    for flag in ("--speculative", "--no-speculative"):
+        run = CliRunner().invoke(app, ["demo", "--bundle", str(bundle), "--variant", full["id"], "--n", "2",
+                                       "--seed", "3", "--max-steps", "3", "--threads", "1", "--sensitive", "allow",
+                                       flag, "--json"])
+        assert run.exit_code == 0, run.output
+        outputs[flag] = json.loads(run.stdout)
+    assert outputs["--speculative"]["speculative"] == {"draft": str(bundle.resolve() / exit2["path"]), "n_draft": 3}
+    assert outputs["--no-speculative"]["speculative"] is None
+    assert outputs["--speculative"]["success_rate"] == outputs["--no-speculative"]["success_rate"]
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["speculative"]["draft_variant"] = full["id"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="speculative.draft_variant"):
+        load_bundle(bundle)
+    assert save_draft_choice is not None
