@@ -78,16 +78,16 @@ def _ee_tune(model_dir: Path, train, held, exits, out_dir: Path, cfg: ConvertCon
     ee_cfg.steps = cfg.exit_steps or max(1, one_pass)
     ee_cfg.warmup = min(ee_cfg.warmup, max(1, ee_cfg.steps // 10))
     ee_cfg.ckpt_every = min(ee_cfg.ckpt_every, cfg.finetune.ckpt_every)
-    say(f"[5/8] exit heads (EE-Tuning, body frozen): exits {list(exits)}, {ee_cfg.steps} steps of "
+    say(f"[5/8] exit heads (EE-Tuning, body frozen, {cfg.exit_kind}): exits {list(exits)}, {ee_cfg.steps} steps of "
         f"{ee_cfg.batch_tokens} packed tokens")
     try:
-        info = tune_exit_heads(model_dir, train, held, list(exits), "dedicated", out_dir, config=ee_cfg,
+        info = tune_exit_heads(model_dir, train, held, list(exits), cfg.exit_kind, out_dir, config=ee_cfg,
                                resume=cfg.resume, log=lambda m: say("      " + m))
     except EarlyExitError as e:
         raise ConvertError(f"exit heads: {e}") from None
     after = info.get("heldout_loss_after", {})
     say("      held-out loss per exit: " + ", ".join(f"L{k} {v:.3f}" for k, v in after.items()))
-    return out_dir, {"method": "ee-tuning", **{k: info[k] for k in ("exits", "steps", "heldout_loss_before",
+    return out_dir, {"method": "ee-tuning", "kind": cfg.exit_kind, **{k: info[k] for k in ("exits", "steps", "heldout_loss_before",
                                                                    "heldout_loss_after", "train_seconds_this_run")}}
 
 
@@ -281,7 +281,7 @@ def convert(cfg: ConvertConfig, *, log: Callable[[str], None] | None = None, pro
     # -- 4. fine-tune and 5. merge ---------------------------------------------------------
     merged, heads_dir = base, None
     trained_exits = tuple(k for k in exits if k < n_layers)
-    ee_tuning = cfg.exit_training == "ee-tuning" and cfg.exit_kind == "dedicated" and bool(trained_exits)
+    ee_tuning = cfg.exit_training == "ee-tuning" and cfg.exit_kind in ("dedicated", "lens") and bool(trained_exits)
     if cfg.finetune.epochs > 0:
         t = time.perf_counter()
         ft_cfg = replace(cfg.finetune, exits=() if ee_tuning else trained_exits, exit_kind=cfg.exit_kind, seed=cfg.seed)
@@ -313,7 +313,7 @@ def convert(cfg: ConvertConfig, *, log: Callable[[str], None] | None = None, pro
             f"{result.tokens_per_s:,.0f} tok/s")
         t = time.perf_counter()
         merged = merge_adapter(base, result.adapter_dir, work / "merged", into=cfg.merge_into)
-        heads_dir = result.heads_dir if cfg.exit_kind == "dedicated" and not ee_tuning else None
+        heads_dir = result.heads_dir if cfg.exit_kind != "shared" and not ee_tuning else None
         measurements["merge"] = {"into": cfg.merge_into, "dir": str(merged)}
         measurements["heldout_loss"]["finetuned"] = _hf_heldout_loss(merged, held)
         say(f"[5/8] merged into the {'NF4-dequantized' if cfg.merge_into == 'nf4' else 'full-precision'} base: {merged}")

@@ -57,7 +57,7 @@ from converters.checkpoint import CheckpointError, load_checkpoint, save_checkpo
 from edgeagent.atomic import atomic_path, write_text
 from edgeagent.export.exit_pack import HEADS_FILE, HEADS_META, EarlyExitError, parse_exits
 
-KINDS = ("shared", "dedicated")
+KINDS = ("shared", "dedicated", "lens")
 LOSS_SCALES = ("sum_l", "l", "one")
 
 
@@ -85,7 +85,11 @@ class ExitHeads(nn.Module):
 
     ``shared`` holds no parameters and applies the model's own final norm and ``lm_head``
     (the model is passed at call time, so no weight is registered twice). ``dedicated`` holds
-    ``norms[str(k)]`` and ``heads[str(k)]``, float32 copies of the final ones.
+    ``norms[str(k)]`` and ``heads[str(k)]``, float32 copies of the final ones. ``lens`` holds
+    a norm and a d x d matrix ``lenses[str(k)]`` (identity at first) in front of the model's own
+    frozen head: the tuned lens of Belrose et al. 2023 (arXiv:2303.08112) without its bias,
+    since llama.cpp's output layer has none. It has d^2 parameters per exit instead of V x d
+    (0.33M against 28M on SmolLM2), and packs as a dedicated head whose matrix is E W.
     """
 
     def __init__(self, model: nn.Module, exits: Sequence[int], kind: str = "dedicated"):
@@ -100,42 +104,65 @@ class ExitHeads(nn.Module):
             raise EarlyExitError(f"exit layers {list(exits)} must be distinct and in 1..{n_layers}")
         self.norms = nn.ModuleDict()
         self.heads = nn.ModuleDict()
-        if kind == "dedicated":
+        self.lenses = nn.ModuleDict()
+        self._unembed: torch.Tensor | None = None
+        if kind in ("dedicated", "lens"):
             final_norm, final_head = _decoder(model).norm, _lm_head(model)
             weight = final_head.weight.detach().float()  # a dequantized copy if lm_head was quantized
             for k in self.exits:
                 norm = copy.deepcopy(final_norm).float()
                 for p in norm.parameters():
                     p.requires_grad_(True)
-                head = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device)
-                with torch.no_grad():
-                    head.weight.copy_(weight)
                 self.norms[str(k)] = norm
-                self.heads[str(k)] = head
+                if kind == "dedicated":
+                    head = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device)
+                    with torch.no_grad():
+                        head.weight.copy_(weight)
+                    self.heads[str(k)] = head
+                else:
+                    lens = nn.Linear(weight.shape[1], weight.shape[1], bias=False, device=weight.device)
+                    with torch.no_grad():
+                        lens.weight.copy_(torch.eye(weight.shape[1]))
+                    self.lenses[str(k)] = lens
+            if kind == "lens":
+                self._unembed = weight  # frozen, not a parameter: the packed head is unembed @ lens
 
     def logits(self, model: nn.Module, exit_layer: int, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits at `exit_layer` from the residual stream ``hidden`` (..., d)."""
         if self.kind == "shared":
             return _lm_head(model)(_decoder(model).norm(hidden))
         key = str(exit_layer)
-        if key not in self.heads:
-            raise EarlyExitError(f"no dedicated head for exit layer {exit_layer} (heads: {', '.join(self.heads)})")
+        if key not in self.norms:
+            raise EarlyExitError(f"no {self.kind} head for exit layer {exit_layer} (heads: {', '.join(self.norms)})")
+        if self.kind == "lens":
+            return _lm_head(model)(self.lenses[key](self.norms[key](hidden.float())))
         return self.heads[key](self.norms[key](hidden.float()))
 
     def head_tensors(self) -> dict[str, torch.Tensor]:
-        """The dedicated heads' weights as saved: ``norm.{k}.weight``, ``head.{k}.weight``."""
+        """The heads' weights as saved and packed: ``norm.{k}.weight``, ``head.{k}.weight``; a
+        lens exit's head is the model's unembedding times its lens (E (W x) = (E W) x), and its
+        lens is kept too (``lens.{k}.weight``, d x d: what a shipped agent would carry)."""
         out = {}
         for k in self.exits:
+            if self.kind == "shared":
+                continue
+            out[f"norm.{k}.weight"] = self.norms[str(k)].weight.detach().float().contiguous()
             if self.kind == "dedicated":
-                out[f"norm.{k}.weight"] = self.norms[str(k)].weight.detach().float().contiguous()
                 out[f"head.{k}.weight"] = self.heads[str(k)].weight.detach().float().contiguous()
+            else:
+                lens = self.lenses[str(k)].weight.detach().float()
+                out[f"lens.{k}.weight"] = lens.contiguous()
+                out[f"head.{k}.weight"] = (self._unembed @ lens).contiguous()
         return out
 
     def load_head_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
         with torch.no_grad():
             for k in self.exits:
                 self.norms[str(k)].weight.copy_(tensors[f"norm.{k}.weight"])
-                self.heads[str(k)].weight.copy_(tensors[f"head.{k}.weight"])
+                if self.kind == "lens":
+                    self.lenses[str(k)].weight.copy_(tensors[f"lens.{k}.weight"])
+                else:
+                    self.heads[str(k)].weight.copy_(tensors[f"head.{k}.weight"])
 
 
 def exit_loss_weights(exits: Sequence[int], scale: str | Sequence[float] = "sum_l") -> list[float]:
@@ -316,7 +343,9 @@ def save_heads(heads: ExitHeads, out_dir: str | os.PathLike, meta: dict) -> Path
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"kind": heads.kind, "exits": heads.exits, "n_layers": heads.n_layers, **meta}
+    # a lens exit packs as a dedicated head (its own norm and output matrix); head_form says which
+    meta = {"kind": "dedicated" if heads.kind == "lens" else heads.kind, "head_form": heads.kind,
+            "exits": heads.exits, "n_layers": heads.n_layers, **meta}
     tensors = heads.head_tensors()
     path = out_dir / HEADS_FILE
     if tensors:

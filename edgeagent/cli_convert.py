@@ -43,7 +43,8 @@ def convert_command(
     quants: Optional[str] = typer.Option(None, "--quants", help="Comma list, e.g. q8_0,q4_k_m (default: from the profile)."),
     exits: Optional[str] = typer.Option(None, "--exits", help="Exit depths: layer counts '3,6' or fractions '0.5' "
                                         "(default: half and full depth; full depth is always packed)."),
-    exit_kind: str = typer.Option("dedicated", "--exit-kind", help="dedicated (own norm + head per exit) or shared."),
+    exit_kind: str = typer.Option("dedicated", "--exit-kind", help="dedicated (own norm + head per exit), lens (own norm + a d x d "
+                                   "map before the model's head: 1/85 of the parameters on SmolLM2) or shared."),
     exit_training: Optional[str] = typer.Option(None, "--exit-training", help="How exits learn: ee-tuning (after the "
                                                 "fine-tune, dedicated heads only, the model frozen; the default for "
                                                 "dedicated exits) or layerskip (the early-exit loss inside the fine-tune; "
@@ -113,13 +114,13 @@ def convert_command(
     )
     if layout not in ("episode", "step"):
         fail(f"--layout {layout!r}: choose episode or step")
-    if exit_kind not in ("dedicated", "shared"):
-        fail(f"--exit-kind {exit_kind!r}: choose dedicated or shared")
+    if exit_kind not in ("dedicated", "lens", "shared"):
+        fail(f"--exit-kind {exit_kind!r}: choose dedicated, lens or shared")
     if exit_training not in ("ee-tuning", "layerskip"):
         fail(f"--exit-training {exit_training!r}: choose ee-tuning or layerskip")
     if exit_training == "ee-tuning" and exit_kind == "shared":
         fail("--exit-training ee-tuning trains dedicated heads on a frozen model; shared exits have nothing to train "
-             "that way: use --exit-kind dedicated, or --exit-training layerskip")
+             "that way: use --exit-kind dedicated or lens, or --exit-training layerskip")
     work = work_dir or out.with_name(out.name + ".work")
     check_paths(out, work, resume)
 

@@ -219,6 +219,18 @@ def test_train_exits_resumes_where_an_uninterrupted_run_ends(model_dir, traces, 
         ee.train_exits(model_dir, traces, "1", "shared", tmp_path / "shared", steps=1, log=None)
 
 
+def test_lens_exits_learn_with_the_model_frozen(model_dir, traces, tmp_path):
+    """EE-Tuning of lens exits: the held-out loss at each exit falls, and the full depth's own
+    held-out loss is the same before and after (the model is frozen)."""
+    cfg = ee.ExitTrainConfig(holdout_tasks=1, batch_tokens=1024, ckpt_every=10, warmup=1, eval_batches=1)
+    meta = ee.train_exits(model_dir, traces, "1,2", "lens", tmp_path / "lens", steps=6, lr=3e-3, config=cfg, log=None)
+    before, after = meta["heldout_loss_before"], meta["heldout_loss_after"]
+    assert after["1"] < before["1"] and after["2"] < before["2"]
+    assert after[str(N_LAYERS)] == pytest.approx(before[str(N_LAYERS)], rel=1e-6)
+    saved = json.loads((tmp_path / "lens" / HEADS_META).read_text())
+    assert saved["kind"] == "dedicated" and saved["head_form"] == "lens"
+
+
 # --- packing: exit directory -> GGUF -> llama.cpp == transformers ---------------------------------
 
 
@@ -230,7 +242,7 @@ def _hf_exit_logits(model_dir: Path, heads: ee.ExitHeads | None, k: int, tokens:
         return heads.logits(model, k, out.hidden_states[k])[0].numpy()
 
 
-@pytest.mark.parametrize("kind", ["shared", "dedicated"])
+@pytest.mark.parametrize("kind", ["shared", "dedicated", "lens"])
 def test_exit_gguf_matches_the_truncated_transformers_model(model_dir, tmp_path, kind):
     import gguf
 
@@ -245,9 +257,19 @@ def test_exit_gguf_matches_the_truncated_transformers_model(model_dir, tmp_path,
             heads.heads[str(k)].weight.add_(0.05 * torch.randn_like(heads.heads[str(k)].weight))
         heads_dir = tmp_path / "heads"
         ee.save_heads(heads, heads_dir, {})
+    if kind == "lens":  # its own norm and a d x d map before the model's head, packed as E W
+        model = load_hf(model_dir)
+        heads = ee.ExitHeads(model, [k], "lens")
+        assert sum(p.numel() for p in heads.parameters()) == model.config.hidden_size * (1 + model.config.hidden_size)
+        with torch.no_grad():
+            heads.norms[str(k)].weight.mul_(1.3)
+            heads.lenses[str(k)].weight.add_(0.1 * torch.randn_like(heads.lenses[str(k)].weight))
+        heads_dir = tmp_path / "heads"
+        ee.save_heads(heads, heads_dir, {})
     exit_dir = write_exit_model(model_dir, heads_dir, k, tmp_path / "exit")
     config = json.loads((exit_dir / "config.json").read_text())
-    assert config["num_hidden_layers"] == k and config["edgeagent_exit"]["kind"] == kind
+    assert config["num_hidden_layers"] == k
+    assert config["edgeagent_exit"]["kind"] == ("shared" if kind == "shared" else "dedicated")
 
     from edgeagent.export.hf_to_gguf import export
 
