@@ -14,6 +14,11 @@ What a run costs (the model ``estimate.energy_estimate`` uses):
 The powers are above the idle baseline. ``t_prefill`` = FLOPs / sustained compute,
 ``t_decode`` per token = bytes read / (eta x bandwidth) + a fixed per-token overhead; all four
 device numbers, the two powers and the setup terms are fitted here, on in-sample rows only.
+
+Every row is estimated at the thread count its source ran. When those threads reach in-order
+little cores (Cortex-A5xx), each step is paced by the little core's 1/n share of the work
+(``estimate.little_core_s``); the two per-cycle constants of that term are fitted on exactly one
+in-sample row (``fit_little_cores``), every other row of every source stays held out.
 This module imports the standard library only (it runs on phones).
 """
 
@@ -44,7 +49,8 @@ GEERLING_Q6A = {
     "url": "https://github.com/geerlingguy/sbc-reviews/issues/85",
     "device": "Radxa Dragon Q6A board (Qualcomm QCS6490, 8 GB)",
     "profile": "qualcomm-rb3-gen-2",
-    "runtime": "llama-bench, CPU, 8 threads, pp512 and tg128 measured separately",
+    "runtime": "llama-bench, CPU, 8 threads (the threads column of llama-bench's own table: all 4 Cortex-A78 "
+               "and all 4 Cortex-A55), pp512 and tg128 measured separately",
     "energy_includes": "power at the wall during the run (board, regulators and the supply's loss; idle not "
                        "subtracted and not published): not comparable with power above idle, so no energy ratio",
     "time_is": "llama-bench throughputs only (no end-to-end run time)",
@@ -125,10 +131,13 @@ HUANG_8GEN3 = dict(HUANG_8ELITE, **{
               "12 GB), FlymeOS 11.2.0",
     "profile": "snapdragon-8-gen-3",
     # Same runtime as the estimator models, so the rows stay in the held-out figures; what differs:
-    "caveat": "llama.cpp ran 8 threads here, the 2 Cortex-A520 cores included, while the profile models 6 big-core "
-              "threads with an unfitted bandwidth efficiency and power; Xiao et al. (arXiv:2410.03613, Section "
-              "V-A1) found the two little cores slow llama.cpp on this SoC. Energy per token is power / decode "
-              "speed on both sides, so its ratio follows the decode-speed ratio",
+    "caveat": "llama.cpp ran 8 threads here, the 2 Cortex-A520 cores included (Xiao et al., arXiv:2410.03613, "
+              "Section V-A1, found the two little cores slow llama.cpp on this SoC). The estimate runs 8 threads "
+              "too: llama.cpp splits each matmul evenly over its threads and waits for the slowest, so each step "
+              "lasts at least an A520's 1/8 share of the work at the in-order little-core rate fitted on one "
+              "other row (geerling-q6a TinyLlama-1.1B, Cortex-A55), never on these rows. Power is the profile's "
+              "unfitted W per busy thread x 8, the same figure for big and little cores; energy per token is "
+              "power / decode speed on both sides",
 })
 
 XIAO = {
@@ -180,6 +189,9 @@ class Anchor:
     estimator_quant: str | None = None
     decode_mj_per_token: float | None = None  # energy per decoded token (see the source's energy_includes)
     mah_per_run: float | None = None  # battery charge per run, as published
+    # llama.cpp threads of the run (required: the estimate is made at this count; where the
+    # source does not state it, the notes say what was taken instead)
+    threads: int = field(kw_only=True)
 
     @property
     def window_s(self) -> float | None:
@@ -193,13 +205,13 @@ def _e(model: str, quant: str, prompt: int, params: float, weights: float, pp: f
        total: float, power: float, joules: float, peak: float, held_out: bool, shape: str | None = None,
        notes: tuple[str, ...] = ()) -> Anchor:
     return Anchor("ehsani2026", model, quant, prompt, 100, held_out, shape, params, weights, pp, tg, tp, td, total,
-                  power, joules, peak, notes)
+                  power, joules, peak, notes, threads=8)
 
 
 def _h(source: str, model: str, shape: str, tg: float, mj: float, uah: float) -> Anchor:
     """One llama.cpp baseline of Huang et al.'s Table 9: decode token/s, mJ and uAh per token."""
     return Anchor(source, model, "4-bit (Q4_0 or Q4_1)", _HUANG_PROMPT, _HUANG_GEN, True, shape,
-                  decode_tokens_per_s=tg, decode_mj_per_token=mj, estimator_quant="q4_0",
+                  decode_tokens_per_s=tg, decode_mj_per_token=mj, estimator_quant="q4_0", threads=8,
                   notes=(f"Table 9, llama.cpp row: {tg} token/s, {uah} uAh/token, {mj} mJ/token (averaged over 4 "
                          f"datasets)",
                          f"estimated at {_HUANG_PROMPT} prompt + {_HUANG_GEN} generated tokens (an evaluation point, "
@@ -233,22 +245,30 @@ PUBLISHED: tuple[Anchor, ...] = (
     _e("Qwen2.5-7B", "IQ4_XS", 113, 7.62, 4017, 16.63, 10.65, 6.79, 9.39, 16.26, 14.26, 251.54, 4349, False),
     _e("Llama-3.1-8B", "IQ4_XS", 119, 8.03, 4234, 15.53, 9.12, 7.66, 10.96, 18.68, 13.53, 302.50, 4556, False, "llama-3.1-8b"),
     _e("Gemma-2-9B", "IQ4_XS", 93, 9.24, 4937, 12.69, 6.81, 7.33, 14.68, 22.06, 12.65, 325.21, 5612, False),
-    # A different SoC, a different person, a board at the wall: held out, fitted to nothing.
-    Anchor("geerling-q6a", "TinyLlama-1.1B", "Q4_K_M", 512, 128, True, "tinyllama-1.1b", 1.10, 636.18,
-           prefill_tokens_per_s=25.25, decode_tokens_per_s=15.23, average_power_w=7.8,
-           notes=("wall power 7.8 W during the run, idle not published: no power or energy ratio",
-                  "llama-bench pp512 / tg128, 8 threads (the profile runs 4: the A55 cores add little to "
-                  "memory-bound decode)")),
+    # A different SoC, a different person, a board at the wall. The TinyLlama row is the one
+    # in-sample row of the little-core term (fit_little_cores); nothing else is fitted to it.
+    Anchor("geerling-q6a", "TinyLlama-1.1B", "Q4_K_M", 512, 128, False, "tinyllama-1.1b", 1.10, 636.18,
+           prefill_tokens_per_s=25.25, decode_tokens_per_s=15.23, average_power_w=7.8, threads=8,
+           notes=("IN-SAMPLE: the one row the two little-core constants are fitted on (fit_little_cores: "
+                  "decode bytes and prefill int8 ops per cycle of an in-order little core); its decode and "
+                  "prefill ratios are ~1 by construction and count in no held-out figure",
+                  "wall power 7.8 W during the run, idle not published: no power or energy ratio",
+                  "llama-bench pp512 / tg128, 8 threads as its table's threads column says, one per core: "
+                  "4 Cortex-A78 and 4 Cortex-A55, so each step waits for an A55")),
     Anchor("geerling-q6a", "Llama-3.2-3B", "Q4_K_M", 512, 128, True, "llama-3.2-3b", 3.21, 1.87 * 1024,
-           prefill_tokens_per_s=8.76, notes=("tg128 not in the stored copy of the thread",)),
+           prefill_tokens_per_s=8.76, threads=8,
+           notes=("tg128 not in the stored copy of the thread",
+                  "llama-bench pp512, 8 threads as its table's threads column says: 4 Cortex-A78 and 4 Cortex-A55")),
     # A third team, a phone, a GPU runtime: held out; printed with why it cannot be reconciled.
     Anchor("tummalapalli2026", "Qwen2.5-1.5B-Instruct", "q4f16_2", 250, 504, True, "qwen2.5-1.5b", 1.5,
            decode_tokens_per_s=9.93, prefill_s=25.128, decode_s=51.294, run_s=25.128 + 51.294,
-           estimator_quant="q4_0",
+           estimator_quant="q4_0", threads=6,
            notes=("Table 8 means over iterations 1-5: 504 decode tokens, decode 51,294 ms, 9.93 tok/s, prefill "
                   "25,128 ms; run_s = prefill + decode",
                   "estimated as Q4_0 (4.5 bits per linear weight, as q4f16_2's int4 groups of 32, float16 model "
-                  "dtype) on the llama.cpp CPU profile",)),
+                  "dtype) on the llama.cpp CPU profile",
+                  "threads: MLC-LLM ran on the GPU, so the source has no CPU thread count; estimated at the "
+                  "profile's default (runtime.threads = 6)")),
     # A fourth team (Huang et al., MNN-AECS), llama.cpp CPU on two phones: held out, fitted to nothing.
     *(_h(src, model, shape, tg, mj, uah) for src, rows in (
         ("huang2025-8elite", (("Qwen2.5-1.5B", "qwen2.5-1.5b", 33.5, 318.7, 21.2),
@@ -263,7 +283,7 @@ PUBLISHED: tuple[Anchor, ...] = (
     # A fifth team (Xiao et al.), llama.cpp CPU on a Dimensity 9300 tablet: held out. The estimator
     # has no Llama-2-7B shape, so the row is listed without ratios (with the reason).
     Anchor("xiao2024", "Llama-2-7B", "4-bit K-quant", 64, 128, True, None, 7.0, prefill_tokens_per_s=10.63,
-           decode_tokens_per_s=8.22, mah_per_run=4.54,
+           decode_tokens_per_s=8.22, mah_per_run=4.54, threads=6,
            notes=("no Llama-2-7B shape in shapes.PUBLISHED_SHAPES, so no estimate and no ratio",
                   "Table II, (prompt, generation) = (64, 128) tokens: power drain 4.54 mAh/round, prefill 10.63 "
                   "tok/s, decode 8.22 tok/s (Huawei MatePad 12.6 Pro, Kirin 9000E: 8.28 mAh, 6.67, 4.34; no profile "
@@ -335,6 +355,75 @@ def fit_phone_model(source: str, bandwidth_theoretical_gbs: float, rows: tuple[A
     return PhoneFit(source, len(fit_rows), 1.0 / (slope * bandwidth_theoretical_gbs), t0 * 1e3, compute, pp, pd, e0, e_gb)
 
 
+@dataclass(frozen=True)
+class LittleCoreFit:
+    """The in-order little-core constants (``estimate.LITTLE_CORE_*``) and the one row they come from."""
+
+    source: str
+    model: str
+    threads: int
+    core: str | None
+    ghz: float
+    bytes_per_cycle: float  # decode: bytes per token consumed per cycle by one little core
+    int8_ops_per_cycle: float  # prefill: matmul FLOPs per cycle by one little core
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def fit_little_cores(rows: tuple[Anchor, ...] = PUBLISHED, profiles: dict[str, Any] | None = None) -> LittleCoreFit:
+    """Fit the two per-cycle constants of the little-core term on the ONE in-sample row whose
+    threads reach in-order little cores on its profile (held-out rows are never read; zero or
+    several such rows is an error, so adding one is a deliberate change).
+
+    On such a row every step is paced by a little core doing 1/n of the work
+    (``estimate.little_core_s``), so the published speed gives the constant directly:
+        decode:  bytes/cycle = mean bytes per token / (n x GHz x (1 / tok/s - per-step extras))
+        prefill: ops/cycle   = prompt FLOPs / (n x GHz x prompt tokens / (prompt tok/s))
+    (the extras are the profile's calibrated attention and fixed per-step costs, if it has
+    any; the RB3 Gen 2 profile has none). The fit then checks that the estimator, given these
+    constants, does pace that row by its little cores and reproduces both published speeds.
+    """
+    from edgeagent.estimate import decode_attention_s, decode_bytes_per_token, latency_estimate, prefill_flops
+    from edgeagent.profiles import load_profile
+    from edgeagent.shapes import shape_from_config
+
+    loaded = dict(profiles or {})
+
+    def profile_of(r: Anchor) -> Any:
+        name = SOURCES[r.source]["profile"]
+        if name not in loaded:
+            loaded[name] = load_profile(name)
+        return loaded[name]
+
+    paced = [r for r in rows if not r.held_out and r.shape and profile_of(r).little_cluster_reached(r.threads)]
+    if len(paced) != 1:
+        named = "; ".join(f"{r.source} {r.model}" for r in paced) or "none"
+        raise ValueError(f"the little-core constants are fitted on exactly one in-sample row whose threads reach "
+                         f"in-order little cores; found {len(paced)} ({named})")
+    (row,) = paced
+    prof = profile_of(row)
+    rt, little = prof.runtime, prof.little_cluster_reached(row.threads)
+    shape = shape_from_config(row.shape, (row.estimator_quant or row.quant).lower())
+    cycles_per_s = row.threads * little.ghz * 1e9  # summed over the n threads, each at the little clock
+
+    n_kv = [row.prompt_tokens + 1 + i for i in range(max(row.gen_tokens - 1, 1))]  # as latency_estimate steps
+    mean_bytes = sum(decode_bytes_per_token(shape, k, rt.kv_cache_type) for k in n_kv) / len(n_kv)
+    extras = [rt.decode_overhead_ms / 1e3 + (decode_attention_s(shape, k, rt.decode_attention_gflops)
+                                             if rt.decode_attention_gflops else 0.0) for k in n_kv]
+    bytes_per_cycle = mean_bytes / (cycles_per_s * (1 / row.decode_tokens_per_s - sum(extras) / len(extras)))
+    prefill_s = row.prompt_tokens / row.prefill_tokens_per_s
+    ops_per_cycle = prefill_flops(shape, row.prompt_tokens) / (cycles_per_s * prefill_s)
+
+    lat = latency_estimate(shape, prof, row.prompt_tokens, row.gen_tokens, row.threads,
+                           little_bytes_per_cycle=bytes_per_cycle, little_int8_ops_per_cycle=ops_per_cycle)
+    if lat["decode_bound"] != "little-core" or lat["prefill_bound"] != "little-core":
+        raise ValueError(f"{row.source} {row.model}: the estimate is not paced by its little cores at the fitted "
+                         f"constants (decode {lat['decode_bound']}-bound, prefill {lat['prefill_bound']}-bound), "
+                         f"so the row cannot determine them")
+    return LittleCoreFit(row.source, row.model, row.threads, little.core, little.ghz, bytes_per_cycle, ops_per_cycle)
+
+
 # --- comparing -----------------------------------------------------------------------------
 
 
@@ -359,7 +448,8 @@ def compare_row(row: Anchor, profile: Any, fit: PhoneFit | None) -> dict[str, An
     from edgeagent.shapes import shape_from_config
 
     out: dict[str, Any] = {"source": row.source, "model": row.model, "quant": row.quant, "shape": row.shape,
-                           "profile": profile.name, "held_out": row.held_out, "notes": list(row.notes)}
+                           "profile": profile.name, "held_out": row.held_out, "threads": row.threads,
+                           "notes": list(row.notes)}
     why_not = SOURCES[row.source].get("not_comparable")
     out["comparable"] = why_not is None
     if why_not:
@@ -373,7 +463,11 @@ def compare_row(row: Anchor, profile: Any, fit: PhoneFit | None) -> dict[str, An
         return out
     shape = shape_from_config(row.shape, quant)
     n_ctx = 512 if row.source == "ehsani2026" else 2048
-    e = estimate(shape, profile, row.prompt_tokens, row.gen_tokens, n_ctx=max(n_ctx, row.prompt_tokens + row.gen_tokens))
+    try:
+        e = estimate(shape, profile, row.prompt_tokens, row.gen_tokens,
+                     n_ctx=max(n_ctx, row.prompt_tokens + row.gen_tokens), threads=row.threads)
+    except ValueError as exc:
+        raise ValueError(f"{row.source} {row.model} on {profile.name}: {exc}") from None
     lat, en = e["latency"], e["energy"]
     run_s = lat["total_ms"] / 1e3
     joules = None
@@ -381,12 +475,14 @@ def compare_row(row: Anchor, profile: Any, fit: PhoneFit | None) -> dict[str, An
         joules = en["joules_per_inference"] + fit.setup_j + fit.setup_j_per_gb * shape.weights_bytes / 1e9
     mj_per_token = None
     if row.decode_mj_per_token is not None:
-        # decode power above idle x time per token; plus the idle draw when the published figure keeps it
-        watts = profile.power.decode_w + (0.0 if SOURCES[row.source].get("energy_idle_subtracted", True)
-                                          else profile.power.idle_w)
+        # decode power above idle at the row's threads x time per token; plus the idle draw when
+        # the published figure keeps it
+        watts = en["decode_w"] + (0.0 if SOURCES[row.source].get("energy_idle_subtracted", True)
+                                  else profile.power.idle_w)
         mj_per_token = watts / lat["tokens_per_s"] * 1e3
     out.update({
         "estimated": True,
+        "paced_by": {"decode": lat["decode_bound"], "prefill": lat["prefill_bound"], "little_core": lat["little_core"]},
         "decode_tokens_per_s": _figure(lat["tokens_per_s"], row.decode_tokens_per_s),
         "prefill_tokens_per_s": _figure(lat["prefill_tokens_per_s"], row.prefill_tokens_per_s),
         "run_s": _figure(run_s, row.run_s),
@@ -442,10 +538,15 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
         raise ValueError(f"no published measurements for profile {only_profile!r}; "
                          f"profiles with some: {', '.join(sorted({s['profile'] for s in SOURCES.values()}))}")
     sources = [s for s in SOURCES.values() if only_profile is None or s["profile"] == only_profile]
+    from edgeagent import estimate as est
+
+    little = fit_little_cores(PUBLISHED, profiles)
     return {
         "source": "estimated vs published",
         "sources": sources,
         "fits": fits,
+        "little_cores": {"fit": little.to_dict(), "used": {"bytes_per_cycle": est.LITTLE_CORE_BYTES_PER_CYCLE,
+                                                           "int8_ops_per_cycle": est.LITTLE_CORE_INT8_OPS_PER_CYCLE}},
         "rows": rows,
         "summary": _summary(rows),
         "notes": [
@@ -460,6 +561,12 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
             "worst ratios",
             "decode_mj_per_token (energy per decoded token) and mah_per_run (battery charge per run) are for sources "
             "that publish those instead of a run's joules; they are in --json rows and in the summary",
+            f"every row is estimated at its source's llama.cpp threads; where they reach in-order little cores "
+            f"(Cortex-A5xx) each step lasts at least a little core's 1/n share of the work, at "
+            f"{est.LITTLE_CORE_BYTES_PER_CYCLE:g} bytes/cycle (decode) and {est.LITTLE_CORE_INT8_OPS_PER_CYCLE:g} "
+            f"int8 ops/cycle (prefill), fitted on the one in-sample row {little.source} {little.model} "
+            f"({little.threads} threads, {little.core} @ {little.ghz:g} GHz); power is the profile's W per busy thread "
+            f"x the row's threads",
         ] + [f"{s['id']} is not in the held-out summary: {s['not_comparable']}" for s in sources if s.get("not_comparable")]
         + [f"{s['id']}: {s['caveat']}" for s in sources if s.get("caveat")],
     }

@@ -12,6 +12,9 @@ The model, in four lines (docs/DESIGN.md "Measuring"):
     decode  = max(bytes read per token / effective bandwidth, FLOPs / compute)     (memory-bound)
     energy  = power per phase x time;  mAh = J / (3.6 x V_nominal)
 
+plus one term for runs whose threads reach in-order little cores (``little_core_s``): each
+step then lasts at least as long as a little core takes for its 1/n share of the work.
+
 Units: bytes, seconds, FLOPs; results in MiB (2^20, as llama.cpp and RSS tools print) and
 ms. This module runs on phones: it imports the standard library, and gguf only to read a
 GGUF file.
@@ -154,7 +157,50 @@ def prefill_flops(shape: ModelShape, prompt_tokens: int) -> float:
     return 2 * shape.block_matmul_params * T + 2 * shape.head.n_elements + attention_flops(shape, 1) * causal_positions
 
 
-def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, gen_tokens: int) -> dict[str, Any]:
+# --- threads on little cores -----------------------------------------------------------------
+
+# What one in-order little core (Cortex-A53/A55/A510/A520) gets through per clock cycle in
+# llama.cpp's quantized matmuls, each fitted on ONE published run: Geerling's Radxa Dragon Q6A
+# (QCS6490: 4 Cortex-A78 + 4 Cortex-A55 @ 1.9 GHz), TinyLlama-1.1B Q4_K_M, llama-bench with 8
+# threads, tg128 15.23 tok/s and pp512 25.25 tok/s (edgeagent/anchors.py, the row marked
+# in-sample; ``anchors.fit_little_cores`` recomputes both from it, and a test holds these to it).
+# Every other published row stays held out. Both are fitted rather than derived from the
+# core's SDOT pipes as the profiles' big-core compute is; for scale, the prefill figure is about
+# a seventh of the 0.35 x 64 int8 ops per cycle the profiles assume for a Cortex-A78.
+LITTLE_CORE_BYTES_PER_CYCLE = 0.644  # decode: weight and KV bytes consumed per cycle per little core
+LITTLE_CORE_INT8_OPS_PER_CYCLE = 3.30  # prefill: matmul FLOPs (int8 multiply-add = 2) per cycle per little core
+
+
+def little_core_s(work: float, threads: int, ghz: float, per_cycle: float) -> float:
+    """Seconds one llama.cpp step takes on a little core that holds 1/``threads`` of ``work``.
+
+    llama.cpp splits every matmul's rows evenly over its n threads and waits at a barrier
+    after each op, so a step lasts as long as its slowest thread: the little core's share,
+    work / n, at ``per_cycle`` x its clock. The big cores finish early and spin at the
+    barrier. This is why params x tok/s is about constant on a run paced this way (Huang et
+    al.'s 8 Gen 3 rows): the time follows the work per thread, not DRAM bandwidth.
+    """
+    return work / threads / (per_cycle * ghz * 1e9)
+
+
+def phase_power_w(profile: Profile, threads: int | None = None) -> tuple[float, float]:
+    """(prefill W, decode W) above idle with ``threads`` busy threads.
+
+    The profiles give each phase's power for ``runtime.threads`` threads (most of them as W
+    per busy thread x threads, see their ``sources``); at another thread count the same W per
+    thread is used. One figure for big and little cores: threads that wait at llama.cpp's
+    barriers spin rather than sleep (ggml_barrier polls; llama.cpp PR #8672 made polling the
+    default), and no per-core power measurement of these SoCs under llama.cpp was found to
+    split it by core type.
+    """
+    n = profile.runtime.threads if threads is None else threads
+    scale = n / profile.runtime.threads
+    return profile.power.prefill_w * scale, profile.power.decode_w * scale
+
+
+def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, gen_tokens: int,
+                     threads: int | None = None, little_bytes_per_cycle: float | None = None,
+                     little_int8_ops_per_cycle: float | None = None) -> dict[str, Any]:
     """TTFT and TPOT on the profile's CPU, roofline style.
 
     Prefill is compute-bound: the prompt's FLOPs at the sustained compute, unless reading
@@ -169,30 +215,54 @@ def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, ge
     each step at that throughput (on this machine it is what makes decode slow down as the
     context fills: 1.28 us per cached position for the built-in model, against 0.05 ns its
     KV bytes explain; device_profiles/host.toml); otherwise it is counted inside the roofline at peak compute.
+
+    ``threads``: llama.cpp's thread count (default ``runtime.threads``). The profile's
+    bandwidth and compute stand for its own thread count and are not rescaled; what the
+    count changes is where the threads run. Once they reach an in-order little cluster
+    (``Profile.little_cluster_reached``) every step is at least ``little_core_s`` of its
+    work: bytes read per token in decode, FLOPs in prefill, at ``LITTLE_CORE_BYTES_PER_CYCLE``
+    and ``LITTLE_CORE_INT8_OPS_PER_CYCLE`` unless given (the fit in ``anchors`` passes its own).
     """
     rt = profile.runtime
+    n_threads = rt.threads if threads is None else threads
+    little = profile.little_cluster_reached(n_threads)
     bandwidth = profile.bandwidth_theoretical_gbs * 1e9 * profile.bandwidth_efficiency  # bytes/s
     compute = profile.compute_gflops_sustained * 1e9  # FLOP/s
 
+    bytes_per_cycle = little_bytes_per_cycle or LITTLE_CORE_BYTES_PER_CYCLE
+    ops_per_cycle = little_int8_ops_per_cycle or LITTLE_CORE_INT8_OPS_PER_CYCLE
+
+    def on_little(work: float, per_cycle: float) -> float:
+        return little_core_s(work, n_threads, little.ghz, per_cycle) if little else 0.0
+
     n_batches = max(1, math.ceil(prompt_tokens / rt.n_ubatch))
-    prefill_compute_s = prefill_flops(shape, prompt_tokens) / compute
+    flops = prefill_flops(shape, prompt_tokens)
+    prefill_compute_s = flops / compute
     prefill_memory_s = n_batches * shape.weights_bytes / bandwidth
-    prefill_s = max(prefill_compute_s, prefill_memory_s)
+    prefill_little_s = on_little(flops, ops_per_cycle)
+    prefill_s = max(prefill_compute_s, prefill_memory_s, prefill_little_s)
 
     steps = max(gen_tokens - 1, 0)
-    step_times, bound_memory = [], 0
+    step_times, bounds = [], {"memory": 0, "compute": 0, "little-core": 0}
     for i in range(max(steps, 1)):  # at least one step, so TPOT exists even for gen_tokens=1
         n_kv = prompt_tokens + 1 + i
-        memory_s = decode_bytes_per_token(shape, n_kv, rt.kv_cache_type) / bandwidth
+        step_bytes = decode_bytes_per_token(shape, n_kv, rt.kv_cache_type)
+        memory_s = step_bytes / bandwidth
         if rt.decode_attention_gflops:
             compute_s = decode_flops_per_token(shape, 0) / compute
             attention_s = decode_attention_s(shape, n_kv, rt.decode_attention_gflops)
         else:
             compute_s, attention_s = decode_flops_per_token(shape, n_kv) / compute, 0.0
-        bound_memory += memory_s >= compute_s
-        step_times.append(max(memory_s, compute_s) + attention_s + rt.decode_overhead_ms / 1e3)
+        little_s = on_little(step_bytes, bytes_per_cycle)
+        paced = max(memory_s, compute_s, little_s)
+        bounds["little-core" if paced == little_s else "memory" if memory_s >= compute_s else "compute"] += 1
+        step_times.append(paced + attention_s + rt.decode_overhead_ms / 1e3)
     tpot_s = sum(step_times) / len(step_times)
     decode_s = tpot_s * steps
+    if prefill_little_s >= max(prefill_compute_s, prefill_memory_s) and little:
+        prefill_bound = "little-core"
+    else:
+        prefill_bound = "compute" if prefill_compute_s >= prefill_memory_s else "memory"
     return {
         "prompt_tokens": prompt_tokens,
         "gen_tokens": gen_tokens,
@@ -203,10 +273,12 @@ def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, ge
         "prefill_ms": prefill_s * 1e3,
         "decode_ms": decode_s * 1e3,
         "total_ms": (prefill_s + decode_s) * 1e3,
-        "prefill_bound": "compute" if prefill_compute_s >= prefill_memory_s else "memory",
-        "decode_bound": "memory" if bound_memory * 2 >= len(step_times) else "compute",
+        "prefill_bound": prefill_bound,
+        "decode_bound": max(bounds, key=bounds.get),
         "bandwidth_effective_gbs": bandwidth / 1e9,
         "compute_gflops_sustained": profile.compute_gflops_sustained,
+        "threads": n_threads,
+        "little_core": ({"core": little.core, "ghz": little.ghz, "cluster": little.name} if little else None),
     }
 
 
@@ -230,12 +302,14 @@ def energy_estimate(latency: dict[str, Any], profile: Profile, wait_s: float = 0
     """Joules per inference = power per phase x time (the profile's powers are above the
     idle baseline, as a baseline-subtracted battery measurement sees them), plus the idle
     power for any time the inference makes the phone wait awake (``wait_s``), plus a model
-    load when ``load_s`` is given (at decode power: the CPU is busy faulting pages in)."""
+    load when ``load_s`` is given (at decode power: the CPU is busy faulting pages in).
+    The phase powers are for the latency's thread count (``phase_power_w``)."""
     p = profile.power
-    prefill_j = p.prefill_w * latency["prefill_ms"] / 1e3
-    decode_j = p.decode_w * latency["decode_ms"] / 1e3
+    prefill_w, decode_w = phase_power_w(profile, latency.get("threads"))
+    prefill_j = prefill_w * latency["prefill_ms"] / 1e3
+    decode_j = decode_w * latency["decode_ms"] / 1e3
     wait_j = p.idle_w * wait_s
-    load_j = p.decode_w * load_s if load_s else 0.0
+    load_j = decode_w * load_s if load_s else 0.0
     joules = prefill_j + decode_j + wait_j + load_j
     busy_s = latency["total_ms"] / 1e3 + (load_s or 0.0)
     v = profile.battery.nominal_v
@@ -248,6 +322,8 @@ def energy_estimate(latency: dict[str, Any], profile: Profile, wait_s: float = 0
         "load_j": load_j,
         "average_power_w": joules / (busy_s + wait_s) if busy_s + wait_s > 0 else 0.0,
         "joules_including_idle": joules + p.idle_w * busy_s,
+        "prefill_w": prefill_w,
+        "decode_w": decode_w,
         "mah_per_inference": mah,
         "mah_per_100_inferences": 100 * mah,
         "nominal_v": v,
@@ -276,14 +352,18 @@ def estimate(
     n_ctx: int = 2048,
     wait_s: float = 0.0,
     include_load: bool = False,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Memory, latency and energy of one inference (a prompt, then ``gen_tokens`` tokens)."""
+    """Memory, latency and energy of one inference (a prompt, then ``gen_tokens`` tokens),
+    with ``threads`` llama.cpp threads (default: the profile's ``runtime.threads``)."""
     if prompt_tokens < 0 or gen_tokens < 1:
         raise ValueError("need prompt_tokens >= 0 and gen_tokens >= 1")
+    if threads is not None and not 1 <= threads <= profile.cores:
+        raise ValueError(f"threads must be between 1 and the profile's {profile.cores} cores, not {threads}")
     if prompt_tokens + gen_tokens > n_ctx:
         raise ValueError(f"prompt ({prompt_tokens}) + output ({gen_tokens}) tokens exceed the context ({n_ctx})")
     memory = memory_estimate(shape, profile, n_ctx)
-    latency = latency_estimate(shape, profile, prompt_tokens, gen_tokens)
+    latency = latency_estimate(shape, profile, prompt_tokens, gen_tokens, threads)
     load_s = model_load_s(shape, profile) if include_load else None
     energy = energy_estimate(latency, profile, wait_s=wait_s, load_s=load_s)
 

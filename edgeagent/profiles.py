@@ -23,6 +23,7 @@ multiply-add as two operations, power in W above the idle baseline, voltage in V
 
 from __future__ import annotations
 
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -54,11 +55,21 @@ def _within(low: float, high: float, *, default: Any = ..., low_open: bool = Tru
     return Field(default=default, le=high, allow_inf_nan=False, **bound)
 
 
+# Arm's in-order efficiency cores (Cortex-A53, A55, A510, A520): the "little" cores of a
+# big.LITTLE phone SoC. Out-of-order cores (Cortex-A57, A7xx, X, Oryon, x86) do not match.
+_IN_ORDER_LITTLE = re.compile(r"\bCortex-A(53|55|510|520)\b", re.IGNORECASE)
+
+
 class CpuCluster(_Strict):
     name: str
     cores: int = _within(0, 1024)
     ghz: float = _within(0.1, 10.0, low_open=False)
     core: str | None = None  # microarchitecture, e.g. "Cortex-X4"
+
+    @property
+    def in_order_little(self) -> bool:
+        """An in-order efficiency core (Cortex-A5xx), read from ``core``; unknown cores are not."""
+        return bool(self.core and _IN_ORDER_LITTLE.search(self.core))
 
 
 class Power(_Strict):
@@ -142,6 +153,24 @@ class Profile(_Strict):
     @property
     def cores(self) -> int:
         return sum(c.cores for c in self.cpu_clusters)
+
+    def little_cluster_reached(self, threads: int) -> CpuCluster | None:
+        """The slowest in-order little cluster that ``threads`` llama.cpp threads reach, or None.
+
+        Threads fill cores fastest first (the scheduler gives busy threads the big cores
+        first): every out-of-order cluster, by clock, then the in-order little clusters, by
+        clock. Only when the big cores are all taken do threads land on little
+        cores, and then the slowest little cluster in use paces each step (``estimate``).
+        """
+        order = sorted(self.cpu_clusters, key=lambda c: (c.in_order_little, -c.ghz))
+        left, reached = threads, None
+        for cluster in order:
+            if left <= 0:
+                break
+            if cluster.in_order_little:
+                reached = cluster  # sorted by clock: each one reached is the slowest so far
+            left -= cluster.cores
+        return reached
 
     @property
     def bandwidth_effective_gbs(self) -> float:

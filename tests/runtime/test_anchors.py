@@ -166,10 +166,11 @@ def test_summary_counts_the_per_token_energy_rows() -> None:
         (elite.power.decode_w + elite.power.idle_w) / row["decode_tokens_per_s"]["estimated"] * 1e3)
     e = s["decode_mj_per_token"]
     assert e["held_out_rows"] == 8 and e["min_ratio"] <= e["median_ratio"] <= e["max_ratio"]
-    # decode speed: every comparable held-out row, the eight new ones among them
+    # decode speed: every comparable held-out row, the eight new ones among them (Geerling's
+    # TinyLlama row is in-sample: the little-core constants are fitted on it)
     decode = [r["decode_tokens_per_s"]["ratio"] for r in cmp["rows"]
               if r["held_out"] and r["comparable"] and r["decode_tokens_per_s"]["ratio"] is not None]
-    assert s["decode_tokens_per_s"]["held_out_rows"] == len(decode) and len(decode) >= 13
+    assert s["decode_tokens_per_s"]["held_out_rows"] == len(decode) and len(decode) >= 12
     # the energy-per-run figure (and the mAh range built on it) still reads Ehsani's held-out rows only
     assert s["joules_per_run"]["held_out_rows"] == 4
     # the tablet row has no estimator shape: listed with its published figures and the reason, no ratio
@@ -178,3 +179,83 @@ def test_summary_counts_the_per_token_energy_rows() -> None:
     assert xiao["mah_per_run"] == {"estimated": None, "published": 4.54, "ratio": None}
     assert s["mah_per_run"]["held_out_rows"] == 0
     assert any(n.startswith("huang2025-8gen3: llama.cpp ran 8 threads") for n in cmp["notes"])
+
+
+# --- threads on little cores -----------------------------------------------------------------
+
+
+def test_every_row_carries_the_threads_its_source_ran() -> None:
+    for r in anchors.PUBLISHED:
+        prof = load_profile(anchors.SOURCES[r.source]["profile"])
+        assert isinstance(r.threads, int) and 1 <= r.threads <= prof.cores, (r.source, r.model)
+        if r.source in ("ehsani2026", "geerling-q6a") + HUANG:
+            assert r.threads == 8 and "8 threads" in anchors.SOURCES[r.source]["runtime"]
+    (mlc,) = [r for r in anchors.PUBLISHED if r.source == "tummalapalli2026"]
+    # a GPU run has no CPU thread count: the profile's default, and the notes say so
+    assert mlc.threads == load_profile("snapdragon-8-gen-3").runtime.threads
+    assert any("profile's default" in n for n in mlc.notes)
+    threads = {(r.source, r.model, r.quant): r.threads for r in anchors.PUBLISHED}
+    for row in anchors.compare_published()["rows"]:
+        assert row["threads"] == threads[row["source"], row["model"], row["quant"]]
+
+
+def test_little_core_constants_come_from_exactly_one_in_sample_row() -> None:
+    from edgeagent import estimate as est
+
+    fit = anchors.fit_little_cores()
+    assert (fit.source, fit.model, fit.threads, fit.ghz) == ("geerling-q6a", "TinyLlama-1.1B", 8, 1.9)
+    (row,) = [r for r in anchors.PUBLISHED if r.source == fit.source and r.model == fit.model]
+    assert not row.held_out and any(n.startswith("IN-SAMPLE") for n in row.notes)
+    # every other row of that board and every row of the 8 Gen 3 phone is held out
+    assert all(r.held_out for r in anchors.PUBLISHED if r.source in ("geerling-q6a", "huang2025-8gen3") and r is not row)
+    # the estimator's constants are this fit, rounded
+    assert est.LITTLE_CORE_BYTES_PER_CYCLE == pytest.approx(fit.bytes_per_cycle, abs=5e-4)
+    assert est.LITTLE_CORE_INT8_OPS_PER_CYCLE == pytest.approx(fit.int8_ops_per_cycle, abs=5e-3)
+    # held-out rows never move it; the in-sample row does, in proportion
+    scrambled = tuple(dataclasses.replace(r, decode_tokens_per_s=1.0, prefill_tokens_per_s=1.0) if r.held_out else r
+                      for r in anchors.PUBLISHED)
+    assert anchors.fit_little_cores(scrambled) == fit
+    faster = tuple(dataclasses.replace(r, prefill_tokens_per_s=2 * r.prefill_tokens_per_s) if r is row else r
+                   for r in anchors.PUBLISHED)
+    assert anchors.fit_little_cores(faster).int8_ops_per_cycle == pytest.approx(2 * fit.int8_ops_per_cycle)
+    # zero or two such in-sample rows is an error, not a silent average
+    none = tuple(dataclasses.replace(r, held_out=True) if r is row else r for r in anchors.PUBLISHED)
+    with pytest.raises(ValueError, match="exactly one in-sample row .* found 0"):
+        anchors.fit_little_cores(none)
+    two = tuple(dataclasses.replace(r, held_out=False) if r.source == "huang2025-8gen3" and r.model == "Llama3.2-1B"
+                else r for r in anchors.PUBLISHED)
+    with pytest.raises(ValueError, match="found 2"):
+        anchors.fit_little_cores(two)
+
+
+def test_held_out_little_core_runs_come_within_25_percent() -> None:
+    cmp = anchors.compare_published()
+    rows = {(r["source"], r["model"]): r for r in cmp["rows"]}
+    gen3 = [r for r in cmp["rows"] if r["source"] == "huang2025-8gen3"]
+    assert len(gen3) == 4
+    for r in gen3:
+        assert r["held_out"] and r["threads"] == 8 and r["paced_by"]["decode"] == "little-core"
+        assert r["paced_by"]["little_core"]["core"] == "Cortex-A520"
+        assert 0.75 <= r["decode_tokens_per_s"]["ratio"] <= 1.25, (r["model"], r["decode_tokens_per_s"])
+    q6a_3b = rows[("geerling-q6a", "Llama-3.2-3B")]
+    assert q6a_3b["held_out"] and q6a_3b["paced_by"]["prefill"] == "little-core"
+    assert 0.75 <= q6a_3b["prefill_tokens_per_s"]["ratio"] <= 1.25
+    # the in-sample row is reproduced (up to the constants' rounding) and counts in no summary
+    fitted = rows[("geerling-q6a", "TinyLlama-1.1B")]
+    assert not fitted["held_out"]
+    for key in ("decode_tokens_per_s", "prefill_tokens_per_s"):
+        assert fitted[key]["ratio"] == pytest.approx(1.0, abs=0.005)
+    assert cmp["little_cores"]["fit"]["model"] == "TinyLlama-1.1B"
+    # energy per token at 8 threads: the profile's W per thread x 8 (+ idle, as the source keeps it)
+    gen3_profile = load_profile("snapdragon-8-gen-3")
+    watts = gen3_profile.power.decode_w * 8 / gen3_profile.runtime.threads + gen3_profile.power.idle_w
+    for r in gen3:
+        assert r["decode_mj_per_token"]["estimated"] == pytest.approx(watts / r["decode_tokens_per_s"]["estimated"] * 1e3)
+
+
+def test_a_profile_without_the_cores_a_row_ran_on_is_refused_with_the_row_named() -> None:
+    gen3 = load_profile("snapdragon-8-gen-3")
+    six_cores = gen3.model_copy(update={"cpu_clusters": gen3.cpu_clusters[:3]})
+    with pytest.raises(ValueError, match="huang2025-8gen3 .* on snapdragon-8-gen-3: threads must be between 1 and "
+                                         "the profile's 6 cores, not 8"):
+        anchors.compare_published({"snapdragon-8-gen-3": six_cores}, only_profile="snapdragon-8-gen-3")

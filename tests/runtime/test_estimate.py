@@ -293,6 +293,90 @@ def test_estimate_marks_every_figure_estimated_with_the_profile(tiny_gguf: Path)
         est.estimate(est.shape_from_gguf(tiny_gguf), HOST, prompt_tokens=500, gen_tokens=64, n_ctx=512)
 
 
+# --- threads on little cores -----------------------------------------------------------
+
+
+def _big_little(threads: int = 2, clusters: list[tuple[int, float, str]] | None = None):
+    """A synthetic phone: 2 big cores @ 3.0 GHz and 2 in-order little ones @ 2.0 GHz (listed
+    little first, to show the order in the file does not matter), no per-step extras."""
+    from edgeagent.profiles import CpuCluster
+
+    clusters = clusters or [(2, 2.0, "Cortex-A520"), (2, 3.0, "Cortex-X4")]
+    runtime = ELITE.runtime.model_copy(update={"threads": threads, "decode_overhead_ms": 0.0,
+                                               "decode_attention_gflops": None})
+    return ELITE.model_copy(update={
+        "name": "synthetic", "runtime": runtime,
+        "cpu_clusters": [CpuCluster(name=f"c{i}", cores=n, ghz=g, core=c) for i, (n, g, c) in enumerate(clusters)]})
+
+
+def test_threads_fill_big_cores_first_and_the_slowest_little_cluster_reached_paces() -> None:
+    prof = _big_little()
+    assert prof.little_cluster_reached(1) is None and prof.little_cluster_reached(2) is None
+    assert prof.little_cluster_reached(3).core == "Cortex-A520"
+    three = _big_little(clusters=[(4, 2.4, "Cortex-A78"), (2, 2.3, "Cortex-A520"), (2, 1.8, "Cortex-A510 r1")])
+    assert three.little_cluster_reached(4) is None
+    assert three.little_cluster_reached(6).ghz == 2.3 and three.little_cluster_reached(7).ghz == 1.8
+    # out-of-order cores are never "little", however slow or however named their cluster
+    ooo = _big_little(clusters=[(4, 3.2, "Cortex-X4"), (4, 2.0, "Cortex-A720"), (2, 1.5, "Cortex-A57")])
+    assert ooo.little_cluster_reached(10) is None
+    assert load_profile("snapdragon-8-gen-3").little_cluster_reached(8).core == "Cortex-A520"
+    assert load_profile("qualcomm-rb3-gen-2").little_cluster_reached(8).core.startswith("Cortex-A55")
+
+
+def test_threads_within_big_cores_leave_the_estimate_as_it_was() -> None:
+    s = est.shape_from_config("qwen2.5-1.5b", "q4_0")
+    prof = _big_little(threads=2)
+    no_little = _big_little(threads=2, clusters=[(2, 3.0, "Cortex-X4")])
+    base = est.latency_estimate(s, no_little, 64, 16)
+    for threads in (None, 1, 2):
+        lat = est.latency_estimate(s, prof, 64, 16, threads)
+        assert lat["tokens_per_s"] == base["tokens_per_s"] and lat["ttft_ms"] == base["ttft_ms"]
+        assert lat["little_core"] is None and lat["decode_bound"] == "memory"
+
+
+def test_threads_on_little_cores_are_paced_by_their_share_of_the_work() -> None:
+    s = est.shape_from_config("qwen2.5-1.5b", "q4_0")
+    prof = _big_little(threads=2)
+    lat = est.latency_estimate(s, prof, 64, 2, threads=4)  # one decode step, at n_kv = 65
+    # llama.cpp gives each of the 4 threads a quarter of every matmul; the A520 @ 2.0 GHz is last
+    little_step_s = est.decode_bytes_per_token(s, 65) / 4 / (est.LITTLE_CORE_BYTES_PER_CYCLE * 2.0e9)
+    bandwidth_step_s = est.decode_bytes_per_token(s, 65) / (prof.bandwidth_theoretical_gbs * 1e9 * prof.bandwidth_efficiency)
+    assert little_step_s > bandwidth_step_s  # the little cores, not DRAM, set the pace
+    assert lat["tokens_per_s"] == pytest.approx(1 / little_step_s, rel=1e-12)
+    assert lat["decode_bound"] == "little-core" and lat["little_core"]["ghz"] == 2.0 and lat["threads"] == 4
+    flops = est.prefill_flops(s, 64)
+    assert lat["ttft_ms"] == pytest.approx(flops / 4 / (est.LITTLE_CORE_INT8_OPS_PER_CYCLE * 2.0e9) * 1e3, rel=1e-12)
+    assert lat["prefill_bound"] == "little-core"
+    # more threads on the little cores: a smaller share each, so faster, in proportion
+    three = est.latency_estimate(s, prof, 64, 2, threads=3)
+    assert lat["tokens_per_s"] / three["tokens_per_s"] == pytest.approx(4 / 3)
+    # a much faster little core drops below the bandwidth bound: the estimate is today's again
+    fast = est.latency_estimate(s, prof, 64, 2, threads=4, little_bytes_per_cycle=1e3, little_int8_ops_per_cycle=1e3)
+    assert fast["tokens_per_s"] == pytest.approx(1 / bandwidth_step_s) and fast["decode_bound"] == "memory"
+
+
+def test_power_follows_the_thread_count_at_one_figure_per_thread() -> None:
+    s = est.shape_from_config("llama-3.2-1b", "q4_0")
+    gen3 = load_profile("snapdragon-8-gen-3")
+    six = est.estimate(s, gen3, 64, 32)
+    eight = est.estimate(s, gen3, 64, 32, threads=8)
+    assert six["energy"]["decode_w"] == gen3.power.decode_w and six["latency"]["threads"] == gen3.runtime.threads
+    assert eight["energy"]["decode_w"] == pytest.approx(gen3.power.decode_w * 8 / gen3.runtime.threads)
+    assert eight["energy"]["prefill_w"] == pytest.approx(gen3.power.prefill_w * 8 / gen3.runtime.threads)
+    lat = eight["latency"]
+    joules = (eight["energy"]["prefill_w"] * lat["prefill_ms"] + eight["energy"]["decode_w"] * lat["decode_ms"]) / 1e3
+    assert eight["energy"]["joules_per_inference"] == pytest.approx(joules)
+    assert eight["latency"]["decode_bound"] == "little-core" and six["latency"]["decode_bound"] == "memory"
+
+
+def test_a_thread_count_the_device_cannot_run_is_refused() -> None:
+    s = est.shape_from_config("llama-3.2-1b", "q4_0")
+    gen3 = load_profile("snapdragon-8-gen-3")
+    for bad in (0, 9):
+        with pytest.raises(ValueError, match=f"threads must be between 1 and the profile's 8 cores, not {bad}"):
+            est.estimate(s, gen3, 64, 32, threads=bad)
+
+
 def test_unknown_shape_and_quant_are_named() -> None:
     with pytest.raises(ValueError, match="unknown model shape 'gpt-9'; known: qwen2.5-0.5b"):
         est.shape_from_config("gpt-9")

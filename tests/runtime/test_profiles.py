@@ -138,6 +138,19 @@ def test_invalid_toml(tmp_path: Path) -> None:
         load_profile(write(tmp_path, "name = \n"))
 
 
+@pytest.mark.parametrize("name", list_profiles())
+def test_default_threads_stay_on_big_cores(name: str) -> None:
+    """Every shipped profile's runtime.threads runs on out-of-order cores only, so its default
+    estimate carries no little-core term; running every core reaches its A5xx cluster, if any."""
+    p = load_profile(name)
+    assert p.little_cluster_reached(p.runtime.threads) is None
+    little = [c for c in p.cpu_clusters if c.in_order_little]
+    assert [c.core.split()[0] for c in little] == [c.core.split()[0] for c in p.cpu_clusters
+                                                  if c.core and c.core.split()[0] in ("Cortex-A55", "Cortex-A510", "Cortex-A520")]
+    reached = p.little_cluster_reached(p.cores)
+    assert reached == (min(little, key=lambda c: c.ghz) if little else None)
+
+
 def test_devices_json_lists_every_profile_by_name() -> None:
     from edgeagent.cli import app
 
