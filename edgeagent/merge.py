@@ -16,7 +16,9 @@ module writes the merged model once per variant into the user's cache:
 The delta file is safetensors with numpy-readable tensors named
 ``<gguf tensor name>.lora_a`` (r x in) and ``.lora_b`` (out x r), plus for an exit at layer k
 ``exit.<k>.output_norm.weight`` / ``exit.<k>.output.weight`` when that exit has a head of its
-own (a shared exit reuses the model's final norm and output).
+own (a shared exit reuses the model's final norm and output), or ``exit.<k>.lens.weight`` (d x d)
+for a lens exit: its head is the model's own output matrix (the embedding, when tied) times the
+lens, E W, so the delta carries d^2 numbers instead of V x d.
 """
 
 from __future__ import annotations
@@ -53,12 +55,25 @@ def merged_tensors(reader: gguf.GGUFReader, delta: dict[str, np.ndarray], exit_l
                    n_layers: int):
     """(name, float32 array) of the merged model, in the base's order."""
     used: set[str] = set()
-    exit_norm = exit_out = None
+    exit_norm = exit_out = exit_lens = None
     if exit_layer is not None and exit_layer < n_layers:
         exit_norm = delta.get(f"exit.{exit_layer}.output_norm.weight")
         exit_out = delta.get(f"exit.{exit_layer}.output.weight")
-        used |= {f"exit.{exit_layer}.output_norm.weight", f"exit.{exit_layer}.output.weight"}
+        exit_lens = delta.get(f"exit.{exit_layer}.lens.weight")
+        used |= {f"exit.{exit_layer}.output_norm.weight", f"exit.{exit_layer}.output.weight",
+                 f"exit.{exit_layer}.lens.weight"}
+        if exit_lens is not None and exit_out is not None:
+            raise MergeError(f"delta: exit {exit_layer} has both an output matrix and a lens; give one")
     names = {t.name for t in reader.tensors}
+    if exit_lens is not None:  # E W from the base's output matrix, or the embedding it is tied to
+        unembed = next(t for t in reader.tensors if t.name == ("output.weight" if "output.weight" in names
+                                                                 else "token_embd.weight"))
+        e = gguf.quants.dequantize(unembed.data, unembed.tensor_type).astype(np.float32, copy=False)
+        lens = exit_lens.astype(np.float32)
+        if lens.shape != (e.shape[1], e.shape[1]):
+            raise MergeError(f"delta: exit.{exit_layer}.lens.weight is {tuple(lens.shape)}, the model's width is "
+                             f"{e.shape[1]}: expected ({e.shape[1]}, {e.shape[1]})")
+        exit_out = e @ lens
     for t in reader.tensors:
         block = _BLOCK.match(t.name)
         if block and exit_layer is not None and int(block.group(1)) >= exit_layer:

@@ -157,3 +157,38 @@ def test_a_shipped_agent_is_built_once_from_its_package_base_and_cached(tmp_path
                 "blk.0.attn_q.weight.lora_b": rng.normal(0, 0.02, (rows, 4)).astype(np.float32)},
                agent_dir / "delta.safetensors")
     assert agent.gguf("q8_0", quiet=True).parent != first.parent  # a new delta is never served a stale file
+
+
+def test_a_lens_exit_in_the_delta_equals_the_packed_lens_exit(tiny, tmp_path) -> None:
+    """A lens exit shipped as d x d numbers (``exit.<k>.lens.weight`` + its norm) merges into the
+    same GGUF logits as the lens heads packed by the converter (head = E W)."""
+    import converters.early_exit as ee
+    from edgeagent.export.exit_pack import write_exit_model
+    from transformers import AutoModelForCausalLM
+
+    root, base = tiny
+    k = 2
+    model = AutoModelForCausalLM.from_pretrained(root / "merged", dtype=torch.float32)
+    heads = ee.ExitHeads(model, [k], "lens")
+    torch.manual_seed(1)
+    with torch.no_grad():
+        heads.norms[str(k)].weight.mul_(1.2)
+        heads.lenses[str(k)].weight.add_(0.1 * torch.randn_like(heads.lenses[str(k)].weight))
+    ee.save_heads(heads, tmp_path / "heads", {})
+    exit_dir = write_exit_model(root / "merged", tmp_path / "heads", k, tmp_path / "exit-hf")
+    export(exit_dir, tmp_path / "packed.gguf", quant="f32")
+
+    export(base, tmp_path / "base.gguf", quant="f32")
+    delta = adapter_delta(root / "adapter", json.loads((base / "config.json").read_text()))
+    delta[f"exit.{k}.lens.weight"] = heads.lenses[str(k)].weight.detach().numpy()
+    delta[f"exit.{k}.output_norm.weight"] = heads.norms[str(k)].weight.detach().numpy()
+    save_delta(delta, tmp_path / "delta.safetensors")
+    from safetensors.numpy import load_file
+
+    merge_to_f32(tmp_path / "base.gguf", load_file(tmp_path / "delta.safetensors"), tmp_path / "lens.gguf", exit_layer=k)
+    diff = compare_logits(all_logits(tmp_path / "packed.gguf", TOKENS), all_logits(tmp_path / "lens.gguf", TOKENS))
+    assert diff["top1_agreement"] == 1.0 and diff["max_abs_diff"] < 5e-2, diff  # float16 delta
+    plain = {key: v for key, v in load_file(tmp_path / "delta.safetensors").items() if not key.startswith("exit.")}
+    merge_to_f32(tmp_path / "base.gguf", plain, tmp_path / "shared.gguf", exit_layer=k)
+    without = compare_logits(all_logits(tmp_path / "packed.gguf", TOKENS), all_logits(tmp_path / "shared.gguf", TOKENS))
+    assert without["max_abs_diff"] > 10 * diff["max_abs_diff"]  # the lens did something
