@@ -43,8 +43,7 @@ def resolve_model(model: Path | None, quant: str = "q8_0", agent: str | None = N
         from edgeagent.agents import AgentUnavailable, shipped_agent
 
         try:
-            chosen = shipped_agent(agent)
-            return ModelChoice(chosen.gguf(quant), f"{agent} {quant}", chosen.prompt_format)
+            return _agent_choice(shipped_agent(agent), agent, quant)
         except AgentUnavailable as exc:
             raise VariantError(str(exc)) from None
     if agent is None:
@@ -53,8 +52,7 @@ def resolve_model(model: Path | None, quant: str = "q8_0", agent: str | None = N
         agent = DEFAULT_AGENT
         if agent != "builtin":
             try:
-                chosen = shipped_agent(agent)
-                return ModelChoice(chosen.gguf(quant), f"{agent} {quant}", chosen.prompt_format)
+                return _agent_choice(shipped_agent(agent), agent, quant)
             except AgentUnavailable as exc:
                 if note is not None:
                     note(f"note: {exc}; running the built-in 5M model instead")
@@ -64,6 +62,16 @@ def resolve_model(model: Path | None, quant: str = "q8_0", agent: str | None = N
         return ModelChoice(builtin_gguf(quant), f"builtin {quant}")
     except BuiltinModelMissing as exc:
         raise VariantError(str(exc)) from None
+
+
+def _agent_choice(chosen, name: str, quant: str) -> ModelChoice:
+    """A shipped agent's GGUF at ``quant``, with the draft its card names (an exit of its own)."""
+    draft = chosen.draft()
+    if draft is None:
+        return ModelChoice(chosen.gguf(quant), f"{name} {quant}", chosen.prompt_format)
+    k, n_draft = draft
+    return ModelChoice(chosen.gguf(quant), f"{name} {quant} (draft: exit {k}, {n_draft} tokens)", chosen.prompt_format,
+                       chosen.gguf(quant, exit_layer=k), n_draft)
 
 
 def resolve_variant(*, model: Path | None = None, agent: str | None = None, bundle: Path | None = None,

@@ -177,6 +177,46 @@ def export_command(args) -> None:
     print(f"wrote {out / 'delta.safetensors'} ({(out / 'delta.safetensors').stat().st_size / 1e6:.1f} MB) and agent.json")
 
 
+def add_exits_command(args) -> None:
+    """Lens exits trained on an agent (``edgeagent convert agent:NAME --epochs 0 --exits ...
+    --exit-kind lens``) -> its delta (``exit.<k>.lens.weight`` + ``exit.<k>.output_norm.weight``,
+    d x d + d numbers each) and card (``exits``, ``exit_kind``, what training measured). With
+    ``--draft K --n-draft N`` the card also names the draft ``run --agent`` decodes with."""
+    from safetensors.numpy import load_file
+
+    from converters.delta import save_delta
+
+    agent, heads_dir = Path(args.agent), Path(args.heads)
+    meta = json.loads((heads_dir / "exit_heads.json").read_text())
+    if meta.get("head_form") != "lens":
+        raise SystemExit(f"{heads_dir}: {meta.get('head_form') or meta.get('kind')} heads; only lens exits are small "
+                         "enough to ship in a delta (train with --exit-kind lens)")
+    exits = [int(k) for k in args.exits.split(",")] if args.exits else [int(k) for k in meta["exits"]]
+    missing = [k for k in exits if k not in meta["exits"]]
+    if missing:
+        raise SystemExit(f"{heads_dir}: no exit at {missing} (exits: {meta['exits']})")
+    if args.draft and args.draft not in exits:
+        raise SystemExit(f"--draft {args.draft}: not among the exits added ({exits})")
+    heads = load_file(str(heads_dir / "exit_heads.safetensors"))
+    delta = {k: v for k, v in load_file(str(agent / "delta.safetensors")).items() if not k.startswith("exit.")}
+    for k in exits:
+        delta[f"exit.{k}.lens.weight"] = heads[f"lens.{k}.weight"]
+        delta[f"exit.{k}.output_norm.weight"] = heads[f"norm.{k}.weight"]
+    card = json.loads((agent / "agent.json").read_text())
+    save_delta(delta, agent / "delta.safetensors", {"source_run": str(card.get("training", {}).get("data", "")),
+                                                    "step": str(card.get("step")), "exits": str(heads_dir)})
+    card.update(exits=exits, exit_kind="lens", exit_training={
+        "method": "ee-tuning (the agent frozen, lens heads only)", "heads": str(heads_dir),
+        "steps": meta.get("steps"), "data": meta.get("data"),
+        "heldout_loss_before": meta.get("heldout_loss_before"), "heldout_loss_after": meta.get("heldout_loss_after")})
+    if args.draft:
+        card["speculative"] = {"draft_exit": args.draft, "n_draft": args.n_draft}
+    else:
+        card.pop("speculative", None)
+    (agent / "agent.json").write_text(json.dumps(card, indent=2) + "\n")
+    print(f"{agent}: exits {exits} (lens) added; delta now {(agent / 'delta.safetensors').stat().st_size / 1e6:.1f} MB")
+
+
 def _earlier_card(init_adapter: str | None) -> dict | None:
     """What a warm-started run began from: the shipped agent's step and training (with its own
     lineage), or the run directory's adapter path."""
@@ -324,6 +364,12 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--run", type=Path, required=True)
     e.add_argument("--step", type=int, default=0)
     e.add_argument("--out", type=Path, default=Path("edgeagent/agents/smollm2"))
+    ax = sub.add_parser("add-exits", help="lens exits trained on an agent -> its delta and card")
+    ax.add_argument("--agent", type=Path, default=Path("edgeagent/agents/smollm2"))
+    ax.add_argument("--heads", type=Path, required=True, help="the exit_heads directory convert wrote (BUNDLE.work/exit_heads)")
+    ax.add_argument("--exits", default="", help="a comma list of the heads' exits (default: all)")
+    ax.add_argument("--draft", type=int, default=0, help="the exit run --agent drafts with (0: none)")
+    ax.add_argument("--n-draft", type=int, default=4)
     ev = sub.add_parser("evaluate", help="the test figures of an agent (seed 1000): template, held-out, impossible")
     ev.add_argument("--agent", default="smollm2", help="a shipped agent's name or an agent directory")
     ev.add_argument("--out", type=Path, required=True, help="where each demo's JSON is kept")
@@ -343,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     sel.add_argument("--n", type=int, default=100)
     sel.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    {"train": train_command, "levers": levers_command, "export": export_command,
+    {"train": train_command, "levers": levers_command, "export": export_command, "add-exits": add_exits_command,
      "select": select_command, "evaluate": evaluate_command}[args.command](args)
 
 

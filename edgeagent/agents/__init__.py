@@ -49,6 +49,19 @@ class ShippedAgent:
     def exits(self) -> list[int]:
         return [int(k) for k in self.card.get("exits", [])]
 
+    def draft(self) -> tuple[int, int] | None:
+        """(exit layer, draft length) the card names for self-speculative decoding, if any. The
+        card ships in the package but is checked like any input: the exit must be one of its
+        exits, the length 1..32."""
+        spec = self.card.get("speculative")
+        if not spec:
+            return None
+        k, n = spec.get("draft_exit"), spec.get("n_draft")
+        if not (isinstance(k, int) and k in self.exits and isinstance(n, int) and 1 <= n <= 32):
+            raise AgentUnavailable(f"{self.dir / 'agent.json'}: speculative {spec!r} must name one of its exits "
+                                   f"{self.exits} and a draft length 1..32")
+        return k, n
+
     def base_gguf(self) -> Path:
         source = named_source(self.card["base"])
         if source is None:

@@ -48,3 +48,33 @@ def test_each_demo_command_names_its_task_set_once(templates) -> None:
         given = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--templates"]  # demo adds up repeated ones
         own = [options[i + 1] for i, a in enumerate(options) if a == "--templates"]
         assert given == (own or ([] if templates == "default" else [templates])), (name, cmd)
+
+
+def test_add_exits_puts_lens_exits_into_an_agents_delta_and_card(tmp_path) -> None:
+    """``add-exits``: the lens and norm of each exit go into the delta (d x d + d numbers), the
+    card lists them and names the draft; dedicated heads (V x d each) are refused."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    d = 8
+    heads = tmp_path / "heads"
+    heads.mkdir()
+    save_file({f"{kind}.{k}.weight": np.ones((d, d) if kind == "lens" else (d,), np.float32)
+               for k in (2, 3) for kind in ("lens", "norm")}, str(heads / "exit_heads.safetensors"))
+    (heads / "exit_heads.json").write_text(json.dumps({"kind": "dedicated", "head_form": "lens", "exits": [2, 3],
+                                                       "steps": 5, "heldout_loss_after": {"2": 1.0}}))
+    agent = tmp_path / "agent"
+    agent.mkdir()
+    save_file({"blk.0.attn_q.weight.lora_a": np.zeros((2, d), np.float16)}, str(agent / "delta.safetensors"))
+    (agent / "agent.json").write_text(json.dumps({"base": "x", "prompt_format": {"kind": "plain"}, "exits": []}))
+    main(["add-exits", "--agent", str(agent), "--heads", str(heads), "--exits", "3", "--draft", "3", "--n-draft", "5"])
+    delta = load_file(str(agent / "delta.safetensors"))
+    assert set(delta) == {"blk.0.attn_q.weight.lora_a", "exit.3.lens.weight", "exit.3.output_norm.weight"}
+    card = json.loads((agent / "agent.json").read_text())
+    assert card["exits"] == [3] and card["exit_kind"] == "lens"
+    assert card["speculative"] == {"draft_exit": 3, "n_draft": 5}
+    assert card["exit_training"]["steps"] == 5
+
+    (heads / "exit_heads.json").write_text(json.dumps({"kind": "dedicated", "exits": [2, 3]}))
+    with pytest.raises(SystemExit, match="only lens exits are small enough"):
+        main(["add-exits", "--agent", str(agent), "--heads", str(heads)])

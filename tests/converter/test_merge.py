@@ -192,3 +192,39 @@ def test_a_lens_exit_in_the_delta_equals_the_packed_lens_exit(tiny, tmp_path) ->
     merge_to_f32(tmp_path / "base.gguf", plain, tmp_path / "shared.gguf", exit_layer=k)
     without = compare_logits(all_logits(tmp_path / "packed.gguf", TOKENS), all_logits(tmp_path / "shared.gguf", TOKENS))
     assert without["max_abs_diff"] > 10 * diff["max_abs_diff"]  # the lens did something
+
+
+def test_a_shipped_agent_with_a_lens_exit_runs_with_its_draft(tmp_path, monkeypatch) -> None:
+    """A card naming a draft among its lens exits: resolving the agent brings the full GGUF and
+    the exit GGUF built from the delta (the first blocks, the exit's own head); a card naming an
+    exit it lacks is one clear error."""
+    import gguf
+
+    from edgeagent.sources import SOURCES, SourceError
+    from edgeagent.variants import VariantError, resolve_variant
+
+    try:
+        SOURCES["smollm2-135m-instruct"].gguf()
+    except SourceError as e:
+        pytest.skip(str(e))
+    monkeypatch.setenv("EDGEAGENT_CACHE", str(tmp_path / "cache"))
+    d = 576
+    agent_dir = tmp_path / "agent"
+    agent_dir.mkdir()
+    rng = np.random.default_rng(0)
+    save_delta({"exit.3.lens.weight": (np.eye(d) + rng.normal(0, 0.01, (d, d))).astype(np.float32),
+                "exit.3.output_norm.weight": np.ones(d, np.float32)}, agent_dir / "delta.safetensors")
+    card = {"base": "smollm2-135m-instruct", "prompt_format": {"kind": "plain"}, "exits": [3], "exit_kind": "lens",
+            "speculative": {"draft_exit": 3, "n_draft": 2}}
+    (agent_dir / "agent.json").write_text(json.dumps(card))
+    choice = resolve_variant(agent=str(agent_dir), quant="q8_0")
+    assert choice.n_draft == 2 and choice.draft is not None and "draft: exit 3" in choice.name
+    reader = gguf.GGUFReader(choice.draft)
+    assert int(reader.fields["llama.block_count"].contents()) == 3
+    names = {t.name for t in reader.tensors}
+    assert "output.weight" in names and "blk.3.attn_q.weight" not in names  # its own head, no deeper block
+    assert all_logits(choice.draft, TOKENS).shape == (len(TOKENS), 49152)
+
+    (agent_dir / "agent.json").write_text(json.dumps(dict(card, speculative={"draft_exit": 9, "n_draft": 2})))
+    with pytest.raises(VariantError, match="must name one of its exits"):
+        resolve_variant(agent=str(agent_dir), quant="q8_0")
