@@ -551,8 +551,7 @@ def tune_exit_heads(
     opt = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / "exit_checkpoint.pt"
-    step, history = 0, []
-    before = exit_heldout_loss(model, heads, eval_batches) if eval_batches else {}
+    step, history, before = 0, [], None
     if resume and ckpt_path.is_file():
         try:
             state = load_checkpoint(ckpt_path)
@@ -567,6 +566,8 @@ def tune_exit_heads(
         opt.load_state_dict(state["opt"])
         step, history, before = state["step"], state["history"], state["before"]
         say(f"resumed exit training at step {step}")
+    if before is None:  # the heads as they start (a resumed run kept the first run's)
+        before = exit_heldout_loss(model, heads, eval_batches) if eval_batches else {}
 
     batches = make_batches(train_pairs, cfg.batch_tokens, random.Random(cfg.seed), seq_len=cfg.seq_len)
     for _ in range(step):  # the stream is a pure function of the seed: replay it to the resume point
