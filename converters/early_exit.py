@@ -572,7 +572,7 @@ def tune_exit_heads(
     batches = make_batches(train_pairs, cfg.batch_tokens, random.Random(cfg.seed), seq_len=cfg.seq_len)
     for _ in range(step):  # the stream is a pure function of the seed: replay it to the resume point
         next(batches)
-    started = time.perf_counter()
+    started, first_step = time.perf_counter(), step
     heads.train()
     while step < cfg.steps:
         ids, lab, _plab, seg = next(batches)
@@ -594,7 +594,7 @@ def tune_exit_heads(
                   "exits": {str(k): v for k, v in per_exit.items()}}
         history.append(record)
         if step % 10 == 0 or step == cfg.steps:
-            rate = (step - (history[0]["step"] - 1)) / max(1e-9, time.perf_counter() - started)
+            rate = (step - first_step) / max(1e-9, time.perf_counter() - started)  # this run's steps
             say(f"exit step {step}/{cfg.steps} loss {record['loss']:.4f} "
                 + " ".join(f"L{k}:ce={v['ce']:.3f}" for k, v in per_exit.items()) + f" ({60 * rate:.1f} steps/min)")
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
