@@ -179,22 +179,46 @@ def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_d
     out = {"full": {**_summarize(base), "task_success": _mean(successes["full"])}, "configs": {}}
     for name in names[1:]:
         eps = episodes[name]
-        same = all(
-            len(a["steps"]) == len(b["steps"]) and all(x["raw_output"] == y["raw_output"] for x, y in zip(a["steps"], b["steps"]))
-            for a, b in zip(base, eps)
-        )
+        agree = _agreement(base, eps)
+        same = agree["identical_episodes"] == len(base)
         ms = sum(s["total_ms"] for e in eps for s in e["steps"])
         decode_ms = sum(max(0.0, s["total_ms"] - s["ttft_ms"]) for e in eps for s in e["steps"])
         out["configs"][name] = {
             **_summarize(eps),
             "task_success": _mean(successes[name]),
             "identical_outputs": same,
+            # how far from identical: episodes whose every step matched the full model's, and
+            # steps matching up to each episode's first difference (after it the screens differ)
+            "agreement": agree,
+            # the same against the full model through the speculative code path with no draft
+            # (its prefill and forced-token batches are the drafts'): what differs because of
+            # the draft itself rather than of batch boundaries
+            "agreement_with_forced_batching": (_agreement(episodes["full_forced_batching"], eps)
+                                               if name.startswith("draft") else None),
             "speedup": base_ms / ms if ms else 0.0,
             "decode_speedup": base_decode_ms / decode_ms if decode_ms else 0.0,
             "stats": stats.get(name),
             "memory": memory.get(name),
         }
     return out
+
+
+def _agreement(base: list[dict], eps: list[dict]) -> dict:
+    """Episodes of ``eps`` identical to ``base``'s, step by step, and steps compared until each
+    episode's first different output."""
+    identical, matched, compared = 0, 0, 0
+    for a, b in zip(base, eps):
+        same_len = len(a["steps"]) == len(b["steps"])
+        run = 0
+        for x, y in zip(a["steps"], b["steps"]):
+            compared += 1
+            if x["raw_output"] != y["raw_output"]:
+                break
+            run += 1
+        matched += run
+        identical += same_len and run == len(a["steps"])
+    return {"identical_episodes": identical, "episodes": len(base), "matching_steps": matched,
+            "compared_steps": compared}
 
 
 def _mean(values: list[float]) -> float:
@@ -490,7 +514,7 @@ def run_early_exit_bench(
 
     full_success = full_row["task_success"]
     within = [r["exit_layer"] for r in rows
-              if r["exit_layer"] < n_layers and 100 * (full_success - r["task_success"]) <= WITHIN_POINTS]
+              if r["exit_layer"] < n_layers and round(100 * (full_success - r["task_success"]), 6) <= WITHIN_POINTS]
     shallowest = min(within) if within else None
 
     # LayerSkip drafts from the first half of the model; a deeper draft costs nearly a full pass

@@ -491,6 +491,8 @@ def test_early_exit_bench_runs_on_a_bundle_with_its_prompt_format(packed, tmp_pa
     assert tokens["plain"] > tokens["all_techniques"] > 0 and tokens["ratio"] > 1
     assert result["step_speedup_all_techniques"] > 0
     assert set(result["all_techniques"]["task_success"]) == {"plain", "all_techniques"}
+    agree = result["speculative"]["configs"]["draft1"]["agreement"]
+    assert agree["identical_episodes"] == agree["episodes"] == 2 and agree["matching_steps"] == agree["compared_steps"]
     choice = result["draft_choice"]
     assert [c["exit_layer"] for c in choice["candidates"]] == [1]
     assert (choice["draft"] is None) == bool(choice["why"])
