@@ -127,7 +127,8 @@ def estimate(
     compare_published: bool = typer.Option(False, "--compare-published", help="Set the estimator beside published phone measurements."),
     validate: bool = typer.Option(False, "--validate", help="Estimated vs measured on this machine for every variant of --bundle (use --profile host)."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle for --validate (default: the built-in model's)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for building the built-in bundle (--validate measures with the profile's runtime.threads)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="llama.cpp threads the estimate runs on (default: the profile's runtime.threads; threads past the big cores "
+                                          "are paced by the little ones). With --validate: threads for building the built-in bundle."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON for machines."),
 ) -> None:
     """Estimate memory, TTFT/TPOT, tokens/s and battery cost of a model on a device (roofline)."""
@@ -160,7 +161,8 @@ def estimate(
             model_shape = est.shape_from_gguf(model)
         else:
             model_shape = est.shape_from_config(shape, quant)
-        result = est.estimate(model_shape, prof, prompt_tokens, gen_tokens, n_ctx=context, wait_s=wait_s, include_load=include_load)
+        result = est.estimate(model_shape, prof, prompt_tokens, gen_tokens, n_ctx=context, wait_s=wait_s,
+                              include_load=include_load, threads=threads)
     except ValueError as exc:
         fail(str(exc))
     emit_json(result) if json_out else _print_estimate(result)

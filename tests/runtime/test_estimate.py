@@ -423,3 +423,21 @@ def test_cli_errors_are_for_people(tmp_path: Path) -> None:
     bad.write_bytes(b"not a gguf")
     code, _, err = _run(["estimate", "-p", "host", "--model", str(bad)])
     assert code != 0 and "cannot read as GGUF" in err
+
+
+def test_estimate_command_takes_the_thread_count():
+    """`estimate --threads N`: threads reaching the little cores slow decode down and say so; a
+    count past the profile's cores is one line and exit code 2."""
+    from edgeagent.cli import app
+
+    def run(*extra):
+        return CliRunner().invoke(app, ["estimate", "--profile", "snapdragon-8-gen-3", "--shape", "qwen2.5-1.5b",
+                                        "--json", *extra])
+
+    default, eight = run(), run("--threads", "8")
+    assert default.exit_code == 0 and eight.exit_code == 0, (default.output, eight.output)
+    d, e = json.loads(default.stdout)["latency"], json.loads(eight.stdout)["latency"]
+    assert d["little_core"] is None and e["little_core"]["core"] == "Cortex-A520"
+    assert e["tpot_ms"] > 2 * d["tpot_ms"]
+    bad = run("--threads", "9")
+    assert bad.exit_code == 2 and "not 9" in bad.output and "Traceback" not in bad.output
