@@ -546,11 +546,10 @@ def run_early_exit_bench(
         "forced_tokens": best.get("stats", {}).get("forced_tokens"),
         "full_decode_cost_ms_by_batch": decode_cost_ms(full, tuple(range(1, 17)), n_threads=threads),
     }
-    profile["draft_decode_cost_ms_by_depth"] = {str(k): decode_cost_ms(path, (1,), n_threads=threads)
+    profile["draft_decode_cost_ms_by_depth"] = {str(k): decode_cost_ms(path, n_threads=threads)
                                                 for k, path in draft_paths.items()}
     if best_name:
-        k = int(best_name[len("draft"):])
-        profile["draft_decode_cost_ms_by_batch"] = decode_cost_ms(draft_paths[k], n_threads=threads)
+        profile["draft_decode_cost_ms_by_batch"] = profile["draft_decode_cost_ms_by_depth"][best_name[len("draft"):]]
 
     plain = spec["configs"]["plain"]
     all_on = best or spec["configs"]["full_forced_batching"]

@@ -584,4 +584,3 @@ def test_a_bundle_manifest_names_the_draft_that_run_and_demo_decode_with(packed,
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="speculative.draft_variant"):
         load_bundle(bundle)
-    assert save_draft_choice is not None
