@@ -594,8 +594,25 @@ def _not_in_settings(p, s, h):
 
 @skill("alarm_bad_time")
 def _bad_time(p, s, h):
-    # expert_action has opened the app; no clock shows the time asked for: say so.
-    return infeasible()
+    # Try the time on the picker and answer from the error it shows, as a person would: the
+    # refusal is then read off the screen. (Answering on the alarm list taught a small model
+    # that the alarm list itself means "infeasible": it gave up on feasible alarms there.)
+    if s.text_of("error") is not None:
+        return infeasible()
+    hour_field = s.field("Hour")
+    if hour_field is None:
+        add = s.find("Add alarm")
+        return tap(add) if add else BACK
+    hour, _, minute = p["time"].partition(":")
+    minute_field = s.field("Minute")
+    assert minute_field is not None
+    if not hour_field.text:
+        return type_into(hour_field, hour)
+    if not minute_field.text:
+        return type_into(minute_field, minute)
+    save = s.find("Save")
+    assert save is not None
+    return tap(save)
 
 
 @skill("contact_phone_missing")

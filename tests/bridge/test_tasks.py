@@ -377,6 +377,19 @@ def test_impossible_requests_are_answered_infeasible_with_nothing_changed() -> N
         # a "complete" claim, or any change to the phone, fails the task
         assert not task.succeeded(phone, Action(action="done", status="complete"))
 
+def test_a_bad_alarm_time_is_refused_by_the_picker_before_the_expert_gives_up() -> None:
+    """The alarm list is where every feasible alarm task starts: the expert answers a bad time
+    only on the picker showing its error, so the list itself never means "infeasible" (the
+    SmolLM2 agent gave up on feasible alarms there, 4 of 4 on validation tasks)."""
+    for task in generate_tasks(12, seed=5, templates=["alarm_bad_time"]):
+        phone = EmulatedPhone()
+        result = run_episode(phone, task, expert_action, 30)
+        assert result.success and result.final.status == "infeasible", task.instruction
+        last = result.trace[-1]
+        assert "Enter an hour 0-23 and a minute 0-59" in last.observation, task.instruction
+        typed = [s.action["text"] for s in result.trace if s.action["action"] == "type"]
+        assert ":".join(typed) == task.params["time"]  # the time as asked, hour then minute
+
 
 # First words of the command wordings that are imperative verbs; a new wording opening with a
 # word in neither this set nor phrasings.NOT_IMPERATIVE must be classified here first.
