@@ -64,9 +64,49 @@ def _run_agent_tasks(engine, tasks, *, max_steps: int, prompt_format=None) -> di
     return {"episodes": episodes, **_summarize(episodes), "task_success": result["success_rate"]}
 
 
-def _episode_record(result) -> dict:
+def _episode_record(result, calls: list[tuple[list[int], list[int], str]] | None = None) -> dict:
+    """An episode's per-step outputs and timings; with ``calls`` (``_record_calls``' log of
+    the episode) each step also keeps its prompt and output token ids, for
+    ``explain_difference``."""
     steps = [{"raw_output": s.raw_output, **_step_metrics(s.metrics)} for s in result.run.steps]
+    if calls is not None:
+        for step, (prompt, tokens) in zip(steps, _step_tokens(calls, [s["raw_output"] for s in steps])):
+            step["prompt_ids"], step["output_ids"] = prompt, tokens
     return {"success": bool(result.success), "steps": steps}
+
+
+def _record_calls(engine, log: list) -> None:
+    """Make ``engine.generate`` append (prompt ids, output ids, text) of every call to ``log``
+    (its signature kept: the policy asks it whether it returns log-probabilities)."""
+    import functools
+
+    inner = engine.generate
+
+    @functools.wraps(inner)
+    def generate(prompt, *args, **kwargs):
+        gen = inner(prompt, *args, **kwargs)
+        ids = engine.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        log.append((ids, list(gen.tokens), gen.text))
+        return gen
+
+    engine.generate = generate
+
+
+def _step_tokens(calls, raw_outputs: list[str]) -> list[tuple[list[int], list[int]]]:
+    """Per step, its prompt and the output it kept, from one episode's generate calls: a step
+    makes consecutive calls with one prompt (rescoring decodes other action kinds), and
+    keeps the one whose text is the step's output."""
+    groups: list[list] = []
+    for call in calls:
+        if groups and groups[-1][0][0] == call[0]:
+            groups[-1].append(call)
+        else:
+            groups.append([call])
+    out = []
+    for group, raw in zip(groups, raw_outputs):
+        kept = next((c for c in group if c[2].strip() == raw), group[0])
+        out.append((kept[0], kept[1]))
+    return out
 
 
 def _step_metrics(m: dict) -> dict:
@@ -152,6 +192,9 @@ def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_d
                                                               n_threads=n_threads, confidence=confidence)
     # the variants are cut from one model: one prompt format (the bundle's, else the full GGUF's)
     fmt = prompt_format if prompt_format is not None else engine_prompt_format(engines["full"])
+    calls: dict[str, list] = {name: [] for name in engines}
+    for name, e in engines.items():
+        _record_calls(e, calls[name])
     policies = {name: model_policy_factory(e, prompt_format=fmt) for name, e in engines.items()}
     episodes: dict[str, list[dict]] = {name: [] for name in engines}
     successes: dict[str, list[float]] = {name: [] for name in engines}
@@ -160,8 +203,9 @@ def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_d
         for i, task in enumerate(tasks):
             order = names if i % 2 == 0 else names[::-1]  # drift (other jobs, heat) hits all alike
             for name in order:
+                calls[name].clear()
                 result = evaluate_tasks(policies[name], [task], max_steps=max_steps)
-                episodes[name].extend(_episode_record(ep) for ep in result["episodes"])
+                episodes[name].extend(_episode_record(ep, calls[name]) for ep in result["episodes"])
                 successes[name].append(result["success_rate"])
             if progress is not None:
                 progress(i + 1, len(tasks))
@@ -181,6 +225,7 @@ def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_d
         eps = episodes[name]
         agree = _agreement(base, eps)
         same = agree["identical_episodes"] == len(base)
+        diffs = explain_differences(full, base, eps, n_threads=n_threads, n_ctx=n_ctx)
         ms = sum(s["total_ms"] for e in eps for s in e["steps"])
         decode_ms = sum(max(0.0, s["total_ms"] - s["ttft_ms"]) for e in eps for s in e["steps"])
         out["configs"][name] = {
@@ -190,6 +235,9 @@ def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_d
             # how far from identical: episodes whose every step matched the full model's, and
             # steps matching up to each episode's first difference (after it the screens differ)
             "agreement": agree,
+            # each difference judged by the full model under two batch layouts of its tokens
+            "differences": diffs,
+            "lossless": lossless(same, diffs),
             # the same against the full model through the speculative code path with no draft
             # (its prefill and forced-token batches are the drafts'): what differs because of
             # the draft itself rather than of batch boundaries
@@ -219,6 +267,120 @@ def _agreement(base: list[dict], eps: list[dict]) -> dict:
         identical += same_len and run == len(a["steps"])
     return {"identical_episodes": identical, "episodes": len(base), "matching_steps": matched,
             "compared_steps": compared}
+
+
+def _first_differences(base: list[dict], eps: list[dict]) -> list[tuple[int, dict, dict]]:
+    """(episode, base step, other step) at each episode's first different output."""
+    out = []
+    for i, (a, b) in enumerate(zip(base, eps)):
+        for x, y in zip(a["steps"], b["steps"]):
+            if x["raw_output"] != y["raw_output"]:
+                out.append((i, x, y))
+                break
+    return out
+
+
+# Two evaluations of the same tokens that differ only in batch boundaries: the context in one
+# decode (n_batch chunks), and the same context with its last TAIL tokens decoded one at a time.
+TAIL = 8
+
+
+def _two_layouts(runner: LlamaRunner, ctx: list[int], n_outputs: int, tail: int = TAIL):
+    """Logit rows for the last ``n_outputs`` positions of ``ctx``, (a) decoded in one batch and
+    (b) with the last max(tail, n_outputs) tokens decoded one by one."""
+    import numpy as np
+
+    runner.reset()
+    runner.feed(ctx, n_outputs)
+    one = np.stack([runner.logits(r).copy() for r in range(n_outputs)])
+    m = min(len(ctx) - 1, max(tail, n_outputs))
+    runner.reset()
+    runner.feed(ctx[:len(ctx) - m], 1)
+    rows = []
+    for end in range(len(ctx) - m + 1, len(ctx) + 1):
+        runner.feed(ctx[:end], 1)
+        if end > len(ctx) - n_outputs:
+            rows.append(runner.logits(0).copy())
+    return one, np.stack(rows)
+
+
+def _log_softmax(rows):
+    import numpy as np
+
+    top = rows.max(axis=1, keepdims=True)
+    return rows - top - np.log(np.exp(rows - top).sum(axis=1, keepdims=True))
+
+
+def explain_difference(runner: LlamaRunner, prompt: Sequence[int], a: Sequence[int], b: Sequence[int]) -> dict:
+    """Why the full model's output ``a`` and another configuration's ``b`` to the same prompt
+    differ, judged by the full model itself under two batch layouts of the same tokens
+    (``_two_layouts``), which is all the configurations differ in.
+
+    - ``margin``: logit of a's token minus b's at the first different token, per layout;
+    - ``noise``: the largest change of any logit at that position between the two layouts;
+    - ``logprob_gap``: log p(a) - log p(b) of the whole outputs, per layout (the policy's
+      rescoring of grammar-forced steps compares these sums).
+
+    ``verdict``: ``flips`` when the model's own preference changes sign between the layouts
+    (the difference reproduced from batch boundaries alone), ``near_tie`` when the margin is
+    within twice the measured noise (a flip that layout noise can cause), else ``unexplained``.
+    """
+    a, b, prompt = list(a), list(b), list(prompt)
+    k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    if k == len(a) or k == len(b):  # one stopped where the other went on: no token pair to weigh
+        return {"first_difference": k, "verdict": "length"}
+    one, seq = _two_layouts(runner, prompt + a[:k], 1)
+    margins = [float(one[0][a[k]] - one[0][b[k]]), float(seq[0][a[k]] - seq[0][b[k]])]
+    noise = float(abs(one[0] - seq[0]).max())
+    gaps = []
+    for layout in (0, 1):
+        lp = []
+        for out in (a, b):
+            rows = _two_layouts(runner, prompt + out[:-1], len(out))[layout]
+            lp.append(float(_log_softmax(rows)[range(len(out)), out].sum()))
+        gaps.append(lp[0] - lp[1])
+    if (margins[0] > 0) != (margins[1] > 0) or (gaps[0] > 0) != (gaps[1] > 0):
+        verdict = "flips"
+    elif abs(margins[0]) <= 2 * noise:
+        verdict = "near_tie"
+    else:
+        verdict = "unexplained"
+    return {"first_difference": k, "tokens": [a[k], b[k]], "margin": margins, "noise": noise,
+            "logprob_gap": gaps, "verdict": verdict}
+
+
+EXPLAINED = ("flips", "near_tie")
+
+
+def lossless(identical: bool, differences: dict) -> bool:
+    """Lossless, as this project defines it for llama.cpp (which has no batch-invariant
+    kernels): every step's output is the full model's, or differs only where the full model
+    itself is at a tie that batch boundaries decide (every difference ``flips`` or
+    ``near_tie`` under ``explain_difference``)."""
+    return identical or (differences["differences"] > 0
+                         and all(v in EXPLAINED for v in differences["verdicts"]))
+
+
+def explain_differences(full: Path, base: list[dict], eps: list[dict], *, n_threads=None, n_ctx: int = 2048) -> dict:
+    """``explain_difference`` at every episode's first different step of ``eps`` against
+    ``base`` (the full model's episodes), on the full GGUF; counts per verdict."""
+    found = [(i, x, y) for i, x, y in _first_differences(base, eps) if "prompt_ids" in x and "prompt_ids" in y]
+    if not found:
+        return {"differences": 0, "verdicts": {}, "episodes": []}
+    runner = LlamaRunner(full, n_ctx=n_ctx, n_threads=n_threads)
+    rows = []
+    try:
+        for i, x, y in found:
+            if x["prompt_ids"] != y["prompt_ids"]:
+                rows.append({"episode": i, "verdict": "prompts_differ"})
+                continue
+            rows.append({"episode": i, **explain_difference(runner, x["prompt_ids"], x["output_ids"], y["output_ids"])})
+    finally:
+        runner.close()
+    verdicts: dict[str, int] = {}
+    for r in rows:
+        verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
+    return {"differences": len(rows), "verdicts": verdicts, "episodes": rows}
 
 
 def _mean(values: list[float]) -> float:
@@ -300,13 +462,13 @@ def choose_draft(result: dict) -> dict:
         candidates.append({"exit_layer": k, "n_draft": n_best, "alpha": alpha,
                            "predicted_decode_speedup": lengths[n_best], "measured_step_speedup": c["speedup"],
                            "measured_decode_speedup": c["decode_speedup"], "identical_outputs": c["identical_outputs"],
-                           "measured_n_draft": spec["n_draft"]})
-    ok = [c for c in candidates if c["identical_outputs"] and c["measured_step_speedup"] > 1.0
+                           "lossless": c.get("lossless", c["identical_outputs"]), "measured_n_draft": spec["n_draft"]})
+    ok = [c for c in candidates if c["lossless"] and c["measured_step_speedup"] > 1.0
           and c["predicted_decode_speedup"] > 1.0]
     if not ok:
         why = ("no draft measured" if not candidates else
-               "no draft depth both kept the outputs identical and made a step faster here: "
-               + "; ".join(f"exit {c['exit_layer']}: identical {c['identical_outputs']}, step x"
+               "no draft depth both kept the outputs lossless and made a step faster here: "
+               + "; ".join(f"exit {c['exit_layer']}: lossless {c['lossless']}, step x"
                            f"{c['measured_step_speedup']:.2f}, predicted decode x{c['predicted_decode_speedup']:.2f}"
                            for c in candidates))
         return {"draft": None, "why": why, "candidates": candidates}
@@ -582,6 +744,8 @@ def run_early_exit_bench(
         "exits": rows,
         "shallowest_within_5_points": shallowest,
         "identical_outputs": bool(exact) and all(c["identical_outputs"] for c in exact.values()),
+        # identical, or different only at the full model's own batch-layout ties (``lossless``)
+        "lossless": bool(exact) and all(c["lossless"] for c in exact.values()),
         "acceptance_rate": best.get("stats", {}).get("acceptance_rate"),
         "speculative_speedup": best.get("speedup"),  # whole generate() calls, prefill included
         "speculative_decode_speedup": best.get("decode_speedup"),  # after the first token
@@ -674,12 +838,18 @@ def early_exit_summary(result: dict) -> list[str]:
     tokens = at["evaluated_prompt_tokens_per_step"]
     lines = [
         f"self-speculative ({result['speculative']['best'] or 'no draft'}): identical outputs "
-        f"{result['identical_outputs']}, acceptance {result['acceptance_rate'] or 0:.2f}, decode "
+        f"{result['identical_outputs']}, lossless {result.get('lossless')}, acceptance {result['acceptance_rate'] or 0:.2f}, decode "
         f"{x(result['speculative_decode_speedup'])}, per call {x(result['speculative_speedup'])}",
         f"all techniques vs plain, per agent step: {x(result['step_speedup_all_techniques'])}; evaluated prompt "
         f"tokens per step {tokens['plain']:.0f} -> {tokens['all_techniques']:.0f}; task success "
         f"{100 * at['task_success']['plain']:.0f} % -> {100 * at['task_success']['all_techniques']:.0f} %",
     ]
+    for name, c in result["speculative"]["configs"].items():
+        d, agree = c.get("differences") or {}, c.get("agreement") or {}
+        if d.get("differences"):
+            lines.append(f"{name}: {agree.get('identical_episodes')}/{agree.get('episodes')} episodes identical to the "
+                         f"full model; the full model on the first different step of the others: "
+                         + ", ".join(f"{n} {v}" for v, n in sorted(d["verdicts"].items())))
     choice = result.get("draft_choice") or {}
     if choice.get("draft"):
         d = choice["draft"]

@@ -484,7 +484,8 @@ def test_early_exit_bench_runs_on_a_bundle_with_its_prompt_format(packed, tmp_pa
     assert all(Path(r["gguf"]).parent == bundle.resolve() for r in result["exits"])
     assert formats and all(f == fmt for f in formats)
     assert prompts and all(p.startswith("<system>You drive the phone.\n<user>Task: ") for p in prompts)
-    assert result["identical_outputs"] is True and result["exclude_apps"] == ["Notes"]
+    assert result["identical_outputs"] is True and result["lossless"] is True and result["exclude_apps"] == ["Notes"]
+    assert result["speculative"]["configs"]["draft1"]["differences"]["differences"] == 0
     # the plain baseline evaluates every step's whole prompt; with every technique on, a later
     # step of an episode evaluates only its new turn
     tokens = result["all_techniques"]["evaluated_prompt_tokens_per_step"]
@@ -584,3 +585,39 @@ def test_a_bundle_manifest_names_the_draft_that_run_and_demo_decode_with(packed,
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="speculative.draft_variant"):
         load_bundle(bundle)
+
+
+def test_a_difference_is_judged_by_the_full_models_own_margins(packed):
+    """`explain_difference`: at the first different token the margin is the full model's own
+    logit gap (so the greedy token's is >= 0 and a worse token's is not a near tie), the two
+    batch layouts of the same tokens differ by a measured, small noise, and equal outputs or one
+    stopping early give no token pair. `lossless` accepts identical outputs or only explained
+    differences."""
+    from edgeagent.early_exit_bench import explain_difference, lossless
+    from edgeagent.llama import LlamaRunner
+
+    _, paths, _ = packed
+    full = paths[N_LAYERS]
+    runner = LlamaRunner(full, n_ctx=256, n_threads=1)
+    try:
+        prompt = runner.tokenize("Task: open the Clock app\nScreen: Clock, Alarm 7:30\nAction:")
+        greedy = []
+        for _ in range(6):  # the full model's greedy continuation, one token at a time
+            runner.feed(prompt + greedy, 1)
+            greedy.append(int(np.argmax(runner.logits(0))))
+        runner.feed(prompt + greedy[:2], 1)
+        row = runner.logits(0).copy()
+        worst = int(np.argmin(row))
+        other = greedy[:2] + [worst] + greedy[3:]
+        got = explain_difference(runner, prompt, greedy, other)
+        assert got["first_difference"] == 2 and got["tokens"] == [greedy[2], worst]
+        assert got["margin"][0] == pytest.approx(float(row[greedy[2]] - row[worst]), abs=1e-3)
+        assert min(got["margin"]) > 0 and 0 <= got["noise"] < 0.1 * got["margin"][0]
+        assert min(got["logprob_gap"]) > 0 and got["verdict"] == "unexplained"
+        assert explain_difference(runner, prompt, greedy, greedy[:4])["verdict"] == "length"
+    finally:
+        runner.close()
+    assert lossless(True, {"differences": 0, "verdicts": {}})
+    assert lossless(False, {"differences": 2, "verdicts": {"flips": 1, "near_tie": 1}})
+    assert not lossless(False, {"differences": 2, "verdicts": {"flips": 1, "unexplained": 1}})
+    assert not lossless(False, {"differences": 0, "verdicts": {}})  # not identical, nothing explained
