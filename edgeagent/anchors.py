@@ -136,8 +136,9 @@ HUANG_8GEN3 = dict(HUANG_8ELITE, **{
               "too: llama.cpp splits each matmul evenly over its threads and waits for the slowest, so each step "
               "lasts at least an A520's 1/8 share of the work at the in-order little-core rate fitted on one "
               "other row (geerling-q6a TinyLlama-1.1B, Cortex-A55), never on these rows. Power is the profile's "
-              "unfitted W per busy thread x 8, the same figure for big and little cores; energy per token is "
-              "power / decode speed on both sides",
+              "unfitted 6-thread figure shared among its cores by each core type's published single-core power "
+              "(X4, A720, A520; device_profiles/snapdragon-8-gen-3.toml, estimate.phase_power_w) and summed over "
+              "the 8 cores, fitted to nothing; energy per token is power / decode speed on both sides",
 })
 
 XIAO = {
@@ -565,8 +566,9 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
             f"(Cortex-A5xx) each step lasts at least a little core's 1/n share of the work, at "
             f"{est.LITTLE_CORE_BYTES_PER_CYCLE:g} bytes/cycle (decode) and {est.LITTLE_CORE_INT8_OPS_PER_CYCLE:g} "
             f"int8 ops/cycle (prefill), fitted on the one in-sample row {little.source} {little.model} "
-            f"({little.threads} threads, {little.core} @ {little.ghz:g} GHz); power is the profile's W per busy thread "
-            f"x the row's threads",
+            f"({little.threads} threads, {little.core} @ {little.ghz:g} GHz); power is the profile's power for the "
+            f"row's threads (estimate.phase_power_w: its busy cores' share by their published per-core power where "
+            f"the profile gives it, else its W per busy thread x threads)",
         ] + [f"{s['id']} is not in the held-out summary: {s['not_comparable']}" for s in sources if s.get("not_comparable")]
         + [f"{s['id']}: {s['caveat']}" for s in sources if s.get("caveat")],
     }

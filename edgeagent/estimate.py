@@ -13,7 +13,9 @@ The model, in four lines (docs/DESIGN.md "Measuring"):
     energy  = power per phase x time;  mAh = J / (3.6 x V_nominal)
 
 plus one term for runs whose threads reach in-order little cores (``little_core_s``): each
-step then lasts at least as long as a little core takes for its 1/n share of the work.
+step then lasts at least as long as a little core takes for its 1/n share of the work, and
+the phase power of a thread count that is not the profile's own (``phase_power_w``): the
+busy cores' share of it, by each core type's published power where the profile has it.
 
 Units: bytes, seconds, FLOPs; results in MiB (2^20, as llama.cpp and RSS tools print) and
 ms. This module runs on phones: it imports the standard library, and gguf only to read a
@@ -184,17 +186,44 @@ def little_core_s(work: float, threads: int, ghz: float, per_cycle: float) -> fl
 
 
 def phase_power_w(profile: Profile, threads: int | None = None) -> tuple[float, float]:
-    """(prefill W, decode W) above idle with ``threads`` busy threads.
+    """(prefill W, decode W) above idle with ``threads`` busy llama.cpp threads.
 
-    The profiles give each phase's power for ``runtime.threads`` threads (most of them as W
-    per busy thread x threads, see their ``sources``); at another thread count the same W per
-    thread is used. One figure for big and little cores: threads that wait at llama.cpp's
-    barriers spin rather than sleep (ggml_barrier polls; llama.cpp PR #8672 made polling the
-    default), and no per-core power measurement of these SoCs under llama.cpp was found to
-    split it by core type.
+    The profile's ``power.prefill_w`` and ``power.decode_w`` are for its default thread count
+    (``runtime.threads``; its ``sources`` say where they come from). Another count changes
+    which cores are busy: threads land on the cores fastest first (``Profile.placement``, the
+    order the little-core pacing uses), and each busy core draws what a core of its type draws.
+    Threads waiting at llama.cpp's barriers spin rather than sleep (ggml_barrier polls;
+    llama.cpp PR #8672 made polling the default), so a big core that finishes its share of a
+    step early still counts as busy.
+
+    With per-core power (``power_w`` on every ``[[cpu_clusters]]`` entry: a published
+    single-core figure for that core type at that clock), each core of the default placement
+    gets the share of the profile's phase power its ``power_w`` is of their sum, and a thread
+    count's power is the sum over the cores it uses:
+
+        P(n) = P(runtime.threads) x sum of power_w over the n cores / sum over the default cores
+
+    On the Snapdragon 8 Gen 3 (6.27, 2.05 and 0.46 W, the last two derived) an X4 counts for
+    about three A720s and an A520 for 0.22 of one, where one figure per thread charged them all
+    the same. The published watts set the split between core types, not the level: they are
+    measured with one core busy, the shared cache, interconnect and DRAM ramping up for it
+    alone, so several busy cores draw less than their sum (AnandTech, Kirin 960: one
+    Cortex-A73 1.81 W, four 5.31 W).
+    Both phases scale by the same ratio: a core type has one published figure, with nothing
+    to split its compute-bound (prefill) draw from its memory-bound (decode) draw, so each
+    phase keeps the level the profile gives it.
+
+    Without per-core power, every core weighs the same: the profile's W per busy thread
+    (phase W / ``runtime.threads``) x ``threads``, the same figure for big and little cores.
     """
     n = profile.runtime.threads if threads is None else threads
-    scale = n / profile.runtime.threads
+    if profile.per_core_power:
+        def busy_w(count: int) -> float:
+            return sum(cluster.power_w * used for cluster, used in profile.placement(count))
+
+        scale = busy_w(n) / busy_w(profile.runtime.threads)
+    else:
+        scale = n / profile.runtime.threads
     return profile.power.prefill_w * scale, profile.power.decode_w * scale
 
 

@@ -1,9 +1,9 @@
 """Device profiles: one TOML file per device, validated once at the edge.
 
 A profile says what the roofline estimator (``edgeagent.estimate``) and the variant
-selection need to know about a device: CPU clusters, RAM and the part of it an app may
-use, memory bandwidth, sustained compute, power per phase, battery, runtime flags, and
-where every number came from (``sources``).
+selection need to know about a device: CPU clusters (optionally with each core's power),
+RAM and the part of it an app may use, memory bandwidth, sustained compute, power per
+phase, battery, runtime flags, and where every number came from (``sources``).
 
 Profiles ship inside the ``device_profiles`` package (``device_profiles/NAME.toml``) and
 are read with ``importlib.resources``, so they load from an installed wheel as well as
@@ -29,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeagent.validation import describe
 
@@ -65,6 +65,11 @@ class CpuCluster(_Strict):
     cores: int = _within(0, 1024)
     ghz: float = _within(0.1, 10.0, low_open=False)
     core: str | None = None  # microarchitecture, e.g. "Cortex-X4"
+    # Active power of ONE core of this cluster, busy at ``ghz``, in W: a published single-core
+    # measurement (device power above idle), cited in the profile's sources. Optional; given for
+    # every cluster or for none (``Profile``). ``estimate.phase_power_w`` shares the profile's
+    # phase power among the busy cores by it.
+    power_w: float | None = _within(0.0, 50.0, default=None)
 
     @property
     def in_order_little(self) -> bool:
@@ -142,6 +147,16 @@ class Profile(_Strict):
     selection: Selection = Selection()
     sources: list[Source] = Field(min_length=1)
 
+    @field_validator("cpu_clusters")
+    @classmethod
+    def _power_for_every_cluster_or_none(cls, clusters: list[CpuCluster]) -> list[CpuCluster]:
+        # half a table of per-core power would silently mix two power models in one sum
+        missing = [c.name for c in clusters if c.power_w is None]
+        if missing and len(missing) < len(clusters):
+            raise ValueError(f"power_w is given for some clusters but not for {', '.join(missing)}: "
+                             f"give every cluster's per-core power or none")
+        return clusters
+
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
         if self.usable_memory_gb > self.ram_gb:
@@ -154,23 +169,34 @@ class Profile(_Strict):
     def cores(self) -> int:
         return sum(c.cores for c in self.cpu_clusters)
 
-    def little_cluster_reached(self, threads: int) -> CpuCluster | None:
-        """The slowest in-order little cluster that ``threads`` llama.cpp threads reach, or None.
+    @property
+    def per_core_power(self) -> bool:
+        """Whether the clusters carry per-core power (``power_w``; all of them or none do)."""
+        return all(c.power_w is not None for c in self.cpu_clusters)
+
+    def placement(self, threads: int) -> list[tuple[CpuCluster, int]]:
+        """Where ``threads`` busy llama.cpp threads run: (cluster, cores it gives them), in order.
 
         Threads fill cores fastest first (the scheduler gives busy threads the big cores
         first): every out-of-order cluster, by clock, then the in-order little clusters, by
-        clock. Only when the big cores are all taken do threads land on little
-        cores, and then the slowest little cluster in use paces each step (``estimate``).
+        clock. Only when the big cores are all taken do threads land on little cores. Both the
+        little-core pacing (``little_cluster_reached``) and the power of a thread count
+        (``estimate.phase_power_w``) use this one order.
         """
         order = sorted(self.cpu_clusters, key=lambda c: (c.in_order_little, -c.ghz))
-        left, reached = threads, None
+        out, left = [], threads
         for cluster in order:
             if left <= 0:
                 break
-            if cluster.in_order_little:
-                reached = cluster  # sorted by clock: each one reached is the slowest so far
+            out.append((cluster, min(cluster.cores, left)))
             left -= cluster.cores
-        return reached
+        return out
+
+    def little_cluster_reached(self, threads: int) -> CpuCluster | None:
+        """The slowest in-order little cluster that ``threads`` llama.cpp threads reach, or None
+        (``placement``); it paces each step (``estimate``)."""
+        little = [c for c, _ in self.placement(threads) if c.in_order_little]
+        return little[-1] if little else None  # sorted by clock: the last one reached is the slowest
 
     @property
     def bandwidth_effective_gbs(self) -> float:

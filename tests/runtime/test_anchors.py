@@ -246,9 +246,13 @@ def test_held_out_little_core_runs_come_within_25_percent() -> None:
     for key in ("decode_tokens_per_s", "prefill_tokens_per_s"):
         assert fitted[key]["ratio"] == pytest.approx(1.0, abs=0.005)
     assert cmp["little_cores"]["fit"]["model"] == "TinyLlama-1.1B"
-    # energy per token at 8 threads: the profile's W per thread x 8 (+ idle, as the source keeps it)
+    # energy per token at 8 threads: the profile's decode power for 8 threads, each busy core's
+    # share by its published per-core power (+ idle, as the source keeps it)
+    from edgeagent.estimate import phase_power_w
+
     gen3_profile = load_profile("snapdragon-8-gen-3")
-    watts = gen3_profile.power.decode_w * 8 / gen3_profile.runtime.threads + gen3_profile.power.idle_w
+    assert gen3_profile.per_core_power
+    watts = phase_power_w(gen3_profile, 8)[1] + gen3_profile.power.idle_w
     for r in gen3:
         assert r["decode_mj_per_token"]["estimated"] == pytest.approx(watts / r["decode_tokens_per_s"]["estimated"] * 1e3)
 

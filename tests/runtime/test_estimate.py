@@ -355,18 +355,58 @@ def test_threads_on_little_cores_are_paced_by_their_share_of_the_work() -> None:
     assert fast["tokens_per_s"] == pytest.approx(1 / bandwidth_step_s) and fast["decode_bound"] == "memory"
 
 
-def test_power_follows_the_thread_count_at_one_figure_per_thread() -> None:
+def test_power_is_the_busy_cores_share_of_the_profile_figure_by_their_per_core_power() -> None:
+    """8 threads on the 8 Gen 3 reach its two A520s: the 6-thread figure (X4 + 5 A720) plus the
+    A520s' share of it, by the cores' published power, not 8/6 of it."""
     s = est.shape_from_config("llama-3.2-1b", "q4_0")
     gen3 = load_profile("snapdragon-8-gen-3")
+    watts = {c.core: c.power_w for c in gen3.cpu_clusters}
+    assert watts == {"Cortex-X4": 6.27, "Cortex-A720": 2.05, "Cortex-A520": 0.46}
+    six_cores = 6.27 + 5 * 2.05  # the default placement: X4, 3 A720 @ 3.2, 2 A720 @ 3.0
     six = est.estimate(s, gen3, 64, 32)
     eight = est.estimate(s, gen3, 64, 32, threads=8)
     assert six["energy"]["decode_w"] == gen3.power.decode_w and six["latency"]["threads"] == gen3.runtime.threads
-    assert eight["energy"]["decode_w"] == pytest.approx(gen3.power.decode_w * 8 / gen3.runtime.threads)
-    assert eight["energy"]["prefill_w"] == pytest.approx(gen3.power.prefill_w * 8 / gen3.runtime.threads)
+    for phase in ("decode_w", "prefill_w"):
+        assert eight["energy"][phase] == pytest.approx(getattr(gen3.power, phase) * (six_cores + 2 * 0.46) / six_cores)
+        assert eight["energy"][phase] < getattr(gen3.power, phase) * 8 / gen3.runtime.threads  # the flat figure
+    # one thread: the X4 alone, its share of the six cores' power
+    one = est.estimate(s, gen3, 64, 32, threads=1)
+    assert one["energy"]["decode_w"] == pytest.approx(gen3.power.decode_w * 6.27 / six_cores)
     lat = eight["latency"]
     joules = (eight["energy"]["prefill_w"] * lat["prefill_ms"] + eight["energy"]["decode_w"] * lat["decode_ms"]) / 1e3
     assert eight["energy"]["joules_per_inference"] == pytest.approx(joules)
     assert eight["latency"]["decode_bound"] == "little-core" and six["latency"]["decode_bound"] == "memory"
+
+
+def test_the_per_core_sum_follows_the_placement_across_clusters() -> None:
+    """Synthetic: 2 big cores at 4 W and 2 little ones at 1 W, listed little first; the default
+    is 2 threads (the big cores). Threads fill the big cores first, the little ones last."""
+    from edgeagent.profiles import CpuCluster
+
+    prof = _big_little(threads=2)
+    prof = prof.model_copy(update={"cpu_clusters": [
+        CpuCluster(name="little", cores=2, ghz=2.0, core="Cortex-A520", power_w=1.0),
+        CpuCluster(name="big", cores=2, ghz=3.0, core="Cortex-X4", power_w=4.0)]})
+    assert [(c.name, used) for c, used in prof.placement(3)] == [("big", 2), ("little", 1)]
+    prefill_w, decode_w = prof.power.prefill_w, prof.power.decode_w
+    for n, busy in ((1, 4.0), (2, 8.0), (3, 9.0), (4, 10.0)):
+        assert est.phase_power_w(prof, n) == pytest.approx((prefill_w * busy / 8.0, decode_w * busy / 8.0))
+    assert est.phase_power_w(prof) == (prefill_w, decode_w)
+
+
+def test_without_per_core_power_each_thread_counts_the_same() -> None:
+    """The fallback: a profile with no power_w (the 8 Elite's Oryon cores, the tensor-g3 profile)
+    charges its W per busy thread x threads, big and little cores alike."""
+    for name in ("snapdragon-8-elite", "tensor-g3"):
+        prof = load_profile(name)
+        assert not prof.per_core_power
+        for n in range(1, prof.cores + 1):
+            expect = (prof.power.prefill_w * n / prof.runtime.threads, prof.power.decode_w * n / prof.runtime.threads)
+            assert est.phase_power_w(prof, n) == pytest.approx(expect)
+    # the 8 Gen 3 without its power_w falls back to the flat figure too
+    gen3 = load_profile("snapdragon-8-gen-3")
+    flat = gen3.model_copy(update={"cpu_clusters": [c.model_copy(update={"power_w": None}) for c in gen3.cpu_clusters]})
+    assert est.phase_power_w(flat, 8) == pytest.approx((gen3.power.prefill_w * 8 / 6, gen3.power.decode_w * 8 / 6))
 
 
 def test_a_thread_count_the_device_cannot_run_is_refused() -> None:

@@ -120,6 +120,45 @@ def test_phone_without_battery_capacity_is_refused(tmp_path: Path) -> None:
         load_profile(write(tmp_path, text))
 
 
+@pytest.mark.parametrize(("value", "why"), [
+    ("-1.0", "Input should be greater than 0"),
+    ("0.0", "Input should be greater than 0"),
+    ("500.0", "Input should be less than or equal to 50"),
+    ("inf", "Input should be a finite number"),
+    ("nan", "Input should be a finite number"),
+    ('"6.27"', "Input should be a valid number"),
+])
+def test_a_bad_per_core_power_names_file_and_key(tmp_path: Path, value: str, why: str) -> None:
+    text = shipped_text("snapdragon-8-gen-3").replace("power_w = 6.27", f"power_w = {value}", 1)
+    path = write(tmp_path, text)
+    with pytest.raises(ProfileError) as err:
+        load_profile(path)
+    assert str(err.value).startswith(f"{path}: cpu_clusters[0].power_w: {why}")
+    assert "\n" not in str(err.value)
+
+
+def test_per_core_power_for_some_clusters_only_is_refused(tmp_path: Path) -> None:
+    lines = [ln for ln in shipped_text("snapdragon-8-gen-3").splitlines() if not ln.startswith("power_w = 0.46")]
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    with pytest.raises(ProfileError) as err:
+        load_profile(path)
+    assert str(err.value).startswith(f"{path}: cpu_clusters: Value error, power_w is given for some clusters but "
+                                     f"not for efficiency: give every cluster's per-core power or none")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", list_profiles())
+def test_per_core_power_is_cited(name: str) -> None:
+    """A profile that gives per-core power says where each core type's figure comes from."""
+    p = load_profile(name)
+    if not p.per_core_power:
+        assert all(c.power_w is None for c in p.cpu_clusters)
+        return
+    cited = " ".join(s.what for s in p.sources if "power_w" in s.what)
+    for c in p.cpu_clusters:
+        assert c.core.split()[0] in cited, (name, c.core)
+
+
 def test_source_needs_url_or_citation(tmp_path: Path) -> None:
     text = shipped_text("host") + '\n[[sources]]\nwhat = "a number from nowhere"\n'
     with pytest.raises(ProfileError, match=r"sources\[\d+\]: Value error, a source needs a url or a citation"):
