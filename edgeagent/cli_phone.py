@@ -181,6 +181,8 @@ def demo_command(
                                  help="When the grammar forced a token the model found unlikely, also decode the best "
                                       "action of another kind and keep the likelier (--no-rescore: plain greedy)."),
     sensitive: str = typer.Option("ask", "--sensitive", help=SENSITIVE_HELP),
+    failures: Optional[Path] = typer.Option(None, "--failures", help="Write every failed episode, with each step's "
+                                            "screen and action, to this JSONL file (to see why the agent fails)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
@@ -234,6 +236,8 @@ def demo_command(
     except EngineError as exc:  # llama.cpp refused a step (a prompt past the context): one line
         fail(f"{info.get('model')}: {exc}", 2)
     episodes = summary.pop("episodes")
+    if failures is not None:
+        _write_failures(failures, [e for e in episodes if not e.success])
     summary = {**info, **summary, "wall_s": round(time.perf_counter() - start, 3),
                "sensitive": sensitive_report(sensitive, gate, [e.run for e in episodes if e.run is not None]),
                "episodes": [e.summary() for e in episodes]}
@@ -255,6 +259,21 @@ def demo_command(
                  f"RSS peak {summary.get('rss_peak_mb')} MB")
     console.print(line)
     console.print(sensitive_line(summary["sensitive"]), highlight=False)
+
+
+def _write_failures(path: Path, episodes) -> None:
+    """One JSON line per failed episode: the task, how it ended, and every step's screen (as
+    the model read it), action and device error."""
+    def write(fh) -> None:
+        for ep in episodes:
+            record = {**ep.summary(), "trace": [{"step": s.step, "screen": s.observation, "action": s.action,
+                                                 "error": s.error} for s in ep.trace]}
+            fh.write((json.dumps(record) + "\n").encode("utf-8"))
+
+    try:
+        _atomic_write(path, write)
+    except OSError as exc:
+        fail(f"--failures {path}: {exc.strerror or exc}")
 
 
 def register(app: typer.Typer) -> None:

@@ -75,6 +75,29 @@ def test_demo_json_reports_success_rate() -> None:
     assert len(report["episodes"]) == 10 and all(e["success"] for e in report["episodes"])
 
 
+def test_demo_writes_the_failed_episodes_with_their_traces(tmp_path) -> None:
+    """--failures: each failed episode with every step's screen and action; none when all pass;
+    an unwritable path is one line, exit 2."""
+    out = tmp_path / "failed.jsonl"
+    # a one-step budget fails every task that needs more than one action
+    result = invoke("demo", "--policy", "expert", "--n", "6", "--seed", "1", "--max-steps", "1",
+                    "--sensitive", "allow", "--failures", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    failed = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(failed) == sum(not e["success"] for e in report["episodes"]) > 0
+    for rec in failed:
+        assert not rec["success"] and rec["instruction"] and len(rec["trace"]) == rec["steps"] == 1
+        assert rec["trace"][0]["screen"].startswith("Screen (") and rec["trace"][0]["action"]["action"]
+    passed = invoke("demo", "--policy", "expert", "--n", "3", "--seed", "1", "--sensitive", "allow",
+                    "--failures", str(out), "--json")
+    assert passed.exit_code == 0 and out.read_text() == ""
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    bad = invoke("demo", "--policy", "expert", "--n", "1", "--failures", str(blocked / "f.jsonl"))
+    assert bad.exit_code == 2 and "--failures" in bad.output and "Traceback" not in bad.output
+
+
 def test_demo_holds_out_the_apps_it_is_told_to() -> None:
     result = invoke("demo", "--policy", "expert", "--n", "40", "--seed", "1", "--exclude-app", "Notes", "--json")
     assert result.exit_code == 0, result.output
