@@ -391,11 +391,8 @@ def export(
                     if measure_error:
                         quant_error = quantize.logit_error(unquantized, final, threads=threads)
                 fallbacks = quantize.find_fallbacks(final, quant)
-                for fb in fallbacks:
-                    msg = (
-                        f"{fb['tensor']}: row size {fb['row_size']} is not a multiple of {fb['block_size']} "
-                        f"as {quant} needs; llama.cpp stored it as {fb['got']}"
-                    )
+                if fallbacks:  # one line for them all (``fallbacks`` keeps each tensor)
+                    msg = _fallback_summary(fallbacks, quant)
                     notes.append(msg)
                     warnings.warn(msg, stacklevel=2)
             tensor_types = _tensor_type_counts(final)
@@ -542,3 +539,18 @@ def _tensor_type_counts(path: Path) -> dict[str, int]:
     for t in gguf.GGUFReader(path).tensors:
         counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
     return counts
+
+
+def _fallback_summary(fallbacks: list[dict], quant: str) -> str:
+    """One line for the tensors llama.cpp stored in another type than ``quant`` asks for, e.g.
+    "168 tensors have rows of 576, not a multiple of 256 as q4_k_m needs: llama.cpp stored
+    them as Q5_0 (150), Q8_0 (18)"."""
+    from collections import Counter
+
+    rows = sorted({fb["row_size"] for fb in fallbacks})
+    blocks = sorted({fb["block_size"] for fb in fallbacks})
+    got = Counter(fb["got"] for fb in fallbacks)
+    return (f"{len(fallbacks)} tensor{'s have' if len(fallbacks) != 1 else ' has'} rows of "
+            f"{', '.join(map(str, rows))}, not a multiple of {', '.join(map(str, blocks))} as {quant} needs: "
+            f"llama.cpp stored {'them' if len(fallbacks) != 1 else 'it'} as "
+            + ", ".join(f"{t} ({n})" for t, n in got.most_common()))
