@@ -332,13 +332,11 @@ def explain_difference(runner: LlamaRunner, prompt: Sequence[int], a: Sequence[i
     one, seq = _two_layouts(runner, prompt + a[:k], 1)
     margins = [float(one[0][a[k]] - one[0][b[k]]), float(seq[0][a[k]] - seq[0][b[k]])]
     noise = float(abs(one[0] - seq[0]).max())
-    gaps = []
-    for layout in (0, 1):
-        lp = []
-        for out in (a, b):
-            rows = _two_layouts(runner, prompt + out[:-1], len(out))[layout]
-            lp.append(float(_log_softmax(rows)[range(len(out)), out].sum()))
-        gaps.append(lp[0] - lp[1])
+    gaps = [0.0, 0.0]  # per layout: log p(a) - log p(b)
+    for sign, out in ((1.0, a), (-1.0, b)):
+        layouts = _two_layouts(runner, prompt + out[:-1], len(out))
+        for i, rows in enumerate(layouts):
+            gaps[i] += sign * float(_log_softmax(rows)[range(len(out)), out].sum())
     if (margins[0] > 0) != (margins[1] > 0) or (gaps[0] > 0) != (gaps[1] > 0):
         verdict = "flips"
     elif abs(margins[0]) <= 2 * noise:
