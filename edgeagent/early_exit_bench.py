@@ -311,13 +311,39 @@ def _log_softmax(rows):
     return rows - top - np.log(np.exp(rows - top).sum(axis=1, keepdims=True))
 
 
-def explain_difference(runner: LlamaRunner, prompt: Sequence[int], a: Sequence[int], b: Sequence[int]) -> dict:
+def _episode_layout(runner: LlamaRunner, history: Sequence[tuple[Sequence[int], Sequence[int]]],
+                    prompt: list[int], prefix: list[int]):
+    """The logit row after ``prompt + prefix`` with the KV cache built as an agent episode
+    builds it: each earlier step's new prompt tokens in one batch and its output one token at a
+    time (``history``: the earlier steps' prompt and output ids), then this prompt's new tokens
+    in one batch and ``prefix`` one at a time."""
+    runner.reset()
+    for step_prompt, out in history:
+        seq = list(step_prompt)
+        runner.feed(seq, 1)
+        for t in out:
+            seq.append(int(t))
+            runner.feed(seq, 1)
+    seq = list(prompt)
+    runner.feed(seq, 1)
+    for t in prefix:
+        seq.append(t)
+        runner.feed(seq, 1)
+    return runner.logits(0).copy()
+
+
+def explain_difference(runner: LlamaRunner, prompt: Sequence[int], a: Sequence[int], b: Sequence[int],
+                       history: Sequence[tuple[Sequence[int], Sequence[int]]] = ()) -> dict:
     """Why the full model's output ``a`` and another configuration's ``b`` to the same prompt
     differ, judged by the full model itself under two batch layouts of the same tokens
-    (``_two_layouts``), which is all the configurations differ in.
+    (``_two_layouts``), and with ``history`` (the episode's earlier steps) a third: the KV
+    cache built step by step as the agent built it (``_episode_layout``). Batch layout is all
+    the configurations differ in; a KV cache built over several steps can move a logit by
+    about one (measured on the SmolLM2 agent at Q8_0), far more than one batch against
+    token-by-token decoding of a fresh prompt.
 
     - ``margin``: logit of a's token minus b's at the first different token, per layout;
-    - ``noise``: the largest change of any logit at that position between the two layouts;
+    - ``noise``: the largest change of any logit at that position from the first layout;
     - ``logprob_gap``: log p(a) - log p(b) of the whole outputs, per layout (the policy's
       rescoring of grammar-forced steps compares these sums).
 
@@ -330,14 +356,17 @@ def explain_difference(runner: LlamaRunner, prompt: Sequence[int], a: Sequence[i
     if k == len(a) or k == len(b):  # one stopped where the other went on: no token pair to weigh
         return {"first_difference": k, "verdict": "length"}
     one, seq = _two_layouts(runner, prompt + a[:k], 1)
-    margins = [float(one[0][a[k]] - one[0][b[k]]), float(seq[0][a[k]] - seq[0][b[k]])]
-    noise = float(abs(one[0] - seq[0]).max())
+    rows = [one[0], seq[0]]
+    if history:  # a third layout: the KV cache built step by step, as the episode built it
+        rows.append(_episode_layout(runner, history, prompt, a[:k]))
+    margins = [float(r[a[k]] - r[b[k]]) for r in rows]
+    noise = float(max(abs(r - rows[0]).max() for r in rows[1:]))
     gaps = [0.0, 0.0]  # per layout: log p(a) - log p(b)
     for sign, out in ((1.0, a), (-1.0, b)):
         layouts = _two_layouts(runner, prompt + out[:-1], len(out))
         for i, rows in enumerate(layouts):
             gaps[i] += sign * float(_log_softmax(rows)[range(len(out)), out].sum())
-    if (margins[0] > 0) != (margins[1] > 0) or (gaps[0] > 0) != (gaps[1] > 0):
+    if len({m > 0 for m in margins}) > 1 or (gaps[0] > 0) != (gaps[1] > 0):
         verdict = "flips"
     elif abs(margins[0]) <= 2 * noise:
         verdict = "near_tie"
@@ -359,6 +388,11 @@ def lossless(identical: bool, differences: dict) -> bool:
                          and all(v in EXPLAINED for v in differences["verdicts"]))
 
 
+def _step_index(episode: dict, step: dict) -> int:
+    """The index of ``step`` among ``episode``'s steps (by identity)."""
+    return next(i for i, s in enumerate(episode["steps"]) if s is step)
+
+
 def explain_differences(full: Path, base: list[dict], eps: list[dict], *, n_threads=None, n_ctx: int = 2048) -> dict:
     """``explain_difference`` at every episode's first different step of ``eps`` against
     ``base`` (the full model's episodes), on the full GGUF; counts per verdict."""
@@ -372,7 +406,9 @@ def explain_differences(full: Path, base: list[dict], eps: list[dict], *, n_thre
             if x["prompt_ids"] != y["prompt_ids"]:
                 rows.append({"episode": i, "verdict": "prompts_differ"})
                 continue
-            rows.append({"episode": i, **explain_difference(runner, x["prompt_ids"], x["output_ids"], y["output_ids"])})
+            history = [(s["prompt_ids"], s["output_ids"]) for s in base[i]["steps"][:_step_index(base[i], x)]]
+            rows.append({"episode": i, **explain_difference(runner, x["prompt_ids"], x["output_ids"], y["output_ids"],
+                                                            history)})
     finally:
         runner.close()
     verdicts: dict[str, int] = {}

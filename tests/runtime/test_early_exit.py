@@ -615,6 +615,11 @@ def test_a_difference_is_judged_by_the_full_models_own_margins(packed):
         assert min(got["margin"]) > 0 and 0 <= got["noise"] < 0.1 * got["margin"][0]
         assert min(got["logprob_gap"]) > 0 and got["verdict"] == "unexplained"
         assert explain_difference(runner, prompt, greedy, greedy[:4])["verdict"] == "length"
+        # with the episode's earlier step, a third layout: the KV cache built step by step
+        first = runner.tokenize("Task: open the Clock app\nScreen: Home\nAction:")
+        later = explain_difference(runner, prompt, greedy, other, history=[(first, greedy[:3])])
+        assert len(later["margin"]) == 3 and later["first_difference"] == 2 and later["noise"] >= got["noise"] - 1e-6
+        assert all(abs(m - got["margin"][0]) < 0.1 * got["margin"][0] for m in later["margin"])
     finally:
         runner.close()
     assert lossless(True, {"differences": 0, "verdicts": {}})
