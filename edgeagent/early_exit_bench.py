@@ -363,9 +363,8 @@ def explain_difference(runner: LlamaRunner, prompt: Sequence[int], a: Sequence[i
     noise = float(max(abs(r - rows[0]).max() for r in rows[1:]))
     gaps = [0.0, 0.0]  # per layout: log p(a) - log p(b)
     for sign, out in ((1.0, a), (-1.0, b)):
-        layouts = _two_layouts(runner, prompt + out[:-1], len(out))
-        for i, rows in enumerate(layouts):
-            gaps[i] += sign * float(_log_softmax(rows)[range(len(out)), out].sum())
+        for i, logits in enumerate(_two_layouts(runner, prompt + out[:-1], len(out))):
+            gaps[i] += sign * float(_log_softmax(logits)[range(len(out)), out].sum())
     if len({m > 0 for m in margins}) > 1 or (gaps[0] > 0) != (gaps[1] > 0):
         verdict = "flips"
     elif abs(margins[0]) <= 2 * noise:

@@ -542,9 +542,10 @@ def _tensor_type_counts(path: Path) -> dict[str, int]:
 
 
 def _fallback_summary(fallbacks: list[dict], quant: str) -> str:
-    """One line for the tensors llama.cpp stored in another type than ``quant`` asks for, e.g.
-    "168 tensors have rows of 576, not a multiple of 256 as q4_k_m needs: llama.cpp stored
-    them as Q5_0 (150), Q8_0 (18)"."""
+    """One line for the tensors llama.cpp stored in another type than ``quant`` asks for:
+    how many, their row sizes, the block size the quant needs and each type it chose, counted
+    ("N tensors have rows of 576, not a multiple of 256 as q4_k_m needs: llama.cpp stored them
+    as Q5_0 (n), Q8_0 (m)")."""
     from collections import Counter
 
     rows = sorted({fb["row_size"] for fb in fallbacks})
