@@ -881,7 +881,7 @@ def early_exit_summary(result: dict) -> list[str]:
         d, agree = c.get("differences") or {}, c.get("agreement") or {}
         if d.get("differences"):
             lines.append(f"{name}: {agree.get('identical_episodes')}/{agree.get('episodes')} episodes identical to the "
-                         f"full model; the full model on the first different step of the others: "
+                         f"full model; the full model's verdict on each other episode's first difference: "
                          + ", ".join(f"{n} {v}" for v, n in sorted(d["verdicts"].items())))
     choice = result.get("draft_choice") or {}
     if choice.get("draft"):
