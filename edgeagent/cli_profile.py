@@ -84,6 +84,12 @@ def _print_estimate(est: dict[str, Any]) -> None:
         ["battery", fmt(en["mah_per_100_inferences"], 2), "mAh / 100 inferences",
          f"at {en['nominal_v']:g} V" + (f"; ~{en['inferences_per_charge']:,.0f} inferences per charge" if en.get("inferences_per_charge") else "")],
     ]
+    spec = est.get("speculative")
+    if spec:
+        rows.append(["TPOT, self-speculative", fmt(spec["tpot_ms"], 2), "ms",
+                     f"draft {spec['draft_token_ms']:.2f} ms/token x {spec['n_draft']}, verification of "
+                     f"{spec['n_draft'] + 1} {spec['verify_ms']:.2f} ms ({spec['verify_bound']}-bound), alpha "
+                     f"{spec['acceptance']:.2f}: x{spec['decode_speedup']:.2f} decode"])
     table("Estimate", ["figure", "value", "unit", "how"], rows)
 
 
@@ -129,6 +135,11 @@ def estimate(
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle for --validate (default: the built-in model's)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="llama.cpp threads the estimate runs on (default: the profile's runtime.threads; threads past the big cores "
                                           "are paced by the little ones). With --validate: threads for building the built-in bundle."),
+    draft_model: Optional[Path] = typer.Option(None, "--draft-model", help="An exit variant GGUF of --model: also estimate "
+                                               "self-speculative decoding with it as the draft."),
+    acceptance: float = typer.Option(0.9, "--acceptance", help="With --draft-model: the per-token acceptance alpha "
+                                     "(the `alpha` of `bench early-exit`'s draft choice)."),
+    n_draft: int = typer.Option(4, "--n-draft", help="With --draft-model: draft tokens per verification."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON for machines."),
 ) -> None:
     """Estimate memory, TTFT/TPOT, tokens/s and battery cost of a model on a device (roofline)."""
@@ -163,6 +174,14 @@ def estimate(
             model_shape = est.shape_from_config(shape, quant)
         result = est.estimate(model_shape, prof, prompt_tokens, gen_tokens, n_ctx=context, wait_s=wait_s,
                               include_load=include_load, threads=threads)
+        if draft_model is not None:
+            if model is None:
+                fail("--draft-model needs --model (the full-depth GGUF it drafts for)")
+            if not draft_model.is_file():
+                fail(f"{draft_model}: no such GGUF file")
+            result["speculative"] = {**est.speculative_estimate(model_shape, est.shape_from_gguf(draft_model), prof,
+                                                                prompt_tokens, acceptance, n_draft, threads),
+                                     "draft_model": str(draft_model), "source": "estimated"}
     except ValueError as exc:
         fail(str(exc))
     emit_json(result) if json_out else _print_estimate(result)

@@ -227,6 +227,57 @@ def phase_power_w(profile: Profile, threads: int | None = None) -> tuple[float, 
     return profile.power.prefill_w * scale, profile.power.decode_w * scale
 
 
+def decode_step_s(shape: ModelShape, profile: Profile, n_kv: int, batch: int = 1, threads: int | None = None,
+                  little_bytes_per_cycle: float | None = None) -> tuple[float, str]:
+    """One llama_decode of ``batch`` tokens after ``n_kv`` cached positions, and what paces it
+    (memory, compute or little-core). The weights are read once for the whole batch while
+    compute and attention grow with it: on a bandwidth-bound phone a batch of a few tokens
+    (a speculative verification) costs little more than one."""
+    rt = profile.runtime
+    n_threads = rt.threads if threads is None else threads
+    little = profile.little_cluster_reached(n_threads)
+    bandwidth = profile.bandwidth_theoretical_gbs * 1e9 * profile.bandwidth_efficiency
+    compute = profile.compute_gflops_sustained * 1e9
+    step_bytes = decode_bytes_per_token(shape, n_kv, rt.kv_cache_type)
+    memory_s = step_bytes / bandwidth
+    if rt.decode_attention_gflops:
+        compute_s = batch * decode_flops_per_token(shape, 0) / compute
+        attention_s = batch * decode_attention_s(shape, n_kv, rt.decode_attention_gflops)
+    else:
+        compute_s, attention_s = batch * decode_flops_per_token(shape, n_kv) / compute, 0.0
+    per_cycle = little_bytes_per_cycle or LITTLE_CORE_BYTES_PER_CYCLE
+    little_s = little_core_s(step_bytes, n_threads, little.ghz, per_cycle) if little else 0.0
+    paced = max(memory_s, compute_s, little_s)
+    bound = "little-core" if paced == little_s else "memory" if memory_s >= compute_s else "compute"
+    return paced + attention_s + rt.decode_overhead_ms / 1e3, bound
+
+
+def speculative_estimate(full: ModelShape, draft: ModelShape, profile: Profile, prompt_tokens: int,
+                         acceptance: float, n_draft: int, threads: int | None = None) -> dict[str, Any]:
+    """Decode time per token with self-speculation: the draft (an exit variant) proposes
+    ``n_draft`` tokens one at a time, the full model verifies them in one batch of n+1.
+    ``acceptance`` is the per-token probability alpha that the full model keeps a draft token
+    (``early_exit_bench.per_token_acceptance`` turns a bench's measured rate into it); a round
+    then yields (1 - alpha^(n+1)) / (1 - alpha) tokens (Leviathan et al. 2023). Costs at the
+    middle of a step's context, from ``decode_step_s``; the draft's KV is taken from the full
+    model's, so no extra prefill."""
+    if not 0.0 <= acceptance <= 1.0 or not math.isfinite(acceptance):
+        raise ValueError(f"acceptance must be between 0 and 1, not {acceptance}")
+    if not 1 <= n_draft <= 16:
+        raise ValueError(f"n_draft must be between 1 and 16, not {n_draft}")
+    n_kv = prompt_tokens + n_draft
+    full_s, _ = decode_step_s(full, profile, n_kv, threads=threads)
+    draft_s, _ = decode_step_s(draft, profile, n_kv, threads=threads)
+    verify_s, verify_bound = decode_step_s(full, profile, n_kv, batch=n_draft + 1, threads=threads)
+    per_round = n_draft + 1 if acceptance == 1.0 else (1 - acceptance ** (n_draft + 1)) / (1 - acceptance)
+    tpot_s = (n_draft * draft_s + verify_s) / per_round
+    return {
+        "acceptance": acceptance, "n_draft": n_draft, "tokens_per_round": per_round,
+        "full_tpot_ms": full_s * 1e3, "draft_token_ms": draft_s * 1e3, "verify_ms": verify_s * 1e3,
+        "verify_bound": verify_bound, "tpot_ms": tpot_s * 1e3, "decode_speedup": full_s / tpot_s,
+    }
+
+
 def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, gen_tokens: int,
                      threads: int | None = None, little_bytes_per_cycle: float | None = None,
                      little_int8_ops_per_cycle: float | None = None) -> dict[str, Any]:
@@ -274,18 +325,10 @@ def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, ge
     steps = max(gen_tokens - 1, 0)
     step_times, bounds = [], {"memory": 0, "compute": 0, "little-core": 0}
     for i in range(max(steps, 1)):  # at least one step, so TPOT exists even for gen_tokens=1
-        n_kv = prompt_tokens + 1 + i
-        step_bytes = decode_bytes_per_token(shape, n_kv, rt.kv_cache_type)
-        memory_s = step_bytes / bandwidth
-        if rt.decode_attention_gflops:
-            compute_s = decode_flops_per_token(shape, 0) / compute
-            attention_s = decode_attention_s(shape, n_kv, rt.decode_attention_gflops)
-        else:
-            compute_s, attention_s = decode_flops_per_token(shape, n_kv) / compute, 0.0
-        little_s = on_little(step_bytes, bytes_per_cycle)
-        paced = max(memory_s, compute_s, little_s)
-        bounds["little-core" if paced == little_s else "memory" if memory_s >= compute_s else "compute"] += 1
-        step_times.append(paced + attention_s + rt.decode_overhead_ms / 1e3)
+        step_s, bound = decode_step_s(shape, profile, prompt_tokens + 1 + i, threads=n_threads,
+                                      little_bytes_per_cycle=bytes_per_cycle)
+        bounds[bound] += 1
+        step_times.append(step_s)
     tpot_s = sum(step_times) / len(step_times)
     decode_s = tpot_s * steps
     if prefill_little_s >= max(prefill_compute_s, prefill_memory_s) and little:

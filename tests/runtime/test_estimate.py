@@ -481,3 +481,32 @@ def test_estimate_command_takes_the_thread_count():
     assert e["tpot_ms"] > 2 * d["tpot_ms"]
     bad = run("--threads", "9")
     assert bad.exit_code == 2 and "not 9" in bad.output and "Traceback" not in bad.output
+
+
+def test_self_speculation_estimate_follows_the_roofline():
+    """On a bandwidth-bound phone a verification of n+1 tokens costs about one decode (the
+    weights are read once), so a cheap, well-accepted draft speeds decode up; a draft the full
+    model never keeps slows it down; a perfect draft is bounded by n+1 tokens per verification;
+    bad settings are refused."""
+    phone = load_profile("snapdragon-8-gen-2")
+    full = est.shape_from_config("qwen2.5-1.5b", "q8_0")
+    draft = est.shape_from_config("qwen2.5-0.5b", "q8_0")  # a cheaper model standing in for an exit
+    one, _ = est.decode_step_s(full, phone, 300)
+    five, bound = est.decode_step_s(full, phone, 300, batch=5)
+    assert bound == "memory" and one <= five < 1.2 * one
+    good = est.speculative_estimate(full, draft, phone, 300, acceptance=0.9, n_draft=4)
+    assert good["decode_speedup"] > 1.2 and good["tpot_ms"] < good["full_tpot_ms"]
+    assert good["tokens_per_round"] == pytest.approx((1 - 0.9**5) / 0.1)
+    assert est.speculative_estimate(full, draft, phone, 300, acceptance=0.0, n_draft=4)["decode_speedup"] < 1
+    perfect = est.speculative_estimate(full, draft, phone, 300, acceptance=1.0, n_draft=4)
+    assert perfect["tokens_per_round"] == 5 and good["decode_speedup"] < perfect["decode_speedup"] < 5
+    for bad in ({"acceptance": 1.5, "n_draft": 4}, {"acceptance": float("nan"), "n_draft": 4},
+                {"acceptance": 0.9, "n_draft": 0}):
+        with pytest.raises(ValueError):
+            est.speculative_estimate(full, draft, phone, 300, **bad)
+
+
+def test_cli_draft_model_needs_the_full_gguf(tmp_path) -> None:
+    code, _, err = _run(["estimate", "--profile", "snapdragon-8-gen-2", "--shape", "qwen2.5-1.5b",
+                         "--draft-model", str(tmp_path / "x.gguf")])
+    assert code == 2 and "--draft-model needs --model" in err and "Traceback" not in err
