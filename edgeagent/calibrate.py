@@ -67,6 +67,12 @@ PROBE_QUANT = "q8_0"
 # and the tokens of one action (the SmolLM2 agent: ~150 evaluated, ~13 generated).
 STEP_PROMPT_TOKENS = 160
 STEP_GEN_TOKENS = 16
+# ... on top of the episode so far, which the step reuses from the KV cache (the agent: ~527
+# prompt tokens per step, ~150 of them evaluated). The depth decides flash attention: on an
+# Intel Xeon host at 2 threads llama-bench's tg32 was 7 % faster with it from an empty cache
+# and 33 % slower at depth 600 (115.3 / 107.8 and 59.2 / 88.8 tokens/s on the agent's Q8_0).
+STEP_CACHED_TOKENS = 380
+STEP_CONTEXT = 1024
 FLASH_ATTN_MARGIN = 0.02  # flash attention goes on only when a step is this much faster
 WATTS_PER_BUSY_CORE = 3.75  # EPYC 9654: 360 W TDP / 96 cores; an assumption, see sources
 
@@ -194,14 +200,16 @@ def measure_attention(path: Path, threads: int, bandwidth_bps: float, rounds: in
 
 
 def measure_flash_attn(path: Path, threads: int, rounds: int = PROBE_ROUNDS) -> dict[str, Any]:
-    """One agent step's time (prefill of ``STEP_PROMPT_TOKENS``, then ``STEP_GEN_TOKENS``
-    decoded) with llama.cpp's flash attention off and on, in ``rounds`` interleaved rounds, the
-    best round of each kept; the choice is ``choose_flash_attn``'s."""
+    """One agent step's time (prefill of ``STEP_PROMPT_TOKENS`` on top of
+    ``STEP_CACHED_TOKENS`` already cached, then ``STEP_GEN_TOKENS`` decoded at that depth) with
+    llama.cpp's flash attention off and on, in ``rounds`` interleaved rounds, the best round of
+    each kept; the choice is ``choose_flash_attn``'s."""
     runs: dict[bool, list[dict]] = {False: [], True: []}
     for _ in range(rounds):
         for fa in (False, True):
             runs[fa].append(measure_gguf(path, prompt_tokens=STEP_PROMPT_TOKENS, gen_tokens=STEP_GEN_TOKENS,
-                                         n_ctx=PROBE_CONTEXT, threads=threads, flash_attn=fa))
+                                         n_ctx=STEP_CONTEXT, threads=threads, flash_attn=fa,
+                                         cached_tokens=STEP_CACHED_TOKENS))
     sides = {}
     for fa, ms in runs.items():
         prefill_ms = min(m["prefill_ms"] for m in ms)
@@ -210,7 +218,8 @@ def measure_flash_attn(path: Path, threads: int, rounds: int = PROBE_ROUNDS) -> 
             "prefill_ms": prefill_ms, "tpot_ms": tpot_ms, "step_ms": step_ms(prefill_ms, tpot_ms),
             "prefill_tokens_per_s": max(m["prefill_tokens_per_s"] for m in ms),
             "tokens_per_s": max(m["tokens_per_s"] for m in ms)}
-    return {"model": path.name, "prompt_tokens": STEP_PROMPT_TOKENS, "gen_tokens": STEP_GEN_TOKENS,
+    return {"model": path.name, "prompt_tokens": STEP_PROMPT_TOKENS, "cached_tokens": STEP_CACHED_TOKENS,
+            "gen_tokens": STEP_GEN_TOKENS,
             "rounds": rounds, **sides, "flash_attn": choose_flash_attn(sides["off"]["step_ms"], sides["on"]["step_ms"])}
 
 
@@ -315,7 +324,7 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
     say(f"      prefill {prefill['prefill_tokens_per_s']:.0f} tokens/s on {big.name} -> {compute_gflops:.1f} GFLOP/s; "
         f"decode fit: {overhead_ms:.3f} ms + bytes / {reached_bps / 1e9:.1f} GB/s (eta {eta_raw:.2f})")
 
-    say(f"[4/5] flash attention on one agent step ({STEP_PROMPT_TOKENS} prompt + {STEP_GEN_TOKENS} generated tokens)")
+    say(f"[4/5] flash attention on one agent step ({STEP_PROMPT_TOKENS} prompt tokens on {STEP_CACHED_TOKENS} cached + {STEP_GEN_TOKENS} generated)")
     flash = measure_flash_attn(big, threads)
     say(f"      {big.name}: step {flash['off']['step_ms']:.1f} ms off, {flash['on']['step_ms']:.1f} ms on -> "
         f"flash_attn {'on' if flash['flash_attn'] else 'off'}")
@@ -410,7 +419,7 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
                      f"estimate.prefill_flops; f32 BLAS matmul for reference: {numpy_m['matmul_gflops_f32']:.1f} GFLOP/s",
              "citation": stamp},
             {"what": f"runtime.flash_attn = {str(flash['flash_attn']).lower()}: one agent step ({flash['prompt_tokens']} "
-                     f"prompt tokens, {flash['gen_tokens']} generated) on {flash['model']}, best of {flash['rounds']} "
+                     f"prompt tokens on {flash.get('cached_tokens', 0)} cached, {flash['gen_tokens']} generated) on {flash['model']}, best of {flash['rounds']} "
                      f"interleaved rounds: {flash['off']['step_ms']:.1f} ms with llama.cpp's flash attention off, "
                      f"{flash['on']['step_ms']:.1f} ms on (prefill {flash['off']['prefill_tokens_per_s']:.0f} / "
                      f"{flash['on']['prefill_tokens_per_s']:.0f} tokens/s, decode {flash['off']['tokens_per_s']:.1f} / "

@@ -88,11 +88,14 @@ def llama_cpp_buffers(log: str) -> dict[str, float | None]:
 
 def measure_gguf(path: str | os.PathLike, *, prompt_tokens: int = 64, gen_tokens: int = 64, n_ctx: int = 1024,
                  threads: int | None = None, n_ubatch: int = 512, flash_attn: bool = False, repack: bool | None = None,
-                 reps: int = 3, timeout_s: float = 300.0) -> dict[str, Any]:
-    """Load ``path`` in a fresh process and measure memory, TTFT and decode speed."""
+                 reps: int = 3, timeout_s: float = 300.0, cached_tokens: int = 0) -> dict[str, Any]:
+    """Load ``path`` in a fresh process and measure memory, TTFT and decode speed.
+    ``cached_tokens``: that many tokens are already in the KV cache before each measured
+    prompt (evaluated untimed first), as in an agent step that reuses its episode's prefix:
+    the prompt's ``prompt_tokens`` are evaluated on top of them and decode runs at that depth."""
     job = {"job": "gguf", "path": str(path), "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
            "n_ctx": n_ctx, "threads": threads or os.cpu_count() or 1, "n_ubatch": n_ubatch,
-           "flash_attn": flash_attn, "repack": repack, "reps": reps}
+           "flash_attn": flash_attn, "repack": repack, "reps": reps, "cached_tokens": cached_tokens}
     return _run_job(job, timeout_s)
 
 
@@ -125,21 +128,27 @@ def _child_gguf(job: dict[str, Any]) -> dict[str, Any]:
     engine = Engine(job["path"], n_ctx=job["n_ctx"], n_threads=job["threads"], n_ubatch=job["n_ubatch"],
                     flash_attn=job["flash_attn"], repack=job["repack"], seed=0, track_peak_rss=False, verbose=True)
     load_ms = (time.perf_counter() - t0) * 1e3
-    prompt = bench_prompt(engine, job["prompt_tokens"])
+    cached = int(job.get("cached_tokens", 0))
+    prompt = bench_prompt(engine, job["prompt_tokens"] + cached)
     runs = []
     for rep in range(job["reps"] + 1):
         engine.reset()
+        if cached:  # the reused prefix, untimed; the measured call evaluates only the rest
+            engine.generate(prompt[:cached], max_tokens=1, temperature=0.0, ignore_eos=True)
         g = engine.generate(prompt, max_tokens=job["gen_tokens"], temperature=0.0, ignore_eos=True)
         rate, _ = _decode_rates(g.token_times_ms)
         if rep > 0:  # the first is a warm-up (page faults, first-use allocations)
             runs.append({"ttft_ms": g.metrics.ttft_ms, "tokens_per_s": rate,
                          "prefill_tokens_per_s": g.metrics.prefill_tokens_per_s,
-                         "prefill_ms": g.metrics.prefill_ms, "generated_tokens": g.metrics.generated_tokens})
+                         "prefill_ms": g.metrics.prefill_ms, "generated_tokens": g.metrics.generated_tokens,
+                         "evaluated_prompt_tokens": g.metrics.evaluated_prompt_tokens})
     rss_after = rss_mb()
     engine.close()
     tps = statistics.median(r["tokens_per_s"] for r in runs)
     return {
-        "path": job["path"], "prompt_tokens": len(prompt), "gen_tokens": job["gen_tokens"], "n_ctx": job["n_ctx"],
+        "path": job["path"], "prompt_tokens": len(prompt) - cached, "cached_tokens": cached,
+        "evaluated_prompt_tokens": max(r["evaluated_prompt_tokens"] for r in runs),
+        "gen_tokens": job["gen_tokens"], "n_ctx": job["n_ctx"],
         "threads": job["threads"], "repack": engine.repack, "reps": job["reps"],
         "rss_baseline_mb": baseline, "rss_peak_mb": _vm_hwm_mb(), "rss_after_mb": rss_after,
         "load_ms": load_ms,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgeagent.calibrate import (CalibrationError, choose_flash_attn, fit_decode, probe_layers_for, step_ms, to_toml,
+from edgeagent.calibrate import (STEP_CACHED_TOKENS, CalibrationError, choose_flash_attn, fit_decode, probe_layers_for, step_ms, to_toml,
                                  write_profile)
 from edgeagent.cli import app
 from edgeagent.profiles import ProfileError, load_profile
@@ -99,6 +99,7 @@ def test_calibrate_writes_a_profile_load_profile_accepts(calibrated) -> None:
     for side in ("off", "on"):
         assert flash[side]["step_ms"] == pytest.approx(step_ms(flash[side]["prefill_ms"], flash[side]["tpot_ms"]))
     assert p.runtime.flash_attn == choose_flash_attn(flash["off"]["step_ms"], flash["on"]["step_ms"])
+    assert flash["cached_tokens"] == STEP_CACHED_TOKENS > 0  # a step decodes at an episode's depth
     assert any(s.what.startswith(f"runtime.flash_attn = {str(p.runtime.flash_attn).lower()}: one agent step")
                for s in p.sources)
     probes = result["measurements"]["decode_probes"]
@@ -123,3 +124,15 @@ def test_validate_sets_estimates_beside_measurements_for_every_variant(calibrate
         assert row["measured"]["threads"] == 1 and row["measured"]["source"] == "measured"
     assert out["all_within_target"] == all(r["memory_mb"]["within_target"] and r["tokens_per_s"]["within_target"]
                                            for r in out["rows"])
+
+
+def test_a_measured_step_on_a_cached_prefix_evaluates_only_its_own_tokens(tiny_bundle) -> None:
+    """measure_gguf(cached_tokens=N): the prefix is in the KV cache before each timed call, so
+    the call evaluates only its prompt tokens and decodes at that depth."""
+    from edgeagent.measure import measure_gguf
+
+    q8 = next(tiny_bundle.glob("*q8_0*.gguf"))
+    plain = measure_gguf(q8, prompt_tokens=16, gen_tokens=4, n_ctx=128, threads=1, reps=1)
+    deep = measure_gguf(q8, prompt_tokens=16, gen_tokens=4, n_ctx=128, threads=1, reps=1, cached_tokens=40)
+    assert plain["cached_tokens"] == 0 and plain["evaluated_prompt_tokens"] == plain["prompt_tokens"] == 16
+    assert deep["cached_tokens"] == 40 and deep["evaluated_prompt_tokens"] == deep["prompt_tokens"] == 16
