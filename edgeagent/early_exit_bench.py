@@ -39,6 +39,7 @@ from edgeagent.agent.policy import engine_prompt_format
 from edgeagent.agent.evaluate import evaluate_tasks, model_policy_factory
 from edgeagent.atomic import write_text
 from edgeagent.engine import Engine
+from edgeagent.estimate import tokens_per_round
 from edgeagent.metrics import PeakRSS, per_second, rss_mb
 from edgeagent.quality import heldout_perplexity, text_examples
 from edgeagent.llama import LlamaRunner
@@ -251,33 +252,25 @@ def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_d
     return out
 
 
+def _first_difference(a: dict, b: dict) -> int | None:
+    """The index of the first step whose output differs between episodes ``a`` and ``b``
+    (None: every step both took matches)."""
+    return next((k for k, (x, y) in enumerate(zip(a["steps"], b["steps"])) if x["raw_output"] != y["raw_output"]),
+                None)
+
+
 def _agreement(base: list[dict], eps: list[dict]) -> dict:
     """Episodes of ``eps`` identical to ``base``'s, step by step, and steps compared until each
     episode's first different output."""
     identical, matched, compared = 0, 0, 0
     for a, b in zip(base, eps):
-        same_len = len(a["steps"]) == len(b["steps"])
-        run = 0
-        for x, y in zip(a["steps"], b["steps"]):
-            compared += 1
-            if x["raw_output"] != y["raw_output"]:
-                break
-            run += 1
-        matched += run
-        identical += same_len and run == len(a["steps"])
+        k = _first_difference(a, b)
+        common = min(len(a["steps"]), len(b["steps"]))
+        matched += common if k is None else k
+        compared += common if k is None else k + 1
+        identical += k is None and len(a["steps"]) == len(b["steps"])
     return {"identical_episodes": identical, "episodes": len(base), "matching_steps": matched,
             "compared_steps": compared}
-
-
-def _first_differences(base: list[dict], eps: list[dict]) -> list[tuple[int, dict, dict]]:
-    """(episode, base step, other step) at each episode's first different output."""
-    out = []
-    for i, (a, b) in enumerate(zip(base, eps)):
-        for x, y in zip(a["steps"], b["steps"]):
-            if x["raw_output"] != y["raw_output"]:
-                out.append((i, x, y))
-                break
-    return out
 
 
 # Two evaluations of the same tokens that differ only in batch boundaries: the context in one
@@ -387,25 +380,22 @@ def lossless(identical: bool, differences: dict) -> bool:
                          and all(v in EXPLAINED for v in differences["verdicts"]))
 
 
-def _step_index(episode: dict, step: dict) -> int:
-    """The index of ``step`` among ``episode``'s steps (by identity)."""
-    return next(i for i, s in enumerate(episode["steps"]) if s is step)
-
-
 def explain_differences(full: Path, base: list[dict], eps: list[dict], *, n_threads=None, n_ctx: int = 2048) -> dict:
     """``explain_difference`` at every episode's first different step of ``eps`` against
     ``base`` (the full model's episodes), on the full GGUF; counts per verdict."""
-    found = [(i, x, y) for i, x, y in _first_differences(base, eps) if "prompt_ids" in x and "prompt_ids" in y]
+    found = [(i, k) for i, (a, b) in enumerate(zip(base, eps)) if (k := _first_difference(a, b)) is not None
+             and "prompt_ids" in a["steps"][k] and "prompt_ids" in b["steps"][k]]
     if not found:
         return {"differences": 0, "verdicts": {}, "episodes": []}
     runner = LlamaRunner(full, n_ctx=n_ctx, n_threads=n_threads)
     rows = []
     try:
-        for i, x, y in found:
+        for i, k in found:
+            x, y = base[i]["steps"][k], eps[i]["steps"][k]
             if x["prompt_ids"] != y["prompt_ids"]:
                 rows.append({"episode": i, "verdict": "prompts_differ"})
                 continue
-            history = [(s["prompt_ids"], s["output_ids"]) for s in base[i]["steps"][:_step_index(base[i], x)]]
+            history = [(s["prompt_ids"], s["output_ids"]) for s in base[i]["steps"][:k]]
             rows.append({"episode": i, **explain_difference(runner, x["prompt_ids"], x["output_ids"], y["output_ids"],
                                                             history)})
     finally:
@@ -466,8 +456,7 @@ def predicted_decode_speedup(alpha: float, n_draft: int, full_ms: dict, draft_ms
     verify = full_ms.get(str(n_draft + 1))
     if verify is None or not full_ms.get("1") or not draft_ms.get("1"):
         return None
-    tokens = float(n_draft + 1) if alpha >= 1.0 else (1 - alpha ** (n_draft + 1)) / (1 - alpha)
-    return tokens * full_ms["1"] / (n_draft * draft_ms["1"] + verify)
+    return tokens_per_round(alpha, n_draft) * full_ms["1"] / (n_draft * draft_ms["1"] + verify)
 
 
 def choose_draft(result: dict) -> dict:
@@ -495,7 +484,7 @@ def choose_draft(result: dict) -> dict:
         candidates.append({"exit_layer": k, "n_draft": n_best, "alpha": alpha,
                            "predicted_decode_speedup": lengths[n_best], "measured_step_speedup": c["speedup"],
                            "measured_decode_speedup": c["decode_speedup"], "identical_outputs": c["identical_outputs"],
-                           "lossless": c.get("lossless", c["identical_outputs"]), "measured_n_draft": spec["n_draft"]})
+                           "lossless": c["lossless"], "measured_n_draft": spec["n_draft"]})
     ok = [c for c in candidates if c["lossless"] and c["measured_step_speedup"] > 1.0
           and c["predicted_decode_speedup"] > 1.0]
     if not ok:

@@ -252,15 +252,21 @@ def decode_step_s(shape: ModelShape, profile: Profile, n_kv: int, batch: int = 1
     return paced + attention_s + rt.decode_overhead_ms / 1e3, bound
 
 
+def tokens_per_round(alpha: float, n_draft: int) -> float:
+    """Expected tokens one round of self-speculation yields: the drafts the full model keeps,
+    up to its first rejection, plus its own next token, when each draft token is kept with
+    probability ``alpha`` (Leviathan et al. 2023, arXiv:2211.17192)."""
+    return float(n_draft + 1) if alpha >= 1.0 else (1 - alpha ** (n_draft + 1)) / (1 - alpha)
+
+
 def speculative_estimate(full: ModelShape, draft: ModelShape, profile: Profile, prompt_tokens: int,
                          acceptance: float, n_draft: int, threads: int | None = None) -> dict[str, Any]:
     """Decode time per token with self-speculation: the draft (an exit variant) proposes
     ``n_draft`` tokens one at a time, the full model verifies them in one batch of n+1.
     ``acceptance`` is the per-token probability alpha that the full model keeps a draft token
     (``early_exit_bench.per_token_acceptance`` turns a bench's measured rate into it); a round
-    then yields (1 - alpha^(n+1)) / (1 - alpha) tokens (Leviathan et al. 2023). Costs at the
-    middle of a step's context, from ``decode_step_s``; the draft's KV is taken from the full
-    model's, so no extra prefill."""
+    then yields ``tokens_per_round``. Costs from ``decode_step_s`` after the prompt and one
+    round of drafts; the draft's KV is taken from the full model's, so no extra prefill."""
     if not 0.0 <= acceptance <= 1.0 or not math.isfinite(acceptance):
         raise ValueError(f"acceptance must be between 0 and 1, not {acceptance}")
     if not 1 <= n_draft <= 16:
@@ -269,7 +275,7 @@ def speculative_estimate(full: ModelShape, draft: ModelShape, profile: Profile, 
     full_s, _ = decode_step_s(full, profile, n_kv, threads=threads)
     draft_s, _ = decode_step_s(draft, profile, n_kv, threads=threads)
     verify_s, verify_bound = decode_step_s(full, profile, n_kv, batch=n_draft + 1, threads=threads)
-    per_round = n_draft + 1 if acceptance == 1.0 else (1 - acceptance ** (n_draft + 1)) / (1 - acceptance)
+    per_round = tokens_per_round(acceptance, n_draft)
     tpot_s = (n_draft * draft_s + verify_s) / per_round
     return {
         "acceptance": acceptance, "n_draft": n_draft, "tokens_per_round": per_round,
