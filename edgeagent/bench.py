@@ -69,9 +69,14 @@ def _decode_figures(times_ms: list[float]) -> dict:
     return {"decode_tokens_per_s": throughput, "decode_tokens_per_s_median_gap": gap_rate}
 
 
-def _run_engine(engine: Engine, prompt: list[int], n_gen: int) -> dict:
+def _run_engine(engine: Engine, prompt: list[int], n_gen: int, depth: int = 0) -> dict:
     engine.reset()
+    if depth:  # untimed: the cache holds the first `depth` tokens, so only the rest is evaluated
+        engine.generate(prompt[:depth], max_tokens=1)
     g = engine.generate(prompt, max_tokens=n_gen, temperature=0.0, ignore_eos=True)
+    if g.metrics.evaluated_prompt_tokens != len(prompt) - depth:
+        raise RuntimeError(f"the engine evaluated {g.metrics.evaluated_prompt_tokens} prompt tokens, "
+                           f"not the {len(prompt) - depth} after the cached {depth}")
     return {
         **_decode_figures(g.token_times_ms),
         "prefill_tokens_per_s": g.metrics.prefill_tokens_per_s,
@@ -81,10 +86,18 @@ def _run_engine(engine: Engine, prompt: list[int], n_gen: int) -> dict:
     }
 
 
-def _run_baseline(llm, prompt: list[int], n_gen: int) -> dict:
+def _run_baseline(llm, prompt: list[int], n_gen: int, depth: int = 0) -> dict:
     """Plain llama-cpp-python: the Llama.generate token loop with the engine's sampler
-    settings (greedy, llama-cpp-python's defaults otherwise), timed at the same points."""
+    settings (greedy, llama-cpp-python's defaults otherwise), timed at the same points; the
+    first `depth` tokens evaluated first, untimed (Llama.generate reuses the matching prefix)."""
+    import llama_cpp
+
     llm.reset()
+    if depth:
+        llm.eval(prompt[:depth])
+        # llama.cpp adds a decode to its counters when it next synchronizes; do it now so the
+        # counters reset below do not count the cached tokens as this call's prefill
+        llama_cpp.llama_synchronize(llm.ctx)
     LlamaPerf.reset(llm.ctx)
     started = time.perf_counter()
     times: list[float] = []
@@ -97,6 +110,9 @@ def _run_baseline(llm, prompt: list[int], n_gen: int) -> dict:
         if len(times) >= n_gen:
             break
     tokens.close()
+    if prefill is not None and prefill.tokens != len(prompt) - depth:
+        raise RuntimeError(f"llama-cpp-python evaluated {prefill.tokens} prompt tokens, "
+                           f"not the {len(prompt) - depth} after the cached {depth}")
     times_ms = [(t - started) * 1000 for t in times]
     return {
         **_decode_figures(times_ms),
@@ -115,19 +131,22 @@ def bench_throughput(
     reps: int = 5,
     warmup: int = 1,
     repack: bool | None = None,
+    depth: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Engine vs plain llama-cpp-python tokens/s, and prefill vs decode, measured here; the
     result names the llama.cpp settings the engine ran with (``edgeagent bench stock`` hands
-    them to llama-bench)."""
-    if prompt_tokens < 2 or gen_tokens < 2 or reps < 1:
-        raise ValueError("need prompt_tokens >= 2, gen_tokens >= 2 and reps >= 1")
+    them to llama-bench). With ``depth`` each repetition first puts that many tokens in the KV
+    cache, untimed, as an agent's earlier steps have: prefill is then the ``prompt_tokens`` on
+    top of them and decode runs at depth + prompt (llama-bench's ``-d``)."""
+    if prompt_tokens < 2 or gen_tokens < 2 or reps < 1 or depth < 0:
+        raise ValueError("need prompt_tokens >= 2, gen_tokens >= 2, reps >= 1 and depth >= 0")
     model_path = Path(model_path)
-    n_ctx = prompt_tokens + gen_tokens + 16
+    n_ctx = depth + prompt_tokens + gen_tokens + 16
     engine = Engine(model_path, n_ctx=n_ctx, n_threads=threads, repack=repack, seed=0)
     baseline = load_llama(model_path, repack=engine.repack, seed=0, **engine.settings.llama_kwargs())  # the same context
     try:
-        prompt = bench_prompt(engine, prompt_tokens)
+        prompt = bench_prompt(engine, depth + prompt_tokens)
         runs: list[dict] = []
         total = warmup + reps
         for rep in range(total):
@@ -136,9 +155,9 @@ def bench_throughput(
             results = {}
             for side in order:
                 if side == "engine":
-                    results[side] = _timed(lambda: _run_engine(engine, prompt, gen_tokens), engine.n_threads)
+                    results[side] = _timed(lambda: _run_engine(engine, prompt, gen_tokens, depth), engine.n_threads)
                 else:
-                    results[side] = _timed(lambda: _run_baseline(baseline, prompt, gen_tokens), engine.n_threads)
+                    results[side] = _timed(lambda: _run_baseline(baseline, prompt, gen_tokens, depth), engine.n_threads)
             if rep >= warmup:
                 runs.append({"rep": rep - warmup, "first": order[0], **{f"{k}": v for k, v in results.items()}})
             if progress is not None:
@@ -187,6 +206,7 @@ def bench_throughput(
         "llama_cpp_python": _llama_cpp_version(),
         "prompt_tokens": prompt_tokens,
         "gen_tokens": gen_tokens,
+        "depth": depth,
         "reps": reps,
         "decode_statistic": "throughput: tokens after the first / wall time from first to last token",
         "engine_tokens_per_s": engine_tps,

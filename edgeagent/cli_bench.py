@@ -208,6 +208,8 @@ def stock_command(
     threads: Optional[int] = _threads(),
     prompt_tokens: Optional[int] = _prompt_tokens("128"),
     gen_tokens: Optional[int] = _gen_tokens("128"),
+    depth: int = typer.Option(0, "--depth", "-d", min=0, help="Tokens already in the KV cache before the prompt, as "
+                              "in llama-bench's -d (an agent step: -d 380 -p 160 -n 16, calibrate's probe)."),
     reps: int = _reps(),
     llama_bench: Optional[Path] = typer.Option(
         None, "--llama-bench", help="The llama-bench binary (default: the cached stock build of the installed "
@@ -239,7 +241,7 @@ def stock_command(
                  "from the source llama-cpp-python vendors (minutes, once)")
         say(f"engine: {chosen.name}, {reps} reps")
         engine = bench.bench_throughput(chosen.path, threads=threads, prompt_tokens=prompt_tokens,
-                                        gen_tokens=gen_tokens, reps=reps)
+                                        gen_tokens=gen_tokens, reps=reps, depth=depth)
         result = stock_bench.run_stock_bench(engine, found[0], found[1], reps=reps, progress=say)
     except (StockError, EngineError) as e:
         fail(" ".join(str(e).split()))

@@ -12,9 +12,14 @@ prompt and generation lengths and repetitions, run twice:
   where llama.cpp's default repacking segfaults on quantized models (ggml-org/llama.cpp#20824;
   ``edgeagent.llama.default_repack``): there ``--repack 0``, and the result says so.
 
-Each runs as two invocations: ``-p P -n 0`` (prefill of a P-token prompt, the engine's ``ppP``)
-and ``-p 0 -n N -d P`` (N tokens decoded after a P-token context, as the engine decodes after
-its prompt). The rows give prefill and decode tokens/s of both and engine ÷ stock. llama-bench
+Each runs as two invocations: ``-p P -n 0 -d D`` (prefill of a P-token prompt on D tokens
+already cached, the engine's ``ppP``) and ``-p 0 -n N -d D+P`` (N tokens decoded after that
+context, as the engine decodes after its prompt). D (``--depth``) is 0 by default, llama-bench's
+own; an agent step is P ~ 160 new tokens on ~380 cached and N ~ 16 (``edgeagent.calibrate``'s
+probe), and there the best settings differ (flash attention speeds decode from an empty cache
+and slows it at depth on some CPUs). The rows give prefill and decode tokens/s of both and
+engine ÷ stock, and a third row per mode, ``step``: the time of one call of P prompt and N
+generated tokens at those rates (P/prefill + N/decode), the figure an agent waits for. llama-bench
 does not sample and runs no Python, so a ratio a little under 1 is the engine's own cost; on a
 machine busy with other work both sides measure the load (the result says so, ``contended``).
 """
@@ -54,8 +59,9 @@ def find_llama_bench(explicit: Path | None = None) -> tuple[Path, str] | None:
 
 
 def llama_bench_args(model: Path, *, threads: int, prompt_tokens: int, gen_tokens: int, reps: int,
-                     settings: dict | None = None, repack_crashes: bool = False) -> list[list[str]]:
-    """The two llama-bench argument lists (prefill; decode after a prompt-sized context), with
+                     settings: dict | None = None, repack_crashes: bool = False, depth: int = 0) -> list[list[str]]:
+    """The two llama-bench argument lists (prefill on ``depth`` cached tokens; decode after
+    depth + prompt), with
     ``settings`` (the engine's: ``flash_attn``, ``repack``, ``n_batch``, ``n_ubatch``, ``kv_type``)
     or None for llama-bench's defaults; with ``repack_crashes`` (a CPU with Intel AMX, see
     ``edgeagent.llama.default_repack``) its default repacking is turned off, or it segfaults."""
@@ -66,8 +72,8 @@ def llama_bench_args(model: Path, *, threads: int, prompt_tokens: int, gen_token
         kv = settings.get("kv_type") or "f16"
         common += ["-fa", "on" if settings["flash_attn"] else "off", "--repack", "1" if settings["repack"] else "0",
                    "-b", str(settings["n_batch"]), "-ub", str(settings["n_ubatch"]), "-ctk", kv, "-ctv", kv]
-    return [[*common, "-p", str(prompt_tokens), "-n", "0"],
-            [*common, "-p", "0", "-n", str(gen_tokens), "-d", str(prompt_tokens)]]
+    prefill = [*common, "-p", str(prompt_tokens), "-n", "0"] + (["-d", str(depth)] if depth else [])
+    return [prefill, [*common, "-p", "0", "-n", str(gen_tokens), "-d", str(depth + prompt_tokens)]]
 
 
 def parse_llama_bench(text: str) -> list[dict]:
@@ -110,7 +116,8 @@ def stock_figures(records: list[dict], cpu_utilization: float | None = None) -> 
     return {
         "prefill_tokens_per_s": pp["avg_ts"], "prefill_tokens_per_s_std": pp["stddev_ts"],
         "decode_tokens_per_s": tg["avg_ts"], "decode_tokens_per_s_std": tg["stddev_ts"],
-        "prompt_tokens": pp["n_prompt"], "gen_tokens": tg["n_gen"], "decode_depth": tg["n_depth"],
+        "prompt_tokens": pp["n_prompt"], "gen_tokens": tg["n_gen"], "prefill_depth": pp.get("n_depth", 0),
+        "decode_depth": tg["n_depth"],
         "threads": pp["n_threads"], "flash_attn": FLASH_ATTN.get(pp["flash_attn"], str(pp["flash_attn"])),
         "repack": bool(pp["repack"]), "n_batch": pp["n_batch"], "n_ubatch": pp["n_ubatch"],
         "kv_type": pp["type_k"], "reps": len(pp.get("samples_ts") or []),
@@ -126,18 +133,30 @@ def engine_settings(engine: dict) -> dict:
             "threads": engine["threads"]}
 
 
+def step_ms(prompt_tokens: int, gen_tokens: int, prefill_tokens_per_s: float, decode_tokens_per_s: float) -> float:
+    """One call's time at these rates: the prompt's prefill, then the generated tokens."""
+    if prefill_tokens_per_s <= 0 or decode_tokens_per_s <= 0:
+        return math.nan
+    return 1000.0 * (prompt_tokens / prefill_tokens_per_s + gen_tokens / decode_tokens_per_s)
+
+
 def compare(engine: dict, stock: dict[str, dict], *, binary: str, source: str) -> dict:
     """The side-by-side result: ``engine`` (``bench_throughput``'s) and ``stock`` (mode ->
     ``stock_figures``), one row per mode and test with engine ÷ stock."""
     from edgeagent.bench import CONTENDED_BELOW
 
     rows = []
+    p, n = engine["prompt_tokens"], engine["gen_tokens"]
     for mode, figures in stock.items():
         for test, key, engine_key in (("prefill", "prefill_tokens_per_s", "prefill_tokens_per_s"),
                                       ("decode", "decode_tokens_per_s", "engine_tokens_per_s")):
             e, s = engine[engine_key], figures[key]
             rows.append({"settings": mode, "test": test, "engine_tokens_per_s": e, "stock_tokens_per_s": s,
                          "ratio": e / s if s else math.nan})
+        e_ms = step_ms(p, n, engine["prefill_tokens_per_s"], engine["engine_tokens_per_s"])
+        s_ms = step_ms(p, n, figures["prefill_tokens_per_s"], figures["decode_tokens_per_s"])
+        rows.append({"settings": mode, "test": "step", "engine_ms": e_ms, "stock_ms": s_ms,
+                     "ratio": s_ms / e_ms if e_ms else math.nan})
     shares = [engine["cpu_utilization"]] + [f["cpu_utilization"] for f in stock.values() if f["cpu_utilization"]]
     return {
         "mode": "stock",
@@ -145,9 +164,10 @@ def compare(engine: dict, stock: dict[str, dict], *, binary: str, source: str) -
         "model": engine["model"],
         "prompt_tokens": engine["prompt_tokens"],
         "gen_tokens": engine["gen_tokens"],
+        "depth": engine.get("depth", 0),
         "reps": engine["reps"],
         "threads": engine["threads"],
-        "ratio": "engine / stock tokens/s (above 1: the engine is faster)",
+        "ratio": "engine / stock tokens/s; step: stock / engine time (above 1: the engine is faster)",
         "engine_statistic": "median over reps; decode = throughput after the first token",
         "stock_statistic": "llama-bench's mean over reps; decode = tg after a prompt-sized context (-d)",
         "engine_settings": engine_settings(engine),
@@ -169,14 +189,19 @@ def describe_settings(s: dict) -> str:
 
 def stock_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     """The table: one row per settings mode and test (the settings themselves: ``notes``)."""
-    columns = ["settings", "test", "engine t/s", "llama-bench t/s", "engine ÷ stock"]
+    columns = ["settings", "test", "engine", "llama-bench", "engine ÷ stock (speed)"]
     rows = []
     for row in result["rows"]:
         stock = result["stock"][row["settings"]]
-        test = (f"pp{stock['prompt_tokens']}" if row["test"] == "prefill"
+        if row["test"] == "step":
+            rows.append([row["settings"], f"step: pp{stock['prompt_tokens']} + tg{stock['gen_tokens']}",
+                         f"{row['engine_ms']:.1f} ms", f"{row['stock_ms']:.1f} ms", f"{row['ratio']:.3f}"])
+            continue
+        depth = stock.get("prefill_depth", 0)
+        test = (f"pp{stock['prompt_tokens']}" + (f" @ d{depth}" if depth else "") if row["test"] == "prefill"
                 else f"tg{stock['gen_tokens']} @ d{stock['decode_depth']}")
-        rows.append([row["settings"], test, f"{row['engine_tokens_per_s']:.1f}", f"{row['stock_tokens_per_s']:.1f}",
-                     f"{row['ratio']:.3f}"])
+        rows.append([row["settings"], test, f"{row['engine_tokens_per_s']:.1f} t/s",
+                     f"{row['stock_tokens_per_s']:.1f} t/s", f"{row['ratio']:.3f}"])
     return columns, rows
 
 
@@ -192,7 +217,8 @@ def run_stock_bench(engine: dict, binary: Path, source: str, *, reps: int, progr
         shares = []
         for args in llama_bench_args(Path(engine["model"]), threads=settings["threads"],
                                      prompt_tokens=engine["prompt_tokens"], gen_tokens=engine["gen_tokens"], reps=reps,
-                                     settings=settings if mode == "same" else None, repack_crashes=repack_crashes):
+                                     settings=settings if mode == "same" else None, repack_crashes=repack_crashes,
+                                     depth=engine.get("depth", 0)):
             if progress is not None:
                 progress(f"llama-bench ({mode}): {' '.join(args[2:])}")
             got, share = run_llama_bench(binary, args)

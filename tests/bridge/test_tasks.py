@@ -391,6 +391,20 @@ def test_a_bad_alarm_time_is_refused_by_the_picker_before_the_expert_gives_up() 
         assert ":".join(typed) == task.params["time"]  # the time as asked, hour then minute
 
 
+def test_an_out_of_range_brightness_is_refused_from_the_request_before_any_settings_page() -> None:
+    """Every feasible brightness task passes the Display page: answered there, an out-of-range
+    level taught a small model that the page itself means "infeasible" (the SmolLM2 agent gave
+    up on 70 % and 20 % there). The expert answers it from the request, on the first screen."""
+    for task in generate_tasks(10, seed=6, templates=["brightness_out_of_range"]):
+        phone = EmulatedPhone()
+        result = run_episode(phone, task, expert_action, 30)
+        assert result.success and result.final.status == "infeasible", task.instruction
+        assert len(result.trace) == 1 and "launcher" in result.trace[0].observation, task.instruction
+    for task in generate_tasks(10, seed=6, templates=["set_brightness"]):  # feasible ones still pass Display
+        result = run_episode(EmulatedPhone(), task, expert_action, 30)
+        assert result.success and any("Brightness:" in s.observation for s in result.trace)
+
+
 # First words of the command wordings that are imperative verbs; a new wording opening with a
 # word in neither this set nor phrasings.NOT_IMPERATIVE must be classified here first.
 IMPERATIVES = {

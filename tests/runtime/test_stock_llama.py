@@ -130,6 +130,9 @@ def test_llama_bench_args_same_settings_and_defaults() -> None:
     amx = stock_bench.llama_bench_args(Path("/m.gguf"), threads=2, prompt_tokens=128, gen_tokens=64, reps=3,
                                        repack_crashes=True)
     assert amx[1][-8:] == ["--repack", "0", "-p", "0", "-n", "64", "-d", "128"]
+    # An agent step: the prompt on tokens already cached, decode after both.
+    step = stock_bench.llama_bench_args(Path("/m.gguf"), threads=2, prompt_tokens=160, gen_tokens=16, reps=3, depth=380)
+    assert step[0][-6:] == ["-p", "160", "-n", "0", "-d", "380"] and step[1][-6:] == ["-p", "0", "-n", "16", "-d", "540"]
 
 
 def _recorded() -> list[dict]:
@@ -148,15 +151,24 @@ def test_recorded_llama_bench_json_becomes_figures_and_rows() -> None:
     assert same["decode_depth"] == same["prompt_tokens"] and same["build_commit"] == "0c1e57098"
     result = stock_bench.compare(ENGINE, stock, binary="/bin/llama-bench", source="given")
     assert [(r["settings"], r["test"]) for r in result["rows"]] == [
-        ("same", "prefill"), ("same", "decode"), ("defaults", "prefill"), ("defaults", "decode")]
+        ("same", "prefill"), ("same", "decode"), ("same", "step"),
+        ("defaults", "prefill"), ("defaults", "decode"), ("defaults", "step")]
     for row in result["rows"]:
+        figures = stock[row["settings"]]
+        if row["test"] == "step":  # one call of 128 prompt and 128 generated tokens at each side's rates
+            engine_ms = 1000 * (128 / ENGINE["prefill_tokens_per_s"] + 128 / ENGINE["engine_tokens_per_s"])
+            stock_ms = 1000 * (128 / figures["prefill_tokens_per_s"] + 128 / figures["decode_tokens_per_s"])
+            assert math.isclose(row["engine_ms"], engine_ms) and math.isclose(row["stock_ms"], stock_ms)
+            assert math.isclose(row["ratio"], stock_ms / engine_ms)
+            continue
         key = "prefill_tokens_per_s" if row["test"] == "prefill" else "decode_tokens_per_s"
         engine = ENGINE["prefill_tokens_per_s" if row["test"] == "prefill" else "engine_tokens_per_s"]
         assert row["stock_tokens_per_s"] == stock[row["settings"]][key]
         assert math.isclose(row["ratio"], engine / row["stock_tokens_per_s"])
     assert not result["contended"]
     columns, rows = stock_bench.stock_rows(result)
-    assert columns[4] == "engine ÷ stock" and rows[1][1] == f"tg{same['gen_tokens']} @ d{same['prompt_tokens']}"
+    assert columns[4] == "engine ÷ stock (speed)" and rows[1][1] == f"tg{same['gen_tokens']} @ d{same['prompt_tokens']}"
+    assert rows[2][1] == f"step: pp{same['prompt_tokens']} + tg{same['gen_tokens']}" and rows[2][2].endswith(" ms")
     notes = stock_bench.notes(result)
     assert notes[0] == "same: engine and llama-bench fa off, repack 0, b 512, ub 512, kv f16, t 2"
     assert notes[1].startswith("defaults: engine fa off") and "; llama-bench fa auto, repack 0, b 2048" in notes[1]
@@ -198,8 +210,16 @@ def test_bench_stock_command_json_beside_a_stand_in_llama_bench(tmp_path) -> Non
     assert result["mode"] == "stock" and result["llama_bench"] == str(fake) and result["llama_bench_from"] == "given"
     assert Path(result["model"]).name.startswith("builtin-q8_0")
     assert result["stock"]["same"]["prompt_tokens"] == 16 and result["stock"]["same"]["decode_depth"] == 16
-    assert result["engine_settings"]["threads"] == 1 and len(result["rows"]) == 4
-    assert all(row["ratio"] > 0 and row["engine_tokens_per_s"] > 0 for row in result["rows"])
+    assert result["engine_settings"]["threads"] == 1 and len(result["rows"]) == 6
+    assert all(row["ratio"] > 0 for row in result["rows"])
+    assert all(row["engine_tokens_per_s"] > 0 for row in result["rows"] if row["test"] != "step")
+    # At depth: both sides put 8 tokens in the cache first; the engine evaluates only the 16 after them.
+    deep = runner.invoke(app, ["bench", "stock", "--llama-bench", str(fake), "-p", "16", "-n", "8", "-d", "8", "-r", "1",
+                               "-t", "1", "--json"])
+    assert deep.exit_code == 0, deep.output
+    deep = json.loads(deep.stdout)
+    assert deep["depth"] == 8 and deep["engine"]["depth"] == 8
+    assert (deep["stock"]["same"]["prefill_depth"], deep["stock"]["same"]["decode_depth"]) == (8, 24)
     table = runner.invoke(app, ["bench", "stock", "--llama-bench", str(fake), "-p", "16", "-n", "8", "-r", "1", "-t", "1"])
     assert table.exit_code == 0 and "engine ÷ stock" in table.output and "tg8 @ d16" in table.output, table.output
 
