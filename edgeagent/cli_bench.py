@@ -166,6 +166,8 @@ def early_exit_command(
                                          "(default: the exits in the model's first half, else the shallowest)."),
     confidence: float = typer.Option(0.9, "--confidence", min=0.0, max=1.0, help="CALM threshold of the lossy "
                                      "dynamic exit measured beside (0: skip it)."),
+    draft_vocab: bool = typer.Option(False, "--draft-vocab", help="Cut each draft's vocabulary to the tokens the "
+                                     "agent writes (its head is most of a shallow draft's cost on a large vocabulary)."),
     bundle: Optional[Path] = _bundle(),
     save: bool = typer.Option(False, "--save", help="With --bundle: write the chosen draft depth and length into its "
                               "manifest (run and demo then decode with it), or remove the entry when no draft pays."),
@@ -175,7 +177,7 @@ def early_exit_command(
 ) -> None:
     """Exit depths (task success, tokens/s, perplexity) and self-speculative decoding, on the agent."""
     _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out, bundle,
-                exclude_app, drafts=drafts, confidence=confidence, save=save)
+                exclude_app, drafts=drafts, confidence=confidence, save=save, draft_vocab=draft_vocab)
 
 
 @bench_app.command("ablation")
@@ -255,7 +257,7 @@ def stock_command(
 
 
 def _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out, bundle=None,
-                exclude_app=None, drafts=None, confidence=0.9, save=False) -> None:
+                exclude_app=None, drafts=None, confidence=0.9, save=False, draft_vocab=False) -> None:
     from edgeagent.bundle import BundleError
     from edgeagent.early_exit_bench import (bench_bundle, bench_model, early_exit_rows, early_exit_summary,
                                             run_early_exit_bench, save_draft_choice)
@@ -264,6 +266,8 @@ def _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_dra
     say = (lambda _msg: None) if json_out else err_console.print
     if save and bundle is None:
         fail("--save writes the chosen draft into a bundle's manifest: give --bundle")
+    if save and draft_vocab:
+        fail("--draft-vocab measures drafts the bundle does not hold; --save only records a bundle's own variants")
     if bundle is not None and (model is not None or heads is not None or train_exit_steps):
         fail("--bundle brings its own model and exits: drop --model, --heads and --train-exit-steps")
     exclude = [a for item in exclude_app or [] for a in item.split(",") if a.strip()] or None
@@ -287,7 +291,7 @@ def _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_dra
                      f"(exits: {', '.join(map(str, target.exit_layers))})")
         result = run_early_exit_bench(target, quant, tasks, seed, heads=heads, training=training, n_draft=n_draft,
                                       draft_exits=draft_exits, confidence=confidence or None, threads=threads,
-                                      progress=say)
+                                      draft_vocab=draft_vocab, progress=say)
         if save:
             result["saved"] = save_draft_choice(bundle, quant, result)
     except (ValueError, EngineError, BundleError) as e:

@@ -38,6 +38,7 @@ from edgeagent.agent.episode import expert_examples
 from edgeagent.agent.policy import engine_prompt_format
 from edgeagent.agent.evaluate import evaluate_tasks, model_policy_factory
 from edgeagent.atomic import write_text
+from edgeagent.draft_vocab import agent_token_ids, trim_vocab
 from edgeagent.engine import Engine
 from edgeagent.estimate import tokens_per_round
 from edgeagent.metrics import PeakRSS, per_second, rss_mb
@@ -212,7 +213,9 @@ def _speculative_side_by_side(full: Path, drafts: dict[int, Path], tasks, *, n_d
                 progress(i + 1, len(tasks))
         stats = {name: e.stats.to_dict() for name, e in engines.items() if isinstance(e, SelfSpeculativeEngine)}
         memory = {name: {"full_max_logit_rows": e.full.max_output_rows,
-                         "draft_max_logit_rows": e.draft.max_output_rows if e.draft else 0}
+                         "draft_max_logit_rows": e.draft.max_output_rows if e.draft else 0,
+                         # tokens fed to a trimmed draft that its vocabulary lacks
+                         "draft_tokens_outside_vocab": getattr(e.draft, "oov_fed", None)}
                   for name, e in engines.items() if isinstance(e, SelfSpeculativeEngine)}
     finally:
         for e in engines.values():
@@ -629,6 +632,8 @@ def run_early_exit_bench(
     draft_exits: Sequence[int] | None = None,
     n_draft: int = 4,
     confidence: float | None = 0.9,
+    draft_vocab: bool = False,
+    vocab_tasks: int = 300,
     heldout_tasks: int = 10,
     max_steps: int = 15,
     threads: int | None = None,
@@ -638,7 +643,8 @@ def run_early_exit_bench(
     """The early-exit bench (see module docstring) of ``target`` (``bench_model``).
     ``heads``: trained exit heads (``exit_heads.json`` dir), ``training`` what training them
     reported (kept in the result). ``draft_exits``: depths tried as speculative drafts
-    (default: the exits in the first half). Returns the JSON-ready result dict."""
+    (default: the exits in the first half). ``draft_vocab``: the drafts cut to the agent's
+    vocabulary (``trimmed_drafts``). Returns the JSON-ready result dict."""
     from android_bridge.emulator.tasks import generate_tasks
 
     say = progress or (lambda _msg: None)
@@ -705,6 +711,11 @@ def run_early_exit_bench(
     draft_layers = [k for k in (draft_exits or [k for k in exit_layers if 2 * k <= n_layers] or exit_layers[:1])
                     if k in shared]
     draft_paths = {k: trained.get(k, shared[k]) for k in draft_layers}
+    vocab_info = None
+    if draft_vocab:
+        say(f"drafts with the agent's vocabulary: {vocab_tasks} expert tasks (seed {seed + 2})")
+        draft_paths, vocab_info = trimmed_drafts(full, draft_paths, target.work, seed=seed + 2,
+                                                 exclude_apps=exclude_apps, n_tasks=vocab_tasks)
     say(f"self-speculative decoding: drafts at {draft_layers}, n_draft={n_draft}, {tasks} tasks side by side")
     spec = _speculative_side_by_side(full, draft_paths, task_list, n_draft=n_draft, n_threads=threads, n_ctx=n_ctx,
                                      max_steps=max_steps, confidence=confidence,
@@ -785,6 +796,7 @@ def run_early_exit_bench(
                  | {"threshold": confidence, "confident_tokens": c["stats"]["confident"]}
                  for name, c in spec["configs"].items() if name.endswith("_calm")},
         "trained_vs_untrained": comparison,
+        "draft_vocab": vocab_info,
         "heads": str(heads_path) if heads_path else None,
         "training": training,
         "profile": profile,
@@ -792,6 +804,26 @@ def run_early_exit_bench(
     }
     out["draft_choice"] = choose_draft(out)
     return out
+
+
+def trimmed_drafts(full: Path, drafts: dict[int, Path], work: Path, *, seed: int, exclude_apps,
+                   n_tasks: int = 300) -> tuple[dict[int, Path], dict]:
+    """Each draft cut to the agent's vocabulary (``edgeagent.draft_vocab``): the tokens of the
+    expert's actions on ``n_tasks`` generated tasks (``seed``, not the bench's tasks), the
+    special tokens and the single-byte ones. Returns ({depth: trimmed GGUF}, what was kept)."""
+    texts = [e["completion"] for e in expert_examples(n_tasks, seed, exclude_apps)]
+    runner = LlamaRunner(full, n_ctx=64, n_threads=1)
+    try:
+        ids = agent_token_ids(runner, texts)
+    finally:
+        runner.close()
+    paths, files = {}, {}
+    for k, path in drafts.items():
+        paths[k] = Path(work) / f"{path.stem}-agent-vocab-{len(ids)}.gguf"
+        files[str(k)] = trim_vocab(path, ids, paths[k])
+    return paths, {"tokens": len(ids), "full_vocab": next(iter(files.values()))["full_vocab"] if files else None,
+                   "from": f"the expert's actions on {n_tasks} tasks, seed {seed}; special and single-byte tokens",
+                   "drafts": files}
 
 
 def save_draft_choice(bundle: str | Path, quant: str, result: dict) -> dict | None:

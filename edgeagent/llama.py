@@ -385,7 +385,7 @@ class LlamaRunner:
             if end < n and end > first_out:  # keep every output row in the last batch
                 end = max(start + 1, first_out)
             m = end - start
-            self._token[:m] = tokens[start:end]
+            self._token[:m] = self._batch_ids(tokens[start:end])
             self._pos[:m] = np.arange(len(self.tokens), len(self.tokens) + m)
             self._wants_logits[:m] = np.arange(start, end) >= first_out
             self.batch.n_tokens = m
@@ -400,13 +400,20 @@ class LlamaRunner:
         self.decoded_tokens += n
         self.max_output_rows = max(self.max_output_rows, n_outputs)
 
+    def _batch_ids(self, tokens: list[int]) -> list[int]:
+        """The ids a batch carries for ``tokens`` (a trimmed draft maps them to its own)."""
+        return tokens
+
     def logits(self, row: int) -> np.ndarray:
         """Logits row ``row`` (0 = first of the last decode's outputs). A view into
         llama.cpp's buffer, valid until the next decode."""
+        return self.logits_of(row, self.n_vocab)
+
+    def logits_of(self, row: int, n_vocab: int) -> np.ndarray:
         ptr = llama_lib().llama_get_logits_ith(self.ctx, self._first_output + row)
         if not ptr:
             raise EngineError(f"{self.path.name}: no logits for output row {row}")
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        return np.ctypeslib.as_array(ptr, shape=(n_vocab,))
 
     def close(self) -> None:
         lib = llama_lib()

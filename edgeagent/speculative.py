@@ -61,6 +61,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgeagent.decoding import GrammarState, TokenIndex, greedy_token, transplant_kv
+from edgeagent.draft_vocab import open_draft
 from edgeagent.llama import EngineError, LlamaRunner, LlamaSettings, llama_lib
 from edgeagent.metrics import PeakRSS, per_second, rss_mb
 
@@ -179,7 +180,7 @@ class SelfSpeculativeEngine:
         self.full = LlamaRunner(full_path, settings, repack=repack, verbose=verbose)
         self.draft = None
         if n_draft > 0:
-            self.draft = LlamaRunner(draft_path, settings, repack=self.full.repack, verbose=verbose)
+            self.draft = open_draft(draft_path, settings, repack=self.full.repack, verbose=verbose)
             if self.draft.n_vocab != self.full.n_vocab:
                 raise EngineError(
                     f"{draft_path}: vocabulary of {self.draft.n_vocab} tokens, the full model has {self.full.n_vocab}; "
@@ -483,6 +484,8 @@ class SelfSpeculativeEngine:
                 tg = time.perf_counter()
                 token = greedy_token(logits, legal)
                 grammar_s += time.perf_counter() - tg
+                if not np.isfinite(logits[token]):  # a trimmed draft has none of the legal tokens
+                    break
                 kind = "model"
                 if self.confidence is not None:
                     tg = time.perf_counter()

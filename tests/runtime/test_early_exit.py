@@ -626,3 +626,75 @@ def test_a_difference_is_judged_by_the_full_models_own_margins(packed):
     assert lossless(False, {"differences": 2, "verdicts": {"flips": 1, "near_tie": 1}})
     assert not lossless(False, {"differences": 2, "verdicts": {"flips": 1, "unexplained": 1}})
     assert not lossless(False, {"differences": 0, "verdicts": {}})  # not identical, nothing explained
+
+
+def test_a_trimmed_draft_keeps_its_kept_logits_exact_and_the_output_the_full_models(packed, tmp_path):
+    """``trim_vocab`` cuts an exit's vocabulary to the tokens an agent writes: the draft reads a
+    smaller head, its logits at the kept tokens are the untrimmed exit's (to rounding: llama.cpp's
+    matrix product tiles by the row count) with the same greedy choice, and the
+    speculative output stays the full model's (a token the draft lacks costs acceptance only)."""
+    from edgeagent.draft_vocab import TrimmedRunner, agent_token_ids, draft_token_ids, trim_vocab
+
+    _, paths, _ = packed
+    grammar, agent_prompt = _agent_grammar()
+    actions = ['{"action": "open_app", "app": "Clock"}', '{"action": "tap", "element": "Add alarm", "index": 7}',
+               '{"action": "done", "status": "complete"}', PROMPTS[0]]
+    full = LlamaRunner(paths[4], n_ctx=256, n_threads=1)
+    try:
+        ids = agent_token_ids(full, actions)
+        text_ids = full.tokenize(PROMPTS[0], add_bos=False)
+    finally:
+        full.close()
+    trimmed_path = tmp_path / "exit2-trimmed.gguf"
+    info = trim_vocab(paths[2], ids, trimmed_path)
+    assert info["draft_vocab"] == len(ids) < info["full_vocab"] and info["bytes"] < info["source_bytes"]
+    assert list(draft_token_ids(trimmed_path)) == ids and draft_token_ids(paths[2]) is None
+
+    own = LlamaRunner(paths[2], n_ctx=256, n_threads=1)
+    trimmed = TrimmedRunner(trimmed_path, n_ctx=256, n_threads=1)
+    try:
+        assert trimmed.n_vocab == own.n_vocab and trimmed.draft_vocab == len(ids)
+        own.feed(text_ids, 3)
+        trimmed.feed(text_ids, 3)
+        assert trimmed.oov_fed == 0 and trimmed.tokens == own.tokens  # full-vocabulary ids kept
+        for row in range(3):
+            mine = trimmed.logits(row)
+            np.testing.assert_allclose(mine[ids], own.logits(row)[ids], rtol=1e-3, atol=1e-4)
+            assert np.argmax(mine) == ids[int(np.argmax(own.logits(row)[ids]))]
+            assert np.isneginf(np.delete(mine, ids)).all()
+        trimmed.feed(own.tokens + [int(np.setdiff1d(np.arange(own.n_vocab), ids)[0])], 1)  # a token it lacks
+        assert trimmed.oov_fed == 1
+    finally:
+        own.close()
+        trimmed.close()
+
+    with Engine(paths[4], n_ctx=1024, n_threads=1, track_peak_rss=False) as engine, \
+            SelfSpeculativeEngine(paths[4], trimmed_path, n_draft=3, n_ctx=1024, n_threads=1) as spec:
+        assert isinstance(spec.draft, TrimmedRunner)
+        for prompt, gram in [(p, None) for p in PROMPTS] + [(agent_prompt, grammar)]:
+            want = engine.generate(prompt, max_tokens=40, temperature=0.0, grammar=gram)
+            got = spec.generate(prompt, max_tokens=40, temperature=0.0, grammar=gram)
+            assert got.tokens == want.tokens, (prompt[:30], gram is not None)
+        assert spec.stats.drafted > 0
+
+
+def test_early_exit_bench_with_drafts_cut_to_the_agents_vocabulary(packed, tmp_path):
+    """`bench early-exit --draft-vocab`: each draft is cut to the tokens of the expert's actions
+    on tasks other than the bench's, and the speculative output stays the full model's."""
+    import edgeagent.early_exit_bench as eeb
+    from typer.testing import CliRunner
+
+    from edgeagent.cli import app
+
+    bundle, _, _ = _chat_bundle(packed, tmp_path)
+    target = eeb.bench_bundle(bundle, "f32", exclude_apps=["Notes"])
+    result = eeb.run_early_exit_bench(target, "f32", tasks=1, seed=5, n_draft=2, confidence=None, heldout_tasks=0,
+                                      max_steps=2, threads=1, draft_exits=[1], draft_vocab=True, vocab_tasks=20)
+    vocab = result["draft_vocab"]
+    assert 0 < vocab["tokens"] < vocab["full_vocab"] and "seed 7" in vocab["from"]
+    trimmed = vocab["drafts"]["1"]
+    assert trimmed["draft_vocab"] == vocab["tokens"] and trimmed["bytes"] < trimmed["source_bytes"]
+    config = result["speculative"]["configs"]["draft1"]
+    assert config["lossless"] and isinstance(config["memory"]["draft_tokens_outside_vocab"], int)
+    r = CliRunner().invoke(app, ["bench", "early-exit", "--bundle", str(bundle), "--save", "--draft-vocab"])
+    assert r.exit_code == 2 and r.output.strip().startswith("error: --draft-vocab") and len(r.output.strip().splitlines()) == 1
