@@ -135,7 +135,13 @@ class TrimmedRunner(LlamaRunner):
         ids = draft_token_ids(model_path) if token_ids is None else np.asarray(token_ids, dtype=np.int64)
         if ids is None:
             raise EngineError(f"{model_path}: not a trimmed draft (no {TOKEN_IDS_KEY})")
-        full_vocab = int(gguf.GGUFReader(model_path).fields[FULL_VOCAB_KEY].contents())
+        field = gguf.GGUFReader(model_path).fields.get(FULL_VOCAB_KEY)
+        full_vocab = int(field.contents()) if field is not None else -1
+        # the file is untrusted: the map must be strictly increasing ids inside the full vocabulary
+        if not (len(ids) and full_vocab >= len(ids) and ids[0] >= 0 and ids[-1] < full_vocab
+                and (np.diff(ids) > 0).all()):
+            raise EngineError(f"{model_path}: {TOKEN_IDS_KEY} / {FULL_VOCAB_KEY} are not a map into a vocabulary "
+                              f"of {full_vocab} tokens")
         super().__init__(model_path, settings, **kwargs)
         if self.n_vocab != len(ids):
             raise EngineError(f"{model_path}: {self.n_vocab} tokens in its vocabulary, {len(ids)} in {TOKEN_IDS_KEY}")

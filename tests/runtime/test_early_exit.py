@@ -668,6 +668,12 @@ def test_a_trimmed_draft_keeps_its_kept_logits_exact_and_the_output_the_full_mod
         own.close()
         trimmed.close()
 
+    from edgeagent.llama import EngineError
+
+    for bad in ([5, 3], [-1, 2], [0, info["full_vocab"]]):  # a bundle's map is untrusted
+        with pytest.raises(EngineError, match="not a map into a vocabulary"):
+            TrimmedRunner(trimmed_path, n_ctx=64, n_threads=1, token_ids=np.array(bad))
+
     with Engine(paths[4], n_ctx=1024, n_threads=1, track_peak_rss=False) as engine, \
             SelfSpeculativeEngine(paths[4], trimmed_path, n_draft=3, n_ctx=1024, n_threads=1) as spec:
         assert isinstance(spec.draft, TrimmedRunner)
