@@ -179,7 +179,10 @@ class TrimmedRunner(LlamaRunner):
 
 def open_draft(path: str | os.PathLike, settings: LlamaSettings, **kwargs) -> LlamaRunner:
     """The runner for a draft GGUF: ``TrimmedRunner`` for a trimmed one, else ``LlamaRunner``."""
-    ids = draft_token_ids(path)
+    try:
+        ids = draft_token_ids(path)
+    except (OSError, ValueError, KeyError, IndexError) as e:  # gguf-py on a damaged or foreign file
+        raise EngineError(f"{path}: not a readable GGUF ({e})") from None
     if ids is None:
         return LlamaRunner(path, settings, **kwargs)
     return TrimmedRunner(path, settings, token_ids=ids, **kwargs)

@@ -12,6 +12,9 @@ the accepted tokens with ``llama_memory_seq_rm`` (0.3.36 has it; ``llama_kv_self
 gone). "Token for token" holds up to llama.cpp's batch-dependent rounding, see
 ``SelfSpeculativeEngine`` (kv_type).
 
+The draft may be cut to the agent's vocabulary (``edgeagent.draft_vocab``: a smaller head,
+the same ids in and logits out through ``TrimmedRunner``).
+
 The draft never prefills the prompt: after the full model's prefill its first k layers' KV
 cache is copied into the draft (``transplant_kv``; LayerSkip section 5.2 reuses the early
 layers' cache the same way), since the exit variant *is* those k layers.
