@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from edgeagent.engine import Engine, load_llama
+from edgeagent.engine import Engine, EngineError, load_llama
 from edgeagent.metrics import LlamaPerf, median_std, per_second
 
 PROMPT_TEXT = (
@@ -75,7 +75,7 @@ def _run_engine(engine: Engine, prompt: list[int], n_gen: int, depth: int = 0) -
         engine.generate(prompt[:depth], max_tokens=1)
     g = engine.generate(prompt, max_tokens=n_gen, temperature=0.0, ignore_eos=True)
     if g.metrics.evaluated_prompt_tokens != len(prompt) - depth:
-        raise RuntimeError(f"the engine evaluated {g.metrics.evaluated_prompt_tokens} prompt tokens, "
+        raise EngineError(f"the engine evaluated {g.metrics.evaluated_prompt_tokens} prompt tokens, "
                            f"not the {len(prompt) - depth} after the cached {depth}")
     return {
         **_decode_figures(g.token_times_ms),
@@ -111,7 +111,7 @@ def _run_baseline(llm, prompt: list[int], n_gen: int, depth: int = 0) -> dict:
             break
     tokens.close()
     if prefill is not None and prefill.tokens != len(prompt) - depth:
-        raise RuntimeError(f"llama-cpp-python evaluated {prefill.tokens} prompt tokens, "
+        raise EngineError(f"llama-cpp-python evaluated {prefill.tokens} prompt tokens, "
                            f"not the {len(prompt) - depth} after the cached {depth}")
     times_ms = [(t - started) * 1000 for t in times]
     return {
