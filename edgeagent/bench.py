@@ -69,14 +69,22 @@ def _decode_figures(times_ms: list[float]) -> dict:
     return {"decode_tokens_per_s": throughput, "decode_tokens_per_s_median_gap": gap_rate}
 
 
-def _run_engine(engine: Engine, prompt: list[int], n_gen: int, depth: int = 0) -> dict:
+def generate_after_prefix(engine: Engine, prompt: list[int], n_gen: int, cached: int = 0):
+    """From an empty KV cache: the first ``cached`` tokens of ``prompt`` evaluated untimed (an
+    agent's earlier steps), then ``prompt`` generated from greedily, so the returned call
+    evaluates only the tokens after them (checked)."""
     engine.reset()
-    if depth:  # untimed: the cache holds the first `depth` tokens, so only the rest is evaluated
-        engine.generate(prompt[:depth], max_tokens=1)
+    if cached:
+        engine.generate(prompt[:cached], max_tokens=1)
     g = engine.generate(prompt, max_tokens=n_gen, temperature=0.0, ignore_eos=True)
-    if g.metrics.evaluated_prompt_tokens != len(prompt) - depth:
+    if g.metrics.evaluated_prompt_tokens != len(prompt) - cached:
         raise EngineError(f"the engine evaluated {g.metrics.evaluated_prompt_tokens} prompt tokens, "
-                           f"not the {len(prompt) - depth} after the cached {depth}")
+                          f"not the {len(prompt) - cached} after the cached {cached}")
+    return g
+
+
+def _run_engine(engine: Engine, prompt: list[int], n_gen: int, depth: int = 0) -> dict:
+    g = generate_after_prefix(engine, prompt, n_gen, depth)
     return {
         **_decode_figures(g.token_times_ms),
         "prefill_tokens_per_s": g.metrics.prefill_tokens_per_s,

@@ -419,7 +419,7 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
                      f"estimate.prefill_flops; f32 BLAS matmul for reference: {numpy_m['matmul_gflops_f32']:.1f} GFLOP/s",
              "citation": stamp},
             {"what": f"runtime.flash_attn = {str(flash['flash_attn']).lower()}: one agent step ({flash['prompt_tokens']} "
-                     f"prompt tokens on {flash.get('cached_tokens', 0)} cached, {flash['gen_tokens']} generated) on {flash['model']}, best of {flash['rounds']} "
+                     f"prompt tokens on {flash['cached_tokens']} cached, {flash['gen_tokens']} generated) on {flash['model']}, best of {flash['rounds']} "
                      f"interleaved rounds: {flash['off']['step_ms']:.1f} ms with llama.cpp's flash attention off, "
                      f"{flash['on']['step_ms']:.1f} ms on (prefill {flash['off']['prefill_tokens_per_s']:.0f} / "
                      f"{flash['on']['prefill_tokens_per_s']:.0f} tokens/s, decode {flash['off']['tokens_per_s']:.1f} / "

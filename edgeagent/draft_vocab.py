@@ -162,11 +162,11 @@ class TrimmedRunner(LlamaRunner):
         return mapped
 
     def logits(self, row: int) -> np.ndarray:
-        """Full-vocabulary logits: the draft's at its tokens, -inf elsewhere (a fresh array)."""
-        own = self.logits_of(row, self.draft_vocab)
-        out = self._row.copy()
-        out[self.token_ids] = own
-        return out
+        """Full-vocabulary logits: the draft's at its tokens, -inf elsewhere. One array reused
+        by every call (no copy per draft token), valid until the next call, like a view into
+        llama.cpp's buffer."""
+        self._row[self.token_ids] = self.logits_of(row, self.draft_vocab)
+        return self._row
 
     def is_eog(self, token: int) -> bool:
         mapped = int(self._to_draft[token]) if 0 <= token < len(self._to_draft) else -1

@@ -118,7 +118,7 @@ def measure_numpy(threads: int | None = None, *, read_mib: int = 256, matmul_n: 
 def _child_gguf(job: dict[str, Any]) -> dict[str, Any]:
     import llama_cpp  # noqa: F401 - the library is part of the runtime's baseline
 
-    from edgeagent.bench import _decode_rates, bench_prompt
+    from edgeagent.bench import _decode_rates, bench_prompt, generate_after_prefix
     from edgeagent.engine import Engine
     from edgeagent.metrics import rss_mb
 
@@ -132,10 +132,7 @@ def _child_gguf(job: dict[str, Any]) -> dict[str, Any]:
     prompt = bench_prompt(engine, job["prompt_tokens"] + cached)
     runs = []
     for rep in range(job["reps"] + 1):
-        engine.reset()
-        if cached:  # the reused prefix, untimed; the measured call evaluates only the rest
-            engine.generate(prompt[:cached], max_tokens=1, temperature=0.0, ignore_eos=True)
-        g = engine.generate(prompt, max_tokens=job["gen_tokens"], temperature=0.0, ignore_eos=True)
+        g = generate_after_prefix(engine, prompt, job["gen_tokens"], cached)  # the reused prefix untimed
         rate, _ = _decode_rates(g.token_times_ms)
         if rep > 0:  # the first is a warm-up (page faults, first-use allocations)
             runs.append({"ttft_ms": g.metrics.ttft_ms, "tokens_per_s": rate,
