@@ -5,7 +5,10 @@ built-in model: 92.5 % on template wording, 12.5 % on natural paraphrases). So e
 has other wordings, in two pools that never mix:
 
 - ``TRAIN``: wordings training data may use (with the template's own, ``Template.instruction``);
-- ``HELDOUT``: wordings no training data may use; task success on them is reported apart.
+- ``HELDOUT``: wordings no training data may use; task success on them is reported apart;
+- ``PARAPHRASE``: wordings no training data may use either, for choosing checkpoints: the ``val``
+  mode rewords only the *style* of training wordings, so it cannot tell how a model takes a
+  sentence it has never seen, which is what the held-out figure measures.
 
 On top of a wording comes a *style* (politeness, lower case, a greeting), again in disjoint
 pools: training styles, validation styles (for choosing checkpoints) and held-out styles.
@@ -17,6 +20,7 @@ mode        wording                                      style
 template    the template's own                           none
 train       the template's own or a ``TRAIN`` one         a training style
 val         a ``TRAIN`` one                               a validation style
+paraphrase  a ``PARAPHRASE`` one                          a validation style
 heldout     a ``HELDOUT`` one                             a held-out style
 ==========  ===========================================  ==========================
 
@@ -30,7 +34,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-PHRASINGS = ("template", "train", "val", "heldout")
+PHRASINGS = ("template", "train", "val", "paraphrase", "heldout")
 
 # template name -> wordings. A question stays a question: a wording with a "?" gets the
 # question styles, which do not wrap it in "Please ...".
@@ -247,6 +251,58 @@ for _name, _more in MORE_TRAIN.items():
     TRAIN[_name] = TRAIN.get(_name, ()) + tuple(w for w in _more if w not in TRAIN.get(_name, ()))
 
 
+# Validation paraphrases (session 2026-12-03): written apart from both pools above, and without
+# HELDOUT's distinctive verbs and frames, so choosing a checkpoint on them tells how it takes new
+# sentences without looking at the test's. tests/bridge/test_tasks.py keeps the three pools disjoint.
+PARAPHRASE: dict[str, tuple[str, ...]] = {
+    "switch_setting": ("Get {setting} switched {state}", "Have {setting} {state}"),
+    "switch_pair": ("Get Wi-Fi and Bluetooth switched {state}", "Wi-Fi plus Bluetooth, both {state}"),
+    "dark_mode": ("Get dark mode switched {state}", "Change dark mode to {state}"),
+    "set_brightness": ("Change the display brightness to {level}%", "Move the brightness slider to {level}%"),
+    "brightness_question": ("What's the display brightness?", "Find out the screen brightness"),
+    "model_question": ("What's this phone called?", "Find the model name of my phone"),
+    "add_alarm": ("Add a {time} alarm", "Alarm me at {time}"),
+    "add_alarm_labelled": ("New alarm at {time}, label {label}", "Make an alarm for {time} labelled {label}"),
+    "delete_alarm": ("Delete my alarm at {time}", "Cancel the alarm set for {time}"),
+    "toggle_alarm": ("Switch my alarm at {time} {state}", "Have the {time} alarm {state}"),
+    "count_alarms": ("What number of alarms are in the Clock?", "Tell me my alarm count"),
+    "add_contact": ("Make a new contact {name}, phone {phone}", "Add {name} as a contact with {phone}"),
+    "contact_phone_question": ("Give me {name}'s number", "Which phone number does {name} have?"),
+    "call_contact": ("Call up {name}", "Get {name} on the phone"),
+    "delete_contact": ("Remove {name} from my contact list", "Get {name} out of my contacts"),
+    "send_message": ('Shoot {name} a text: "{text}"', 'Text "{text}" to {name}'),
+    "reply_in_thread": ('Reply to {name} with "{text}"', 'Answer {name}: "{text}"'),
+    "last_message_question": ("What was the last text from {name}?", "Show me the newest message from {name}"),
+    "create_note": ('Start a note "{title}" saying "{body}"', 'Save a note titled "{title}": "{body}"'),
+    "append_note": ('Add "{text}" at the end of my "{title}" note', 'Extend the note "{title}" with "{text}"'),
+    "delete_note": ('Erase the "{title}" note', 'Delete my "{title}" note'),
+    "note_question": ('Tell me what the note "{title}" contains', 'What is written in my note "{title}"?'),
+    "calc_binary": ("Do {a} {op} {b} on the calculator", "Find {a} {op} {b} using the calculator"),
+    "calc_chain": ("Do {a} {op1} {b} {op2} {c} on the calculator", "Find {a} {op1} {b} {op2} {c} using the calculator"),
+    "calc_percent": ("Do {percent}% of {amount} on the calculator", "Find {percent}% of {amount} using the calculator"),
+    "web_search": ('Search "{query}" on the web', 'Find web results for "{query}"'),
+    "open_result": ('Search for "{query}" and then open "{title}"',
+                    'Look for "{query}" on the web and tap the result "{title}"'),
+    "open_website": ("Head to {site}", "Open up {site}"),
+    "buy_one": ("Buy {product} and check out", "Shop for {product} and pay"),
+    "buy_two": ("Buy {qty1} {product1} together with {qty2} {product2}",
+                "Order {qty1} {product1} and also {qty2} {product2}"),
+    "add_to_cart": ("Place {product} in the cart", "Add {product} to the shopping cart"),
+    "price_question": ("What's {product} priced at?", "Find the price of {product}"),
+    "remove_from_cart": ("Remove {product} from the shopping cart", "Delete the {product} in my cart"),
+    "cart_total_question": ("What's the cart total?", "How much will my cart cost?"),
+    "open_app": ("Open up {app}", "Go into the {app} app"),
+}
+for _missing, _twin in (
+    ("delete_missing_alarm", "delete_alarm"), ("call_missing_contact", "call_contact"),
+    ("message_missing_contact", "send_message"), ("buy_missing_product", "buy_one"),
+    ("open_missing_app", "open_app"), ("contact_phone_missing", "contact_phone_question"),
+    ("switch_missing_setting", "switch_setting"), ("brightness_out_of_range", "set_brightness"),
+    ("alarm_bad_time", "add_alarm"),
+):
+    PARAPHRASE[_missing] = PARAPHRASE[_twin]
+
+
 def _lower_first(s: str) -> str:
     return s[:1].lower() + s[1:] if s[:2] != s[:2].upper() else s  # keep "Wi-Fi", "NFC"
 
@@ -324,6 +380,8 @@ def phrase(template_name: str, own: str, params: dict, mode: str, rng: random.Ra
         return own.format(**params)
     if mode == "heldout":
         wordings, styles = HELDOUT.get(template_name, ()), HELDOUT_STYLES
+    elif mode == "paraphrase":
+        wordings, styles = PARAPHRASE.get(template_name, ()), VAL_STYLES
     elif mode == "val":
         wordings, styles = TRAIN.get(template_name, ()), VAL_STYLES
     else:

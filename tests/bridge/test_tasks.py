@@ -317,19 +317,23 @@ def test_trace_records_are_one_json_line_per_step() -> None:
 # --- phrasings and impossible requests ------------------------------------------------------------
 
 def test_a_seed_gives_the_same_tasks_in_every_phrasing_and_the_pools_never_mix() -> None:
-    from android_bridge.emulator.phrasings import HELDOUT, TRAIN
+    from android_bridge.emulator.phrasings import HELDOUT, PARAPHRASE, PHRASINGS, TRAIN
 
-    by_mode = {m: generate_tasks(120, seed=9, templates=["all"], phrasing=m) for m in ("template", "train", "val", "heldout")}
+    by_mode = {m: generate_tasks(120, seed=9, templates=["all"], phrasing=m) for m in PHRASINGS}
     for m, tasks in by_mode.items():
         assert [(t.template, t.params, t.seed) for t in tasks] == [
             (t.template, t.params, t.seed) for t in by_mode["template"]], m
-    assert set(TRAIN) == set(HELDOUT) == set(TEMPLATES)
+    assert set(TRAIN) == set(HELDOUT) == set(PARAPHRASE) == set(TEMPLATES)
     for name in TEMPLATES:
         assert not set(TRAIN[name]) & set(HELDOUT[name]), name
-        assert TEMPLATES[name].instruction not in HELDOUT[name]
-    held = {t.instruction for t in by_mode["heldout"]}
+        assert not set(PARAPHRASE[name]) & (set(TRAIN[name]) | set(HELDOUT[name])), name
+        assert TEMPLATES[name].instruction not in set(HELDOUT[name]) | set(PARAPHRASE[name])
+    paraphrased = {t.instruction for t in by_mode["paraphrase"]}
+    assert not paraphrased & {t.instruction for t in by_mode["heldout"]}
     trained = {t.instruction for m in ("template", "train") for t in generate_tasks(600, seed=9, templates=["all"], phrasing=m)}
-    assert len(held - trained) >= 0.9 * len(held)  # held-out wordings do not turn up in training data
+    for mode in ("heldout", "paraphrase"):  # their wordings do not turn up in training data
+        unseen = {t.instruction for t in by_mode[mode]}
+        assert len(unseen - trained) >= 0.9 * len(unseen), mode
     assert sum(a.instruction != b.instruction for a, b in zip(by_mode["template"], by_mode["heldout"])) >= 110
 
 
@@ -353,7 +357,7 @@ def test_every_phrasing_keeps_the_words_a_model_must_type_copyable() -> None:
     from edgeagent.agent.policy import text_choices
 
     phone = EmulatedPhone()
-    for mode in ("train", "val", "heldout"):
+    for mode in ("train", "val", "paraphrase", "heldout"):
         for task in generate_tasks(150, seed=4, templates=["all"], phrasing=mode):
             result = run_episode(phone, task, expert_action, 30)
             assert result.success, (mode, task.instruction)
@@ -414,7 +418,7 @@ IMPERATIVES = {
     "Look", "Make", "Message", "Navigate", "Note", "Open", "Order", "Phone", "Pick", "Place",
     "Purchase", "Put", "Read", "Remove", "Reply", "Respond", "Ring", "Run", "Save", "Schedule",
     "Search", "Send", "Set", "Show", "Start", "Stick", "Store", "Switch", "Tack", "Take", "Tell",
-    "Text", "Throw", "Toggle", "Trash", "Turn", "Update", "Use", "Visit", "Wake", "Web", "Wipe",
+    "Text", "Throw", "Have", "Move", "Shoot", "Extend", "Head", "Shop", "Toggle", "Trash", "Turn", "Update", "Use", "Visit", "Wake", "Web", "Wipe",
     "Work", "Write"}
 
 
@@ -422,9 +426,9 @@ def test_a_verb_frame_wraps_only_a_wording_that_opens_with_a_verb() -> None:
     """"Would you ...?" on "Brightness to 60%" reads "Would you brightness to 60%?", and on
     "Could you flip Wi-Fi off" "Could you could you ...": no user writes that, so such wordings
     get only their pool's other styles."""
-    from android_bridge.emulator.phrasings import HELDOUT, NOT_IMPERATIVE, TRAIN, takes_verb_frame
+    from android_bridge.emulator.phrasings import HELDOUT, NOT_IMPERATIVE, PARAPHRASE, TRAIN, takes_verb_frame
 
-    wordings = {w for pool in (TRAIN, HELDOUT) for ws in pool.values() for w in ws} | {
+    wordings = {w for pool in (TRAIN, HELDOUT, PARAPHRASE) for ws in pool.values() for w in ws} | {
         t.instruction for t in TEMPLATES.values()}
     for w in wordings:
         if "?" in w:
@@ -434,7 +438,7 @@ def test_a_verb_frame_wraps_only_a_wording_that_opens_with_a_verb() -> None:
         assert takes_verb_frame(w) == (first in IMPERATIVES)
     frames = ("Would you ", "Could you ", "Can you ", "Will you ", "I'd like you to ", "I need you to ",
               "Go ahead and ", "Help me ", "Kindly ", "Please ")
-    for mode in ("train", "val", "heldout"):
+    for mode in ("train", "val", "paraphrase", "heldout"):
         for task in generate_tasks(800, seed=5, templates=["all"], phrasing=mode):
             for frame in frames:
                 if task.instruction.startswith(frame):
