@@ -137,8 +137,8 @@ class SpeculativeEntry(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
 
-    quant: str = Field(min_length=1)
-    draft_variant: str = Field(min_length=1)  # a variant id of an exit below the full depth, same quant
+    quant: str = Field(min_length=1)  # the full-depth variant's
+    draft_variant: str = Field(min_length=1)  # an exit below the full depth (this quant, or fewer bits)
     n_draft: int = Field(ge=1, le=32)
 
 
@@ -168,9 +168,9 @@ class Manifest(BaseModel):
         if self.speculative is not None:
             by_id = {v.id: v for v in self.variants}
             d = by_id.get(self.speculative.draft_variant)
-            if d is None or d.exit_layer >= d.n_layers or d.quant.lower() != self.speculative.quant.lower():
+            if d is None or d.exit_layer >= d.n_layers:
                 raise ValueError(f"speculative.draft_variant {self.speculative.draft_variant!r} is not an exit variant "
-                                 f"of quant {self.speculative.quant!r} in this manifest")
+                                 "in this manifest")
         return self
 
     @classmethod

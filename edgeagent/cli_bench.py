@@ -168,6 +168,9 @@ def early_exit_command(
                                      "dynamic exit measured beside (0: skip it)."),
     draft_vocab: bool = typer.Option(False, "--draft-vocab", help="Cut each draft's vocabulary to the tokens the "
                                      "agent writes (its head is most of a shallow draft's cost on a large vocabulary)."),
+    draft_quant: Optional[str] = typer.Option(None, "--draft-quant", help="With --bundle: draft with its exits at "
+                                              "this quant (e.g. q4_k_m under an f16 model: the same layers in fewer "
+                                              "bytes; the full model still verifies every token)."),
     bundle: Optional[Path] = _bundle(),
     save: bool = typer.Option(False, "--save", help="With --bundle: write the chosen draft depth and length into its "
                               "manifest (run and demo then decode with it), or remove the entry when no draft pays."),
@@ -177,7 +180,8 @@ def early_exit_command(
 ) -> None:
     """Exit depths (task success, tokens/s, perplexity) and self-speculative decoding, on the agent."""
     _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out, bundle,
-                exclude_app, drafts=drafts, confidence=confidence, save=save, draft_vocab=draft_vocab)
+                exclude_app, drafts=drafts, confidence=confidence, save=save, draft_vocab=draft_vocab,
+                draft_quant=draft_quant)
 
 
 @bench_app.command("ablation")
@@ -257,7 +261,8 @@ def stock_command(
 
 
 def _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_draft, threads, json_out, bundle=None,
-                exclude_app=None, drafts=None, confidence=0.9, save=False, draft_vocab=False) -> None:
+                exclude_app=None, drafts=None, confidence=0.9, save=False, draft_vocab=False,
+                draft_quant=None) -> None:
     from edgeagent.bundle import BundleError
     from edgeagent.early_exit_bench import (bench_bundle, bench_model, early_exit_rows, early_exit_summary,
                                             run_early_exit_bench, save_draft_choice)
@@ -268,12 +273,14 @@ def _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_dra
         fail("--save writes the chosen draft into a bundle's manifest: give --bundle")
     if save and draft_vocab:
         fail("--draft-vocab measures drafts the bundle does not hold; --save only records a bundle's own variants")
+    if draft_quant is not None and bundle is None:
+        fail("--draft-quant takes a bundle's exits at that quant: give --bundle")
     if bundle is not None and (model is not None or heads is not None or train_exit_steps):
         fail("--bundle brings its own model and exits: drop --model, --heads and --train-exit-steps")
     exclude = [a for item in exclude_app or [] for a in item.split(",") if a.strip()] or None
     try:
         if bundle is not None:
-            target = bench_bundle(bundle, quant, exits, exclude_apps=exclude)
+            target = bench_bundle(bundle, quant, exits, exclude_apps=exclude, draft_quant=draft_quant)
         else:
             target = bench_model(model, exits, exclude_apps=exclude)
         training = None

@@ -549,6 +549,10 @@ class BenchModel:
     prepacked: dict[int, Path] | None = None
     prompt_format: Any = None
     exit_kind: str | None = None
+    # Drafts from the bundle's exits at another quant ({depth: GGUF}, ``draft_quant``): the same
+    # first layers and head in fewer bytes, verified by the full model at the bench's quant.
+    draft_prepacked: dict[int, Path] | None = None
+    draft_quant: str | None = None
 
 
 def bench_model(model: str | Path | None = None, exits: str | Sequence[int | float] | None = None, *,
@@ -580,10 +584,11 @@ def bench_model(model: str | Path | None = None, exits: str | Sequence[int | flo
 
 
 def bench_bundle(bundle: str | Path, quant: str = "q8_0", exits: str | Sequence[int | float] | None = None, *,
-                 exclude_apps: Sequence[str] | None = None) -> BenchModel:
+                 exclude_apps: Sequence[str] | None = None, draft_quant: str | None = None) -> BenchModel:
     """A bundle ``edgeagent convert`` wrote, as an early-exit bench target: its variants at
     ``quant`` (the full depth and every exit, or the ``exits`` asked for), run with the prompt
-    format its manifest records. Raises ValueError naming the bundle when a depth is missing."""
+    format its manifest records; with ``draft_quant``, the drafts are those exits at that quant.
+    Raises ValueError naming the bundle when a depth is missing."""
     from edgeagent.bundle import BundleError, load_bundle
     from edgeagent.export.exit_pack import parse_exits
 
@@ -603,13 +608,23 @@ def bench_bundle(bundle: str | Path, quant: str = "q8_0", exits: str | Sequence[
         have = sorted(k for k in at_quant if k < n_layers)
         raise ValueError(f"{b.root}: no {quant} exit at depth {', '.join(map(str, missing)) or '(none asked)'} "
                          f"(its {quant} exits: {', '.join(map(str, have)) or 'none'}; convert with --exits)")
+    drafts = None
+    if draft_quant is not None:
+        at_draft = {v.exit_layer: b.root / v.path for v in b.variants if v.quant.lower() == draft_quant.lower()}
+        lacking = [k for k in wanted if k not in at_draft]
+        if lacking:
+            have = sorted(k for k in at_draft if k < n_layers)
+            raise ValueError(f"{b.root}: no {draft_quant} exit at depth {', '.join(map(str, lacking))} for "
+                             f"--draft-quant (its {draft_quant} exits: {', '.join(map(str, have)) or 'none'})")
+        drafts = {k: at_draft[k] for k in wanted}
     source = b.manifest.get("source_model") or {}
     heads = source.get("exit_heads") or {}
     work = b.root.parent / f".{b.root.name}.early-exit"
     work.mkdir(parents=True, exist_ok=True)
     return BenchModel(b.root, n_layers, None, wanted, exclude_apps, work, False,
                       prepacked={k: at_quant[k] for k in [*wanted, n_layers]}, prompt_format=b.prompt_format,
-                      exit_kind=heads.get("kind") if isinstance(heads, dict) else None)
+                      exit_kind=heads.get("kind") if isinstance(heads, dict) else None,
+                      draft_prepacked=drafts, draft_quant=draft_quant if drafts else None)
 
 
 def head_training_traces(target: BenchModel, seed: int, n_tasks: int = 300) -> Path:
@@ -710,7 +725,8 @@ def run_early_exit_bench(
     # LayerSkip drafts from the first half of the model; a deeper draft costs nearly a full pass
     draft_layers = [k for k in (draft_exits or [k for k in exit_layers if 2 * k <= n_layers] or exit_layers[:1])
                     if k in shared]
-    draft_paths = {k: trained.get(k, shared[k]) for k in draft_layers}
+    own_quant = target.draft_prepacked or {}
+    draft_paths = {k: own_quant.get(k) or trained.get(k, shared[k]) for k in draft_layers}
     vocab_info = None
     if draft_vocab:
         say(f"drafts with the agent's vocabulary: {vocab_tasks} expert tasks (seed {seed + 2})")
@@ -769,6 +785,7 @@ def run_early_exit_bench(
         "bundle": target.prepacked is not None,
         "builtin": target.builtin,
         "quant": quant,
+        "draft_quant": target.draft_quant or quant,
         "n_layers": n_layers,
         "tasks": tasks,
         "seed": seed,
@@ -839,9 +856,10 @@ def save_draft_choice(bundle: str | Path, quant: str, result: dict) -> dict | No
     chosen = result["draft_choice"]["draft"]
     entry = None
     if chosen is not None:
-        by_depth = {v.exit_layer: v for v in loaded.variants if v.quant.lower() == quant.lower()}
+        draft_quant = (result.get("draft_quant") or quant).lower()
+        by_depth = {v.exit_layer: v for v in loaded.variants if v.quant.lower() == draft_quant}
         draft = by_depth[chosen["exit_layer"]]
-        entry = {"quant": draft.quant, "draft_variant": draft.id, "n_draft": chosen["n_draft"],
+        entry = {"quant": quant, "draft_variant": draft.id, "n_draft": chosen["n_draft"],
                  "exit_layer": chosen["exit_layer"], "alpha": chosen["alpha"],
                  "predicted_decode_speedup": chosen["predicted_decode_speedup"],
                  "measured_step_speedup": chosen["measured_step_speedup"],
@@ -891,7 +909,9 @@ def early_exit_summary(result: dict) -> list[str]:
     at = result["all_techniques"]
     tokens = at["evaluated_prompt_tokens_per_step"]
     lines = [
-        f"self-speculative ({result['speculative']['best'] or 'no draft'}): identical outputs "
+        f"self-speculative ({result['speculative']['best'] or 'no draft'}"
+        + (f", drafts at {result['draft_quant']} under {result['quant']}"
+           if result.get("draft_quant", result["quant"]) != result["quant"] else "") + "): identical outputs "
         f"{result['identical_outputs']}, lossless {result.get('lossless')}, acceptance {result['acceptance_rate'] or 0:.2f}, decode "
         f"{x(result['speculative_decode_speedup'])}, per call {x(result['speculative_speedup'])}",
         f"all techniques vs plain, per agent step: {x(result['step_speedup_all_techniques'])}; evaluated prompt "

@@ -587,6 +587,51 @@ def test_a_bundle_manifest_names_the_draft_that_run_and_demo_decode_with(packed,
         load_bundle(bundle)
 
 
+def test_drafts_at_fewer_bits_are_verified_by_the_full_model_and_saved_for_run(packed, model_dir, tmp_path):
+    """`bench early-exit --bundle B --draft-quant Q`: the drafts are the bundle's exits at Q (the
+    same layers in fewer bytes) under the full model at the bench's quant; the output stays the
+    full model's, and --save names the Q8_0 draft for the F32 model, which run then decodes with.
+    A draft quant the bundle lacks is one error naming what it has."""
+    import shutil
+
+    import edgeagent.early_exit_bench as eeb
+    from edgeagent.bundle import load_bundle
+    from edgeagent.export.bundle import write_manifest
+    from edgeagent.variants import resolve_variant
+
+    bundle, _fmt, variants = _chat_bundle(packed, tmp_path)
+    low = pack_exits(model_dir, None, "1,2", ["q8_0"], tmp_path / "q8")
+    for v in low:
+        shutil.copy(tmp_path / "q8" / v["path"], bundle / v["path"])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["variants"] += [{**v, "quality": {}} for v in low if v["exit_layer"] < N_LAYERS]
+    write_manifest(bundle, manifest)
+
+    target = eeb.bench_bundle(bundle, "f32", "1,2", exclude_apps=["Notes"], draft_quant="q8_0")
+    assert target.draft_prepacked[1].name.endswith("exit1-q8_0.gguf") and target.prepacked[1].name.endswith("f32.gguf")
+    result = eeb.run_early_exit_bench(target, "f32", tasks=2, seed=5, n_draft=2, confidence=None, heldout_tasks=0,
+                                      max_steps=2, threads=1, draft_exits=[1])
+    assert result["draft_quant"] == "q8_0" and result["quant"] == "f32" and result["lossless"]
+    assert result["profile"]["draft_decode_cost_ms_by_depth"]["1"]
+    assert "drafts at q8_0 under f32" in eeb.early_exit_summary(result)[0]
+    chosen = {"exit_layer": 1, "n_draft": 2, "alpha": 0.8, "predicted_decode_speedup": 1.6,
+              "measured_step_speedup": 1.2, "measured_n_draft": 2}
+    entry = eeb.save_draft_choice(bundle, "f32", {**result, "draft_choice": {"draft": chosen}})
+    exit1_q8 = next(v for v in low if v["exit_layer"] == 1)
+    assert entry["quant"] == "f32" and entry["draft_variant"] == exit1_q8["id"]
+    load_bundle(bundle)  # a manifest with a draft of another quant loads
+    full = next(v for v in variants if v["exit_layer"] == N_LAYERS)
+    assert resolve_variant(bundle=bundle, variant=full["id"]).draft == bundle.resolve() / exit1_q8["path"]
+    with pytest.raises(ValueError, match=r"no q4_0 exit at depth 1, 2 for --draft-quant"):
+        eeb.bench_bundle(bundle, "f32", "1,2", draft_quant="q4_0")
+    from typer.testing import CliRunner
+
+    from edgeagent.cli import app
+
+    r = CliRunner().invoke(app, ["bench", "early-exit", "--draft-quant", "q8_0"])
+    assert r.exit_code == 2 and r.output.strip() == "error: --draft-quant takes a bundle's exits at that quant: give --bundle"
+
+
 def test_a_difference_is_judged_by_the_full_models_own_margins(packed):
     """`explain_difference`: at the first different token the margin is the full model's own
     logit gap (so the greedy token's is >= 0 and a worse token's is not a near tie), the two
