@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     sel.add_argument("--run", type=Path, required=True)
     sel.add_argument("--steps", default="", help="comma list (default: every kept adapter)")
     sel.add_argument("--seeds", default="2000", help="validation task seeds (never the test seed 1000)")
-    sel.add_argument("--phrasing", default="val", choices=["template", "train", "val"])
+    sel.add_argument("--phrasing", default="val", choices=["template", "train", "val", "paraphrase"])
     sel.add_argument("--quant", default="q8_0")
     sel.add_argument("--n", type=int, default=100)
     sel.add_argument("--threads", type=int, default=1)
