@@ -238,15 +238,16 @@ MORE_TRAIN: dict[str, tuple[str, ...]] = {
                        "Put an alarm on {time}"),
 }
 # An impossible request is worded like its feasible twin: the wording must not give it away.
-for _missing, _twin in (
-    ("delete_missing_alarm", "delete_alarm"),
-    ("call_missing_contact", "call_contact"),
-    ("message_missing_contact", "send_message"),
-    ("buy_missing_product", "buy_one"),
-    ("open_missing_app", "open_app"),
-    ("contact_phone_missing", "contact_phone_question"),
-):
-    MORE_TRAIN[_missing] = MORE_TRAIN[_twin]
+# A pool that words an impossible template itself (a subset that suits it) keeps its own.
+TWINS = (
+    ("delete_missing_alarm", "delete_alarm"), ("call_missing_contact", "call_contact"),
+    ("message_missing_contact", "send_message"), ("buy_missing_product", "buy_one"),
+    ("open_missing_app", "open_app"), ("contact_phone_missing", "contact_phone_question"),
+    ("switch_missing_setting", "switch_setting"), ("brightness_out_of_range", "set_brightness"),
+    ("alarm_bad_time", "add_alarm"),
+)
+for _missing, _twin in TWINS:
+    MORE_TRAIN.setdefault(_missing, MORE_TRAIN[_twin])
 for _name, _more in MORE_TRAIN.items():
     TRAIN[_name] = TRAIN.get(_name, ()) + tuple(w for w in _more if w not in TRAIN.get(_name, ()))
 
@@ -293,14 +294,8 @@ PARAPHRASE: dict[str, tuple[str, ...]] = {
     "cart_total_question": ("What's the cart total?", "How much will my cart cost?"),
     "open_app": ("Open up {app}", "Go into the {app} app"),
 }
-for _missing, _twin in (
-    ("delete_missing_alarm", "delete_alarm"), ("call_missing_contact", "call_contact"),
-    ("message_missing_contact", "send_message"), ("buy_missing_product", "buy_one"),
-    ("open_missing_app", "open_app"), ("contact_phone_missing", "contact_phone_question"),
-    ("switch_missing_setting", "switch_setting"), ("brightness_out_of_range", "set_brightness"),
-    ("alarm_bad_time", "add_alarm"),
-):
-    PARAPHRASE[_missing] = PARAPHRASE[_twin]
+for _missing, _twin in TWINS:
+    PARAPHRASE.setdefault(_missing, PARAPHRASE[_twin])
 
 
 def _lower_first(s: str) -> str:
