@@ -22,7 +22,7 @@ EXCLUDE_HELP = "Hold this app's tasks out (repeatable), e.g. to test generalisat
 TEMPLATES_HELP = ("Only tasks of these templates or groups (repeat, or comma-separate): a template name, "
                   "'impossible' (requests the phone cannot carry out), 'default' (the usual mix) or 'all'.")
 PHRASING_HELP = ("How the instructions are worded: template (the template's own), train (the wordings and "
-                 "styles training may use), val (training wordings in validation styles), paraphrase (wordings "
+                 "styles training may use), broad (train plus more wordings and styles), val (training wordings in validation styles), paraphrase (wordings "
                  "never trained, for choosing checkpoints), heldout (never used in training: the test's).")
 
 

@@ -5,6 +5,8 @@ built-in model: 92.5 % on template wording, 12.5 % on natural paraphrases). So e
 has other wordings, in two pools that never mix:
 
 - ``TRAIN``: wordings training data may use (with the template's own, ``Template.instruction``);
+- ``BROAD``: more wordings training data may use, in the ``broad`` mode only (``train`` stays
+  as the data sets made with it had it);
 - ``HELDOUT``: wordings no training data may use; task success on them is reported apart;
 - ``PARAPHRASE``: wordings no training data may use either, for choosing checkpoints: the ``val``
   mode rewords only the *style* of training wordings, so it cannot tell how a model takes a
@@ -19,6 +21,7 @@ mode        wording                                      style
 ==========  ===========================================  ==========================
 template    the template's own                           none
 train       the template's own or a ``TRAIN`` one         a training style
+broad       the template's own, a ``TRAIN`` or ``BROAD`` one  a training or ``BROAD_STYLES`` style
 val         a ``TRAIN`` one                               a validation style
 paraphrase  a ``PARAPHRASE`` one                          a validation style
 heldout     a ``HELDOUT`` one                             a held-out style
@@ -34,7 +37,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-PHRASINGS = ("template", "train", "val", "paraphrase", "heldout")
+PHRASINGS = ("template", "train", "broad", "val", "paraphrase", "heldout")
 
 # template name -> wordings. A question stays a question: a wording with a "?" gets the
 # question styles, which do not wrap it in "Please ...".
@@ -298,7 +301,95 @@ for _missing, _twin in TWINS:
     PARAPHRASE.setdefault(_missing, PARAPHRASE[_twin])
 
 
+# A wider training pool (session 2026-12-03 sixth), for ``--phrasing broad`` only, so the
+# ``train`` mode's output (and every data set made with it) stays as it was. Validation on
+# PARAPHRASE showed the agent failing on *meaning* under verbs it never trained ("get X out of my
+# contacts" tapped Call): these wordings add other verbs, a state or a need described instead of a
+# command, the object first, a reason around the request. They avoid the HELDOUT and PARAPHRASE
+# wordings and their distinctive verbs and frames (tests/bridge/test_tasks.py lists the markers).
+BROAD: dict[str, tuple[str, ...]] = {
+    "switch_setting": ("Keep {setting} {state} from now on", "{setting} needs to be {state}",
+                       "Leave {setting} {state}", "Can {setting} be {state}?", "Go and set {setting} {state}"),
+    "switch_pair": ("Wi-Fi and Bluetooth both need to be {state}", "Leave Bluetooth and Wi-Fi {state}",
+                    "Can both Wi-Fi and Bluetooth be {state}?", "Settings: Wi-Fi {state}, Bluetooth {state}"),
+    "dark_mode": ("Dark mode needs to be {state}", "Leave dark mode {state}", "Can dark mode be {state}?",
+                  "The dark theme should be {state}"),
+    "set_brightness": ("The screen should be at {level}% brightness", "Brightness needs to be {level}%",
+                       "Can the brightness be {level}%?", "Go and set the brightness to {level}%"),
+    "brightness_question": ("At what level is the screen brightness?", "Brightness level, please?",
+                            "Can you see how bright my screen is set?", "Which brightness is my screen on?"),
+    "model_question": ("Which model is this device?", "What kind of phone is this?",
+                       "Can you read out this phone's model?", "Model of this phone?"),
+    "add_alarm": ("An alarm at {time} would help", "Can I get an alarm at {time}?", "Wake-up alarm: {time}",
+                  "Go and add an alarm for {time}", "Ensure an alarm rings at {time}"),
+    "add_alarm_labelled": ("Can I get an alarm at {time} labelled {label}?", "Alarm: {time}, label: {label}",
+                           "Add an alarm labelled {label} at {time}", "Go and make a {time} alarm called {label}"),
+    "delete_alarm": ("The alarm at {time} should be deleted", "Can the {time} alarm be removed?",
+                     "Delete the alarm that rings at {time}", "Go and remove the {time} alarm",
+                     "Kill the {time} alarm"),
+    "toggle_alarm": ("The alarm at {time} needs to be {state}", "Can the {time} alarm be {state}?",
+                     "Leave my {time} alarm {state}", "Go and switch the {time} alarm {state}"),
+    "count_alarms": ("Alarms: how many are there?", "Can you count how many alarms I have?",
+                     "Total number of alarms on this phone?", "Open the Clock and count the alarms"),
+    "add_contact": ("Keep {name}'s number {phone} in my contacts", "Contact to add: {name}, {phone}",
+                    "Can you add {name} with the number {phone} to my contacts?",
+                    "Go and save {name}, number {phone}"),
+    "contact_phone_question": ("Can you find {name}'s number?", "Contact {name}: what's the number?",
+                               "Number of {name}, please?", "Read me {name}'s phone number"),
+    "call_contact": ("Can you call {name}?", "Connect me with {name} by phone", "A call to {name}, please",
+                     "Go and call {name}"),
+    "delete_contact": ("The contact {name} should be removed", "Can {name} be deleted from contacts?",
+                       "Go and delete {name} from the contacts", "Purge {name} from my contacts",
+                       "Contacts: remove {name}"),
+    "send_message": ('Can you text {name} "{text}"?', 'A message to {name}: "{text}"',
+                     'Go and message {name} "{text}"', 'Send "{text}" to {name}'),
+    "reply_in_thread": ('There is a message from {name}, reply "{text}"', 'Can you answer {name} with "{text}"?',
+                        'Go and reply to {name} with "{text}"', 'My answer to {name} is "{text}"'),
+    "last_message_question": ("Can you read me the last thing {name} wrote?", "Last message from {name}: what did it say?",
+                              "Open my chat with {name} and read the last message",
+                              "Which message did {name} last send?"),
+    "create_note": ('Can you make a note "{title}" with "{body}"?', 'A note titled "{title}" saying "{body}", please',
+                    'Go and write a note "{title}" saying "{body}"', 'Keep a note "{title}" with "{body}"'),
+    "append_note": ('Can you add "{text}" to the end of "{title}"?', 'At the end of note "{title}", write "{text}"',
+                    'Go and append "{text}" to the note "{title}"', 'The note "{title}" should end with "{text}"'),
+    "delete_note": ('Can the note "{title}" be deleted?', 'The "{title}" note should be deleted',
+                    'Go and delete the note "{title}"', 'Purge the note "{title}"'),
+    "note_question": ('Can you read me my note "{title}"?', 'Note "{title}": what does it say?',
+                      'Open "{title}" in Notes and read it to me', 'What does the "{title}" note contain?'),
+    "calc_binary": ("Can you calculate {a} {op} {b}?", "Calculator, {a} {op} {b}", "Go and calculate {a} {op} {b}",
+                    "Solve {a} {op} {b} with the calculator"),
+    "calc_chain": ("Can you calculate {a} {op1} {b} {op2} {c}?", "Go and calculate {a} {op1} {b} {op2} {c}",
+                   "Solve {a} {op1} {b} {op2} {c} with the calculator"),
+    "calc_percent": ("Can you calculate {percent}% of {amount}?", "Go and calculate {percent}% of {amount}",
+                     "Solve {percent}% of {amount} with the calculator"),
+    "web_search": ('Can you search the web for "{query}"?', 'A web search for "{query}", please', 'Go and search "{query}"',
+                   'Query the web for "{query}"'),
+    "open_result": ('Can you search "{query}" and open "{title}"?', 'Go and search "{query}", open "{title}"',
+                    'Results for "{query}" on the web: open "{title}"', 'Query "{query}" and open the page "{title}"'),
+    "open_website": ("Can you open {site}?", "Go and open {site}", "Website: {site}", "Pull up {site}"),
+    "buy_one": ("Can you buy {product}?", "Go and buy {product}", "I'll take {product}, buy it",
+                "Get {product} and complete the order"),
+    "buy_two": ("Can you buy {qty1} {product1} and {qty2} {product2}?", "Go and buy {qty1} {product1} and {qty2} {product2}",
+                "My order: {qty1} {product1} and {qty2} {product2}, buy it",
+                "Get {qty1} {product1} and {qty2} {product2} and complete the order"),
+    "add_to_cart": ("Can you add {product} to my cart?", "Go and put {product} in the cart",
+                    "My cart needs {product}", "Add {product} to the cart without buying"),
+    "price_question": ("Can you find what {product} costs?", "Cost of {product}?",
+                       "Price of {product}, please?", "How much would I pay for {product}?"),
+    "remove_from_cart": ("Can you remove {product} from my cart?", "Go and remove {product} from the cart",
+                         "The {product} should come out of my cart", "Purge {product} from the cart"),
+    "cart_total_question": ("Can you add up what's in my cart?", "Cart total, please?",
+                            "What will I pay for my cart?", "How much is my cart altogether?"),
+    "open_app": ("Can you open {app}?", "Go and open {app}", "App: {app}", "I'll use {app}, open it",
+                 "Get {app} up on the screen"),
+}
+for _missing, _twin in TWINS:
+    BROAD.setdefault(_missing, BROAD[_twin])
+
+
 def _lower_first(s: str) -> str:
+    if s.startswith("A "):  # the article; "I ..." stays as it is
+        return "a " + s[2:]
     return s[:1].lower() + s[1:] if s[:2] != s[:2].upper() else s  # keep "Wi-Fi", "NFC"
 
 
@@ -314,7 +405,10 @@ Style = Callable[[str], str]
 # you flip Wi-Fi off", "I want ..."), and gets only the other styles of its pool.
 NOT_IMPERATIVE = frozenset({
     "Alarm", "Bluetooth", "Both", "Brightness", "Calculator:", "Can", "Cart", "Could", "Dark", "I",
-    "I'd", "In", "New", "Night", "Screen", "The", "Wi-Fi", "{a}", "{setting}", "{time}"})
+    "I'd", "In", "New", "Night", "Screen", "The", "Wi-Fi", "{a}", "{setting}", "{time}",
+    # BROAD's
+    "A", "Alarm:", "An", "App:", "At", "Calculator,", "Contact", "Contacts:", "I'll", "My", "Results",
+    "Settings:", "Wake-up", "Website:", "There"})
 _VERB_FRAMES: set[Style] = set()
 
 
@@ -354,6 +448,13 @@ TRAIN_STYLES: tuple[tuple[Style, Style], ...] = (
     (lambda s: "OK, " + _lower_first(s), lambda s: "Question: " + _lower_first(s)),
     (lambda s: _strip_end(s) + ". Thank you!", lambda s: s + " Thank you!"),
 )
+# More of the same for the ``broad`` mode (none a validation or held-out style).
+BROAD_STYLES: tuple[tuple[Style, Style], ...] = (
+    (_framed("Do me a favour and ", ""), lambda s: "Real quick: " + _lower_first(s)),
+    (_framed("Time to ", ""), lambda s: "One thing: " + _lower_first(s)),
+    (lambda s: _strip_end(s) + ", if you can", lambda s: "Any idea? " + s),
+    (lambda s: "Right, " + _lower_first(s), lambda s: "Curious, " + _lower_first(s)),
+)
 VAL_STYLES: tuple[tuple[Style, Style], ...] = (
     (_framed("Would you ", "?"), lambda s: "Quick one: " + _lower_first(s)),
     (lambda s: _lower_first(_strip_end(s)) + " pls", lambda s: _lower_first(s)),
@@ -377,6 +478,8 @@ def phrase(template_name: str, own: str, params: dict, mode: str, rng: random.Ra
         wordings, styles = HELDOUT.get(template_name, ()), HELDOUT_STYLES
     elif mode == "paraphrase":
         wordings, styles = PARAPHRASE.get(template_name, ()), VAL_STYLES
+    elif mode == "broad":
+        wordings, styles = (own, *TRAIN.get(template_name, ()), *BROAD.get(template_name, ())), TRAIN_STYLES + BROAD_STYLES
     elif mode == "val":
         wordings, styles = TRAIN.get(template_name, ()), VAL_STYLES
     else:

@@ -337,6 +337,39 @@ def test_a_seed_gives_the_same_tasks_in_every_phrasing_and_the_pools_never_mix()
     assert sum(a.instruction != b.instruction for a, b in zip(by_mode["template"], by_mode["heldout"])) >= 110
 
 
+# Distinctive words of the unseen pools' wordings: a training wording carrying one would teach
+# the very verb or frame the held-out (or the validation paraphrase) figure is meant to test.
+HELDOUT_MARKERS = ("flip", "get me up", "stick", "drop", "store", "let ", "jot", "tack", "throw", "figure",
+                   "load", "bring", "pick up", "write back", "get back", "talk to", "address book", "click",
+                   "online", "make a call", "anymore", "no longer", "i want", "i'd like", "show me", "check")
+PARAPHRASE_MARKERS = ("have ", "shoot", "extend", "head to", "shop for", "alarm me", "call up", "on the phone",
+                      "out of my contacts", "slider", "switched", "priced", "contains", "together with",
+                      "and also", "go into", "open up")
+
+
+def test_the_broad_pool_adds_wordings_without_the_unseen_pools_words() -> None:
+    """``broad`` draws from TRAIN and BROAD; ``train`` is unchanged by BROAD (the data sets made
+    with it stay reproducible), and BROAD shares no wording and no distinctive verb or frame
+    with the held-out or the validation-paraphrase pool."""
+    from android_bridge.emulator.phrasings import BROAD, BROAD_STYLES, HELDOUT, PARAPHRASE, TRAIN, VAL_STYLES, HELDOUT_STYLES
+
+    assert set(BROAD) == set(TEMPLATES)
+    for name, wordings in BROAD.items():
+        assert len(wordings) >= 3, name
+        assert not set(wordings) & (set(HELDOUT[name]) | set(PARAPHRASE[name]) | set(TRAIN[name])), name
+        for w in wordings:
+            low = w.lower()
+            assert not [m for m in HELDOUT_MARKERS + PARAPHRASE_MARKERS if m in low], (name, w)
+    tasks = {m: generate_tasks(400, seed=12, templates=["all"], phrasing=m) for m in ("train", "broad")}
+    broad_only = {w.lower() for ws in BROAD.values() for w in ws}
+    assert not any(t.instruction.lower() in broad_only for t in tasks["train"])
+    assert sum(a.instruction != b.instruction for a, b in zip(tasks["train"], tasks["broad"])) >= 200
+    samples = ("Call Ana Lopez", "What is the total of my cart?")
+    made = {style(s) for s in samples for pair in BROAD_STYLES for style in pair}
+    unseen = {style(s) for s in samples for pair in VAL_STYLES + HELDOUT_STYLES for style in pair}
+    assert not made & unseen
+
+
 def test_validation_and_held_out_styles_are_not_training_styles() -> None:
     """A style that wraps a request (a greeting, "Would you ...?", "... pls") is in one pool only;
     what pools share is the bare wording and its lower case (the wording itself is then held out)."""
@@ -357,7 +390,7 @@ def test_every_phrasing_keeps_the_words_a_model_must_type_copyable() -> None:
     from edgeagent.agent.policy import text_choices
 
     phone = EmulatedPhone()
-    for mode in ("train", "val", "paraphrase", "heldout"):
+    for mode in ("train", "broad", "val", "paraphrase", "heldout"):
         for task in generate_tasks(150, seed=4, templates=["all"], phrasing=mode):
             result = run_episode(phone, task, expert_action, 30)
             assert result.success, (mode, task.instruction)
@@ -419,16 +452,16 @@ IMPERATIVES = {
     "Purchase", "Put", "Read", "Remove", "Reply", "Respond", "Ring", "Run", "Save", "Schedule",
     "Search", "Send", "Set", "Show", "Start", "Stick", "Store", "Switch", "Tack", "Take", "Tell",
     "Text", "Throw", "Have", "Move", "Shoot", "Extend", "Head", "Shop", "Toggle", "Trash", "Turn", "Update", "Use", "Visit", "Wake", "Web", "Wipe",
-    "Work", "Write"}
+    "Work", "Write", "Connect", "Ensure", "Keep", "Kill", "Leave", "Pull", "Purge", "Query", "Solve", "See"}
 
 
 def test_a_verb_frame_wraps_only_a_wording_that_opens_with_a_verb() -> None:
     """"Would you ...?" on "Brightness to 60%" reads "Would you brightness to 60%?", and on
     "Could you flip Wi-Fi off" "Could you could you ...": no user writes that, so such wordings
     get only their pool's other styles."""
-    from android_bridge.emulator.phrasings import HELDOUT, NOT_IMPERATIVE, PARAPHRASE, TRAIN, takes_verb_frame
+    from android_bridge.emulator.phrasings import BROAD, HELDOUT, NOT_IMPERATIVE, PARAPHRASE, TRAIN, takes_verb_frame
 
-    wordings = {w for pool in (TRAIN, HELDOUT, PARAPHRASE) for ws in pool.values() for w in ws} | {
+    wordings = {w for pool in (TRAIN, BROAD, HELDOUT, PARAPHRASE) for ws in pool.values() for w in ws} | {
         t.instruction for t in TEMPLATES.values()}
     for w in wordings:
         if "?" in w:
@@ -438,7 +471,7 @@ def test_a_verb_frame_wraps_only_a_wording_that_opens_with_a_verb() -> None:
         assert takes_verb_frame(w) == (first in IMPERATIVES)
     frames = ("Would you ", "Could you ", "Can you ", "Will you ", "I'd like you to ", "I need you to ",
               "Go ahead and ", "Help me ", "Kindly ", "Please ")
-    for mode in ("train", "val", "paraphrase", "heldout"):
+    for mode in ("train", "broad", "val", "paraphrase", "heldout"):
         for task in generate_tasks(800, seed=5, templates=["all"], phrasing=mode):
             for frame in frames:
                 if task.instruction.startswith(frame):
