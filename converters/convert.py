@@ -64,7 +64,7 @@ class ConvertConfig:
     skip_bad_lines: bool = False
     threads: int | None = None
     seed: int = 0
-    layout: str = "episode"  # a chat model's prompt layout (edgeagent.agent.prompt)
+    layout: str | None = None  # a chat model's prompt layout (edgeagent.agent.prompt); None: the source's
 
 
 def _ee_tune(model_dir: Path, train, held, exits, out_dir: Path, cfg: ConvertConfig, say) -> tuple[Path, dict]:
@@ -119,6 +119,19 @@ def resolve_model(spec: str | os.PathLike) -> Path:
         raise ConvertError(f"{path}: not a Hugging Face model directory (no config.json); give a model directory, "
                            f"a .gguf file, a named model (smollm2-135m-instruct), '{BUILTIN}' or 'agent:NAME'")
     return path
+
+
+def source_layout(spec: str | os.PathLike) -> str:
+    """The prompt layout a source was trained on: a shipped agent's own (``agent.json``), else
+    ``episode`` (what the converter trains a chat model in by default)."""
+    if str(spec).startswith("agent:"):
+        from edgeagent.agents import AgentUnavailable, shipped_agent
+
+        try:
+            return shipped_agent(str(spec)[len("agent:"):]).prompt_format.layout
+        except (AgentUnavailable, ValueError) as e:
+            raise ConvertError(str(e)) from None
+    return "episode"
 
 
 def default_variants(profile, n_layers: int) -> tuple[list[str], list[int]]:
@@ -199,7 +212,7 @@ def convert(cfg: ConvertConfig, *, log: Callable[[str], None] | None = None, pro
             train_records, held_records = data_mod.split_heldout(loaded.records, cfg.holdout, cfg.seed)
         tokenizer = AutoTokenizer.from_pretrained(source)
         fmt = data_mod.prompt_format(tokenizer)
-        fmt = fmt.with_layout(cfg.layout) if fmt.kind == "chat" else fmt
+        fmt = fmt.with_layout(cfg.layout or source_layout(cfg.model)) if fmt.kind == "chat" else fmt
         max_len = cfg.finetune.max_seq_len
         train, train_counts = data_mod.encode_records(tokenizer, train_records, max_seq_len=max_len, fmt=fmt)
         held, held_counts = data_mod.encode_records(tokenizer, held_records, max_seq_len=max_len, fmt=fmt)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from android_bridge.actions import Action, ActionError
-from edgeagent.agent.prompt import SYSTEM_TEXT, PromptFormat, episode_messages, training_example
+from edgeagent.agent.prompt import SYSTEM_TEXT, PromptFormat, training_example
 
 IGNORE = -100  # label of a position that carries no loss (PyTorch cross_entropy's ignore_index)
 ROLES = ("system", "user", "assistant", "tool")
@@ -285,8 +285,8 @@ def episodes(records: Sequence[Record], fmt: PromptFormat) -> list[Record]:
         if not run:
             return
         first = run[0]
-        messages = episode_messages(first.task["instruction"], [r.observation or "" for r in run],
-                                    [r.completion or "" for r in run], system=fmt.system)
+        messages = fmt.messages(first.task["instruction"], [r.observation or "" for r in run],
+                                [r.completion or "" for r in run])
         out.append(Record(source=first.source, messages=messages, task=first.task))
         run.clear()
 

@@ -54,6 +54,7 @@ from torch import nn
 from converters.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from converters.data import IGNORE, Example
 from converters.schedule import warmup_cosine
+from edgeagent.agent.prompt import LAYOUTS
 from edgeagent.atomic import atomic_dir, write_text
 
 CHECKPOINT = "checkpoint.pt"
@@ -799,8 +800,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--merge", choices=("none",) + MERGE_MODES, default="none",
                    help="merge the adapter into the base afterwards (into OUT/merged)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--layout", choices=("episode", "step"), default="episode",
-                   help="a chat model's prompt layout: one example per episode, or one per step")
+    p.add_argument("--layout", choices=LAYOUTS, default="episode",
+                   help="a chat model's prompt layout: one example per episode (delta: screens as their changes), "
+                   "or one per step")
     for f in fields(FinetuneConfig):
         if f.name == "exits":
             p.add_argument("--exits", type=lambda s: tuple(int(x) for x in s.split(",") if x), default=())

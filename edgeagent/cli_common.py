@@ -53,15 +53,15 @@ def open_engine(model_path: Path, threads: Optional[int], verbose: bool = False,
     one line naming it and llama.cpp's reason, exit code 2, not a traceback. With ``draft`` (an
     exit GGUF of the same model), self-speculative decoding: the same outputs, the draft
     proposing ``n_draft`` tokens at a time."""
-    from edgeagent.engine import Engine, EngineError
+    from edgeagent.engine import AGENT_N_CTX, Engine, EngineError
     from edgeagent.speculative import SelfSpeculativeEngine
     from edgeagent.quality import trained_context
 
     try:
-        # a whole episode in the chat layout fits 4096 tokens; never past what the model was trained for
-        n_ctx = min(4096, trained_context(model_path) or 4096)
+        # never past what the model was trained for
+        n_ctx = min(AGENT_N_CTX, trained_context(model_path) or AGENT_N_CTX)
     except Exception:  # noqa: BLE001  gguf-py fails on a bad header in many ways; llama.cpp names the fault below
-        n_ctx = 4096
+        n_ctx = AGENT_N_CTX
     try:
         if draft is not None and n_draft > 0:
             return SelfSpeculativeEngine(model_path, draft, n_draft=n_draft, n_ctx=n_ctx, n_threads=threads,

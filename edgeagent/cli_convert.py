@@ -63,14 +63,16 @@ def convert_command(
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop fine-tuning after N optimizer steps."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Examples per optimizer step."),
     micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size", min=1,
-                                                   help="Examples per forward pass (default: 1 for the episode layout, "
+                                                   help="Examples per forward pass (default: 1 for the multi-turn layouts, "
                                                    "whose examples differ in length, else the batch size)."),
     grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing/--no-grad-checkpointing",
                                             help="Recompute activations in the backward pass: less memory, about a "
                                             "third more compute."),
     max_seq_len: int = typer.Option(4096, "--max-seq-len", min=8, help="Longer examples are left out (counted)."),
-    layout: str = typer.Option("episode", "--layout", help="A chat model's prompt layout, in training and in the "
-                               "bundle: episode (one multi-turn example per episode) or step (one prompt per step)."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="A chat model's prompt layout, in training and in the "
+                               "bundle: episode (one multi-turn example per episode), delta (the same, each screen written as its changes "
+                               "since the last where that is shorter) or step (one prompt per step). Default: a shipped agent's own, "
+                               "else episode."),
     ckpt_every: int = typer.Option(50, "--ckpt-every", min=1, help="Checkpoint every N steps."),
     no_4bit: bool = typer.Option(False, "--no-4bit", help="Plain LoRA on a full-precision base instead of QLoRA."),
     merge_into: str = typer.Option("full", "--merge-into", help="full (the original weights) or nf4 (the NF4-dequantized "
@@ -100,7 +102,7 @@ def convert_command(
     exit_training = exit_training or ("layerskip" if exit_kind == "shared" else "ee-tuning")
     ft = FinetuneConfig(
         rank=rank, alpha=alpha, dropout=dropout, lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-        micro_batch_size=micro_batch_size or (1 if layout == "episode" else batch_size), max_seq_len=max_seq_len,
+        micro_batch_size=micro_batch_size or (batch_size if layout == "step" else 1), max_seq_len=max_seq_len,
         ckpt_every=ckpt_every, load_in_4bit=not no_4bit, gradient_checkpointing=grad_checkpointing, seed=seed,
         exit_loss_weight=exit_loss_weight,
     )
@@ -112,8 +114,10 @@ def convert_command(
         eval_max_steps=eval_max_steps, baseline=baseline, reference=reference, merge_into=merge_into,
         work_dir=work_dir, resume=resume, skip_bad_lines=skip_bad_lines, threads=threads, seed=seed, layout=layout,
     )
-    if layout not in ("episode", "step"):
-        fail(f"--layout {layout!r}: choose episode or step")
+    from edgeagent.agent.prompt import LAYOUTS
+
+    if layout is not None and layout not in LAYOUTS:
+        fail(f"--layout {layout!r}: choose {', '.join(LAYOUTS)}")
     if exit_kind not in ("dedicated", "lens", "shared"):
         fail(f"--exit-kind {exit_kind!r}: choose dedicated, lens or shared")
     if exit_training not in ("ee-tuning", "layerskip"):

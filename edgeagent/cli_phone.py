@@ -172,8 +172,9 @@ def demo_command(
     raw_prompt: bool = typer.Option(False, "--raw-prompt", help="Send the plain step prompt, not the model's chat template."),
     speculative: bool = typer.Option(True, "--speculative/--no-speculative", help="Decode with the draft the "
                                      "bundle's manifest names (self-speculative, same outputs), if it names one."),
-    layout: Optional[str] = typer.Option(None, "--layout", help="A chat model's prompt layout: episode (multi-turn, "
-                                         "the default) or step (one self-contained prompt per step; to compare costs)."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="A chat model's prompt layout: episode (multi-turn), "
+                                         "delta (multi-turn, screens as their changes), or step (one self-contained prompt "
+                                         "per step; to compare costs). Default: the one the model was trained on."),
     max_steps: int = typer.Option(20, "--max-steps", min=1, help="Step budget per episode."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
     prefix_reuse: bool = typer.Option(True, "--prefix-reuse/--no-prefix-reuse",
@@ -219,8 +220,10 @@ def demo_command(
                              n_draft=choice.n_draft)
         fmt = engine_prompt_format(engine, bundle_format=choice.prompt_format, raw=raw_prompt)
         if layout is not None:
-            if layout not in ("episode", "step"):
-                fail(f"--layout {layout!r}: expected episode or step")
+            from edgeagent.agent.prompt import LAYOUTS
+
+            if layout not in LAYOUTS:
+                fail(f"--layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
             if fmt.kind == "chat":
                 fmt = fmt.with_layout(layout)
         info.update(model=str(model_path), agent=choice.name, quant=quant if model is None and bundle is None and profile is None else None,

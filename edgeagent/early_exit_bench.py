@@ -39,7 +39,7 @@ from edgeagent.agent.policy import engine_prompt_format
 from edgeagent.agent.evaluate import evaluate_tasks, model_policy_factory
 from edgeagent.atomic import write_text
 from edgeagent.draft_vocab import agent_token_ids, trim_vocab
-from edgeagent.engine import Engine
+from edgeagent.engine import AGENT_N_CTX, Engine
 from edgeagent.estimate import tokens_per_round
 from edgeagent.metrics import PeakRSS, per_second, rss_mb
 from edgeagent.quality import heldout_perplexity, text_examples
@@ -652,7 +652,7 @@ def run_early_exit_bench(
     heldout_tasks: int = 10,
     max_steps: int = 15,
     threads: int | None = None,
-    n_ctx: int = 2048,
+    n_ctx: int = AGENT_N_CTX,  # the context ``run`` gives the agent
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """The early-exit bench (see module docstring) of ``target`` (``bench_model``).

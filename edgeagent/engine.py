@@ -28,6 +28,11 @@ from edgeagent.metrics import LlamaPerf, PeakRSS, per_second, percentile, rss_mb
 if TYPE_CHECKING:
     from edgeagent.profiles import Profile
 
+# The agent's context: a whole episode in the multi-turn layouts fits it (longer ones leave out
+# their oldest screens, ``ModelPolicy``). ``run`` and the benches use the same, capped at what
+# the model was trained for.
+AGENT_N_CTX = 4096
+
 
 @dataclass
 class GenerationMetrics:

@@ -45,11 +45,11 @@ RUN_CONFIG = FinetuneConfig(
 )
 
 
-def load_examples(model_dir: Path, data: list[Path], holdout: float, max_seq_len: int):
+def load_examples(model_dir: Path, data: list[Path], holdout: float, max_seq_len: int, layout: str = "episode"):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    fmt = prompt_format(tokenizer)
+    fmt = prompt_format(tokenizer).with_layout(layout)
     records = read_records(data).records
     train, held = split_heldout(records, holdout, seed=0)
     train_ex, counts = encode_records(tokenizer, train, max_seq_len=max_seq_len, fmt=fmt)
@@ -72,7 +72,7 @@ def train_command(args) -> None:
     cfg = replace(RUN_CONFIG, epochs=args.epochs, max_steps=args.max_steps, init_adapter=init or None, lr=args.lr)
     if args.exits:
         cfg = replace(cfg, exits=tuple(int(k) for k in args.exits.split(",")))
-    train, held, counts, fmt = load_examples(model_dir, args.data, args.holdout, cfg.max_seq_len)
+    train, held, counts, fmt = load_examples(model_dir, args.data, args.holdout, cfg.max_seq_len, args.layout)
     print(f"{len(train)} training episodes ({sum(len(e.input_ids) for e in train)} tokens, "
           f"{sum(e.n_target_tokens for e in train)} targets), {len(held)} held out; left out: {counts}",
           file=sys.stderr, flush=True)
@@ -353,6 +353,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--holdout", type=float, default=0.05)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--resume", action="store_true")
+    t.add_argument("--layout", choices=("episode", "delta"), default="episode",
+                   help="the multi-turn prompt layout (delta: each screen as its changes since the last)")
     lv = sub.add_parser("levers", help="measure training tokens/s of each lever")
     lv.add_argument("--model", default=DEFAULT_MODEL)
     lv.add_argument("--data", type=Path, nargs="+", required=True)

@@ -126,14 +126,18 @@ class ModelPolicy:
             ep.observations.pop()  # the last step gave no action: its screen is asked again
         ep.observations.append(observation_text(screen.elements, screen.app))
         n_ctx = getattr(self.engine, "n_ctx", None)
-        keep = None
         while True:
+            n = len(ep.observations)
+            keep = n - ep.first_kept if ep.first_kept else None
             text = self.prompt_format.episode_prompt(instruction, ep.observations, ep.actions, keep_screens=keep)
             tokens = ep.tokens_for(text, self.engine)
             ep.prompt_text = text
-            if not n_ctx or tokens is None or len(tokens) + self.max_tokens <= n_ctx or keep == 1:
+            if not n_ctx or tokens is None or len(tokens) + self.max_tokens <= n_ctx or ep.first_kept >= n - 1:
                 return tokens if tokens is not None else text
-            keep = len(ep.observations) - 1 if keep is None else keep - 1  # leave out the oldest screen
+            # The context is full: leave out the older half of the screens still shown, and keep
+            # that boundary until it fills again. Moving it one screen per step would rewrite the
+            # prompt from the first elided screen on at every step (no prefix left to reuse).
+            ep.first_kept = min(n - 1, ep.first_kept + max(1, (n - ep.first_kept) // 2))
 
     # -- one step -------------------------------------------------------------------------
 
@@ -224,6 +228,7 @@ class _Episode:
         self.observations: list[str] = []
         self.actions: list[str] = []
         self.prompt_text = ""  # the prompt of the current step, as text
+        self.first_kept = 0  # screens before this one are left out (a full context)
         self._text = ""  # the last prompt and the model's answer to it
         self._tokens: list[int] | None = None  # the same as the token ids the engine has seen
 

@@ -1,6 +1,6 @@
 """How a screen and a task are written for the model: the screen, the prompt layouts, the format.
 
-Two layouts, chosen by the model's ``PromptFormat`` (which a bundle records and a GGUF's chat
+Three layouts, chosen by the model's ``PromptFormat`` (which a bundle records and a GGUF's chat
 template implies):
 
 - ``step``: one self-contained prompt per step, ``build_prompt`` below (the previous action,
@@ -11,6 +11,9 @@ template implies):
   first and is never rewritten, so at each step only the last action's end-of-turn and the new
   screen are evaluated; the rest is in the KV cache (``ModelPolicy``). In training, one episode
   is one sequence with the loss on every action (converters.data).
+- ``delta``: the episode layout with each later screen written as its changes since the one
+  before (``screen_changes``) where most of it stayed: a shop list re-sent after "Add to cart"
+  costs one line, not thirty. Only a model trained in it reads it (``train_agent --layout delta``).
 
 The screen format is designed for a small model to learn (see converters/recipes/):
 - one line per UI element, ``[index] role "label"`` plus its state, so a label the
@@ -127,20 +130,59 @@ SYSTEM_TEXT = (
     "and its status."
 )
 ELIDED_SCREEN = "(earlier screen left out)"
-LAYOUTS = ("step", "episode")
+LAYOUTS = ("step", "episode", "delta")
+CHANGES_SUFFIX = ", changes:"
+UNCHANGED_SUFFIX = ": unchanged"
+GONE_PREFIX = "gone: "
+
+
+def _element_index(line: str) -> str:
+    return line.split("]", 1)[0] + "]"
+
+
+def screen_changes(previous: str, screen: str) -> str:
+    """``screen`` as the ``delta`` layout writes it after ``previous`` (both ``observation_text``).
+
+    On the same app, when at most half of the screen's lines are new, only what changed:
+    ``Screen (app), changes:``, the lines that are new or differ (each with its index, as in a
+    whole screen), then ``gone: [i] [j]`` for the indices no longer there; ``Screen (app):
+    unchanged`` when nothing changed. Else the whole screen. Every other line stands as it was in
+    the last screen, so a shop list re-sent after "Add to cart" costs one line instead of thirty.
+    """
+    head, *lines = screen.split("\n")
+    prev_head, *prev_lines = previous.split("\n")
+    if head != prev_head or not head.endswith(":"):
+        return screen
+    before = set(prev_lines)
+    new = [line for line in lines if line not in before]
+    present = {_element_index(line) for line in lines}
+    gone = [_element_index(line) for line in prev_lines if _element_index(line) not in present]
+    if len(new) + len(gone) > len(lines) // 2:
+        return screen
+    if not new and not gone:
+        return head[:-1] + UNCHANGED_SUFFIX
+    return "\n".join([head[:-1] + CHANGES_SUFFIX, *new, *([GONE_PREFIX + " ".join(gone)] if gone else [])])
 
 
 def episode_messages(instruction: str, observations: Sequence[str], actions: Sequence[str], *,
-                     system: str | None = SYSTEM_TEXT, keep_screens: int | None = None) -> list[dict[str, str]]:
+                     system: str | None = SYSTEM_TEXT, keep_screens: int | None = None,
+                     changes: bool = False) -> list[dict[str, str]]:
     """The conversation of one task: system, then per step the screen (the first with the task)
     and, where taken, the action. ``keep_screens`` keeps only that many of the latest screens
-    in full (the older ones become ``ELIDED_SCREEN``): the fallback for a context that is full."""
+    in full (the older ones become ``ELIDED_SCREEN``): the fallback for a context that is full.
+    ``changes`` (the ``delta`` layout) writes a screen as its changes since the one before
+    (``screen_changes``) where that one is shown; the first screen kept is always whole."""
     if len(actions) > len(observations):
         raise ValueError(f"{len(actions)} actions for {len(observations)} screens")
     msgs = [{"role": "system", "content": system}] if system else []
     first_kept = 0 if keep_screens is None else max(0, len(observations) - keep_screens)
     for i, obs in enumerate(observations):
-        screen = obs if i >= first_kept else ELIDED_SCREEN
+        if i < first_kept:
+            screen = ELIDED_SCREEN
+        elif changes and i > first_kept:
+            screen = screen_changes(observations[i - 1], obs)
+        else:
+            screen = obs
         msgs.append({"role": "user", "content": f"{TASK_PREFIX}{instruction}\n{screen}" if i == 0 else screen})
         if i < len(actions):
             msgs.append({"role": "assistant", "content": actions[i]})
@@ -168,7 +210,14 @@ class PromptFormat:
 
     @property
     def is_episode(self) -> bool:
-        return self.kind == "chat" and self.layout == "episode"
+        """A multi-turn layout (``episode`` or ``delta``), with prefix reuse across steps."""
+        return self.kind == "chat" and self.layout in ("episode", "delta")
+
+    def messages(self, instruction: str, observations: Sequence[str], actions: Sequence[str], *,
+                 keep_screens: int | None = None) -> list[dict[str, str]]:
+        """The conversation in this format's multi-turn layout (``episode_messages``)."""
+        return episode_messages(instruction, observations, actions, system=self.system, keep_screens=keep_screens,
+                                changes=self.layout == "delta")
 
     def render(self, messages: list[dict[str, str]], *, add_generation_prompt: bool) -> str:
         text = render_chat(self.chat_template or "", messages, add_generation_prompt=add_generation_prompt,
@@ -189,8 +238,8 @@ class PromptFormat:
     def episode_prompt(self, instruction: str, observations: Sequence[str], actions: Sequence[str], *,
                        keep_screens: int | None = None) -> str:
         """Everything before the next action, in the ``episode`` layout."""
-        msgs = episode_messages(instruction, observations, actions, system=self.system, keep_screens=keep_screens)
-        return self.render(msgs, add_generation_prompt=True)
+        return self.render(self.messages(instruction, observations, actions, keep_screens=keep_screens),
+                           add_generation_prompt=True)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind}

@@ -642,10 +642,23 @@ def test_convert_trains_an_episode_per_forward_pass_without_recomputation(tmp_pa
     monkeypatch.setattr(convert_mod, "convert", capture)
     data = tmp_path / "d.jsonl"
     data.write_text("")
-    for extra in ([], ["--layout", "step"], ["--grad-checkpointing", "--micro-batch-size", "2"]):
+    for extra in ([], ["--layout", "step"], ["--grad-checkpointing", "--micro-batch-size", "2"], ["--layout", "delta"]):
         result = CliRunner().invoke(app, ["convert", "builtin", "--data", str(data), "-o", str(tmp_path / "b"), *extra])
         assert result.exit_code == 2 and "captured" in result.output
-    episode, step, asked = seen
+    episode, step, asked, delta = seen
     assert (episode.micro_batch_size, episode.gradient_checkpointing) == (1, False)
     assert (step.micro_batch_size, step.batch_size) == (8, 8)
     assert (asked.micro_batch_size, asked.gradient_checkpointing) == (2, True)
+    assert delta.micro_batch_size == 1
+    result = CliRunner().invoke(app, ["convert", "builtin", "--data", str(data), "-o", str(tmp_path / "b"), "--layout", "zigzag"])
+    assert result.exit_code == 2 and "--layout 'zigzag'" in result.output and len(seen) == 4
+
+
+def test_a_shipped_agent_is_converted_in_the_layout_it_was_trained_in() -> None:
+    from converters.convert import ConvertError, source_layout
+    from edgeagent.agents import shipped_agent
+
+    assert source_layout("agent:smollm2") == shipped_agent("smollm2").prompt_format.layout
+    assert source_layout("smollm2-135m-instruct") == "episode"
+    with pytest.raises(ConvertError, match="nosuch"):
+        source_layout("agent:nosuch")
