@@ -105,11 +105,9 @@ def resolve_model(spec: str | os.PathLike) -> Path:
         except FileNotFoundError as e:
             raise ConvertError(str(e)) from None
     if str(spec).startswith("agent:"):
-        from edgeagent.agents import AgentUnavailable, shipped_agent
-
         try:
-            return hf_dir_from_gguf(shipped_agent(str(spec)[len("agent:"):]).gguf("f32"))
-        except (AgentUnavailable, ModelSourceError) as e:
+            return hf_dir_from_gguf(_shipped(spec).gguf("f32"))
+        except ModelSourceError as e:
             raise ConvertError(str(e)) from None
     try:
         path = resolve_source(spec)
@@ -121,15 +119,23 @@ def resolve_model(spec: str | os.PathLike) -> Path:
     return path
 
 
+def _shipped(spec: str | os.PathLike):
+    """The shipped agent ``agent:NAME`` names; ConvertError if it is missing or its card is bad."""
+    from edgeagent.agents import AgentUnavailable, shipped_agent
+
+    try:
+        return shipped_agent(str(spec)[len("agent:"):])
+    except AgentUnavailable as e:
+        raise ConvertError(str(e)) from None
+
+
 def source_layout(spec: str | os.PathLike) -> str:
     """The prompt layout a source was trained on: a shipped agent's own (``agent.json``), else
     ``episode`` (what the converter trains a chat model in by default)."""
     if str(spec).startswith("agent:"):
-        from edgeagent.agents import AgentUnavailable, shipped_agent
-
         try:
-            return shipped_agent(str(spec)[len("agent:"):]).prompt_format.layout
-        except (AgentUnavailable, ValueError) as e:
+            return _shipped(spec).prompt_format.layout
+        except ValueError as e:  # a bad prompt_format in its card
             raise ConvertError(str(e)) from None
     return "episode"
 

@@ -249,8 +249,15 @@ TWINS = (
     ("switch_missing_setting", "switch_setting"), ("brightness_out_of_range", "set_brightness"),
     ("alarm_bad_time", "add_alarm"),
 )
-for _missing, _twin in TWINS:
-    MORE_TRAIN.setdefault(_missing, MORE_TRAIN[_twin])
+
+
+def _word_twins(pool: dict[str, tuple[str, ...]]) -> None:
+    """Give each impossible template its feasible twin's wordings, unless ``pool`` words it."""
+    for missing, twin in TWINS:
+        pool.setdefault(missing, pool[twin])
+
+
+_word_twins(MORE_TRAIN)
 for _name, _more in MORE_TRAIN.items():
     TRAIN[_name] = TRAIN.get(_name, ()) + tuple(w for w in _more if w not in TRAIN.get(_name, ()))
 
@@ -297,8 +304,7 @@ PARAPHRASE: dict[str, tuple[str, ...]] = {
     "cart_total_question": ("What's the cart total?", "How much will my cart cost?"),
     "open_app": ("Open up {app}", "Go into the {app} app"),
 }
-for _missing, _twin in TWINS:
-    PARAPHRASE.setdefault(_missing, PARAPHRASE[_twin])
+_word_twins(PARAPHRASE)
 
 
 # A wider training pool (session 2026-12-03 sixth), for ``--phrasing broad`` only, so the
@@ -383,8 +389,7 @@ BROAD: dict[str, tuple[str, ...]] = {
     "open_app": ("Can you open {app}?", "Go and open {app}", "App: {app}", "I'll use {app}, open it",
                  "Get {app} up on the screen"),
 }
-for _missing, _twin in TWINS:
-    BROAD.setdefault(_missing, BROAD[_twin])
+_word_twins(BROAD)
 
 
 def _lower_first(s: str) -> str:

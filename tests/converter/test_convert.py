@@ -655,10 +655,11 @@ def test_convert_trains_an_episode_per_forward_pass_without_recomputation(tmp_pa
 
 
 def test_a_shipped_agent_is_converted_in_the_layout_it_was_trained_in() -> None:
-    from converters.convert import ConvertError, source_layout
+    from converters.convert import ConvertError, resolve_model, source_layout
     from edgeagent.agents import shipped_agent
 
     assert source_layout("agent:smollm2") == shipped_agent("smollm2").prompt_format.layout
     assert source_layout("smollm2-135m-instruct") == "episode"
-    with pytest.raises(ConvertError, match="nosuch"):
-        source_layout("agent:nosuch")
+    for call in (source_layout, resolve_model):
+        with pytest.raises(ConvertError, match="nosuch"):
+            call("agent:nosuch")
