@@ -164,15 +164,28 @@ def _brightness(s: Seen) -> int:
     return int("".join(ch for ch in text if ch.isdigit()) or 0)
 
 
-@skill("set_brightness")
+@skill("set_brightness", "brightness_out_of_range")
 def _set_brightness(p, s, h):
-    step = _display_page(s)
-    if step:
-        return step
-    current = _brightness(s)
-    if current == p["level"]:
-        return done()
-    button = s.find("Brightness up" if current < p["level"] else "Brightness down")
+    # Open the level's editor, type the level and press Set: the same steps for a level the
+    # phone takes and for one past 100 %, which the editor refuses with an error read off the
+    # screen, as for a bad alarm time. (Refused from the request alone at step 0, the SmolLM2
+    # agent learnt that "Set the screen brightness to N%" means infeasible for every N.)
+    if s.text_of("error") is not None:
+        return infeasible()
+    level_field = s.field("Level (0-100)")
+    if level_field is None:  # not in the editor
+        step = _display_page(s)
+        if step:
+            return step
+        if _brightness(s) == p["level"]:
+            return done()
+        value = s.by_id("brightness_value")
+        assert value
+        return tap(value[0])
+    if level_field.text != str(p["level"]):
+        # "70%", a word of the request (a copying model types words); the digits-only field keeps "70"
+        return type_into(level_field, f"{p['level']}%")
+    button = s.find("Set", clickable=True)
     assert button is not None
     return tap(button)
 
@@ -592,16 +605,6 @@ def _not_in_settings(p, s, h):
     return step if step else infeasible()
 
 
-@skill("brightness_out_of_range")
-def _brightness_out_of_range(p, s, h):
-    # A level past 100 % is impossible on any phone: the request alone decides it, so it is
-    # answered before Settings opens (DECIDED_BY_REQUEST). Answered on the Display page, it
-    # taught a small model that the page itself means "infeasible": the SmolLM2 agent gave up
-    # on "Set the screen brightness to 70%" there (2 of its 4 brightness failures on 120
-    # validation tasks).
-    return infeasible()
-
-
 @skill("alarm_bad_time")
 def _bad_time(p, s, h):
     # Try the time on the picker and answer from the error it shows, as a person would: the
@@ -635,11 +638,6 @@ def _open_missing_app(p, s, h):
     return infeasible()  # the home screen lists every app, and it is not among them
 
 
-# Impossible requests whose own words make them impossible, whatever any screen shows: the
-# expert answers them where it stands, without opening the app (a person would say so at once).
-DECIDED_BY_REQUEST = frozenset({"brightness_out_of_range"})
-
-
 def expert_action(task: TaskSpec | dict[str, Any], screen: Screen, history: Sequence[Action]) -> Action:
     """The expert's next action for ``task`` on ``screen`` after ``history`` (the actions so far)."""
     spec = task if isinstance(task, TaskSpec) else TaskSpec.from_dict(task)
@@ -647,6 +645,6 @@ def expert_action(task: TaskSpec | dict[str, Any], screen: Screen, history: Sequ
         raise ValueError(f"the expert has no skill for template {spec.template!r}")
     seen = Seen(screen)
     package = PACKAGES.get(spec.app)
-    if package is not None and seen.package != package and spec.template not in DECIDED_BY_REQUEST:
+    if package is not None and seen.package != package:
         return Action(action="open_app", app=spec.app)
     return SKILLS[spec.template](spec.params, seen, history)

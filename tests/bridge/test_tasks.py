@@ -428,18 +428,47 @@ def test_a_bad_alarm_time_is_refused_by_the_picker_before_the_expert_gives_up() 
         assert ":".join(typed) == task.params["time"]  # the time as asked, hour then minute
 
 
-def test_an_out_of_range_brightness_is_refused_from_the_request_before_any_settings_page() -> None:
-    """Every feasible brightness task passes the Display page: answered there, an out-of-range
-    level taught a small model that the page itself means "infeasible" (the SmolLM2 agent gave
-    up on 70 % and 20 % there). The expert answers it from the request, on the first screen."""
+def test_a_brightness_past_100_is_refused_by_the_level_editor_after_the_same_steps_as_a_feasible_one() -> None:
+    """Refused from the request alone at step 0, an out-of-range level taught the SmolLM2 agent
+    that "Set the screen brightness to N%" means infeasible for every N. The expert now takes
+    the feasible task's steps (Display, the level's editor, the level typed, Set) and answers
+    from the editor's error; the phone's settings stay as they were."""
+    def actions(result):
+        return [(s.action["action"], s.action.get("element")) for s in result.trace]
+
     for task in generate_tasks(10, seed=6, templates=["brightness_out_of_range"]):
         phone = EmulatedPhone()
-        result = run_episode(phone, task, expert_action, 30)
+        result = run_episode(phone, task, expert_action, 30)  # success: the settings unchanged
         assert result.success and result.final.status == "infeasible", task.instruction
-        assert len(result.trace) == 1 and "launcher" in result.trace[0].observation, task.instruction
-    for task in generate_tasks(10, seed=6, templates=["set_brightness"]):  # feasible ones still pass Display
-        result = run_episode(EmulatedPhone(), task, expert_action, 30)
-        assert result.success and any("Brightness:" in s.observation for s in result.trace)
+        assert "Enter a level from 0 to 100" in result.trace[-1].observation
+        typed = [s.action["text"] for s in result.trace if s.action["action"] == "type"]
+        assert typed == [f"{task.params['level']}%"]
+        steps = [a for a, _ in actions(result)]
+        assert steps == ["open_app", "tap", "tap", "type", "tap", "done"]
+    for task in generate_tasks(10, seed=6, templates=["set_brightness"]):
+        phone = EmulatedPhone()
+        result = run_episode(phone, task, expert_action, 30)
+        assert result.success and result.final.status == "complete", task.instruction
+        assert [a for a, _ in actions(result)] == ["open_app", "tap", "tap", "type", "tap", "done"]
+        assert phone.world.settings.brightness == task.params["level"]
+
+
+def test_the_level_editor_refuses_what_is_not_a_level_and_takes_0_and_100() -> None:
+    from android_bridge.emulator.apps.settings import SettingsApp
+
+    phone = EmulatedPhone()
+    settings = SettingsApp(phone)
+    settings.go("display")
+    settings.go("brightness")
+    for typed, ok in (("101", False), ("", False), ("0", True), ("100", True)):
+        settings.top.fields["brightness_level"] = typed
+        settings.top.notice = ""
+        settings._set_typed_brightness()
+        if ok:
+            assert phone.world.settings.brightness == int(typed) and settings.top.name == "display"
+            settings.go("brightness")
+        else:
+            assert settings.top.notice == "Enter a level from 0 to 100" and settings.top.name == "brightness"
 
 
 # First words of the command wordings that are imperative verbs; a new wording opening with a

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from android_bridge.emulator.apps.base import App
-from android_bridge.emulator.widgets import IconButton, ListItem, Page, Row, Slider, Switch, Text
+from android_bridge.emulator.widgets import Button, IconButton, ListItem, Page, Row, Slider, Switch, Text, View
 
 BRIGHTNESS_STEP = 10
+DIGITS = "0123456789"
 
 
 class SettingsApp(App):
@@ -35,7 +36,9 @@ class SettingsApp(App):
             on_up=self.up,
             body=[
                 Switch(text="Dark mode", is_on=s.dark_mode, on_tap=self._toggle_dark_mode, rid="dark_mode"),
-                Text(text=f"Brightness: {s.brightness}%", rid="brightness_value", height=40),
+                # Tapping the level opens a page to type one, as a preference row opens its editor.
+                Text(text=f"Brightness: {s.brightness}%", rid="brightness_value", height=40,
+                     on_tap=lambda: self.go("brightness")),
                 Row(items=[
                     IconButton(desc="Brightness down", icon="minus", on_tap=lambda: self._set_brightness(s.brightness - BRIGHTNESS_STEP),
                                rid="brightness_down"),
@@ -45,6 +48,18 @@ class SettingsApp(App):
                 ]),
             ],
         )
+
+    def page_brightness(self) -> Page:
+        """A level typed in. The page refuses one past 100 %, so an agent reads the refusal off
+        the screen rather than judging the number from the request alone."""
+        body: list[View] = [
+            Text(text=f"Brightness: {self.world.settings.brightness}%", rid="brightness_value", height=40),
+            self.field("brightness_level", "Level (0-100)", allowed=DIGITS, max_len=3),
+        ]
+        if self.top.notice:
+            body.append(Text(text=self.top.notice, style="error", rid="error"))
+        body.append(Button(text="Set", on_tap=self._set_typed_brightness, rid="set_brightness"))
+        return Page(title="Brightness level", on_up=self.up, body=body)
 
     def page_about(self) -> Page:
         s = self.world.settings
@@ -78,3 +93,11 @@ class SettingsApp(App):
 
     def _set_brightness(self, value: int) -> None:
         self.world.settings.brightness = min(100, max(0, value))
+
+    def _set_typed_brightness(self) -> None:
+        typed = self.value("brightness_level")
+        if not typed.isdigit() or int(typed) > 100:
+            self.top.notice = "Enter a level from 0 to 100"
+            return
+        self._set_brightness(int(typed))
+        self.up()
