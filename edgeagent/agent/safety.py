@@ -397,20 +397,42 @@ def order_lines(screen: Screen) -> list[tuple[str, int]]:
     return found
 
 
+_COUNT_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+                "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12}
+# Words before an item that leave its count open ("the Oranges in my cart", "some Apples").
+_OPEN_COUNT = frozenset({"the", "my", "your", "our", "this", "that", "these", "those", "some", "few", "several",
+                         "all", "more", "extra", "any", "many", "lots", "of", "couple", "pair", "dozen", "enough"})
+
+
+def asked_count(name: str, instruction_words: str) -> int | None:
+    """How many of ``name`` (normalized) the instruction (normalized, space-padded) asks for: the
+    number or number word before it ("2 Butter", "two Butter", "a Butter"), 1 when it is named
+    bare ("Buy Pasta", "get me Pasta and pay for it"), None when the words leave it open ("the
+    Oranges in my cart", "some Apples") or it is not named."""
+    before = re.findall(rf"(?<= )(\S+) {re.escape(name)} ", instruction_words)
+    if not before and not instruction_words.startswith(f" {name} "):
+        return None
+    counts = [int(w) if w.isdigit() else _COUNT_WORDS.get(w) for w in before]
+    if any(c is not None for c in counts):
+        return next(c for c in counts if c is not None)
+    return None if any(w in _OPEN_COUNT for w in before) else 1
+
+
 def order_not_asked(screen: Screen, instruction_words: str) -> str | None:
     """What of the order on ``screen`` the instruction (normalized, space-padded) does not ask
-    for: an item it does not name, or another quantity than the number it puts before it
-    ("Buy 2 Butter" with 1 Butter in the cart); None when the order matches or none is shown.
-    An instruction that names no item of the order ("Check out my cart") takes the cart as it is."""
+    for: an item it does not name, or another quantity than it asks for (``asked_count``: "Buy
+    2 Butter" or "Buy Butter" with 4 Butter in the cart); None when the order matches or none is
+    shown. An instruction that names no item of the order ("Check out my cart") takes the cart as
+    it is."""
     lines = order_lines(screen)
     named = [f" {normalize(item)} " in instruction_words for item, _ in lines]
     for (item, qty), is_named in zip(lines, named):
         name = normalize(item)
         if not is_named and any(named):
             return f"the order holds {item}, which the task does not name"
-        said = re.search(rf" (\d+) {re.escape(name)} ", instruction_words)
-        if said and int(said.group(1)) != qty:
-            return f"the order holds {qty} {item}, the task asks for {said.group(1)}"
+        asked = asked_count(name, instruction_words) if is_named else None
+        if asked is not None and asked != qty:
+            return f"the order holds {qty} {item}, the task asks for {asked}"
     if lines:  # "Buy 2 Butter and 1 Tea" with no Butter in the order
         first_words = {normalize(item).split()[0] for item, _ in lines if normalize(item)}
         for count, word in re.findall(r" (\d+) (\w+)(?= )", instruction_words):

@@ -157,6 +157,28 @@ def test_allow_stops_a_checkout_of_another_order_than_the_one_asked_for() -> Non
     assert asked.status != "denied" and any(s.sensitive and s.allowed for s in asked.steps), asked.to_dict()
 
 
+def test_allow_reads_an_item_named_without_a_number_as_one_of_it() -> None:
+    """The SmolLM2 agent added Pasta four times for "I'd like you to get me Pasta and pay for it"
+    and the gate let the payment through: a named item had its count checked only after a
+    digit. A bare name, "a" or a number word fixes the count; "the", "my", "some" leave it open."""
+    from edgeagent.agent.safety import asked_count, normalize
+
+    def count(instruction: str, item: str) -> int | None:
+        return asked_count(normalize(item), f" {normalize(instruction)} ")
+
+    assert count("I'd like you to get me Pasta and pay for it", "Pasta") == 1
+    assert count("Pasta, then check out", "Pasta") == 1
+    assert count("buy two Tea and a Milk", "Tea") == 2 and count("buy two Tea and a Milk", "Milk") == 1
+    assert count("Buy 3 Olive oil", "Olive oil") == 3
+    assert count("Check out my cart with the Oranges", "Oranges") is None
+    assert count("Buy some Apples", "Apples") is None and count("Buy Tea", "Coffee") is None
+    # The remove_from_cart setup holds 1 Oranges and 1 Tea: a bare name asks for that one.
+    two, paid = _run_in_shop("Buy Oranges and two Tea", ConfirmationGate.for_policy("allow"), "Cart", "Checkout", "Pay*")
+    assert two.status == "denied" and paid == 0 and "asks for 2" in two.steps[-1].sensitive, two.to_dict()
+    bare, _ = _run_in_shop("get me Oranges and Tea and pay", ConfirmationGate.for_policy("allow"), "Cart", "Checkout")
+    assert bare.status != "denied" and any(s.sensitive and s.allowed for s in bare.steps), bare.to_dict()
+
+
 @pytest.mark.parametrize("label, thing", [
     ("Remove Coffee", "coffee"), ("Remove Ana Lee", "ana lee"), ("Delete", None), ("Clear Chat", None),
     ("Delete alarm 13:45", None), ("Delete for everyone", None), ("Remove from cart", None), ("Pay $3.00", None),
