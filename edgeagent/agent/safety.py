@@ -287,7 +287,7 @@ REQUEST_VERBS: dict[str, str] = {
     **dict.fromkeys(("send", "text", "message", "msg", "reply", "respond", "answer", "tell", "ping", "dm",
                      "email", "sms", "post", "forward"), "message"),
     **dict.fromkeys(("delete", "remove", "erase", "clear", "trash", "discard", "wipe", "cancel", "empty",
-                     "reset", "uninstall"), "deletion"),
+                     "reset", "uninstall", "purge", "kill"), "deletion"),
     **dict.fromkeys(("call", "ring", "dial", "phone", "redial", "facetime"), "call"),
     **dict.fromkeys(("install", "download", "reinstall"), "install"),
 }
@@ -309,12 +309,29 @@ REQUEST_PHRASES: dict[str, tuple[tuple[frozenset[str], str], ...]] = {
             (frozenset({"shop", "store"}), "payment")),
     "pick": ((frozenset({"shop", "store"}), "payment"),),
     "throw": ((frozenset({"away", "out"}), "deletion"),),
+    "complete": ((frozenset({"order", "purchase", "checkout", "payment"}), "payment"),),
+    "finish": ((frozenset({"order", "purchase", "checkout", "payment"}), "payment"),),
 }
+# Requests without a leading verb: "a call to Ivan, please", "a message to Ana: ...", "my
+# answer to Carol is ...": the clause opens with one of these nouns and "to".
+REQUEST_NOUNS: dict[str, str] = {
+    **dict.fromkeys(("message", "text", "note", "answer", "reply", "response", "email"), "message"),
+    **dict.fromkeys(("call", "ring"), "call"),
+}
+# "the contact should be removed", "can the 5:00 alarm be deleted?": a passive request.
+PASSIVE_REQUESTS: dict[str, str] = {
+    **dict.fromkeys(("removed", "deleted", "erased", "cleared", "trashed", "wiped", "purged", "discarded"), "deletion"),
+    **dict.fromkeys(("bought", "purchased", "ordered", "paid"), "payment"),
+    **dict.fromkeys(("sent", "messaged", "texted"), "message"),
+}
+# Words after which what follows is a name ("label: Call mom", "labelled Call mom").
+NAMING_WORDS = frozenset({"label", "labelled", "labeled", "named", "called", "titled", "name", "title"})
+PASSIVE_MODALS = frozenset({"should", "can", "could", "must", "need", "needs", "has", "have", "to"})
 # Words before the verb of a request: politeness, "could you", "I'd like to", "go ahead and".
 REQUEST_LEAD_INS = frozenset({
     "please", "pls", "kindly", "can", "could", "would", "will", "you", "i", "d", "id", "want", "wanna", "like",
     "need", "to", "go", "ahead", "and", "then", "also", "just", "now", "quickly", "hey", "hi", "ok", "okay",
-    "so", "help", "me", "let", "s", "lets", "try", "for", "us", "we", "quick",
+    "so", "help", "me", "let", "s", "lets", "try", "for", "us", "we", "quick", "time",
 })
 # "Tell me the total" asks the agent to answer, not to message anyone; "call it Gym" names.
 NOT_A_REQUEST = {"tell": frozenset({"me", "us"}), "call": frozenset({"it", "this", "that", "them"})}
@@ -323,6 +340,12 @@ UNWANTED = (("don", "t", "need"), ("don", "t", "want"), ("do", "not", "need"), (
             ("no", "longer", "need"), ("no", "longer", "want"))
 _QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”|'[^']*'(?!\w)|‘[^’]*’")
 _CLAUSE = re.compile(r"[,;.!?:]|\b(?:and|then|but)\b", re.IGNORECASE)
+
+
+def _before_a_name(ws: list[str]) -> list[str]:
+    """The words before a naming word ("make an alarm labelled Call mom" → "make an alarm")."""
+    cut = next((k for k, w in enumerate(ws) if w in NAMING_WORDS), len(ws))
+    return ws[:cut]
 
 
 def requested_deeds(instruction: str) -> frozenset[str]:
@@ -339,12 +362,27 @@ def requested_deeds(instruction: str) -> frozenset[str]:
         i = 0
         while i < len(ws) and ws[i] in REQUEST_LEAD_INS and ws[i] not in REQUEST_VERBS and ws[i] not in REQUEST_PHRASES:
             i += 1
-        if i == len(ws):
-            continue
+        for k in range(1, len(ws) - 1):
+            before = set(ws[:k]).union(*clauses[:n])  # "can the 5:00 alarm be removed" spans two clauses
+            if not PASSIVE_MODALS & before:
+                continue
+            if ws[k] == "be" and ws[k + 1] in PASSIVE_REQUESTS:
+                deeds.add(PASSIVE_REQUESTS[ws[k + 1]])
+            elif ws[k] == "come" and ws[k + 1] in ("out", "off"):  # "the Milk should come out of my cart"
+                deeds.add("deletion")
+        if i == len(ws) or (n > 0 and clauses[n - 1][-1:] and clauses[n - 1][-1] in NAMING_WORDS):
+            continue  # "label: Call mom" names an alarm; it asks for no call
         head = ws[i]
+        if head == "phone" and i + 1 < len(ws) and ws[i + 1].isdigit():
+            continue  # "phone +1 718 555 8964": a number given, not a call asked for
+        if head in ("a", "an", "my") and i + 2 < len(ws) and ws[i + 1] in REQUEST_NOUNS and ws[i + 2] == "to":
+            deeds.add(REQUEST_NOUNS[ws[i + 1]])
+        if head == "get" and _has_phrase(ws[i + 1:], ("on", "the", "phone")):  # "get Ana on the phone"
+            deeds.add("call")
         if head in REQUEST_VERBS and not (i + 1 < len(ws) and ws[i + 1] in NOT_A_REQUEST.get(head, ())):
             deeds.add(REQUEST_VERBS[head])
-        rest = set(ws[i + 1:]).union(*clauses[n + 1:])  # "get me 2 X and 2 Y from the shop"
+        # "get me 2 X and 2 Y from the shop": the later clauses count, up to a name
+        rest = set(_before_a_name(ws[i + 1:] + [w for later in clauses[n + 1:] for w in later]))
         for after, kind in REQUEST_PHRASES.get(head, ()):
             if after & rest:
                 deeds.add(kind)

@@ -36,12 +36,27 @@ IMPOSSIBLE_DEEDS = {"buy_missing_product", "call_missing_contact", "delete_missi
     ("Write a note \"Ideas\" with \"stamps\" in it", set()),
     ("Turn on Wi-Fi", set()),
     ("", set()),
+    ("purge Vera Singh from my contacts asap", {"deletion"}),
+    ("Hmm, can the 5:00 alarm be removed?", {"deletion"}),  # a passive request
+    ("It will be sent tomorrow", set()),  # a passive statement
+    ("Get 1 Tea and 2 Milk and complete the order", {"payment"}),
+    ("Right, a message to Ana Lee: \"on my way\"", {"message"}),
+    ("My answer to Carol Evans is \"the train is delayed\"", {"message"}),
+    ("Tell me what my answer to Ana was", set()),
+    ("a call to Ivan Garcia, please", {"call"}),
+    ("Would you get Elena Collins on the phone?", {"call"}),
+    ("Get me Ana's phone number", set()),
+    ("Time to ring up Carol Chen", {"call"}),
+    ("The Milk should come out of my cart", {"deletion"}),
+    ("make an alarm for 7:00 labelled Call mom", set()),  # a label names, it asks for no call
+    ("alarm: 20:55, label: Call mom asap", set()),
+    ("make a new contact Ana Lee, phone +1 718 555 1234", set()),  # a number given, not a call
 ])
 def test_the_deeds_an_instruction_asks_for(text, deeds) -> None:
     assert requested_deeds(text) == deeds
 
 
-@pytest.mark.parametrize("phrasing", ["template", "train", "val", "heldout"])
+@pytest.mark.parametrize("phrasing", ["template", "train", "broad", "val", "paraphrase", "heldout"])
 def test_every_wording_of_every_template_asks_for_what_its_expert_does(phrasing) -> None:
     """On 300 generated tasks of each phrasing pool: every deed the expert's solution takes is
     one the instruction asks for (a miss would deny a legitimate step), and no task asks for
@@ -58,7 +73,7 @@ def test_every_wording_of_every_template_asks_for_what_its_expert_does(phrasing)
     assert not extra, extra[:5]
 
 
-@pytest.mark.parametrize("phrasing", ["template", "heldout"])
+@pytest.mark.parametrize("phrasing", ["template", "broad", "paraphrase", "heldout"])
 def test_the_scoped_gate_never_stops_the_expert(phrasing) -> None:
     """Every generated task's expert solution succeeds under ``--sensitive allow``: the scope
     (deeds and named times) never refuses a step the user asked for."""
