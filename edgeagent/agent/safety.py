@@ -362,9 +362,9 @@ def requested_deeds(instruction: str) -> frozenset[str]:
         i = 0
         while i < len(ws) and ws[i] in REQUEST_LEAD_INS and ws[i] not in REQUEST_VERBS and ws[i] not in REQUEST_PHRASES:
             i += 1
+        earlier = set().union(*clauses[:n])  # "can the 5:00 alarm be removed" spans two clauses
         for k in range(1, len(ws) - 1):
-            before = set(ws[:k]).union(*clauses[:n])  # "can the 5:00 alarm be removed" spans two clauses
-            if not PASSIVE_MODALS & before:
+            if not PASSIVE_MODALS & (earlier | set(ws[:k])):
                 continue
             if ws[k] == "be" and ws[k + 1] in PASSIVE_REQUESTS:
                 deeds.add(PASSIVE_REQUESTS[ws[k + 1]])
