@@ -481,7 +481,7 @@ def order_not_asked(screen: Screen, instruction_words: str) -> str | None:
 
 # Capitalized words that are not part of a name the instruction gives ("Hey, Message Ana").
 _NOT_NAME_WORDS = frozenset({"hey", "hi", "hello", "ok", "okay", "quick", "one", "thanks", "thank", "please", "pls",
-                             "sms", "dm", "asap"})
+                             "sms", "dm", "asap", "i d", "i m", "i ll", "i ve"})  # "I'd like you to …"
 _WORD = re.compile(r"[^\W\d_][\w'’.-]*")
 
 

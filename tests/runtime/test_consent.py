@@ -267,6 +267,8 @@ def test_allow_stops_a_call_on_another_contacts_page() -> None:
     ("Call Ana's phone", ["ana"]),
     ("Umar Cook needs to know \"x\"", ["umar cook"]),
     ("call my mom", []),
+    ("I'd like you to get back to Chloe Lopez with \"just landed\"", ["chloe lopez"]),  # "I'd" is no name
+    ("I'm texting Bob Green", ["bob green"]),
 ])
 def test_the_names_an_instruction_gives(text, names) -> None:
     assert named_people(text) == names
