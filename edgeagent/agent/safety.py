@@ -450,9 +450,10 @@ def asked_count(name: str, instruction_words: str) -> int | None:
     before = re.findall(rf"(?<= )(\S+) {re.escape(name)} ", instruction_words)
     if not before and not instruction_words.startswith(f" {name} "):
         return None
-    counts = [int(w) if w.isdigit() else _COUNT_WORDS.get(w) for w in before]
-    if any(c is not None for c in counts):
-        return next(c for c in counts if c is not None)
+    counts = (int(w) if w.isdigit() else _COUNT_WORDS.get(w) for w in before)
+    given = next((c for c in counts if c is not None), None)
+    if given is not None:
+        return given
     return None if any(w in _OPEN_COUNT for w in before) else 1
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import string
+
 from android_bridge.emulator.apps.base import App
 from android_bridge.emulator.widgets import Button, IconButton, ListItem, Page, Row, Slider, Switch, Text, View
 
 BRIGHTNESS_STEP = 10
-DIGITS = "0123456789"
 
 
 class SettingsApp(App):
@@ -54,7 +55,7 @@ class SettingsApp(App):
         the screen rather than judging the number from the request alone."""
         body: list[View] = [
             Text(text=f"Brightness: {self.world.settings.brightness}%", rid="brightness_value", height=40),
-            self.field("brightness_level", "Level (0-100)", allowed=DIGITS, max_len=3),
+            self.field("brightness_level", "Level (0-100)", allowed=string.digits, max_len=3),
         ]
         if self.top.notice:
             body.append(Text(text=self.top.notice, style="error", rid="error"))
