@@ -278,35 +278,47 @@ EVALUATIONS = {
 
 
 def demo_command(agent: str, options: list[str], n: int, seed: int, threads: int, templates: str = "all") -> list[str]:
-    """The ``edgeagent demo`` command of one evaluation (a later option overrides an earlier one;
-    ``--templates`` accumulates, so it is given once: the evaluation's own, else ``templates``;
+    """The ``edgeagent demo`` command of one evaluation (``--n``, ``--seed`` and ``--templates``
+    given once: the evaluation's own, else the arguments; ``--templates`` accumulates in demo;
     ``default`` is demo's own set: 39 templates, 35 once Notes is held out, 4 of them requests
     for a missing alarm, contact or product)."""
     templates = [] if "--templates" in options or templates == "default" else ["--templates", templates]
-    return ["edgeagent", "demo", "--agent", agent, "--n", str(n), "--seed", str(seed), *templates,
+    counts = [*(["--n", str(n)] if "--n" not in options else []), *(["--seed", str(seed)] if "--seed" not in options else [])]
+    return ["edgeagent", "demo", "--agent", agent, *counts, *templates,
             "--exclude-app", "Notes", "--threads", str(threads), "--sensitive", "allow", "--json", *options]
 
 
-def evaluate_command(args) -> None:
-    """Every test figure of an agent, each an ``edgeagent demo`` run whose JSON is kept in
-    ``--out`` (a rerun reuses it), ``--jobs`` at a time on one llama.cpp thread each; then one
-    table of what they printed."""
+# The validation figures checkpoints are chosen on (seeds 2000-2007; never the test seed 1000 or
+# the held-out phrasings): template wording on demo's default set, the training wordings restyled
+# (``val``) on every template, and the paraphrase pool no training example uses.
+VALIDATIONS = {
+    **{f"template-{s}": ["--phrasing", "template", "--quant", "q8_0", "--seed", str(s), "--n", "60"]
+       for s in (2004, 2005)},
+    **{f"val-{s}": ["--phrasing", "val", "--quant", "q8_0", "--templates", "all", "--seed", str(s), "--n", "40"]
+       for s in (2000, 2001, 2002, 2003)},
+    **{f"paraphrase-{s}": ["--phrasing", "paraphrase", "--quant", "q8_0", "--seed", str(s), "--n", "60"]
+       for s in (2006, 2007)},
+}
+
+
+def run_demos(agent: str, table: dict[str, list[str]], names: list[str], out: Path, *, jobs: int, n: int,
+              seed: int, threads: int, templates: str) -> list[dict]:
+    """Run ``edgeagent demo`` for each named row of ``table``, ``jobs`` at a time, keeping each
+    JSON in ``out`` (a rerun reuses it); return the rows' summaries in order."""
     import subprocess
     import time
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    names = args.only.split(",") if args.only else list(EVALUATIONS)
-    unknown = [n for n in names if n not in EVALUATIONS]
+    unknown = [name for name in names if name not in table]
     if unknown:
-        print(f"error: --only: unknown evaluation {unknown[0]!r}; known: {', '.join(EVALUATIONS)}", file=sys.stderr)
+        print(f"error: --only: unknown evaluation {unknown[0]!r}; known: {', '.join(table)}", file=sys.stderr)
         raise SystemExit(2)
-    pending = [n for n in names if not (out / f"{n}.json").is_file()]
+    pending = [name for name in names if not (out / f"{name}.json").is_file()]
     running: dict[str, tuple[subprocess.Popen, Path]] = {}
     while pending or running:
-        while pending and len(running) < args.jobs:
+        while pending and len(running) < jobs:
             name = pending.pop(0)
-            cmd = demo_command(args.agent, EVALUATIONS[name], args.n, args.seed, args.threads, args.templates)
+            cmd = demo_command(agent, table[name], n, seed, threads, templates)
             (out / f"{name}.cmd").write_text(" ".join(cmd) + "\n")
             partial = out / f".{name}.json.part"
             # stderr to a file, not a pipe nobody reads while the run lasts (a full pipe would stall it)
@@ -321,8 +333,46 @@ def evaluate_command(args) -> None:
                 raise SystemExit(f"{name}: edgeagent demo failed: {(out / f'{name}.err').read_text().strip()[-400:]}")
             partial.replace(out / f"{name}.json")
         time.sleep(1)
-    rows = [evaluation_row(n, json.loads((out / f"{n}.json").read_text())) for n in names]
+    return [evaluation_row(name, json.loads((out / f"{name}.json").read_text())) for name in names]
+
+
+def evaluate_command(args) -> None:
+    """Every test figure of an agent, each an ``edgeagent demo`` run whose JSON is kept in
+    ``--out`` (a rerun reuses it), ``--jobs`` at a time on one llama.cpp thread each; then one
+    table of what they printed."""
+    names = args.only.split(",") if args.only else list(EVALUATIONS)
+    rows = run_demos(args.agent, EVALUATIONS, names, Path(args.out), jobs=args.jobs, n=args.n, seed=args.seed,
+                     threads=args.threads, templates=args.templates)
     print(json.dumps({"agent": args.agent, "seed": args.seed, "rows": rows}, indent=2))
+
+
+def validate_command(args) -> None:
+    """The validation figures of one checkpoint (``--run R --step N``, exported to
+    R/evals/step-N first) or of an agent (``--agent``): each row an ``edgeagent demo`` run kept
+    in ``--out``, then each wording's success over its tasks."""
+    if (args.run is None) == (args.agent is None):
+        print("error: give --run with --step, or --agent", file=sys.stderr)
+        raise SystemExit(2)
+    agent = args.agent
+    if args.run is not None:
+        agent_dir = Path(args.run) / "evals" / f"step-{args.step}"
+        if not (agent_dir / "delta.safetensors").is_file():
+            export_command(argparse.Namespace(run=Path(args.run), step=args.step, out=agent_dir))
+        agent = str(agent_dir)
+    if args.out is None and not Path(agent).is_dir():
+        print(f"error: --out: give a folder for the runs of agent {agent!r}", file=sys.stderr)
+        raise SystemExit(2)
+    out = Path(args.out) if args.out else Path(agent) / "validation"
+    names = args.only.split(",") if args.only else list(VALIDATIONS)
+    rows = run_demos(agent, VALIDATIONS, names, out, jobs=args.jobs, n=60, seed=2000, threads=args.threads,
+                     templates="default")
+    wordings: dict[str, list[int]] = {}
+    for row in rows:
+        solved_total = wordings.setdefault(row["evaluation"].split("-")[0], [0, 0])
+        solved_total[0] += round(row["success_rate"] * row["tasks"])
+        solved_total[1] += row["tasks"]
+    mean = {w: round(s / t, 4) for w, (s, t) in wordings.items()}
+    print(json.dumps({"agent": agent, "rows": rows, "success": mean}, indent=2))
 
 
 def evaluation_row(name: str, d: dict) -> dict:
@@ -382,6 +432,14 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--seed", type=int, default=1000)
     ev.add_argument("--threads", type=int, default=1)
     ev.add_argument("--jobs", type=int, default=2)
+    va = sub.add_parser("validate", help="the validation figures checkpoints are chosen on (seeds 2000-2007)")
+    va.add_argument("--run", type=Path, default=None, help="a training run (with --step)")
+    va.add_argument("--step", type=int, default=0)
+    va.add_argument("--agent", default=None, help="a shipped agent's name or an agent directory")
+    va.add_argument("--out", type=Path, default=None, help="where each demo's JSON is kept (default: AGENT/validation)")
+    va.add_argument("--only", default="", help=f"a comma list of: {', '.join(VALIDATIONS)}")
+    va.add_argument("--threads", type=int, default=1)
+    va.add_argument("--jobs", type=int, default=2)
     sel = sub.add_parser("select", help="task success of checkpoints on validation seeds and phrasings")
     sel.add_argument("--run", type=Path, required=True)
     sel.add_argument("--steps", default="", help="comma list (default: every kept adapter)")
@@ -392,7 +450,8 @@ def main(argv: list[str] | None = None) -> None:
     sel.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     {"train": train_command, "levers": levers_command, "export": export_command, "add-exits": add_exits_command,
-     "select": select_command, "evaluate": evaluate_command}[args.command](args)
+     "select": select_command, "evaluate": evaluate_command,
+     "validate": validate_command}[args.command](args)
 
 
 if __name__ == "__main__":

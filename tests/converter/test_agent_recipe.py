@@ -78,3 +78,34 @@ def test_add_exits_puts_lens_exits_into_an_agents_delta_and_card(tmp_path) -> No
     (heads / "exit_heads.json").write_text(json.dumps({"kind": "dedicated", "exits": [2, 3]}))
     with pytest.raises(SystemExit, match="only lens exits are small enough"):
         main(["add-exits", "--agent", str(agent), "--heads", str(heads)])
+
+
+def test_validation_rows_never_touch_the_test_seed_or_the_heldout_wording() -> None:
+    from converters.recipes.train_agent import VALIDATIONS, demo_command
+
+    for name, options in VALIDATIONS.items():
+        cmd = demo_command("builtin", options, 60, 2000, 1, "default")
+        seeds = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--seed"]
+        phrasings = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--phrasing"]
+        assert len(seeds) == 1 and 2000 <= int(seeds[0]) <= 2007, name
+        assert phrasings in (["template"], ["val"], ["paraphrase"]), name
+        assert cmd.count("--n") == 1 and cmd.count("--templates") <= 1, name
+
+
+def test_validate_sums_each_wording_over_its_tasks(tmp_path, capsys) -> None:
+    main(["validate", "--agent", "builtin", "--out", str(tmp_path), "--only", "val-2000", "--jobs", "1"])
+    d = json.loads(capsys.readouterr().out)
+    (row,) = d["rows"]
+    demo = json.loads((tmp_path / "val-2000.json").read_text())
+    assert row["tasks"] == demo["tasks"] == 40
+    assert d["success"] == {"val": round(sum(e["success"] for e in demo["episodes"]) / 40, 4)}
+    assert "--seed 2000 " in (tmp_path / "val-2000.cmd").read_text()
+
+
+def test_validate_asks_for_a_folder_for_a_named_agent(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["validate", "--agent", "smollm2"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0] and "smollm2" in err[0]
