@@ -116,6 +116,10 @@ def _print_comparison(cmp: dict[str, Any]) -> None:
     table("estimate / published", ["row", "figure", "estimated", "published", "ratio"], rows)
     srows = [[k, v["held_out_rows"], fmt(v["median_ratio"], 2), fmt(v["worst_ratio"], 2)] for k, v in cmp["summary"].items()]
     table("held-out rows: estimated / published", ["figure", "rows", "median", "worst"], srows)
+    for r in cmp["rows"]:
+        for miss in r.get("misses", ()):
+            console.print(f"  outside the tolerance: {r['source']} {r['model']} {r['quant']}, {miss['figure']} "
+                          f"{miss['ratio']:.2f}: {'; '.join(miss['why'])}", highlight=False)
     for note in cmp["notes"]:
         console.print(f"  {note}", highlight=False)
 

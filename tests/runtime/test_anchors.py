@@ -263,3 +263,42 @@ def test_a_profile_without_the_cores_a_row_ran_on_is_refused_with_the_row_named(
     with pytest.raises(ValueError, match="huang2025-8gen3 .* on snapdragon-8-gen-3: threads must be between 1 and "
                                          "the profile's 6 cores, not 8"):
         anchors.compare_published({"snapdragon-8-gen-3": six_cores}, only_profile="snapdragon-8-gen-3")
+
+
+def test_every_held_out_figure_outside_the_tolerance_carries_its_checks_and_no_other() -> None:
+    cmp = anchors.compare_published()
+    for r in cmp["rows"]:
+        if not (r["held_out"] and r["comparable"] and r["estimated"]):
+            assert "misses" not in r
+            continue
+        outside = {k for k in anchors.FIGURES
+                   if r[k]["ratio"] is not None and abs(r[k]["ratio"] - 1) > anchors.TOLERANCE}
+        assert {m["figure"] for m in r.get("misses", ())} == outside, (r["source"], r["model"])
+        for m in r.get("misses", ()):
+            assert m["ratio"] == r[m["figure"]]["ratio"] and m["why"]
+
+
+def test_a_miss_names_the_other_source_on_the_same_profile_and_shape() -> None:
+    rows = anchors.compare_published()["rows"]
+    by = {(r["source"], r["model"]): r for r in rows if r["estimated"]}
+    # two rows of one shape on one profile from two sources; scale one so it misses
+    mine, other = by[("huang2025-8elite", "Qwen2.5-1.5B")], by[("ehsani2026", "Qwen2.5-1.5B")]
+    mine = {**mine, "decode_tokens_per_s": {**mine["decode_tokens_per_s"], "ratio": 1.6}}
+    anchors.explain_misses([mine, other], anchors.PUBLISHED, {})
+    (miss,) = mine["misses"]
+    assert miss["figure"] == "decode_tokens_per_s"
+    (why,) = miss["why"]
+    assert why.startswith("ehsani2026 Qwen2.5-1.5B Q4_K_M") and f"{1.6 / other['decode_tokens_per_s']['ratio']:.2f}x" in why
+
+
+def test_an_energy_miss_reads_the_fit_on_the_same_models_in_sample_row() -> None:
+    prof = load_profile("snapdragon-8-elite")
+    fit = anchors.fit_phone_model("ehsani2026", prof.bandwidth_theoretical_gbs)
+    (twin,) = [a for a in anchors.PUBLISHED if a.source == "ehsani2026" and a.model == "Qwen2.5-3B" and not a.held_out]
+    held = next(r for r in anchors.compare_published()["rows"]
+                if r["source"] == "ehsani2026" and r["model"] == "Qwen2.5-3B" and r["held_out"])
+    held = {**held, "joules_per_run": {**held["joules_per_run"], "ratio": 0.5}}
+    anchors.explain_misses([held], anchors.PUBLISHED, {"ehsani2026": fit})
+    (miss,) = held["misses"]
+    assert f"{anchors.fit_residual(twin, fit):.2f}" in miss["why"][0] and twin.quant in miss["why"][0]
+    assert f"{twin.average_power_w:g} W" in miss["why"][0]
