@@ -23,6 +23,7 @@ are chosen by task success on validation seeds and phrasings (``select``), never
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import sys
@@ -357,7 +358,8 @@ def validate_command(args) -> None:
     if args.run is not None:
         agent_dir = Path(args.run) / "evals" / f"step-{args.step}"
         if not (agent_dir / "delta.safetensors").is_file():
-            export_command(argparse.Namespace(run=Path(args.run), step=args.step, out=agent_dir))
+            with contextlib.redirect_stdout(sys.stderr):  # stdout is the JSON result
+                export_command(argparse.Namespace(run=Path(args.run), step=args.step, out=agent_dir))
         agent = str(agent_dir)
     if args.out is None and not Path(agent).is_dir():
         print(f"error: --out: give a folder for the runs of agent {agent!r}", file=sys.stderr)
