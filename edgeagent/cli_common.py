@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 AGENT_HELP = ("Which shipped agent runs when no --model is given: smollm2 (SmolLM2-135M-Instruct fine-tuned "
               "for the phone; needs the agent extra) or builtin (the 5M model trained from scratch), or an agent "
-              "directory. Default: the best by measurement (edgeagent.agents.DEFAULT_AGENT, now builtin).")
+              "directory. Default: the best by measurement (edgeagent.agents.DEFAULT_AGENT, now smollm2; the built-in model where its package is not installed).")
 
 
 VERBOSE_HELP = "Print llama.cpp's own log (loading, warnings) to stderr; without it llama.cpp prints nothing."

@@ -157,7 +157,7 @@ def demo_command(
     seed: int = typer.Option(0, "--seed", help="Task seed (training used seed 1: these tasks are fresh)."),
     policy: str = typer.Option("model", "--policy", help="model (the shipped agent or --model through llama.cpp) or expert."),
     model: Optional[Path] = typer.Option(None, "--model", help="GGUF to run instead of the shipped agent."),
-    agent: Optional[str] = typer.Option(None, "--agent", help="Which shipped agent runs without --model: builtin (the default, the best by measurement) or smollm2 (needs the agent extra), or an agent directory."),
+    agent: Optional[str] = typer.Option(None, "--agent", help="Which shipped agent runs without --model: smollm2 (the default, the best by measurement; needs the agent extra, else builtin runs) or builtin, or an agent directory."),
     quant: str = typer.Option("q8_0", "--quant", help="The shipped agent's quantization."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="A bundle from `edgeagent convert`: its best variant "
                                           "runs with the bundle's prompt format (see --variant, --profile)."),

@@ -206,9 +206,11 @@ def test_bench_stock_command_json_beside_a_stand_in_llama_bench(tmp_path) -> Non
     r = runner.invoke(app, ["bench", "stock", "--llama-bench", str(fake), "-p", "16", "-n", "8", "-r", "1", "-t", "1",
                             "--json"])
     assert r.exit_code == 0, r.output
-    result = json.loads(r.stdout)  # strict JSON: the default model is the built-in agent's q8_0
+    result = json.loads(r.stdout)  # strict JSON: the default model is the default agent's q8_0
     assert result["mode"] == "stock" and result["llama_bench"] == str(fake) and result["llama_bench_from"] == "given"
-    assert Path(result["model"]).name.startswith("builtin-q8_0")
+    from edgeagent.variants import resolve_model
+
+    assert Path(result["model"]) == resolve_model(None, "q8_0").path
     assert result["stock"]["same"]["prompt_tokens"] == 16 and result["stock"]["same"]["decode_depth"] == 16
     assert result["engine_settings"]["threads"] == 1 and len(result["rows"]) == 6
     assert all(row["ratio"] > 0 for row in result["rows"])

@@ -43,6 +43,11 @@ def test_the_builtin_agent_and_an_unknown_agent():
 
     if DEFAULT_AGENT == "builtin":
         assert resolve_model(None, "q8_0") == choice
+    else:  # the default is a shipped agent: it runs where installed, else the built-in model, with a note
+        notes: list[str] = []
+        default = resolve_model(None, "q8_0", note=notes.append)
+        assert default.name == (f"{DEFAULT_AGENT} q8_0" if not notes else "builtin q8_0")
+        assert all("running the built-in 5M model instead" in n for n in notes)
     with pytest.raises(VariantError, match="no-such-agent"):
         resolve_model(None, "q8_0", "no-such-agent")
 
@@ -81,3 +86,18 @@ def test_run_prints_a_bad_choice_as_one_line_and_exits_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "not both" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_default_agent_falls_back_to_the_builtin_model_with_a_note(monkeypatch):
+    import edgeagent.agents as agents
+
+    def unavailable(name):
+        raise agents.AgentUnavailable(f"the {name} agent needs its package: {agents.INSTALL_HINT}")
+
+    monkeypatch.setattr(agents, "DEFAULT_AGENT", "smollm2")
+    monkeypatch.setattr(agents, "shipped_agent", unavailable)
+    notes: list[str] = []
+    choice = resolve_model(None, "q8_0", note=notes.append)
+    assert choice.path == builtin_gguf("q8_0") and choice.name == "builtin q8_0"
+    (note,) = notes
+    assert agents.INSTALL_HINT in note and note.endswith("running the built-in 5M model instead")
