@@ -63,3 +63,14 @@ def test_demo_and_run_print_nothing_but_their_own_lines(tmp_path: Path) -> None:
     verbose = _edgeagent("run", "--task", "open the settings", "--agent", "builtin", "--threads", "1", "--json", "--verbose")
     assert verbose.returncode == 0 and "llama_model_loader" in verbose.stderr
     assert json.loads(verbose.stdout)["sensitive"]["policy"] == "ask"  # the log goes to stderr, the JSON alone to stdout
+
+
+def test_the_default_agents_demo_prints_only_its_own_lines() -> None:
+    """README command 1 (`edgeagent demo`, here on one task of one step): whichever agent is the
+    default, stderr holds only edgeagent's own lines (a first run's build line, the fallback
+    note where the agent extra is missing, the task count), never llama.cpp's log."""
+    demo = _edgeagent("demo", "--n", "1", "--max-steps", "1", "--threads", "1")
+    assert demo.returncode == 0, demo.stderr
+    lines = demo.stderr.strip().splitlines()
+    assert lines[-1] == "running 1 emulated tasks with the model policy ..."
+    assert all(line.startswith(("building the ", "note: ")) for line in lines[:-1]), lines
