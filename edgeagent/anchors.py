@@ -570,7 +570,9 @@ def explain_misses(rows: list[dict[str, Any]], anchors: tuple[Anchor, ...], fits
                             f"reads {residual:.2f}")
                     if a.average_power_w and others:
                         line += (f"; that row's mean power is {a.average_power_w:g} W, the source's other models' "
-                                 f"{min(others):g}-{max(others):g} W, a draw the fit's one power per phase cannot follow")
+                                 f"{min(others):g}-{max(others):g} W")
+                        if not min(others) <= a.average_power_w <= max(others):
+                            line += ", a draw the fit's one power per phase cannot follow"
                     why.append(line)
             misses.append({"figure": key, "ratio": ratio, "why": why or ["no other published row bears on it"]})
         if misses:

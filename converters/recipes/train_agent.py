@@ -356,6 +356,10 @@ def validate_command(args) -> None:
         raise SystemExit(2)
     agent = args.agent
     if args.run is not None:
+        adapter = Path(args.run) / "adapters" / f"step-{args.step}"
+        if not args.step or not adapter.is_dir():
+            print(f"error: --step: {adapter} is not a kept checkpoint of --run {args.run}", file=sys.stderr)
+            raise SystemExit(2)
         agent_dir = Path(args.run) / "evals" / f"step-{args.step}"
         if not (agent_dir / "delta.safetensors").is_file():
             with contextlib.redirect_stdout(sys.stderr):  # stdout is the JSON result

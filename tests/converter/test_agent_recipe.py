@@ -109,3 +109,13 @@ def test_validate_asks_for_a_folder_for_a_named_agent(tmp_path, capsys, monkeypa
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--out" in err[0] and "smollm2" in err[0]
+
+
+def test_validate_names_a_checkpoint_the_run_does_not_hold(tmp_path, capsys) -> None:
+    (tmp_path / "run" / "adapters" / "step-20").mkdir(parents=True)
+    for step in ("40", "0"):
+        with pytest.raises(SystemExit) as e:
+            main(["validate", "--run", str(tmp_path / "run"), "--step", step])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"step-{step}" in err[0] and "--step" in err[0]
