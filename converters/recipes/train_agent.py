@@ -306,20 +306,27 @@ def run_demos(agent: str, table: dict[str, list[str]], names: list[str], out: Pa
               seed: int, threads: int, templates: str) -> list[dict]:
     """Run ``edgeagent demo`` for each named row of ``table``, ``jobs`` at a time, keeping each
     JSON in ``out`` (a rerun reuses it); return the rows' summaries in order."""
-    import subprocess
-    import time
-
-    out.mkdir(parents=True, exist_ok=True)
     unknown = [name for name in names if name not in table]
     if unknown:
         print(f"error: --only: unknown evaluation {unknown[0]!r}; known: {', '.join(table)}", file=sys.stderr)
         raise SystemExit(2)
-    pending = [name for name in names if not (out / f"{name}.json").is_file()]
+    return run_commands({name: demo_command(agent, table[name], n, seed, threads, templates) for name in names},
+                        out, jobs=jobs)
+
+
+def run_commands(commands: dict[str, list[str]], out: Path, *, jobs: int) -> list[dict]:
+    """Run each named ``edgeagent demo --json`` command, ``jobs`` at a time, keeping each JSON
+    in ``out`` (a rerun reuses it); return the rows' summaries in order."""
+    import subprocess
+    import time
+
+    out.mkdir(parents=True, exist_ok=True)
+    pending = [name for name in commands if not (out / f"{name}.json").is_file()]
     running: dict[str, tuple[subprocess.Popen, Path]] = {}
     while pending or running:
         while pending and len(running) < jobs:
             name = pending.pop(0)
-            cmd = demo_command(agent, table[name], n, seed, threads, templates)
+            cmd = commands[name]
             (out / f"{name}.cmd").write_text(" ".join(cmd) + "\n")
             partial = out / f".{name}.json.part"
             # stderr to a file, not a pipe nobody reads while the run lasts (a full pipe would stall it)
@@ -334,7 +341,7 @@ def run_demos(agent: str, table: dict[str, list[str]], names: list[str], out: Pa
                 raise SystemExit(f"{name}: edgeagent demo failed: {(out / f'{name}.err').read_text().strip()[-400:]}")
             partial.replace(out / f"{name}.json")
         time.sleep(1)
-    return [evaluation_row(name, json.loads((out / f"{name}.json").read_text())) for name in names]
+    return [evaluation_row(name, json.loads((out / f"{name}.json").read_text())) for name in commands]
 
 
 def evaluate_command(args) -> None:
@@ -379,6 +386,66 @@ def validate_command(args) -> None:
         solved_total[1] += row["tasks"]
     mean = {w: round(s / t, 4) for w, (s, t) in wordings.items()}
     print(json.dumps({"agent": agent, "rows": rows, "success": mean}, indent=2))
+
+
+def new_app_commands(args) -> list[list[str]]:
+    """What ``new-app`` runs before its demos: the two trace files, then the convert."""
+    out, app = Path(args.out), args.app
+    app_data, mix_data = out / f"{app.lower()}-s{args.seed_app}.jsonl", out / f"mix-s{args.seed_mix}.jsonl"
+    traces = [
+        ["edgeagent", "traces", "--apps", app, "--n", str(args.n_traces), "--seed", str(args.seed_app),
+         "--phrasing", "train", "-o", str(app_data)],
+        ["edgeagent", "traces", "--exclude-app", app, "--n", str(args.n_traces), "--seed", str(args.seed_mix),
+         "-o", str(mix_data)],
+    ]
+    convert = ["edgeagent", "convert", args.agent, "--data", str(app_data), "--data", str(mix_data), "--no-4bit",
+               "--layout", "episode", "--max-steps", str(args.max_steps), "--exits", "1.0", "--quants", "q8_0,q4_k_m",
+               "--no-baseline", "--no-reference", "--threads", "2", "-o", str(out / "bundle")]
+    return [*traces, convert]
+
+
+def demo_rows(args, variant_id: str) -> dict[str, list[str]]:
+    """The new-app demo rows: the agent before (its shipped form) on the app, and the converted
+    bundle on the app and on every other app; test seed, template wording."""
+    common = ["--n", str(args.n), "--seed", str(args.seed), "--threads", "1", "--sensitive", "allow", "--json"]
+    bundle = ["edgeagent", "demo", "--bundle", str(Path(args.out) / "bundle"), "--variant", variant_id]
+    before = args.agent.removeprefix("agent:")
+    return {
+        "before-app": ["edgeagent", "demo", "--agent", before, "--quant", "q8_0", "--apps", args.app, *common],
+        "after-app": [*bundle, "--apps", args.app, *common],
+        "after-others": [*bundle, "--exclude-app", args.app, *common],
+    }
+
+
+def new_app_command(args) -> None:
+    """Teach a converted agent an app its training held out, and measure it: trace the app
+    (training wordings) and a mix of the other apps, ``edgeagent convert`` the agent on both,
+    then demo the agent before and the bundle after on the test seed. Every step's output is
+    kept in ``--out`` and a rerun skips what is done (an interrupted convert resumes)."""
+    import subprocess
+
+    from converters.finetune import CHECKPOINT
+    from edgeagent.bundle import MANIFEST, load_bundle
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for cmd in new_app_commands(args):
+        target = Path(cmd[cmd.index("-o") + 1])
+        done = (target / MANIFEST).is_file() if cmd[1] == "convert" else target.is_file()
+        if done:
+            continue
+        if cmd[1] == "convert" and (target.with_name(target.name + ".work") / "finetune" / CHECKPOINT).is_file():
+            cmd = [*cmd, "--resume"]
+        with (out / "COMMANDS.txt").open("a") as log:
+            log.write(" ".join(cmd) + "\n")
+        print(" ".join(cmd), file=sys.stderr, flush=True)
+        if subprocess.run(cmd).returncode != 0:
+            raise SystemExit(f"{cmd[1]} failed: {' '.join(cmd)}")
+    bundle = load_bundle(out / "bundle", verify=False)
+    variant = next(v for v in bundle.variants if v.quant.lower() == "q8_0" and v.is_full_depth)
+    rows = run_commands(demo_rows(args, variant.id), out, jobs=args.jobs)
+    print(json.dumps({"app": args.app, "agent": args.agent, "bundle": str(out / "bundle"), "variant": variant.id,
+                      "seed": args.seed, "rows": rows}, indent=2))
 
 
 def evaluation_row(name: str, d: dict) -> dict:
@@ -446,6 +513,17 @@ def main(argv: list[str] | None = None) -> None:
     va.add_argument("--only", default="", help=f"a comma list of: {', '.join(VALIDATIONS)}")
     va.add_argument("--threads", type=int, default=1)
     va.add_argument("--jobs", type=int, default=2)
+    na = sub.add_parser("new-app", help="convert an agent on an app its training held out, and measure before and after")
+    na.add_argument("--app", default="Notes")
+    na.add_argument("--agent", default="agent:smollm2", help="what edgeagent convert starts from")
+    na.add_argument("--out", type=Path, required=True, help="traces, bundle and each demo's JSON (a rerun reuses them)")
+    na.add_argument("--n-traces", type=int, default=160)
+    na.add_argument("--seed-app", type=int, default=50)
+    na.add_argument("--seed-mix", type=int, default=52)
+    na.add_argument("--max-steps", type=int, default=40)
+    na.add_argument("--n", type=int, default=200)
+    na.add_argument("--seed", type=int, default=1000)
+    na.add_argument("--jobs", type=int, default=2)
     sel = sub.add_parser("select", help="task success of checkpoints on validation seeds and phrasings")
     sel.add_argument("--run", type=Path, required=True)
     sel.add_argument("--steps", default="", help="comma list (default: every kept adapter)")
@@ -457,7 +535,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     {"train": train_command, "levers": levers_command, "export": export_command, "add-exits": add_exits_command,
      "select": select_command, "evaluate": evaluate_command,
-     "validate": validate_command}[args.command](args)
+     "validate": validate_command, "new-app": new_app_command}[args.command](args)
 
 
 if __name__ == "__main__":

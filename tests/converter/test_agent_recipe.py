@@ -1,4 +1,4 @@
-"""The agent recipe's ``evaluate``: each test figure is an ``edgeagent demo`` run kept as JSON,
+"""The agent recipe's ``evaluate``, ``validate`` and ``new-app``: each figure is an ``edgeagent demo`` run kept as JSON,
 reused on a rerun, and summarized from what demo printed."""
 
 from __future__ import annotations
@@ -119,3 +119,33 @@ def test_validate_names_a_checkpoint_the_run_does_not_hold(tmp_path, capsys) -> 
         assert e.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"step-{step}" in err[0] and "--step" in err[0]
+
+
+def test_new_app_traces_converts_and_measures_before_and_after_then_reuses_it(tmp_path, capsys) -> None:
+    """The whole new-app recipe on the built-in model, tiny: the app's traces and the mix hold
+    what they say, the bundle verifies, and the three demo rows are the app before, the app
+    after and the other apps after, on the bundle's full-depth q8_0 variant."""
+    out = tmp_path / "notes"
+    args = ["new-app", "--agent", "builtin", "--out", str(out), "--n-traces", "4", "--max-steps", "1",
+            "--n", "2", "--jobs", "2"]
+    main(args)
+    d = json.loads(capsys.readouterr().out)
+    from edgeagent.bundle import load_bundle
+
+    bundle = load_bundle(out / "bundle")  # verifies every file's hash
+    assert d["variant"] == next(v.id for v in bundle.variants if v.quant == "q8_0" and v.is_full_depth)
+    apps = {json.loads(line)["task"]["app"] for line in (out / "notes-s50.jsonl").read_text().splitlines()}
+    others = {json.loads(line)["task"]["app"] for line in (out / "mix-s52.jsonl").read_text().splitlines()}
+    assert apps == {"Notes"} and "Notes" not in others and len(others) > 1
+    rows = {r["evaluation"]: r for r in d["rows"]}
+    assert list(rows) == ["before-app", "after-app", "after-others"]
+    for name, want_notes in (("before-app", True), ("after-app", True), ("after-others", False)):
+        demo = json.loads((out / f"{name}.json").read_text())
+        assert rows[name]["tasks"] == demo["tasks"] == 2
+        assert all((e["app"] == "Notes") == want_notes for e in demo["episodes"]), name
+        assert "--seed 1000 " in (out / f"{name}.cmd").read_text()
+    assert "--bundle" in (out / "after-app.cmd").read_text() and "--agent builtin" in (out / "before-app.cmd").read_text()
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    main(args)  # everything is kept: nothing runs again
+    assert json.loads(capsys.readouterr().out) == d
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()} == stamps
