@@ -323,8 +323,7 @@ class PhoneFit:
     compute_gflops_sustained: float  # prefill FLOPs / prefill seconds
     prefill_w: float
     decode_w: float
-    setup_j: float  # the protocol's fixed energy per run (spin-up, process start, exit)
-    setup_j_per_gb: float  # and per GB of weights (load, page-in)
+    setup_j: float  # the protocol's fixed energy per run (spin-up, process start, load, exit)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -337,8 +336,13 @@ def fit_phone_model(source: str, bandwidth_theoretical_gbs: float, rows: tuple[A
     decode:  1 / tok/s = weight bytes / (eta x bandwidth) + t0           (least squares)
     prefill: compute = sum of prefill FLOPs / sum of prefill seconds, FLOPs from the
              estimator's shape (rows without a shape are skipped here)
-    energy:  J = P_prefill t_prefill + P_decode t_decode + E0 + e x weight GB  (least squares,
-             on the published phase times, so the powers do not inherit the time model's error)
+    energy:  J = P_prefill t_prefill + P_decode t_decode + E0, on the published phase times (so
+             the powers do not inherit the time model's error), least squares of the *relative*
+             error: each row's equation is divided by its published joules, as the figures are
+             judged by ratio; an absolute fit lets the longest runs set E0 (32 J, more than a
+             0.5B model's whole 37 J window). No per-GB load term: the window outside llama.cpp's
+             time is ~2.7-4.3 s on every model (energy / mean power) and the relative fit gives
+             that term a negative value
     """
     from edgeagent.estimate import prefill_flops
     from edgeagent.shapes import shape_from_config
@@ -351,9 +355,9 @@ def fit_phone_model(source: str, bandwidth_theoretical_gbs: float, rows: tuple[A
     shaped = [r for r in fit_rows if r.shape]
     flops = sum(prefill_flops(shape_from_config(r.shape, "q4_k_m"), r.prompt_tokens) for r in shaped)
     compute = flops / sum(r.prefill_s for r in shaped) / 1e9
-    pp, pd, e0, e_gb = _least_squares([[r.prefill_s, r.decode_s, 1.0, g] for r, g in zip(fit_rows, gb)],
-                                      [r.joules_per_run for r in fit_rows])
-    return PhoneFit(source, len(fit_rows), 1.0 / (slope * bandwidth_theoretical_gbs), t0 * 1e3, compute, pp, pd, e0, e_gb)
+    pp, pd, e0 = _least_squares([[r.prefill_s / r.joules_per_run, r.decode_s / r.joules_per_run, 1.0 / r.joules_per_run]
+                                 for r in fit_rows], [1.0] * len(fit_rows))
+    return PhoneFit(source, len(fit_rows), 1.0 / (slope * bandwidth_theoretical_gbs), t0 * 1e3, compute, pp, pd, e0)
 
 
 @dataclass(frozen=True)
@@ -473,7 +477,7 @@ def compare_row(row: Anchor, profile: Any, fit: PhoneFit | None) -> dict[str, An
     run_s = lat["total_ms"] / 1e3
     joules = None
     if fit is not None and row.joules_per_run is not None:
-        joules = en["joules_per_inference"] + fit.setup_j + fit.setup_j_per_gb * shape.weights_bytes / 1e9
+        joules = en["joules_per_inference"] + fit.setup_j
     mj_per_token = None
     if row.decode_mj_per_token is not None:
         # decode power above idle at the row's threads x time per token; plus the idle draw when
@@ -526,11 +530,9 @@ TOLERANCE = 0.25
 def fit_residual(row: Anchor, fit: PhoneFit) -> float | None:
     """The source's energy fit on ``row``'s own published phase times, over its published
     joules: how well the fit's form describes that row, whatever the time model says."""
-    if None in (row.prefill_s, row.decode_s, row.joules_per_run, row.weights_mib):
+    if None in (row.prefill_s, row.decode_s, row.joules_per_run):
         return None
-    gb = row.weights_mib * 2**20 / 1e9
-    return (fit.prefill_w * row.prefill_s + fit.decode_w * row.decode_s + fit.setup_j
-            + fit.setup_j_per_gb * gb) / row.joules_per_run
+    return (fit.prefill_w * row.prefill_s + fit.decode_w * row.decode_s + fit.setup_j) / row.joules_per_run
 
 
 def explain_misses(rows: list[dict[str, Any]], anchors: tuple[Anchor, ...], fits: dict[str, PhoneFit | None]) -> None:
