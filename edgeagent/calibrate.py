@@ -211,6 +211,7 @@ def measure_flash_attn(path: Path, threads: int, rounds: int = PROBE_ROUNDS) -> 
                                          n_ctx=STEP_CONTEXT, threads=threads, flash_attn=fa,
                                          cached_tokens=STEP_CACHED_TOKENS))
     sides = {}
+    exact = flash_attn_exact(path, threads)
     for fa, ms in runs.items():
         prefill_ms = min(m["prefill_ms"] for m in ms)
         tpot_ms = min(m["tpot_ms"] for m in ms)
@@ -220,7 +221,32 @@ def measure_flash_attn(path: Path, threads: int, rounds: int = PROBE_ROUNDS) -> 
             "tokens_per_s": max(m["tokens_per_s"] for m in ms)}
     return {"model": path.name, "prompt_tokens": STEP_PROMPT_TOKENS, "cached_tokens": STEP_CACHED_TOKENS,
             "gen_tokens": STEP_GEN_TOKENS,
-            "rounds": rounds, **sides, "flash_attn": choose_flash_attn(sides["off"]["step_ms"], sides["on"]["step_ms"])}
+            "rounds": rounds, **sides, "exact": exact,
+            "flash_attn": choose_flash_attn(sides["off"]["step_ms"], sides["on"]["step_ms"], exact=exact["on"])}
+
+
+def flash_attn_exact(path: Path, threads: int) -> dict[str, bool]:
+    """Whether llama.cpp's output here depends only on the tokens, not on how they reached the
+    KV cache, with flash attention off and on: sampled tokens of a fresh context, of the same
+    context again (the prompt's prefix reused, its last token re-evaluated alone) and of a
+    second fresh context must agree. The engine's prefix reuse, forced-token batching and
+    speculative verification are lossless only where they do; on the 0.3.36 CPU kernels they
+    do with flash attention off, and with it on the engine's own tests of those three fail
+    (tests/runtime/test_engine.py, test_early_exit.py)."""
+    from edgeagent.engine import Engine
+
+    sample = dict(max_tokens=STEP_GEN_TOKENS, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=7)
+    out = {}
+    for fa in (False, True):
+        runs = []
+        with Engine(path, n_ctx=STEP_CONTEXT, n_threads=threads, flash_attn=fa, track_peak_rss=False) as engine:
+            n_vocab = engine.llm.n_vocab()
+            prompt = [(7919 * i) % (n_vocab - 3) + 3 for i in range(STEP_PROMPT_TOKENS)]  # spread over the vocabulary
+            runs += [engine.generate(prompt, **sample).tokens, engine.generate(prompt, **sample).tokens]
+        with Engine(path, n_ctx=STEP_CONTEXT, n_threads=threads, flash_attn=fa, track_peak_rss=False) as engine:
+            runs.append(engine.generate(prompt, **sample).tokens)
+        out["on" if fa else "off"] = runs[0] == runs[1] == runs[2]
+    return out
 
 
 def step_ms(prefill_ms: float, tpot_ms: float) -> float:
@@ -229,10 +255,11 @@ def step_ms(prefill_ms: float, tpot_ms: float) -> float:
     return prefill_ms + (STEP_GEN_TOKENS - 1) * tpot_ms
 
 
-def choose_flash_attn(off_step_ms: float, on_step_ms: float, margin: float = FLASH_ATTN_MARGIN) -> bool:
-    """Flash attention on only when it makes a step at least ``margin`` faster: within the
-    noise of a shared machine, llama.cpp's default path stays."""
-    return on_step_ms < off_step_ms * (1.0 - margin)
+def choose_flash_attn(off_step_ms: float, on_step_ms: float, *, exact: bool, margin: float = FLASH_ATTN_MARGIN) -> bool:
+    """Flash attention on only when it keeps the engine exact here (``flash_attn_exact``) and
+    makes a step at least ``margin`` faster: within the noise of a shared machine, the
+    engine's default (off) stays."""
+    return exact and on_step_ms < off_step_ms * (1.0 - margin)
 
 
 def _probe_points(paths: Sequence[Path], threads: int, rounds: int = PROBE_ROUNDS,
@@ -326,7 +353,8 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
 
     say(f"[4/5] flash attention on one agent step ({STEP_PROMPT_TOKENS} prompt tokens on {STEP_CACHED_TOKENS} cached + {STEP_GEN_TOKENS} generated)")
     flash = measure_flash_attn(big, threads)
-    say(f"      {big.name}: step {flash['off']['step_ms']:.1f} ms off, {flash['on']['step_ms']:.1f} ms on -> "
+    say(f"      {big.name}: step {flash['off']['step_ms']:.1f} ms off, {flash['on']['step_ms']:.1f} ms on"
+        f"{'' if flash['exact']['on'] else ' (on is not exact here: a reused prefix changed the tokens)'} -> "
         f"flash_attn {'on' if flash['flash_attn'] else 'off'}")
 
     say("[5/5] runtime baseline memory")
@@ -423,7 +451,9 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
                      f"interleaved rounds: {flash['off']['step_ms']:.1f} ms with llama.cpp's flash attention off, "
                      f"{flash['on']['step_ms']:.1f} ms on (prefill {flash['off']['prefill_tokens_per_s']:.0f} / "
                      f"{flash['on']['prefill_tokens_per_s']:.0f} tokens/s, decode {flash['off']['tokens_per_s']:.1f} / "
-                     f"{flash['on']['tokens_per_s']:.1f}); on only when at least {FLASH_ATTN_MARGIN:.0%} faster",
+                     f"{flash['on']['tokens_per_s']:.1f}); on only when at least {FLASH_ATTN_MARGIN:.0%} faster and exact: "
+                     f"with it on, a reused prefix {'gave' if flash['exact']['on'] else 'did not give'} the tokens of a "
+                     "fresh context (calibrate.flash_attn_exact)",
              "citation": stamp},
             {"what": f"runtime.overhead_mb = {overhead_mb:.1f}: RSS of a fresh Python process with llama.cpp loaded "
                      f"and no model; runtime.threads = {threads} (the threads calibrated with)", "citation": stamp},
