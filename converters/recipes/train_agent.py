@@ -439,8 +439,10 @@ def new_app_command(args) -> None:
         with (out / "COMMANDS.txt").open("a") as log:
             log.write(" ".join(cmd) + "\n")
         print(" ".join(cmd), file=sys.stderr, flush=True)
-        if subprocess.run(cmd).returncode != 0:
-            raise SystemExit(f"{cmd[1]} failed: {' '.join(cmd)}")
+        code = subprocess.run(cmd).returncode  # its own error line is on stderr already
+        if code != 0:
+            print(f"error: edgeagent {cmd[1]} exited {code}: {' '.join(cmd)}", file=sys.stderr)
+            raise SystemExit(code)
     bundle = load_bundle(out / "bundle", verify=False)
     variant = next(v for v in bundle.variants if v.quant.lower() == "q8_0" and v.is_full_depth)
     rows = run_commands(demo_rows(args, variant.id), out, jobs=args.jobs)

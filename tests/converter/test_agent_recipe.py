@@ -149,3 +149,12 @@ def test_new_app_traces_converts_and_measures_before_and_after_then_reuses_it(tm
     main(args)  # everything is kept: nothing runs again
     assert json.loads(capsys.readouterr().out) == d
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()} == stamps
+
+
+def test_new_app_stops_at_a_failing_step_with_its_exit_code(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["new-app", "--app", "Nots", "--agent", "builtin", "--out", str(tmp_path / "o"), "--n-traces", "2"])
+    assert e.value.code == 2  # edgeagent traces' own code for bad input
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "edgeagent traces exited 2" in err[-1] and "--apps Nots" in err[-1]
+    assert not list((tmp_path / "o").glob("*.jsonl"))  # nothing half-written taken for done
