@@ -205,6 +205,23 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     console.print(t)
 
 
+def _agent_variant(agent: str, quant: str) -> tuple[Any, Any]:
+    """A shipped agent's GGUF at ``quant`` as a full-depth ``bundle.Variant`` (built once and
+    cached, as ``run --agent`` does), and the prompt format it was trained with."""
+    from edgeagent.bundle import Variant
+    from edgeagent.output import fail
+    from edgeagent.shapes import shape_from_gguf
+    from edgeagent.variants import VariantError, resolve_model
+
+    try:
+        choice = resolve_model(None, quant, agent)
+    except VariantError as exc:
+        fail(str(exc))
+    n_layers = shape_from_gguf(choice.path).n_layers
+    return (Variant(id=f"{agent}-{quant}", quant=quant, exit_layer=n_layers, n_layers=n_layers, path=choice.path,
+                    sha256="", size_bytes=choice.path.stat().st_size), choice.prompt_format)
+
+
 def _bundle(path: Optional[Path], threads: Optional[int]) -> Any:
     """``--bundle`` loaded and verified; the built-in model's bundle when not given."""
     from edgeagent.bundle import BundleError, load_bundle
@@ -380,6 +397,9 @@ def _energy_range(result: dict[str, Any]) -> None:
 
 def profile_command(
     bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory (default: the built-in model's)."),
+    agent: Optional[str] = typer.Option(None, "--agent", help="A shipped agent (e.g. smollm2) instead of a bundle: its "
+                                        "GGUF at --quant, no selection."),
+    quant: str = typer.Option("q8_0", "--quant", help="Quantization of --agent's GGUF (q8_0, q4_k_m, f16, f32)."),
     profile: str = typer.Option(..., "--profile", "-p", help="Target device profile (selection and the estimated figures)."),
     runs: int = typer.Option(100, "--runs", "-n", min=1, help="Agent inferences to run."),
     device: str = typer.Option("host", "--device", help="host | emulator | adb | adb:SERIAL (adb: battery measured)."),
@@ -400,46 +420,57 @@ def profile_command(
     from edgeagent.profiling import profile_rows, profile_variant
     from edgeagent.select import NoVariantFits, select_variant
 
-    prof = _load(profile)
-    b = _bundle(bundle, threads)
-    selection = None
-    try:
-        selection = select_variant(b, prof)
-        chosen = b.variant(variant) if variant else b.variant(selection["selected"]["id"])
-    except NoVariantFits as exc:
-        selection = exc.result
-        if not variant:
-            fail(f"{exc}\n(profile one anyway with --variant ID)")
-        try:
-            chosen = b.variant(variant)
-        except BundleError as e:
-            fail(str(e))
-    except BundleError as exc:
-        fail(str(exc))
     from edgeagent.builtin import HELD_OUT_APPS
 
-    exclude = HELD_OUT_APPS if (b.manifest.get("source_model") or {}).get("name") == "builtin" else ()
+    prof = _load(profile)
+    selection = None
+    if agent is not None:
+        if bundle is not None or variant is not None:
+            fail("--agent profiles a shipped agent's GGUF; drop --bundle and --variant (or drop --agent)")
+        chosen, prompt_format = _agent_variant(agent, quant)
+        exclude = HELD_OUT_APPS  # no shipped agent trained on the held-out app either
+    else:
+        b = _bundle(bundle, threads)
+        prompt_format = b.prompt_format
+        try:
+            selection = select_variant(b, prof)
+            chosen = b.variant(variant) if variant else b.variant(selection["selected"]["id"])
+        except NoVariantFits as exc:
+            selection = exc.result
+            if not variant:
+                fail(f"{exc}\n(profile one anyway with --variant ID)")
+            try:
+                chosen = b.variant(variant)
+            except BundleError as e:
+                fail(str(e))
+        except BundleError as exc:
+            fail(str(exc))
+        exclude = HELD_OUT_APPS if (b.manifest.get("source_model") or {}).get("name") == "builtin" else ()
     progress = None
     if not json_out and err_console.is_terminal:
         progress = lambda done, total: err_console.print(f"\r{done}/{total} inferences", end="")  # noqa: E731
     try:
-        result = profile_variant(chosen, b.prompt_format, prof, runs=runs, device=device, threads=threads, seed=seed,
+        result = profile_variant(chosen, prompt_format, prof, runs=runs, device=device, threads=threads, seed=seed,
                                  hz=hz, baseline_s=baseline_s, exclude_apps=exclude, progress=progress)
     except (ValueError, DeviceError, EngineError) as exc:
         fail(str(exc))
     if progress:
         err_console.print()
     _energy_range(result)
-    result["bundle"] = str(b.root)
-    result["selection"] = {k: selection[k] for k in ("constraints", "workload", "reference", "variants")} | {
-        "selected": selection["selected"]["id"] if selection["selected"] else None}
+    result["bundle"] = None if agent is not None else str(b.root)
+    result["agent"] = agent
+    result["selection"] = None if selection is None else (
+        {k: selection[k] for k in ("constraints", "workload", "reference", "variants")}
+        | {"selected": selection["selected"]["id"] if selection["selected"] else None})
 
     def report(image: bytes):
         from edgeagent.report.html import Report, table_from
         from edgeagent.select import select_rows
 
         columns, rows = profile_rows(result)
-        vcols, vrows = select_rows(selection)
+        tables = [table_from("Measured here beside estimated on the target", columns, rows)]
+        if selection is not None:
+            tables.append(table_from(f"Variants on {prof.name}", *select_rows(selection)))
         here = result["measured_here"]
         return Report(
             title=f"edgeagent profile: {chosen.id} on {device} (target {prof.name})",
@@ -448,8 +479,7 @@ def profile_command(
             images=[("Top: the bundle's variants on quality vs latency per step and vs battery on the target "
                      "(estimated; Pareto front green, selected starred). Bottom: every inference of this run "
                      "(measured here).", image)],
-            tables=[table_from("Measured here beside estimated on the target", columns, rows),
-                    table_from(f"Variants on {prof.name}", vcols, vrows)],
+            tables=tables,
             warnings=result["warnings"],
             notes=[f"{k}: {v['source']} ({v['where']})" for k, v in result["figures"].items()],
         )

@@ -70,6 +70,27 @@ def test_profile_unknown_variant_and_bad_device_are_refused(tiny_bundle) -> None
     assert r.exit_code != 0 and "expected host, emulator, adb or adb:SERIAL" in r.stderr
 
 
+def test_profile_a_shipped_agent_without_a_bundle(tmp_path) -> None:
+    """``--agent`` profiles a shipped agent's GGUF (the built-in model here: always installed)
+    with no selection, the held-out app left out as in its training, and an HTML report
+    without the variants' table."""
+    out = _profile(["--agent", "builtin", "--quant", "q8_0", "--runs", "4", "--html", str(tmp_path / "r.html")])
+    assert out["variant"]["id"] == "builtin-q8_0" and out["variant"]["exit_layer"] == out["variant"]["n_layers"]
+    assert (out["agent"], out["bundle"], out["selection"]) == ("builtin", None, None)
+    assert out["figures"]["mah_per_100_inferences"]["low"] < out["mah_per_100_inferences"] \
+        < out["figures"]["mah_per_100_inferences"]["high"]
+    html = (tmp_path / "r.html").read_text()
+    assert "builtin-q8_0" in html and "Variants on" not in html
+
+
+def test_profile_agent_refuses_a_bundle_and_an_unknown_agent(tiny_bundle) -> None:
+    for args, says in ((["--agent", "builtin", "--bundle", str(tiny_bundle)], "--agent"),
+                       (["--agent", "nosuch"], "nosuch")):
+        r = CliRunner().invoke(app, ["profile", "--profile", "snapdragon-8-gen-2", "--runs", "1", *args])
+        lines = r.stderr.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1 and says in lines[0], r.stderr
+
+
 A_MA, B_MA_PER_S = 300.0, 900.0  # the scripted current: I(t) = A + B t, t since the test's t0
 
 
