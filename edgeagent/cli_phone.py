@@ -17,6 +17,9 @@ import typer
 from edgeagent.cli_common import SENSITIVE_HELP, VERBOSE_HELP
 from edgeagent.output import console, emit_json, err_console, fail, table
 
+# The phone a demo's cost is estimated on when none is named: the README's target phone.
+DEFAULT_TARGET = "snapdragon-8-gen-2"
+
 APPS_HELP = "Only tasks of these apps (repeat, or comma-separate: --apps Settings,Clock)."
 EXCLUDE_HELP = "Hold this app's tasks out (repeatable), e.g. to test generalisation to an unseen app."
 TEMPLATES_HELP = ("Only tasks of these templates or groups (repeat, or comma-separate): a template name, "
@@ -185,6 +188,8 @@ def demo_command(
     sensitive: str = typer.Option("ask", "--sensitive", help=SENSITIVE_HELP),
     failures: Optional[Path] = typer.Option(None, "--failures", help="Write every failed episode, with each step's "
                                             "screen and action, to this JSONL file (to see why the agent fails)."),
+    target: str = typer.Option(DEFAULT_TARGET, "--target", help="Device profile (a shipped name or a TOML file) a "
+                               "step's cost is estimated on: latency, memory, mAh per 100 steps with its range."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
@@ -198,6 +203,7 @@ def demo_command(
     if policy not in ("model", "expert"):
         fail(f"--policy {policy!r}: expected 'model' or 'expert'")
     gate = sensitive_gate(sensitive, json_out)
+    target_profile = _target_or_fail(target) if policy == "model" else None
     # The built-in model never saw these apps; the demo shows what it was trained for. A GGUF
     # of one of its checkpoints (--model) is validated the same way with --exclude-app Notes.
     # Apps named with --apps are asked for, held out or not.
@@ -243,8 +249,10 @@ def demo_command(
     if failures is not None:
         _write_failures(failures, [e for e in episodes if not e.success])
     summary = {**info, **summary, "wall_s": round(time.perf_counter() - start, 3),
-               "sensitive": sensitive_report(sensitive, gate, [e.run for e in episodes if e.run is not None]),
-               "episodes": [e.summary() for e in episodes]}
+               "sensitive": sensitive_report(sensitive, gate, [e.run for e in episodes if e.run is not None])}
+    if target_profile is not None and summary.get("evaluated_prompt_tokens_per_step") is not None:
+        summary["estimated_on_target"] = step_on_target(model_path, target_profile, summary, engine.n_ctx)
+    summary["episodes"] = [e.summary() for e in episodes]
     if json_out:
         emit_json(summary)
         return
@@ -261,8 +269,43 @@ def demo_command(
                  f"TPOT {summary.get('tpot_ms')} ms · {summary.get('tokens_per_s')} tok/s · "
                  f"{summary.get('prompt_tokens_per_step')} prompt tokens ({summary.get('evaluated_prompt_tokens_per_step')} evaluated) · "
                  f"RSS peak {summary.get('rss_peak_mb')} MB")
+        est = summary.get("estimated_on_target")
+        if est is not None:
+            mah = est["mah_per_100_steps"]
+            line += (f"\nper step (estimated on {est['profile']}, {est['prompt_tokens']} + {est['gen_tokens']} tokens): "
+                     f"{est['step_ms']:.0f} ms (TTFT {est['ttft_ms']:.0f} ms · TPOT {est['tpot_ms']:.2f} ms) · "
+                     f"{est['memory_mb']:.0f} MiB · {mah['value']:.2f} mAh per 100 steps "
+                     f"({mah['low']:.2f}–{mah['high']:.2f}, from the estimator's held-out error)")
     console.print(line)
     console.print(sensitive_line(summary["sensitive"]), highlight=False)
+
+
+def _target_or_fail(name: str):
+    from edgeagent.profiles import ProfileError, load_profile
+
+    try:
+        return load_profile(name)
+    except ProfileError as exc:
+        fail(f"--target: {exc}")
+
+
+def step_on_target(model_path: Path, profile, summary: dict, n_ctx: int) -> dict:
+    """One agent step of this run (its mean evaluated prompt and generated tokens) estimated on
+    ``profile``: latency, memory and battery per 100 steps, the battery figure with the range
+    the estimator's held-out error allows (``anchors.energy_ratio_range``)."""
+    from edgeagent.anchors import energy_ratio_range, with_range
+    from edgeagent.estimate import estimate
+    from edgeagent.shapes import shape_from_gguf
+
+    prompt_tokens = max(1, round(summary["evaluated_prompt_tokens_per_step"]))
+    gen_tokens = max(1, round(summary.get("generated_tokens_per_step") or 1))
+    est = estimate(shape_from_gguf(model_path), profile, prompt_tokens, gen_tokens,
+                   n_ctx=max(n_ctx, prompt_tokens + gen_tokens))
+    lat, f = est["latency"], est["figures"]
+    return {"profile": profile.name, "source": "estimated", "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
+            "ttft_ms": lat["ttft_ms"], "tpot_ms": lat["tpot_ms"], "step_ms": lat["total_ms"],
+            "memory_mb": f["memory_mb"]["value"],
+            "mah_per_100_steps": with_range(f["mah_per_100_inferences"]["value"], energy_ratio_range())}
 
 
 def _write_failures(path: Path, episodes) -> None:

@@ -137,6 +137,35 @@ def test_demo_runs_a_bundle_variant_with_the_bundles_prompt_format(tiny_bundle) 
     assert best["agent"] == f"{tiny_bundle} tiny-f32"  # the best-quality variant by default
 
 
+def test_demo_estimates_a_step_on_the_target_phone(tiny_bundle) -> None:
+    """What the run cost, on the phone it is for: its mean step (evaluated prompt and generated
+    tokens) estimated on --target (default snapdragon-8-gen-2), the battery figure with the
+    range of the estimator's held-out error; a bad --target fails before any task runs."""
+    from edgeagent.anchors import energy_ratio_range
+    from edgeagent.estimate import estimate
+    from edgeagent.profiles import load_profile
+    from edgeagent.shapes import shape_from_gguf
+
+    args = ("demo", "--bundle", str(tiny_bundle), "--variant", "tiny-q8_0", "--n", "2", "--threads", "1",
+            "--max-steps", "2")
+    out = json.loads(invoke(*args, "--json").stdout)
+    est = out["estimated_on_target"]
+    assert est["profile"] == "snapdragon-8-gen-2" and est["source"] == "estimated"
+    assert est["prompt_tokens"] == max(1, round(out["evaluated_prompt_tokens_per_step"]))
+    ref = estimate(shape_from_gguf(out["model"]), load_profile("snapdragon-8-gen-2"), est["prompt_tokens"],
+                   est["gen_tokens"], n_ctx=4096)
+    mah = est["mah_per_100_steps"]
+    assert mah["value"] == ref["figures"]["mah_per_100_inferences"]["value"]
+    low, high = energy_ratio_range()
+    assert (mah["low"], mah["high"]) == (mah["value"] / high, mah["value"] / low)
+    other = json.loads(invoke(*args, "--target", "tensor-g3", "--json").stdout)["estimated_on_target"]
+    assert other["profile"] == "tensor-g3" and other["step_ms"] != est["step_ms"]
+    assert "mAh per 100 steps" in invoke(*args).stdout
+    bad = invoke(*args, "--target", "nokia-3310")
+    assert bad.exit_code == 2 and "--target" in bad.output and "nokia-3310" in bad.output
+    assert "running" not in bad.output and "Traceback" not in bad.output
+
+
 def test_demo_variant_errors_are_one_line() -> None:
     unknown = invoke("demo", "--variant", "x", "--n", "1")
     assert unknown.exit_code == 2 and "--variant names a variant of --bundle" in unknown.output
