@@ -399,7 +399,7 @@ def profile_command(
     bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory (default: the built-in model's)."),
     agent: Optional[str] = typer.Option(None, "--agent", help="A shipped agent (e.g. smollm2) instead of a bundle: its "
                                         "GGUF at --quant, no selection."),
-    quant: str = typer.Option("q8_0", "--quant", help="Quantization of --agent's GGUF (q8_0, q4_k_m, f16, f32)."),
+    quant: str = typer.Option("q8_0", "--quant", help="Quantization of --agent's GGUF, as `run --agent` builds it (q8_0, q4_k_m, f32, ...)."),
     profile: str = typer.Option(..., "--profile", "-p", help="Target device profile (selection and the estimated figures)."),
     runs: int = typer.Option(100, "--runs", "-n", min=1, help="Agent inferences to run."),
     device: str = typer.Option("host", "--device", help="host | emulator | adb | adb:SERIAL (adb: battery measured)."),
@@ -418,9 +418,8 @@ def profile_command(
     from edgeagent.engine import EngineError
     from edgeagent.output import console, emit_json, err_console, fail
     from edgeagent.profiling import profile_rows, profile_variant
-    from edgeagent.select import NoVariantFits, select_variant
-
     from edgeagent.builtin import HELD_OUT_APPS
+    from edgeagent.select import NoVariantFits, select_variant
 
     prof = _load(profile)
     selection = None
