@@ -588,20 +588,19 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
     from edgeagent.profiles import load_profile
 
     profiles = dict(profiles or {})
-    rows, fits, fit_objects = [], {}, {}
+    rows, fits = [], {}
     for src in SOURCES.values():
         if only_profile is not None and src["profile"] != only_profile:
             continue
         prof = profiles.get(src["profile"]) or load_profile(src["profile"])
         has_energy = any(r.joules_per_run is not None and not r.held_out for r in PUBLISHED if r.source == src["id"])
         fit = fit_phone_model(src["id"], prof.bandwidth_theoretical_gbs) if has_energy else None
-        fits[src["id"]] = fit.to_dict() if fit else None
-        fit_objects[src["id"]] = fit
+        fits[src["id"]] = fit
         rows += [compare_row(r, prof, fit) for r in PUBLISHED if r.source == src["id"]]
     if not rows:
         raise ValueError(f"no published measurements for profile {only_profile!r}; "
                          f"profiles with some: {', '.join(sorted({s['profile'] for s in SOURCES.values()}))}")
-    explain_misses(rows, PUBLISHED, fit_objects)
+    explain_misses(rows, PUBLISHED, fits)
     sources = [s for s in SOURCES.values() if only_profile is None or s["profile"] == only_profile]
     from edgeagent import estimate as est
 
@@ -609,7 +608,7 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
     return {
         "source": "estimated vs published",
         "sources": sources,
-        "fits": fits,
+        "fits": {sid: fit.to_dict() if fit else None for sid, fit in fits.items()},
         "little_cores": {"fit": little.to_dict(), "used": {"bytes_per_cycle": est.LITTLE_CORE_BYTES_PER_CYCLE,
                                                            "int8_ops_per_cycle": est.LITTLE_CORE_INT8_OPS_PER_CYCLE}},
         "rows": rows,

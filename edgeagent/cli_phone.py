@@ -291,21 +291,16 @@ def _target_or_fail(name: str):
 
 def step_on_target(model_path: Path, profile, summary: dict, n_ctx: int) -> dict:
     """One agent step of this run (its mean evaluated prompt and generated tokens) estimated on
-    ``profile``: latency, memory and battery per 100 steps, the battery figure with the range
-    the estimator's held-out error allows (``anchors.energy_ratio_range``)."""
+    ``profile`` (``select.estimate_gguf``), the battery per 100 steps with the range the
+    estimator's held-out error allows (``anchors.energy_ratio_range``)."""
     from edgeagent.anchors import energy_ratio_range, with_range
-    from edgeagent.estimate import estimate
-    from edgeagent.shapes import shape_from_gguf
+    from edgeagent.select import estimate_gguf
 
     prompt_tokens = max(1, round(summary["evaluated_prompt_tokens_per_step"]))
     gen_tokens = max(1, round(summary.get("generated_tokens_per_step") or 1))
-    est = estimate(shape_from_gguf(model_path), profile, prompt_tokens, gen_tokens,
-                   n_ctx=max(n_ctx, prompt_tokens + gen_tokens))
-    lat, f = est["latency"], est["figures"]
-    return {"profile": profile.name, "source": "estimated", "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
-            "ttft_ms": lat["ttft_ms"], "tpot_ms": lat["tpot_ms"], "step_ms": lat["total_ms"],
-            "memory_mb": f["memory_mb"]["value"],
-            "mah_per_100_steps": with_range(f["mah_per_100_inferences"]["value"], energy_ratio_range())}
+    est = estimate_gguf(model_path, profile, prompt_tokens, gen_tokens, max(n_ctx, prompt_tokens + gen_tokens))
+    return {**est, "profile": profile.name, "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
+            "mah_per_100_steps": with_range(est["mah_per_100_inferences"], energy_ratio_range())}
 
 
 def _write_failures(path: Path, episodes) -> None:

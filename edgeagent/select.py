@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edgeagent.bundle import Bundle, Variant
@@ -165,8 +166,12 @@ def variant_context(variant: Variant) -> int:
 def estimate_variant(variant: Variant, profile: Profile, prompt_tokens: int, gen_tokens: int,
                      n_ctx: int | None = None) -> dict[str, Any]:
     """The roofline figures of one agent step of ``variant`` on ``profile``."""
-    n_ctx = n_ctx or variant_context(variant)
-    est = estimate(shape_from_gguf(variant.path), profile, prompt_tokens, gen_tokens, n_ctx=n_ctx)
+    return estimate_gguf(variant.path, profile, prompt_tokens, gen_tokens, n_ctx or variant_context(variant))
+
+
+def estimate_gguf(path: Path, profile: Profile, prompt_tokens: int, gen_tokens: int, n_ctx: int) -> dict[str, Any]:
+    """The roofline figures of one agent step of the GGUF at ``path`` on ``profile``."""
+    est = estimate(shape_from_gguf(path), profile, prompt_tokens, gen_tokens, n_ctx=n_ctx)
     f = est["figures"]
     return {
         "memory_mb": f["memory_mb"]["value"],
