@@ -101,8 +101,9 @@ _HUANG_CITATION = ("Huang, Xue, Xin, Niu, Zhang, Jiang, Wang, Wang, Lv, Wu, Chen
                    "(llama.cpp threads), Section 4.2 (energy profiling); testbed: github.com/huangzhengxiang/"
                    "LLM-Profiler (commit 028302ab), for the energy code, the quantization notes and the dataset samples")
 _HUANG_RUNTIME = ("llama.cpp, CPU, 8 threads (Table 8), as a baseline in the authors' Android testbed app; Qwen and "
-                  "Llama models 4-bit (the testbed's llama.cpp notes convert to Q4_0 or Q4_1; the paper does not say "
-                  "which); dataset experiments: a random subset of MathQA, TruthfulQA, ShareGPT and RoleBench, figures "
+                  "Llama models 4-bit, Q4_1: the paper says only '4-bit', and the testbed's list of the models it "
+                  "tested names llama.cpp's as *-q4_1.gguf (model-converter/description.md: llama3_2-1b/3b-instruct, "
+                  "qwen2_5-1_5b/3b-instruct; its llama_cpp.md converts to Q4_1 or Q4_0 'to compare'); dataset experiments: a random subset of MathQA, TruthfulQA, ShareGPT and RoleBench, figures "
                   "averaged over the 4 datasets (per-turn prompt means 32-83 tokens in the testbed's samples, "
                   "dataset/samples/sample_stats.json); unplugged, cooled below 40 C before each test, battery above 50 %")
 _HUANG_ENERGY = ("BatteryManager current x voltage polled every 50 ms (the OS updates every 250 ms), mean power x "
@@ -211,13 +212,14 @@ def _e(model: str, quant: str, prompt: int, params: float, weights: float, pp: f
 
 def _h(source: str, model: str, shape: str, tg: float, mj: float, uah: float) -> Anchor:
     """One llama.cpp baseline of Huang et al.'s Table 9: decode token/s, mJ and uAh per token."""
-    return Anchor(source, model, "4-bit (Q4_0 or Q4_1)", _HUANG_PROMPT, _HUANG_GEN, True, shape,
-                  decode_tokens_per_s=tg, decode_mj_per_token=mj, estimator_quant="q4_0", threads=8,
+    return Anchor(source, model, "Q4_1 (4-bit)", _HUANG_PROMPT, _HUANG_GEN, True, shape,
+                  decode_tokens_per_s=tg, decode_mj_per_token=mj, estimator_quant="q4_1", threads=8,
                   notes=(f"Table 9, llama.cpp row: {tg} token/s, {uah} uAh/token, {mj} mJ/token (averaged over 4 "
                          f"datasets)",
                          f"estimated at {_HUANG_PROMPT} prompt + {_HUANG_GEN} generated tokens (an evaluation point, "
                          f"not published: the dataset lengths vary; the paper's shortest fixed-length setting), as "
-                         f"Q4_0 (Q4_1 would read ~11 % more bytes per token)"))
+                         f"Q4_1, the type the authors' testbed lists for its llama.cpp models (the paper says "
+                         f"'4-bit'; as Q4_0 every linear weight would read 10 % fewer bytes)"))
 
 
 # Huang et al.'s Table 9 is per token over datasets of varying lengths: the estimate is taken at the
@@ -450,7 +452,7 @@ def compare_row(row: Anchor, profile: Any, fit: PhoneFit | None) -> dict[str, An
     """The estimator on ``profile`` beside one published row. The published energy window's
     setup energy comes from the source's in-sample fit (None: no energy estimate)."""
     from edgeagent.estimate import estimate
-    from edgeagent.shapes import shape_from_config
+    from edgeagent.shapes import QUANTS, shape_from_config
 
     out: dict[str, Any] = {"source": row.source, "model": row.model, "quant": row.quant, "shape": row.shape,
                            "profile": profile.name, "held_out": row.held_out, "threads": row.threads,
@@ -460,7 +462,7 @@ def compare_row(row: Anchor, profile: Any, fit: PhoneFit | None) -> dict[str, An
     if why_not:
         out["why_not_comparable"] = why_not
     quant = (row.estimator_quant or row.quant).lower()
-    if row.shape is None or quant not in ("q4_k_m", "q4_0"):
+    if row.shape is None or quant not in QUANTS:
         out["estimated"] = False
         out["why"] = "no estimator shape for this model" if row.shape is None else f"{row.quant} is not a quantization the estimator models"
         for key in FIGURES + EXTRA_FIGURES:
@@ -541,6 +543,7 @@ def explain_misses(rows: list[dict[str, Any]], anchors: tuple[Anchor, ...], fits
     - another source's row of the same model shape on the same profile: if the estimator
       meets that one, the two publications disagree by the ratio of the ratios, after the
       estimator's own allowance for quantization, lengths and threads;
+    - the same source's other rows on that profile, with their ratios;
     - for energy, the source's in-sample rows of the same model: the fit on their own
       published times, and each row's mean power beside the source's other models'."""
     for r in rows:
@@ -559,6 +562,14 @@ def explain_misses(rows: list[dict[str, Any]], anchors: tuple[Anchor, ...], fits
                                f"{o[key]['ratio']:.2f}: the two publications disagree by "
                                f"{ratio / o[key]['ratio']:.2f}x after the estimator's allowance for quantization, "
                                f"lengths and threads")
+            own = sorted((o[key]["ratio"], o["model"]) for o in rows
+                         if o is not r and o["source"] == r["source"] and o["profile"] == r["profile"]
+                         and o.get("estimated") and o[key]["ratio"] is not None)
+            if own:
+                line = "the same source's other rows on this profile read " + ", ".join(f"{m} {x:.2f}" for x, m in own)
+                if all(abs(x - 1.0) <= TOLERANCE for x, _ in own):
+                    line += ", all within the tolerance: this row departs from its own source's level"
+                why.append(line)
             fit = fits.get(r["source"])
             if key == "joules_per_run" and fit is not None:
                 same = [a for a in anchors if a.source == r["source"] and a.model == r["model"] and not a.held_out]
@@ -633,8 +644,8 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
             f"row's threads (estimate.phase_power_w: its busy cores' share by their published per-core power where "
             f"the profile gives it, else its W per busy thread x threads)",
             f"a held-out figure outside +-{TOLERANCE:.0%} carries misses: what other published rows say of it "
-            f"(another source on the same profile and shape; for energy, the fit on the source's in-sample rows of "
-            f"the same model); nothing in them changes an estimate",
+            f"(another source on the same profile and shape; the same source's other rows there; for energy, the "
+            f"fit on the source's in-sample rows of the same model); nothing in them changes an estimate",
         ] + [f"{s['id']} is not in the held-out summary: {s['not_comparable']}" for s in sources if s.get("not_comparable")]
         + [f"{s['id']}: {s['caveat']}" for s in sources if s.get("caveat")],
     }

@@ -31,6 +31,7 @@ GGML_BLOCK: dict[str, tuple[int, int]] = {
     "Q5_1": (32, 24),   # 6.0
     "Q5_0": (32, 22),   # 5.5
     "Q4_K": (256, 144),  # 4.5
+    "Q4_1": (32, 20),   # 5.0
     "Q4_0": (32, 18),   # 4.5
 }
 
@@ -242,9 +243,9 @@ PUBLISHED_SHAPES: dict[str, dict[str, Any]] = {
                          n_vocab=128256, tied=False, url="https://huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json"),
 }
 
-QUANTS = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
+QUANTS = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_1", "q4_0")
 _BASE_TYPE = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q6_k": "Q6_K", "q5_k_m": "Q5_K",
-              "q4_k_m": "Q4_K", "q4_0": "Q4_0"}
+              "q4_k_m": "Q4_K", "q4_1": "Q4_1", "q4_0": "Q4_0"}
 _FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}  # when ne0 is not a multiple of 256
 
 

@@ -301,6 +301,32 @@ def test_a_miss_names_the_other_source_on_the_same_profile_and_shape() -> None:
     assert why.startswith("ehsani2026 Qwen2.5-1.5B Q4_K_M") and f"{1.6 / other['decode_tokens_per_s']['ratio']:.2f}x" in why
 
 
+def test_a_miss_lists_the_same_sources_other_rows_on_that_profile() -> None:
+    rows = anchors.compare_published()["rows"]
+    elite = [r for r in rows if r["source"] == "huang2025-8elite"]
+    mine = {**elite[0], "decode_tokens_per_s": {**elite[0]["decode_tokens_per_s"], "ratio": 1.6}}
+    anchors.explain_misses([mine, *elite[1:]], anchors.PUBLISHED, {})
+    (miss,) = mine["misses"]
+    (line,) = [w for w in miss["why"] if w.startswith("the same source's other rows")]
+    for o in elite[1:]:
+        assert f"{o['model']} {o['decode_tokens_per_s']['ratio']:.2f}" in line
+    inside = all(abs(o["decode_tokens_per_s"]["ratio"] - 1) <= anchors.TOLERANCE for o in elite[1:])
+    assert line.endswith("this row departs from its own source's level") == inside
+
+
+def test_huang_rows_are_estimated_as_the_q4_1_their_testbed_lists() -> None:
+    from edgeagent.shapes import shape_from_config
+
+    rows = [r for r in anchors.PUBLISHED if r.source in HUANG]
+    assert rows and all(r.estimator_quant == "q4_1" for r in rows)
+    # Q4_1 is 5 bits per weight (32 weights in 20 bytes), Q4_0 4.5: the linear weights read 10/9 the bytes
+    q41, q40 = shape_from_config("qwen2.5-3b", "q4_1"), shape_from_config("qwen2.5-3b", "q4_0")
+    ffn = [(a, b) for a, b in zip(q41.tensors, q40.tensors) if a.name.endswith("ffn_up.weight")]
+    assert ffn and all(a.ggml_type == "Q4_1" and a.n_bytes * 9 == b.n_bytes * 10 for a, b in ffn)
+    # the tied embedding goes to Q6_K in both mixes, as llama-quantize does
+    assert q41.tensors[0].ggml_type == q40.tensors[0].ggml_type == "Q6_K"
+
+
 def test_an_energy_miss_reads_the_fit_on_the_same_models_in_sample_row() -> None:
     prof = load_profile("snapdragon-8-elite")
     fit = anchors.fit_phone_model("ehsani2026", prof.bandwidth_theoretical_gbs)
