@@ -141,17 +141,19 @@ def bench_throughput(
     repack: bool | None = None,
     depth: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    exact: bool = False,
 ) -> dict:
     """Engine vs plain llama-cpp-python tokens/s, and prefill vs decode, measured here; the
     result names the llama.cpp settings the engine ran with (``edgeagent bench stock`` hands
     them to llama-bench). With ``depth`` each repetition first puts that many tokens in the KV
     cache, untimed, as an agent's earlier steps have: prefill is then the ``prompt_tokens`` on
-    top of them and decode runs at depth + prompt (llama-bench's ``-d``)."""
+    top of them and decode runs at depth + prompt (llama-bench's ``-d``). ``exact``: the engine's
+    exact attention (``LlamaSettings.exact``) instead of its defaults."""
     if prompt_tokens < 2 or gen_tokens < 2 or reps < 1 or depth < 0:
         raise ValueError("need prompt_tokens >= 2, gen_tokens >= 2, reps >= 1 and depth >= 0")
     model_path = Path(model_path)
     n_ctx = depth + prompt_tokens + gen_tokens + 16
-    engine = Engine(model_path, n_ctx=n_ctx, n_threads=threads, repack=repack, seed=0)
+    engine = Engine(model_path, n_ctx=n_ctx, n_threads=threads, repack=repack, seed=0, exact=exact)
     baseline = load_llama(model_path, repack=engine.repack, seed=0, **engine.settings.llama_kwargs())  # the same context
     try:
         prompt = bench_prompt(engine, depth + prompt_tokens)
@@ -205,10 +207,12 @@ def bench_throughput(
         "file_type": _file_type_name(info["file_type"]),
         "threads": info["threads"],
         "repack": info["repack"],
-        "flash_attn": engine.settings.flash_attn,
+        "flash_attn": engine.settings.attention[0],
         "n_batch": engine.settings.n_batch,
         "n_ubatch": engine.settings.ubatch,
         "kv_type": engine.settings.kv_type or "f16",
+        "kv_types": list(engine.settings.attention[1:]),  # K, V as llama.cpp got them
+        "exact": engine.settings.exact,
         "machine": info["machine"],
         "cpu_count": os.cpu_count(),
         "llama_cpp_python": _llama_cpp_version(),

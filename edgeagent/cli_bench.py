@@ -222,6 +222,9 @@ def stock_command(
                                     "llama-cpp-python, else llama-bench on PATH)."),
     build: bool = typer.Option(False, "--build", help="Build stock llama.cpp from the source llama-cpp-python vendors "
                                                       "first if no llama-bench is found (minutes; cached)."),
+    exact: bool = typer.Option(False, "--exact", help="The engine's exact attention (flash attention, Q8_0 keys, F16 "
+                                                      "values: output that depends on the tokens alone) instead of "
+                                                      "its defaults."),
     json_out: bool = _json(),
 ) -> None:
     """The engine beside stock llama-bench on the same GGUF: prefill and decode tokens/s and
@@ -247,7 +250,7 @@ def stock_command(
                  "from the source llama-cpp-python vendors (minutes, once)")
         say(f"engine: {chosen.name}, {reps} reps")
         engine = bench.bench_throughput(chosen.path, threads=threads, prompt_tokens=prompt_tokens,
-                                        gen_tokens=gen_tokens, reps=reps, depth=depth)
+                                        gen_tokens=gen_tokens, reps=reps, depth=depth, exact=exact)
         result = stock_bench.run_stock_bench(engine, found[0], found[1], reps=reps, progress=say)
     except (StockError, EngineError) as e:
         fail(" ".join(str(e).split()))

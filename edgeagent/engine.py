@@ -83,7 +83,11 @@ class Engine:
     it is resolved by ``LlamaSettings.from_runtime``: the arguments here first, then the device
     profile's ``[runtime]`` when a profile is given (threads, flash_attn, kv_cache_type,
     n_ubatch; weight_repack for ``repack``), then defaults: ``os.cpu_count()`` threads,
-    repacking as `default_repack()` decides, flash attention off, llama.cpp's F16 KV cache.
+    repacking as `default_repack()` decides, flash attention on and an F16 KV cache (llama.cpp's
+    own defaults on a CPU). ``exact``: the set-up whose output depends on the tokens alone
+    (``edgeagent.llama.EXACT_KV_TYPES``), so a reused prefix, a batch of forced tokens or a
+    speculative verification gives the bits a fresh one-batch evaluation gives; without it those
+    agree to llama.cpp's rounding (the batch size picks the kernel).
     `type_k`/`type_v` are ggml type ids (``llama_cpp.GGML_TYPE_F32`` ...) overriding the KV type.
     """
 
@@ -101,6 +105,7 @@ class Engine:
         type_k: int | None = None,
         type_v: int | None = None,
         flash_attn: bool | None = None,
+        exact: bool = False,
         track_peak_rss: bool = True,
         verbose: bool = False,
         settings: LlamaSettings | None = None,
@@ -110,7 +115,7 @@ class Engine:
         runtime = profile.runtime if profile is not None else None
         if settings is None:
             settings = LlamaSettings.from_runtime(runtime, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
-                                                  n_threads=n_threads, flash_attn=flash_attn)
+                                                  n_threads=n_threads, flash_attn=flash_attn, exact=exact)
         if repack is None and runtime is not None:
             repack = runtime.weight_repack
         kwargs = settings.llama_kwargs()

@@ -38,6 +38,19 @@ _BACKEND_READY = False
 # llama-cpp-python's name of the ggml type. llama.cpp's default is F16.
 KV_TYPES = {"f32": "GGML_TYPE_F32", "f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q8_0"}
 
+# The attention set-up under which llama.cpp's output depends on the tokens alone, not on how
+# they reached the KV cache (``LlamaSettings.exact``): flash attention with Q8_0 keys and F16
+# values. llama.cpp's CPU flash attention (ggml-cpu ops.cpp, 0.3.36's llama.cpp) takes a tiled
+# kernel for a batch of 64 or more rows and a split-over-the-cache kernel for one row at 512+
+# cells, but only when K and V are both F16 (or both F32); each rounds differently from the
+# per-row kernel the rest take. Mixed K/V types leave only the per-row kernel, which gives every
+# row the same bits in any batch. Without flash attention the KQ and KQV products take
+# llamafile's sgemm for two or more rows and a dot product for one, so one token evaluated
+# alone differs too (the shipped SmolLM2 agent; not the built-in model). F32 does not help:
+# llama.cpp converts an F32 cache to F16 before flash attention. ``calibrate.exactness`` checks
+# all three set-ups on the machine it runs on.
+EXACT_KV_TYPES = ("q8_0", "f16")
+
 
 def llama_lib():
     """llama-cpp-python's C bindings, with llama.cpp's backend initialised once."""
@@ -191,23 +204,37 @@ class LlamaSettings:
     n_ubatch: int | None = None  # None: n_batch
     n_threads: int | None = None  # None: every core (os.cpu_count())
     kv_type: str | None = None  # f16 | q8_0 | f32; None: llama.cpp's default (f16)
-    flash_attn: bool = False
+    flash_attn: bool = True  # llama.cpp's own default on a CPU (its "auto" turns it on)
+    # Output that depends on the tokens alone (EXACT_KV_TYPES): flash attention on, Q8_0 keys,
+    # F16 values, whatever flash_attn says; kv_type must be unset.
+    exact: bool = False
 
     def __post_init__(self) -> None:
         kv_type_id(self.kv_type)  # an unknown name is an error here, before any load
+        if self.exact and self.kv_type is not None:
+            raise EngineError(f"exact attention sets the KV cache types itself ({'/'.join(EXACT_KV_TYPES)} for K/V); "
+                              f"it cannot take kv_type {self.kv_type!r} too")
+
+    @property
+    def attention(self) -> tuple[bool, str, str]:
+        """What llama.cpp gets: (flash attention, K cache type, V cache type)."""
+        if self.exact:
+            return True, *EXACT_KV_TYPES
+        kv = self.kv_type or "f16"
+        return self.flash_attn, kv, kv
 
     @classmethod
     def from_runtime(cls, runtime: Any | None = None, *, n_ctx: int = 4096, n_batch: int = 512,
                      n_ubatch: int | None = None, n_threads: int | None = None,
-                     flash_attn: bool | None = None) -> LlamaSettings:
+                     flash_attn: bool | None = None, exact: bool = False) -> LlamaSettings:
         """Explicit values first, then the device profile's ``runtime`` (a
-        ``profiles.Runtime``), then the defaults."""
+        ``profiles.Runtime``), then the defaults. ``exact`` leaves the profile's KV type out."""
         if runtime is None:
             return cls(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch or n_batch, n_threads=n_threads,
-                       flash_attn=bool(flash_attn))
+                       flash_attn=cls.flash_attn if flash_attn is None else flash_attn, exact=exact)
         return cls(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch or runtime.n_ubatch or n_batch,
-                   n_threads=n_threads or runtime.threads or None, kv_type=runtime.kv_cache_type,
-                   flash_attn=flash_attn if flash_attn is not None else runtime.flash_attn)
+                   n_threads=n_threads or runtime.threads or None, kv_type=None if exact else runtime.kv_cache_type,
+                   flash_attn=flash_attn if flash_attn is not None else runtime.flash_attn, exact=exact)
 
     @property
     def threads(self) -> int:
@@ -219,12 +246,11 @@ class LlamaSettings:
 
     def llama_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``llama_cpp.Llama`` (and ``load_llama``)."""
+        flash, k, v = self.attention
         kwargs: dict[str, Any] = dict(n_ctx=self.n_ctx, n_batch=self.n_batch, n_ubatch=self.ubatch,
-                                      n_threads=self.threads, n_threads_batch=self.threads,
-                                      flash_attn=self.flash_attn)
-        type_id = kv_type_id(self.kv_type)
-        if type_id is not None:
-            kwargs.update(type_k=type_id, type_v=type_id)
+                                      n_threads=self.threads, n_threads_batch=self.threads, flash_attn=flash)
+        if self.exact or self.kv_type is not None:
+            kwargs.update(type_k=kv_type_id(k), type_v=kv_type_id(v))
         return kwargs
 
     def context_params(self):
@@ -237,12 +263,12 @@ class LlamaSettings:
         cp.n_ubatch = self.ubatch
         cp.n_seq_max = 1
         cp.n_threads = cp.n_threads_batch = self.threads
-        cp.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        flash, k, v = self.attention
+        cp.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         cp.yarn_attn_factor, cp.yarn_beta_fast, cp.yarn_beta_slow = 1.0, 32.0, 1.0  # as llama_cpp.Llama sets them
         cp.no_perf = False
-        type_id = kv_type_id(self.kv_type)
-        if type_id is not None:
-            cp.type_k = cp.type_v = type_id
+        if self.exact or self.kv_type is not None:
+            cp.type_k, cp.type_v = kv_type_id(k), kv_type_id(v)
         return cp
 
 
@@ -255,15 +281,15 @@ class LlamaRunner:
     cache tracked in ``tokens`` (positions 0..len-1, sequence 0).
 
     The context is ``LlamaSettings.context_params``: the settings ``llama_cpp.Llama`` gets for
-    ``edgeagent.engine.Engine`` (``LlamaSettings.llama_kwargs``: same n_batch/n_ubatch, F16 KV
-    cache, no flash attention, repacking as ``load_llama``), so the full model computes what
-    the engine computes.
+    ``edgeagent.engine.Engine`` (``LlamaSettings.llama_kwargs``: same n_batch/n_ubatch, KV
+    cache types and flash attention, repacking as ``load_llama``), so the full model computes
+    what the engine computes.
     """
 
     def __init__(self, model_path: str | os.PathLike, settings: LlamaSettings | None = None, *,
                  repack: bool | None = None, verbose: bool = False, **context: Any):
         """``settings``, or ``LlamaSettings(**context)`` (``n_ctx``, ``n_batch``, ``n_threads``,
-        ``kv_type``)."""
+        ``kv_type``, ``exact``)."""
         lib = llama_lib()
         settings = settings or LlamaSettings(**context)
         logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
@@ -282,7 +308,7 @@ class LlamaRunner:
         if not self.model:
             raise EngineError(f"{path}: llama.cpp could not load it")
         self.settings = settings
-        self.kv_type = settings.kv_type or "f16"
+        self.kv_type = "/".join(settings.attention[1:]) if settings.exact else settings.kv_type or "f16"
         self.ctx = lib.llama_init_from_model(self.model, settings.context_params())
         if not self.ctx:
             lib.llama_model_free(self.model)

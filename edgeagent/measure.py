@@ -87,15 +87,15 @@ def llama_cpp_buffers(log: str) -> dict[str, float | None]:
 
 
 def measure_gguf(path: str | os.PathLike, *, prompt_tokens: int = 64, gen_tokens: int = 64, n_ctx: int = 1024,
-                 threads: int | None = None, n_ubatch: int = 512, flash_attn: bool = False, repack: bool | None = None,
-                 reps: int = 3, timeout_s: float = 300.0, cached_tokens: int = 0) -> dict[str, Any]:
+                 threads: int | None = None, n_ubatch: int = 512, flash_attn: bool | None = None, repack: bool | None = None,
+                 reps: int = 3, timeout_s: float = 300.0, cached_tokens: int = 0, exact: bool = False) -> dict[str, Any]:
     """Load ``path`` in a fresh process and measure memory, TTFT and decode speed.
     ``cached_tokens``: that many tokens are already in the KV cache before each measured
     prompt (evaluated untimed first), as in an agent step that reuses its episode's prefix:
     the prompt's ``prompt_tokens`` are evaluated on top of them and decode runs at that depth."""
     job = {"job": "gguf", "path": str(path), "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
            "n_ctx": n_ctx, "threads": threads or os.cpu_count() or 1, "n_ubatch": n_ubatch,
-           "flash_attn": flash_attn, "repack": repack, "reps": reps, "cached_tokens": cached_tokens}
+           "flash_attn": flash_attn, "repack": repack, "reps": reps, "cached_tokens": cached_tokens, "exact": exact}
     return _run_job(job, timeout_s)
 
 
@@ -126,7 +126,8 @@ def _child_gguf(job: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     # verbose: llama.cpp's load log (stderr, read by the parent) says what it allocated
     engine = Engine(job["path"], n_ctx=job["n_ctx"], n_threads=job["threads"], n_ubatch=job["n_ubatch"],
-                    flash_attn=job["flash_attn"], repack=job["repack"], seed=0, track_peak_rss=False, verbose=True)
+                    flash_attn=job["flash_attn"], exact=job.get("exact", False), repack=job["repack"], seed=0,
+                    track_peak_rss=False, verbose=True)
     load_ms = (time.perf_counter() - t0) * 1e3
     cached = int(job.get("cached_tokens", 0))
     prompt = bench_prompt(engine, job["prompt_tokens"] + cached)

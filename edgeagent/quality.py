@@ -30,10 +30,11 @@ IGNORE = -100
 
 
 def _context(model_path, n_ctx: int, n_batch: int, threads: int | None, kv_type: str | None = None):
-    """The model in llama.cpp with the shared context set-up (``edgeagent.llama.LlamaSettings``)."""
+    """The model in llama.cpp with the shared context set-up (``edgeagent.llama.LlamaSettings``),
+    without flash attention: with it llama.cpp converts an F32 cache to F16 before attending."""
     from edgeagent.llama import LlamaSettings, load_llama
 
-    settings = LlamaSettings(n_ctx=n_ctx, n_batch=n_batch, n_threads=threads, kv_type=kv_type)
+    settings = LlamaSettings(n_ctx=n_ctx, n_batch=n_batch, n_threads=threads, kv_type=kv_type, flash_attn=False)
     return load_llama(model_path, **settings.llama_kwargs())
 
 

@@ -62,16 +62,17 @@ def llama_bench_args(model: Path, *, threads: int, prompt_tokens: int, gen_token
                      settings: dict | None = None, repack_crashes: bool = False, depth: int = 0) -> list[list[str]]:
     """The two llama-bench argument lists (prefill on ``depth`` cached tokens; decode after
     depth + prompt), with
-    ``settings`` (the engine's: ``flash_attn``, ``repack``, ``n_batch``, ``n_ubatch``, ``kv_type``)
+    ``settings`` (the engine's: ``flash_attn``, ``repack``, ``n_batch``, ``n_ubatch``, ``kv_types``
+    as K and V, else ``kv_type`` for both)
     or None for llama-bench's defaults; with ``repack_crashes`` (a CPU with Intel AMX, see
     ``edgeagent.llama.default_repack``) its default repacking is turned off, or it segfaults."""
     common = ["-m", str(model), "-t", str(threads), "-r", str(reps), "-o", "json"]
     if settings is None and repack_crashes:
         common += ["--repack", "0"]
     if settings is not None:
-        kv = settings.get("kv_type") or "f16"
+        k, v = settings.get("kv_types") or [settings.get("kv_type") or "f16"] * 2
         common += ["-fa", "on" if settings["flash_attn"] else "off", "--repack", "1" if settings["repack"] else "0",
-                   "-b", str(settings["n_batch"]), "-ub", str(settings["n_ubatch"]), "-ctk", kv, "-ctv", kv]
+                   "-b", str(settings["n_batch"]), "-ub", str(settings["n_ubatch"]), "-ctk", k, "-ctv", v]
     prefill = [*common, "-p", str(prompt_tokens), "-n", "0"] + (["-d", str(depth)] if depth else [])
     return [prefill, [*common, "-p", "0", "-n", str(gen_tokens), "-d", str(depth + prompt_tokens)]]
 
@@ -120,7 +121,7 @@ def stock_figures(records: list[dict], cpu_utilization: float | None = None) -> 
         "decode_depth": tg["n_depth"],
         "threads": pp["n_threads"], "flash_attn": FLASH_ATTN.get(pp["flash_attn"], str(pp["flash_attn"])),
         "repack": bool(pp["repack"]), "n_batch": pp["n_batch"], "n_ubatch": pp["n_ubatch"],
-        "kv_type": pp["type_k"], "reps": len(pp.get("samples_ts") or []),
+        "kv_type": pp["type_k"], "kv_types": [pp["type_k"], pp.get("type_v", pp["type_k"])], "reps": len(pp.get("samples_ts") or []),
         "build_commit": pp["build_commit"], "build_number": pp["build_number"], "cpu_info": pp["cpu_info"],
         "backends": pp["backends"], "cpu_utilization": cpu_utilization,
     }
@@ -130,6 +131,7 @@ def engine_settings(engine: dict) -> dict:
     """The llama.cpp settings the engine's throughput run used (``bench_throughput``'s result)."""
     return {"flash_attn": bool(engine["flash_attn"]), "repack": bool(engine["repack"]),
             "n_batch": engine["n_batch"], "n_ubatch": engine["n_ubatch"], "kv_type": engine.get("kv_type") or "f16",
+            "kv_types": engine.get("kv_types") or [engine.get("kv_type") or "f16"] * 2,
             "threads": engine["threads"]}
 
 
@@ -184,7 +186,9 @@ def compare(engine: dict, stock: dict[str, dict], *, binary: str, source: str) -
 
 def describe_settings(s: dict) -> str:
     fa = s["flash_attn"] if isinstance(s["flash_attn"], str) else ("on" if s["flash_attn"] else "off")
-    return f"fa {fa}, repack {int(bool(s['repack']))}, b {s['n_batch']}, ub {s['n_ubatch']}, kv {s['kv_type']}, t {s['threads']}"
+    k, v = s.get("kv_types") or [s["kv_type"]] * 2
+    kv = k if k == v else f"{k}/{v}"
+    return f"fa {fa}, repack {int(bool(s['repack']))}, b {s['n_batch']}, ub {s['n_ubatch']}, kv {kv}, t {s['threads']}"
 
 
 def stock_rows(result: dict) -> tuple[list[str], list[list[str]]]:

@@ -512,9 +512,10 @@ def test_speculative_log_probabilities_are_the_full_models(packed, n_draft, forc
     on the speculative engine, and identical_outputs was false on chat prompts)."""
     _, paths, _ = packed
     grammar, prompt = _agent_grammar()
-    engine = Engine(paths[N_LAYERS], n_ctx=1024, n_threads=1, seed=0, track_peak_rss=False)
+    # exact attention on both: verification in a batch then gives a one-token decode's bits
+    engine = Engine(paths[N_LAYERS], n_ctx=1024, n_threads=1, seed=0, track_peak_rss=False, exact=True)
     spec = SelfSpeculativeEngine(paths[N_LAYERS], paths[1] if n_draft else None, n_draft=n_draft, n_ctx=1024,
-                                 n_threads=1, forced_batching=forced_batching)
+                                 n_threads=1, forced_batching=forced_batching, exact=True)
     try:
         ids = engine.tokenize(prompt)
         want = engine.generate(ids, max_tokens=48, grammar=grammar, logprobs=True)

@@ -50,6 +50,14 @@ def engine(model_path):
         yield e
 
 
+@pytest.fixture(scope="module")
+def exact_engine(model_path):
+    """The exact attention set-up: output that depends on the tokens alone, so a reused
+    prefix must give a fresh engine's bits (the default agrees to llama.cpp's rounding)."""
+    with Engine(model_path, n_ctx=512, n_threads=1, exact=True) as e:
+        yield e
+
+
 def test_json_schema_output_always_parses(engine):
     for seed in range(8):
         gen = engine.generate("Next action:", max_tokens=64, temperature=1.0, seed=seed, json_schema=ACTION_SCHEMA)
@@ -65,11 +73,12 @@ def test_gbnf_grammar_constrains_output(engine):
     assert texts <= {"yes.", "no."}
 
 
-def test_seed_reproduces_sampling(engine, model_path):
+def test_seed_reproduces_sampling(exact_engine, model_path):
+    engine = exact_engine
     first = engine.generate(PROMPT, max_tokens=24, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=7)
     again = engine.generate(PROMPT, max_tokens=24, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=7)
     assert first.tokens == again.tokens
-    with Engine(model_path, n_ctx=512, n_threads=1) as fresh:
+    with Engine(model_path, n_ctx=512, n_threads=1, exact=True) as fresh:
         other = fresh.generate(PROMPT, max_tokens=24, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=7)
     assert other.tokens == first.tokens
     others = [
@@ -98,7 +107,8 @@ def test_streaming_delivers_the_whole_text(engine):
     assert len(streamed) > 1 and "".join(streamed) == gen.text
 
 
-def test_prefix_reuse_evaluates_only_the_suffix_and_matches_a_fresh_engine(engine, model_path, capsys):
+def test_prefix_reuse_evaluates_only_the_suffix_and_matches_a_fresh_engine(exact_engine, model_path, capsys):
+    engine = exact_engine
     engine.reset()
     turn1 = engine.tokenize(PROMPT)
     first = engine.generate(turn1, max_tokens=16, ignore_eos=True)
@@ -108,7 +118,7 @@ def test_prefix_reuse_evaluates_only_the_suffix_and_matches_a_fresh_engine(engin
     # The next agent step: everything so far plus a new observation.
     turn2 = turn1 + first.tokens + engine.tokenize(" Screen: Display settings, slider at 80%.", add_bos=False)
     second = engine.generate(turn2, max_tokens=16)
-    with Engine(model_path, n_ctx=512, n_threads=1) as fresh:
+    with Engine(model_path, n_ctx=512, n_threads=1, exact=True) as fresh:
         fresh.generate("warm-up", max_tokens=1)  # first decode of a context allocates its graph
         fresh.reset()
         cold = fresh.generate(turn2, max_tokens=16)
@@ -184,9 +194,9 @@ def test_one_context_set_up_for_the_llama_object_and_the_c_api(model_path):
 
     fields = ("n_ctx", "n_batch", "n_ubatch", "n_seq_max", "n_threads", "n_threads_batch", "type_k", "type_v",
               "flash_attn_type", "yarn_attn_factor", "yarn_beta_fast", "yarn_beta_slow", "no_perf")
-    for kv_type in (None, "f32"):
+    for kv_type, exact in ((None, False), ("f32", False), (None, True)):
         settings = LlamaSettings.from_runtime(_profile_with_runtime(threads=1, kv_cache_type=kv_type or "f16").runtime
-                                              if kv_type else None, n_ctx=512, n_threads=1)
+                                              if kv_type else None, n_ctx=512, n_threads=1, exact=exact)
         with Engine(model_path, settings=settings) as e:
             via_llama = e.llm.context_params
             direct = settings.context_params()
@@ -198,6 +208,31 @@ def test_one_context_set_up_for_the_llama_object_and_the_c_api(model_path):
         runner.close()
     with pytest.raises(EngineError, match="KV cache type 'q4' is unknown"):
         LlamaSettings(kv_type="q4")
+
+
+def test_default_and_exact_attention_set_ups(model_path):
+    """The default is llama.cpp's own on a CPU (flash attention, F16 cache); the exact set-up is
+    flash attention with Q8_0 keys and F16 values, whatever else asks otherwise."""
+    import llama_cpp
+
+    from edgeagent.llama import LlamaRunner, LlamaSettings
+
+    assert LlamaSettings().attention == (True, "f16", "f16")
+    assert LlamaSettings(flash_attn=False, exact=True).attention == (True, "q8_0", "f16")
+    # a profile's KV type gives way to the exact set-up; given outright, the two clash
+    profile = _profile_with_runtime(kv_cache_type="f32", flash_attn=False)
+    assert LlamaSettings.from_runtime(profile.runtime, exact=True).attention == (True, "q8_0", "f16")
+    with pytest.raises(EngineError, match="cannot take kv_type 'f32' too"):
+        LlamaSettings(kv_type="f32", exact=True)
+    with Engine(model_path, n_ctx=128, n_threads=1, exact=True) as e:
+        cp = e.llm.context_params
+        assert (cp.type_k, cp.type_v, cp.flash_attn_type) == (
+            llama_cpp.GGML_TYPE_Q8_0, llama_cpp.GGML_TYPE_F16, llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED)
+    runner = LlamaRunner(model_path, n_ctx=128, n_threads=1, exact=True)
+    try:
+        assert runner.kv_type == "q8_0/f16"
+    finally:
+        runner.close()
 
 
 def test_bench_cli_json_reports_engine_baseline_and_prefill(model_path):
