@@ -222,9 +222,9 @@ def stock_command(
                                     "llama-cpp-python, else llama-bench on PATH)."),
     build: bool = typer.Option(False, "--build", help="Build stock llama.cpp from the source llama-cpp-python vendors "
                                                       "first if no llama-bench is found (minutes; cached)."),
-    exact: bool = typer.Option(False, "--exact", help="The engine's exact attention (flash attention, Q8_0 keys, F16 "
-                                                      "values: output that depends on the tokens alone) instead of "
-                                                      "its defaults."),
+    attention: str = typer.Option("on", "--attention", help="The engine's attention set-up: on (flash attention, "
+                                  "its default), off, or exact (flash attention with Q8_0 keys and F16 values: "
+                                  "output that depends on the tokens alone)."),
     json_out: bool = _json(),
 ) -> None:
     """The engine beside stock llama-bench on the same GGUF: prefill and decode tokens/s and
@@ -239,6 +239,8 @@ def stock_command(
     gen_tokens = 128 if gen_tokens is None else gen_tokens
     if prompt_tokens < 2 or gen_tokens < 2 or reps < 1:
         fail("need --prompt-tokens >= 2, --gen-tokens >= 2 and --reps >= 1")
+    if attention not in bench.ATTENTION_CHOICES:
+        fail(f"--attention: {attention!r} is not one of {', '.join(bench.ATTENTION_CHOICES)}")
     chosen = choose_model(model=model, agent=agent, quant=quant)
     try:
         found = stock_bench.find_llama_bench(llama_bench)
@@ -250,7 +252,7 @@ def stock_command(
                  "from the source llama-cpp-python vendors (minutes, once)")
         say(f"engine: {chosen.name}, {reps} reps")
         engine = bench.bench_throughput(chosen.path, threads=threads, prompt_tokens=prompt_tokens,
-                                        gen_tokens=gen_tokens, reps=reps, depth=depth, exact=exact)
+                                        gen_tokens=gen_tokens, reps=reps, depth=depth, attention=attention)
         result = stock_bench.run_stock_bench(engine, found[0], found[1], reps=reps, progress=say)
     except (StockError, EngineError) as e:
         fail(" ".join(str(e).split()))

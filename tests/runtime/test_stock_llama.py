@@ -133,6 +133,12 @@ def test_llama_bench_args_same_settings_and_defaults() -> None:
     # An agent step: the prompt on tokens already cached, decode after both.
     step = stock_bench.llama_bench_args(Path("/m.gguf"), threads=2, prompt_tokens=160, gen_tokens=16, reps=3, depth=380)
     assert step[0][-6:] == ["-p", "160", "-n", "0", "-d", "380"] and step[1][-6:] == ["-p", "0", "-n", "16", "-d", "540"]
+    # the engine's exact attention: llama-bench gets flash attention with its two KV types
+    exact = stock_bench.llama_bench_args(Path("/m.gguf"), threads=2, prompt_tokens=128, gen_tokens=64, reps=3,
+                                         settings=stock_bench.engine_settings({**ENGINE, "flash_attn": True,
+                                                                               "kv_types": ["q8_0", "f16"]}))
+    assert exact[0][8:10] == ["-fa", "on"] and exact[0][-8:-4] == ["-ctk", "q8_0", "-ctv", "f16"]
+    assert "kv q8_0/f16" in stock_bench.describe_settings(stock_bench.engine_settings({**ENGINE, "kv_types": ["q8_0", "f16"]}))
 
 
 def _recorded() -> list[dict]:
