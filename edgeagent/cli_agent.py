@@ -8,8 +8,9 @@ from typing import Optional
 
 import typer
 
-from edgeagent.cli_common import (AGENT_HELP, SENSITIVE_HELP, VERBOSE_HELP, choose_model, open_device, open_engine,
-                                  quiet_llama, sensitive_gate, sensitive_line, sensitive_report)
+from edgeagent.cli_common import (AGENT_HELP, ATTENTION_HELP, SENSITIVE_HELP, VERBOSE_HELP, attention_or_fail,
+                                  choose_model, open_device, open_engine, quiet_llama, sensitive_gate, sensitive_line,
+                                  sensitive_report)
 from edgeagent.output import console, emit_json, fail
 
 
@@ -32,6 +33,7 @@ def run_command(
     allow_sensitive: bool = typer.Option(False, "--allow-sensitive", help="The same as --sensitive allow."),
     trace_dir: Optional[Path] = typer.Option(None, "--trace", help="Write steps.jsonl, screenshots and index.html here."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    attention: str = typer.Option("on", "--attention", help=ATTENTION_HELP),
     raw_prompt: bool = typer.Option(False, "--raw-prompt", help="Send the plain step prompt, not the model's chat template."),
     speculative: bool = typer.Option(True, "--speculative/--no-speculative", help="Decode with the draft the "
                                      "bundle's manifest names (self-speculative, same outputs), if it names one."),
@@ -45,6 +47,7 @@ def run_command(
 
     if (task is None) == (task_json is None):
         fail("give exactly one of --task TEXT or --task-json FILE")
+    attention_or_fail(attention)
     if allow_sensitive and sensitive not in (None, "allow"):
         fail(f"--allow-sensitive is --sensitive allow; it contradicts --sensitive {sensitive}", 2)
     sensitive = "allow" if allow_sensitive else sensitive or "ask"
@@ -72,7 +75,7 @@ def run_command(
     if spec is not None and phone is None:
         fail("--task-json sets up an emulated task; use --device emulator (or --task TEXT on a real device)")
     engine = open_engine(model_path, threads, verbose, draft=choice.draft if speculative else None,
-                         n_draft=choice.n_draft)
+                         n_draft=choice.n_draft, attention=attention)
     apps = phone.app_names() if phone is not None else None
     fmt = engine_prompt_format(engine, bundle_format=bundle_format, raw=raw_prompt)
     policy = ModelPolicy(engine, apps=apps, copy_text=True, prompt_format=fmt)
@@ -100,7 +103,7 @@ def run_command(
     status = STATUS_WORDS.get(run.status, run.status)
     result = {
         "task": task, "model": str(model_path), "prompt_format": f"{fmt.kind}/{fmt.layout}" if fmt.kind == "chat" else "plain",
-        "device": device, "status": status, "verified": success is not None, "answer": run.answer,
+        "device": device, "attention": attention, "status": status, "verified": success is not None, "answer": run.answer,
         "success_rate": None if success is None else 1.0 if success else 0.0, "steps": len(run.steps),
         "actions": [s.action for s in run.steps], "seconds": round(run.seconds, 3),
         **costs, "trace": str(trace_dir) if trace_dir else None,

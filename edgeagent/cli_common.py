@@ -47,12 +47,25 @@ def quiet_llama(verbose: bool) -> None:
     LLAMA_LOG.install(verbose)
 
 
+ATTENTION_HELP = ("llama.cpp's attention set-up: on (flash attention, the default, llama.cpp's own), off, or exact "
+                  "(flash attention with Q8_0 keys and F16 values: the output depends on the tokens alone, so a run "
+                  "gives the same bits whatever the KV cache held before; a little slower).")
+
+
+def attention_or_fail(attention: str) -> str:
+    from edgeagent.bench import ATTENTION_CHOICES
+
+    if attention not in ATTENTION_CHOICES:
+        fail(f"--attention {attention!r}: expected one of {', '.join(ATTENTION_CHOICES)}")
+    return attention
+
+
 def open_engine(model_path: Path, threads: Optional[int], verbose: bool = False, *, draft: Optional[Path] = None,
-                n_draft: int = 0):
+                n_draft: int = 0, attention: str = "on"):
     """llama.cpp on ``model_path``; a file it cannot load (corrupt, truncated, not a GGUF) is
     one line naming it and llama.cpp's reason, exit code 2, not a traceback. With ``draft`` (an
     exit GGUF of the same model), self-speculative decoding: the same outputs, the draft
-    proposing ``n_draft`` tokens at a time."""
+    proposing ``n_draft`` tokens at a time. ``attention``: on, off or exact (``ATTENTION_HELP``)."""
     from edgeagent.engine import AGENT_N_CTX, Engine, EngineError
     from edgeagent.speculative import SelfSpeculativeEngine
     from edgeagent.quality import trained_context
@@ -64,9 +77,13 @@ def open_engine(model_path: Path, threads: Optional[int], verbose: bool = False,
         n_ctx = AGENT_N_CTX
     try:
         if draft is not None and n_draft > 0:
+            if attention == "off":
+                fail("--attention off: self-speculative decoding runs with flash attention; use on or exact, "
+                     "or --no-speculative")
             return SelfSpeculativeEngine(model_path, draft, n_draft=n_draft, n_ctx=n_ctx, n_threads=threads,
-                                         verbose=verbose)
-        return Engine(model_path, n_ctx=n_ctx, n_threads=threads, verbose=verbose)
+                                         verbose=verbose, exact=attention == "exact")
+        return Engine(model_path, n_ctx=n_ctx, n_threads=threads, verbose=verbose,
+                      flash_attn=attention != "off", exact=attention == "exact")
     except EngineError as exc:
         fail(str(exc))
 

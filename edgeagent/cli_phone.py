@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from edgeagent.cli_common import SENSITIVE_HELP, VERBOSE_HELP
+from edgeagent.cli_common import ATTENTION_HELP, SENSITIVE_HELP, VERBOSE_HELP
 from edgeagent.output import console, emit_json, err_console, fail, table
 
 # The phone a demo's cost is estimated on when none is named: the README's target phone.
@@ -180,6 +180,7 @@ def demo_command(
                                          "per step; to compare costs). Default: the one the model was trained on."),
     max_steps: int = typer.Option(20, "--max-steps", min=1, help="Step budget per episode."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    attention: str = typer.Option("on", "--attention", help=ATTENTION_HELP),
     prefix_reuse: bool = typer.Option(True, "--prefix-reuse/--no-prefix-reuse",
                                       help="Keep the KV cache of the prompt prefix shared with the previous step."),
     rescore: bool = typer.Option(True, "--rescore/--no-rescore",
@@ -197,11 +198,12 @@ def demo_command(
     from android_bridge.emulator.expert import expert_action
     from edgeagent.agent.evaluate import evaluate_tasks, model_policy_factory
     from edgeagent.builtin import HELD_OUT_APPS
-    from edgeagent.cli_common import quiet_llama, sensitive_gate, sensitive_line, sensitive_report
+    from edgeagent.cli_common import attention_or_fail, quiet_llama, sensitive_gate, sensitive_line, sensitive_report
     from edgeagent.engine import EngineError
 
     if policy not in ("model", "expert"):
         fail(f"--policy {policy!r}: expected 'model' or 'expert'")
+    attention_or_fail(attention)
     gate = sensitive_gate(sensitive, json_out)
     target_profile = _target_or_fail(target) if policy == "model" else None
     # The built-in model never saw these apps; the demo shows what it was trained for. A GGUF
@@ -223,7 +225,7 @@ def demo_command(
                               threads=threads)
         model_path = choice.path
         engine = open_engine(model_path, threads, verbose, draft=choice.draft if speculative else None,
-                             n_draft=choice.n_draft)
+                             n_draft=choice.n_draft, attention=attention)
         fmt = engine_prompt_format(engine, bundle_format=choice.prompt_format, raw=raw_prompt)
         if layout is not None:
             from edgeagent.agent.prompt import LAYOUTS
@@ -233,7 +235,7 @@ def demo_command(
             if fmt.kind == "chat":
                 fmt = fmt.with_layout(layout)
         info.update(model=str(model_path), agent=choice.name, quant=quant if model is None and bundle is None and profile is None else None,
-                    threads=engine.n_threads,
+                    threads=engine.n_threads, attention=attention,
                     prefix_reuse=prefix_reuse, rescore=rescore,
                     speculative={"draft": str(choice.draft), "n_draft": choice.n_draft}
                     if speculative and choice.draft is not None else None,
@@ -265,7 +267,8 @@ def demo_command(
     if policy == "model":
         line = f"{info.get('agent')} ({info.get('prompt_format')} prompt, {phrasing} phrasing): " + line
         threads = summary.get("threads")
-        line += (f"\nper step (median, measured here, {threads} thread{'' if threads == 1 else 's'}): TTFT {summary.get('ttft_ms')} ms · "
+        line += (f"\nper step (median, measured here, {threads} thread{'' if threads == 1 else 's'}, attention "
+                 f"{summary.get('attention')}): TTFT {summary.get('ttft_ms')} ms · "
                  f"TPOT {summary.get('tpot_ms')} ms · {summary.get('tokens_per_s')} tok/s · "
                  f"{summary.get('prompt_tokens_per_step')} prompt tokens ({summary.get('evaluated_prompt_tokens_per_step')} evaluated) · "
                  f"RSS peak {summary.get('rss_peak_mb')} MB")

@@ -166,6 +166,21 @@ def test_demo_estimates_a_step_on_the_target_phone(tiny_bundle) -> None:
     assert "running" not in bad.output and "Traceback" not in bad.output
 
 
+def test_demo_runs_the_attention_set_up_it_is_given(tiny_bundle) -> None:
+    """--attention on (the default), off or exact reaches llama.cpp, and the output names it;
+    the exact set-up gives the same episodes however the cache was filled before."""
+    args = ("demo", "--bundle", str(tiny_bundle), "--variant", "tiny-q8_0", "--n", "3", "--threads", "1",
+            "--max-steps", "3", "--json")
+    runs = {a: json.loads(invoke(*args, "--attention", a).stdout) for a in ("on", "off", "exact")}
+    assert json.loads(invoke(*args).stdout)["attention"] == "on"
+    for a, out in runs.items():
+        assert out["attention"] == a and out["tasks"] == 3
+    again = json.loads(invoke(*args, "--attention", "exact", "--no-prefix-reuse").stdout)
+    assert again["success_rate"] == runs["exact"]["success_rate"] and again["steps"] == runs["exact"]["steps"]
+    bad = invoke(*args, "--attention", "fast")
+    assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1 and "--attention 'fast'" in bad.output
+
+
 def test_demo_variant_errors_are_one_line() -> None:
     unknown = invoke("demo", "--variant", "x", "--n", "1")
     assert unknown.exit_code == 2 and "--variant names a variant of --bundle" in unknown.output
