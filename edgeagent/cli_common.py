@@ -77,11 +77,8 @@ def open_engine(model_path: Path, threads: Optional[int], verbose: bool = False,
         n_ctx = AGENT_N_CTX
     try:
         if draft is not None and n_draft > 0:
-            if attention == "off":
-                fail("--attention off: self-speculative decoding runs with flash attention; use on or exact, "
-                     "or --no-speculative")
             return SelfSpeculativeEngine(model_path, draft, n_draft=n_draft, n_ctx=n_ctx, n_threads=threads,
-                                         verbose=verbose, exact=attention == "exact")
+                                         verbose=verbose, flash_attn=attention != "off", exact=attention == "exact")
         return Engine(model_path, n_ctx=n_ctx, n_threads=threads, verbose=verbose,
                       flash_attn=attention != "off", exact=attention == "exact")
     except EngineError as exc:

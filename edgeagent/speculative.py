@@ -141,7 +141,8 @@ class SelfSpeculativeEngine:
     ``share_kv``: after the full model's prefill, give the draft those layers' KV cache
     (``transplant_kv``) instead of a prefill of its own.
     ``kv_type``: KV cache type of both models ("f16", llama.cpp's and ``Engine``'s default;
-    "f32"; "q8_0"). ``exact``: ``Engine``'s exact attention (``LlamaSettings.exact``) instead.
+    "f32"; "q8_0"). ``flash_attn``: llama.cpp's flash attention (on, as ``Engine``'s default).
+    ``exact``: ``Engine``'s exact attention (``LlamaSettings.exact``) instead of both.
     Compare outputs against an ``Engine`` with the same set-up.
 
     How exact "identical" is: the algorithm commits only the full model's own greedy
@@ -165,6 +166,7 @@ class SelfSpeculativeEngine:
         forced_batching: bool = True,
         share_kv: bool = True,
         kv_type: str | None = None,
+        flash_attn: bool = True,
         exact: bool = False,
         confidence: float | None = None,
         track_peak_rss: bool = False,
@@ -181,7 +183,8 @@ class SelfSpeculativeEngine:
         self.share_kv = share_kv
         self.confidence = confidence
         self.track_peak_rss = track_peak_rss
-        settings = LlamaSettings(n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, kv_type=kv_type, exact=exact)
+        settings = LlamaSettings(n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, kv_type=kv_type,
+                                 flash_attn=flash_attn, exact=exact)
         self.full = LlamaRunner(full_path, settings, repack=repack, verbose=verbose)
         self.draft = None
         if n_draft > 0:
