@@ -103,7 +103,8 @@ _HUANG_CITATION = ("Huang, Xue, Xin, Niu, Zhang, Jiang, Wang, Wang, Lv, Wu, Chen
 _HUANG_RUNTIME = ("llama.cpp, CPU, 8 threads (Table 8), as a baseline in the authors' Android testbed app; Qwen and "
                   "Llama models 4-bit, Q4_1: the paper says only '4-bit', and the testbed's list of the models it "
                   "tested names llama.cpp's as *-q4_1.gguf (model-converter/description.md: llama3_2-1b/3b-instruct, "
-                  "qwen2_5-1_5b/3b-instruct; its llama_cpp.md converts to Q4_1 or Q4_0 'to compare'); dataset experiments: a random subset of MathQA, TruthfulQA, ShareGPT and RoleBench, figures "
+                  "qwen2_5-1_5b/3b-instruct; its llama_cpp.md converts to Q4_1 or Q4_0 'to compare'); dataset "
+                  "experiments: a random subset of MathQA, TruthfulQA, ShareGPT and RoleBench, figures "
                   "averaged over the 4 datasets (per-turn prompt means 32-83 tokens in the testbed's samples, "
                   "dataset/samples/sample_stats.json); unplugged, cooled below 40 C before each test, battery above 50 %")
 _HUANG_ENERGY = ("BatteryManager current x voltage polled every 50 ms (the OS updates every 250 ms), mean power x "

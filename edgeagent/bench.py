@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgeagent.engine import Engine, EngineError, load_llama
+from edgeagent.llama import ATTENTION_SETUPS
 from edgeagent.metrics import LlamaPerf, median_std, per_second
 
 PROMPT_TEXT = (
@@ -130,11 +131,6 @@ def _run_baseline(llm, prompt: list[int], n_gen: int, depth: int = 0) -> dict:
     }
 
 
-# The attention set-ups a throughput bench can run: flash attention on (the engine's default,
-# llama.cpp's), off, and the exact set-up (edgeagent.llama.EXACT_KV_TYPES).
-ATTENTION_CHOICES = ("on", "off", "exact")
-
-
 def bench_throughput(
     model_path: str | os.PathLike,
     *,
@@ -155,14 +151,13 @@ def bench_throughput(
     top of them and decode runs at depth + prompt (llama-bench's ``-d``). ``attention``: flash
     attention "on" (the engine's default), "off", or the engine's "exact" set-up
     (``LlamaSettings.exact``)."""
-    if attention not in ATTENTION_CHOICES:
-        raise ValueError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}, not {attention!r}")
+    if attention not in ATTENTION_SETUPS:
+        raise ValueError(f"attention must be one of {', '.join(ATTENTION_SETUPS)}, not {attention!r}")
     if prompt_tokens < 2 or gen_tokens < 2 or reps < 1 or depth < 0:
         raise ValueError("need prompt_tokens >= 2, gen_tokens >= 2, reps >= 1 and depth >= 0")
     model_path = Path(model_path)
     n_ctx = depth + prompt_tokens + gen_tokens + 16
-    engine = Engine(model_path, n_ctx=n_ctx, n_threads=threads, repack=repack, seed=0,
-                    flash_attn=attention != "off", exact=attention == "exact")
+    engine = Engine(model_path, n_ctx=n_ctx, n_threads=threads, repack=repack, seed=0, **ATTENTION_SETUPS[attention])
     baseline = load_llama(model_path, repack=engine.repack, seed=0, **engine.settings.llama_kwargs())  # the same context
     try:
         prompt = bench_prompt(engine, depth + prompt_tokens)

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeagent.estimate import attention_flops, decode_attention_s, decode_bytes_per_token, prefill_flops
+from edgeagent.llama import ATTENTION_SETUPS
 from edgeagent.shapes import shape_from_gguf
 from edgeagent.measure import measure_gguf, measure_numpy, measure_runtime_baseline
 from edgeagent.metrics import cpu_model
@@ -203,11 +204,6 @@ def measure_attention(path: Path, threads: int, bandwidth_bps: float, rounds: in
     return {"model": path.name, "prompt_tokens": [short, long_], "tpot_ms": [tpot[short] * 1e3, tpot[long_] * 1e3],
             "us_per_cached_position": per_position_s * 1e6,
             "attention_gflops": attention_flops(shape, 1) / per_position_s / 1e9}
-
-
-# The attention set-ups calibrate measures: llama.cpp's flash attention off, on (both with its
-# F16 KV cache), and the engine's exact attention (``LlamaSettings.exact``).
-ATTENTION_SETUPS = {"off": dict(flash_attn=False), "on": dict(flash_attn=True), "exact": dict(exact=True)}
 
 
 def measure_flash_attn(path: Path, threads: int, rounds: int = PROBE_ROUNDS) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Optional
 
 import typer
 
+from edgeagent.cli_common import ATTENTION_HELP
 from edgeagent.output import console, emit_json, err_console, fail, table
 
 bench_app = typer.Typer(
@@ -222,15 +223,13 @@ def stock_command(
                                     "llama-cpp-python, else llama-bench on PATH)."),
     build: bool = typer.Option(False, "--build", help="Build stock llama.cpp from the source llama-cpp-python vendors "
                                                       "first if no llama-bench is found (minutes; cached)."),
-    attention: str = typer.Option("on", "--attention", help="The engine's attention set-up: on (flash attention, "
-                                  "its default), off, or exact (flash attention with Q8_0 keys and F16 values: "
-                                  "output that depends on the tokens alone)."),
+    attention: str = typer.Option("on", "--attention", help=ATTENTION_HELP),
     json_out: bool = _json(),
 ) -> None:
     """The engine beside stock llama-bench on the same GGUF: prefill and decode tokens/s and
     engine / stock, with the engine's settings and with llama-bench's defaults."""
     from edgeagent import bench, stock_bench
-    from edgeagent.cli_common import choose_model
+    from edgeagent.cli_common import attention_or_fail, choose_model
     from edgeagent.engine import EngineError
     from edgeagent.stock import StockError, build_stock
 
@@ -239,8 +238,7 @@ def stock_command(
     gen_tokens = 128 if gen_tokens is None else gen_tokens
     if prompt_tokens < 2 or gen_tokens < 2 or reps < 1:
         fail("need --prompt-tokens >= 2, --gen-tokens >= 2 and --reps >= 1")
-    if attention not in bench.ATTENTION_CHOICES:
-        fail(f"--attention: {attention!r} is not one of {', '.join(bench.ATTENTION_CHOICES)}")
+    attention_or_fail(attention)
     chosen = choose_model(model=model, agent=agent, quant=quant)
     try:
         found = stock_bench.find_llama_bench(llama_bench)

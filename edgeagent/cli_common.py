@@ -53,10 +53,10 @@ ATTENTION_HELP = ("llama.cpp's attention set-up: on (flash attention, the defaul
 
 
 def attention_or_fail(attention: str) -> str:
-    from edgeagent.bench import ATTENTION_CHOICES
+    from edgeagent.llama import ATTENTION_SETUPS
 
-    if attention not in ATTENTION_CHOICES:
-        fail(f"--attention {attention!r}: expected one of {', '.join(ATTENTION_CHOICES)}")
+    if attention not in ATTENTION_SETUPS:
+        fail(f"--attention {attention!r}: expected one of {', '.join(ATTENTION_SETUPS)}")
     return attention
 
 
@@ -67,6 +67,7 @@ def open_engine(model_path: Path, threads: Optional[int], verbose: bool = False,
     exit GGUF of the same model), self-speculative decoding: the same outputs, the draft
     proposing ``n_draft`` tokens at a time. ``attention``: on, off or exact (``ATTENTION_HELP``)."""
     from edgeagent.engine import AGENT_N_CTX, Engine, EngineError
+    from edgeagent.llama import ATTENTION_SETUPS
     from edgeagent.speculative import SelfSpeculativeEngine
     from edgeagent.quality import trained_context
 
@@ -78,9 +79,8 @@ def open_engine(model_path: Path, threads: Optional[int], verbose: bool = False,
     try:
         if draft is not None and n_draft > 0:
             return SelfSpeculativeEngine(model_path, draft, n_draft=n_draft, n_ctx=n_ctx, n_threads=threads,
-                                         verbose=verbose, flash_attn=attention != "off", exact=attention == "exact")
-        return Engine(model_path, n_ctx=n_ctx, n_threads=threads, verbose=verbose,
-                      flash_attn=attention != "off", exact=attention == "exact")
+                                         verbose=verbose, **ATTENTION_SETUPS[attention])
+        return Engine(model_path, n_ctx=n_ctx, n_threads=threads, verbose=verbose, **ATTENTION_SETUPS[attention])
     except EngineError as exc:
         fail(str(exc))
 

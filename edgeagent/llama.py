@@ -50,6 +50,11 @@ KV_TYPES = {"f32": "GGML_TYPE_F32", "f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q
 # llama.cpp converts an F32 cache to F16 before flash attention. ``calibrate.exactness`` checks
 # all three set-ups on the machine it runs on.
 EXACT_KV_TYPES = ("q8_0", "f16")
+# The attention set-ups a user picks by name (``--attention``), as ``Engine`` /
+# ``SelfSpeculativeEngine`` / ``measure_gguf`` keyword arguments: flash attention on (the
+# default, llama.cpp's), off, and the exact set-up.
+ATTENTION_SETUPS: dict[str, dict[str, bool]] = {"on": {"flash_attn": True}, "off": {"flash_attn": False},
+                                                "exact": {"exact": True}}
 
 
 def llama_lib():
