@@ -74,7 +74,7 @@ def open_engine(model_path: Path, threads: Optional[int], verbose: bool = False,
     try:
         # never past what the model was trained for
         n_ctx = min(AGENT_N_CTX, trained_context(model_path) or AGENT_N_CTX)
-    except Exception:  # noqa: BLE001  gguf-py fails on a bad header in many ways; llama.cpp names the fault below
+    except ValueError:  # a corrupt header: llama.cpp names the fault below
         n_ctx = AGENT_N_CTX
     try:
         if draft is not None and n_draft > 0:

@@ -26,6 +26,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgeagent.gguf_meta import read_gguf_meta
+
 IGNORE = -100
 
 
@@ -148,16 +150,12 @@ def kv_cache_bytes_per_token(model_path: str | os.PathLike, *, n_tokens: int = 6
 
 
 def trained_context(model_path: str | os.PathLike) -> int | None:
-    """The context length the model was trained for (GGUF ``{arch}.context_length``)."""
-    import gguf
-
-    reader = gguf.GGUFReader(model_path)
-    arch = reader.fields.get("general.architecture")
-    if arch is None:
-        return None
-    arch_name = bytes(arch.parts[arch.data[0]]).decode()
-    field = reader.fields.get(f"{arch_name}.context_length")
-    return int(field.parts[field.data[0]][0]) if field is not None else None
+    """The context length the model was trained for (GGUF ``{arch}.context_length``), or None
+    where the file does not say; ValueError naming the file if its header is corrupt."""
+    fields = read_gguf_meta(model_path).fields
+    arch = fields.get("general.architecture")
+    value = fields.get(f"{arch}.context_length") if isinstance(arch, str) else None
+    return value if type(value) is int and value > 0 else None
 
 
 def task_success(model_path: str | os.PathLike, tasks: Sequence[Any], *, prompt_format=None,

@@ -1,18 +1,19 @@
 """Model shapes for the roofline estimator (``edgeagent.estimate``): what a llama.cpp model is
 made of, tensor by tensor, read from a GGUF file (``shape_from_gguf``, header checked before
 anything is trusted) or built from a published config plus llama.cpp's quantization recipe
-(``shape_from_config``, ``PUBLISHED_SHAPES``). Standard library only, and gguf to read a
-GGUF file: it runs on phones.
+(``shape_from_config``, ``PUBLISHED_SHAPES``). Standard library only, and gguf's constants to
+read a GGUF file (its header through ``edgeagent.gguf_meta``): it runs on phones.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# TensorInfo and check_gguf_header are importable from here (and edgeagent.estimate) too.
+from edgeagent.gguf_meta import ArrayInfo, TensorInfo, check_gguf_header, read_gguf_meta  # noqa: F401
 
 MiB = 2**20
 F32 = 4  # bytes
@@ -34,18 +35,6 @@ GGML_BLOCK: dict[str, tuple[int, int]] = {
     "Q4_1": (32, 20),   # 5.0
     "Q4_0": (32, 18),   # 4.5
 }
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    shape: tuple[int, ...]  # ggml order: shape[0] (ne0) is the row length, i.e. input features
-    ggml_type: str
-    n_bytes: int
-
-    @property
-    def n_elements(self) -> int:
-        return math.prod(self.shape)
-
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -118,40 +107,11 @@ class ModelShape:
         }
 
 
-def _field(reader: Any, key: str, default: Any = None) -> Any:
-    f = reader.fields.get(key)
-    if f is None:
-        return default
-    value = f.contents()
+def _field(fields: dict[str, Any], key: str, default: Any = None) -> Any:
+    value = fields.get(key, default)
     if isinstance(value, list):  # per-layer arrays (e.g. OpenELM head counts): the largest
         return max(value) if value and isinstance(value[0], (int, float)) else value
     return value
-
-
-# The smallest a key/value pair (key length, one byte of key, type, one byte of value) and
-# a tensor record (name length, one byte of name, n_dims, one dim, type, offset) can be.
-_MIN_KV_BYTES = 8 + 1 + 4 + 1
-_MIN_TENSOR_BYTES = 8 + 1 + 4 + 8 + 4 + 8
-
-
-def check_gguf_header(path: Path) -> None:
-    """Refuse a file whose GGUF header cannot be true before any parser trusts its counts: a
-    tensor or key/value count (2^40, say) that the file is far too small to hold. Raises
-    ValueError naming the file and the field."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(24)
-            size = os.fstat(f.fileno()).st_size
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if len(head) < 24 or head[:4] != b"GGUF":
-        raise ValueError(f"{path}: cannot read as GGUF: no GGUF magic and header")
-    version, n_tensors, n_kv = struct.unpack("<IQQ", head[4:24])
-    if version not in (2, 3):
-        raise ValueError(f"{path}: GGUF version {version} is not supported (2 or 3)")
-    for field, count, least in (("tensor count", n_tensors, _MIN_TENSOR_BYTES), ("key/value count", n_kv, _MIN_KV_BYTES)):
-        if count * least > size:
-            raise ValueError(f"{path}: GGUF header's {field} {count} cannot fit in a {size}-byte file")
 
 
 def shape_from_gguf(path: str | Path) -> ModelShape:
@@ -159,50 +119,43 @@ def shape_from_gguf(path: str | Path) -> ModelShape:
     weight bytes are exact whatever quantization mix the file holds. The file is untrusted:
     any header or field it cannot back up is a ValueError naming the file, never a crash."""
     path = Path(path)
-    check_gguf_header(path)
     try:
         return _shape_from_gguf(path)
-    except (IndexError, KeyError, TypeError, OverflowError, MemoryError, UnicodeDecodeError, ZeroDivisionError,
-            struct.error) as exc:
+    except (IndexError, TypeError, OverflowError) as exc:  # a field of the wrong kind
         raise ValueError(f"{path}: corrupt GGUF ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
 def _shape_from_gguf(path: Path) -> ModelShape:
-    from gguf import GGUFReader, LlamaFileType  # the only heavy-ish import, and only here
+    from gguf import LlamaFileType
 
-    try:
-        reader = GGUFReader(path)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read as GGUF: {exc}") from None
-    arch = _field(reader, "general.architecture")
+    meta = read_gguf_meta(path)
+    fields, tensors = meta.fields, meta.tensors
+    arch = _field(fields, "general.architecture")
     if not arch:
         raise ValueError(f"{path}: GGUF has no general.architecture")
 
     def hp(key: str, default: Any = None) -> Any:
-        value = _field(reader, f"{arch}.{key}", default)
+        value = _field(fields, f"{arch}.{key}", default)
         if value is None:
             raise ValueError(f"{path}: GGUF has no {arch}.{key}")
         return value
 
-    tensors = tuple(
-        TensorInfo(t.name, tuple(int(x) for x in t.shape), t.tensor_type.name, int(t.n_bytes)) for t in reader.tensors
-    )
     n_embd = int(hp("embedding_length"))
     n_head = int(hp("attention.head_count"))
     if n_embd <= 0 or n_head <= 0:
         raise ValueError(f"{path}: GGUF {arch}.embedding_length {n_embd} / attention.head_count {n_head} must be positive")
     embd = next((t for t in tensors if t.name == "token_embd.weight"), None)
-    tokens = _field(reader, "tokenizer.ggml.tokens")
-    n_vocab = _field(reader, f"{arch}.vocab_size") or (len(tokens) if isinstance(tokens, list) else None)
+    tokens = _field(fields, "tokenizer.ggml.tokens")  # only its length: the vocabulary's size
+    n_vocab = _field(fields, f"{arch}.vocab_size") or (tokens.count if isinstance(tokens, ArrayInfo) else None)
     if n_vocab is None and embd is not None:
         n_vocab = embd.shape[1]
-    file_type = _field(reader, "general.file_type")
+    file_type = _field(fields, "general.file_type")
     try:
         quant = LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_") if file_type is not None else "unknown"
     except ValueError:
         quant = f"file_type {file_type}"
     return ModelShape(
-        name=str(_field(reader, "general.name", path.stem)),
+        name=str(_field(fields, "general.name", path.stem)),
         arch=str(arch),
         n_layers=int(hp("block_count")),
         n_embd=n_embd,
