@@ -107,6 +107,48 @@ def test_streaming_delivers_the_whole_text(engine):
     assert len(streamed) > 1 and "".join(streamed) == gen.text
 
 
+def _llama_cpp_python_greedy(engine: Engine, prompt: list[int], n: int, grammar: str | None) -> list[int]:
+    """Greedy tokens from llama-cpp-python's own ``Llama.generate`` and sampler chain."""
+    from llama_cpp import LlamaGrammar
+
+    engine.reset()
+    out: list[int] = []
+    tokens = engine.llm.generate(prompt, temp=0.0, grammar=LlamaGrammar.from_string(grammar) if grammar else None)
+    for token in tokens:
+        if engine._is_eog(token) or len(out) == n:
+            break
+        out.append(token)
+    tokens.close()
+    return out
+
+
+def test_greedy_decoding_gives_llama_cpp_pythons_tokens_with_and_without_a_grammar(exact_engine):
+    """The engine decodes greedily on llama.cpp's C API (argmax in place, one grammar check per
+    token); its tokens must be those of llama-cpp-python's sampler chain, including where the
+    grammar rejects the model's own choice and the whole vocabulary is checked."""
+    engine = exact_engine
+    prompt = engine.tokenize(PROMPT)
+    free = engine.generate(prompt, max_tokens=12, ignore_eos=True)
+    assert free.tokens == _llama_cpp_python_greedy(engine, prompt, 12, None)
+
+    grammar = 'root ::= "{\\"n\\": " [0-9] [0-9]? ", \\"word\\": \\"" [a-z]+ "\\"}"'
+    engine.reset()
+    constrained = engine.generate(prompt, max_tokens=24, grammar=grammar)
+    assert constrained.tokens == _llama_cpp_python_greedy(engine, prompt, 24, grammar)
+    assert constrained.text.startswith('{"n": ') and not free.text.startswith('{"n"')  # the grammar overrode
+
+    # From a reused prefix (the agent's next step), against llama-cpp-python from scratch.
+    longer = prompt + constrained.tokens[:4]
+    again = engine.generate(longer, max_tokens=8, ignore_eos=True)
+    assert again.metrics.reused_prompt_tokens == len(longer) - 1
+    assert again.tokens == _llama_cpp_python_greedy(engine, longer, 8, None)
+
+
+def test_a_grammar_that_does_not_parse_is_an_engine_error(engine):
+    with pytest.raises(EngineError, match="grammar"):
+        engine.generate(PROMPT, max_tokens=4, grammar='root ::= ( "a" ')
+
+
 def test_prefix_reuse_evaluates_only_the_suffix_and_matches_a_fresh_engine(exact_engine, model_path, capsys):
     engine = exact_engine
     engine.reset()
