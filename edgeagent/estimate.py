@@ -131,10 +131,10 @@ def decode_bytes_per_token(shape: ModelShape, n_kv: int, cache_type: str = "f16"
     """Bytes one decode step reads: every block weight, the output head (the whole token
     embedding when tied), one embedding row, and K and V for the ``n_kv`` positions."""
     head = shape.head
-    embd = next((t for t in shape.tensors if t.name == "token_embd.weight"), None)
+    embd = shape.get("token_embd.weight")
     embd_row = embd.n_bytes / embd.shape[1] if embd is not None and embd is not head else 0.0
-    other = sum(t.n_bytes for t in shape.tensors if t.name == "output_norm.weight")
-    weights = sum(t.n_bytes for t in shape.block_tensors) + head.n_bytes + embd_row + other
+    norm = shape.get("output_norm.weight")
+    weights = shape.block_bytes + head.n_bytes + embd_row + (norm.n_bytes if norm is not None else 0)
     kv_read = 2 * shape.n_layers * shape.n_head_kv * shape.head_dim * KV_CACHE_BYTES[cache_type] * n_kv
     return weights + kv_read
 

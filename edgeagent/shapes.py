@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,9 @@ GGML_BLOCK: dict[str, tuple[int, int]] = {
 
 @dataclass(frozen=True)
 class ModelShape:
+    """A model, tensor by tensor. Frozen: its derived sums are computed once per shape
+    (``cached_property``), as the estimator asks for them thousands of times per command."""
+
     name: str
     arch: str
     n_layers: int
@@ -51,34 +55,42 @@ class ModelShape:
     tensors: tuple[TensorInfo, ...]
     origin: str  # the GGUF path, or the published config the shape came from
 
-    @property
+    @cached_property
     def weights_bytes(self) -> int:
         return sum(t.n_bytes for t in self.tensors)
 
-    @property
+    @cached_property
     def n_params(self) -> int:
         return sum(t.n_elements for t in self.tensors)
 
-    @property
+    @cached_property
     def tied_embeddings(self) -> bool:
         return not any(t.name == "output.weight" for t in self.tensors)
 
-    def _get(self, name: str) -> TensorInfo | None:
-        return next((t for t in self.tensors if t.name == name), None)
+    @cached_property
+    def _by_name(self) -> dict[str, TensorInfo]:
+        return {t.name: t for t in self.tensors}
 
-    @property
+    def get(self, name: str) -> TensorInfo | None:
+        return self._by_name.get(name)
+
+    @cached_property
     def head(self) -> TensorInfo:
         """The output projection: ``output.weight``, or the token embedding when tied."""
-        head = self._get("output.weight") or self._get("token_embd.weight")
+        head = self.get("output.weight") or self.get("token_embd.weight")
         if head is None:
             raise ValueError(f"{self.origin}: no output.weight or token_embd.weight tensor")
         return head
 
-    @property
-    def block_tensors(self) -> list[TensorInfo]:
-        return [t for t in self.tensors if t.name.startswith("blk.")]
+    @cached_property
+    def block_tensors(self) -> tuple[TensorInfo, ...]:
+        return tuple(t for t in self.tensors if t.name.startswith("blk."))
 
-    @property
+    @cached_property
+    def block_bytes(self) -> int:
+        return sum(t.n_bytes for t in self.block_tensors)
+
+    @cached_property
     def block_matmul_params(self) -> int:
         """Weights of the matrix multiplies inside the transformer blocks (2-D tensors)."""
         return sum(t.n_elements for t in self.block_tensors if len(t.shape) >= 2)
