@@ -160,7 +160,31 @@ XIAO = {
     "memory_is": "not published (Section IV-A: about 3.8 GB during llama.cpp inference across devices)",
 }
 
-SOURCES = {s["id"]: s for s in (EHSANI, GEERLING_Q6A, TUMMALAPALLI, HUANG_8ELITE, HUANG_8GEN3, XIAO)}
+# A developer's benchmark notes in a public repository (not a paper): llama.cpp's own tools'
+# output, raw, on a Galaxy S25. Only the F16 runs are used: an F16 file is the same bytes whoever
+# made it, and F16 matmuls need no int8 dot-product instructions, which these builds may lack.
+LLMRS2_S25 = {
+    "id": "llmrs2-s25",
+    "citation": "hedone21/llm_rs2 (GitHub, commit 31a97d30), a developer's benchmark notes with the tools' raw "
+                "output: .agent/research/2026-04-20_qwen15b_host_vs_device_bench/ (REPORT.md, "
+                "llamacpp_f16_run1.log: llama-bench) and results/memory/memory_compare_both_20260319_114119.json "
+                "(llama-cli's log)",
+    "url": "https://github.com/hedone21/llm_rs2",
+    "device": "Samsung Galaxy S25 (SM-S931N, Snapdragon 8 Elite; the logs name its Adreno 830)",
+    "profile": "snapdragon-8-elite",
+    "runtime": "llama.cpp on the CPU, F16 models: llama-bench (build 983df14, NDK r29), 6 threads, pp128 and tg128, "
+               "-r 3, the CPU at or below 38 C before each run (65-72 C after); llama-cli (build 5827, 67d1ef23), "
+               "8 threads, a 12-token prompt and 256 generated tokens, greedy",
+    "energy_includes": "no energy or power published",
+    "time_is": "throughputs only (llama-bench's t/s; llama-cli's eval rate)",
+    "memory_is": "not published",
+    "left_out": "the same notes' Q4_0 runs: the Qwen2.5-1.5B Q4_0 file held 1.12 GiB, 29 % more than llama-quantize's "
+                "Q4_0 for that shape, and its prompt ran at 62 t/s against F16's 108 (llama-cli's Llama-3.2-1B Q4_0: "
+                "9.4 t/s); that build's system_info lists NEON and ARM_FMA but no DOTPROD or MATMUL_INT8, "
+                "so its int8 kernels are not the ones a phone build uses",
+}
+
+SOURCES = {s["id"]: s for s in (EHSANI, GEERLING_Q6A, TUMMALAPALLI, HUANG_8ELITE, HUANG_8GEN3, XIAO, LLMRS2_S25)}
 
 
 @dataclass(frozen=True)
@@ -284,6 +308,15 @@ PUBLISHED: tuple[Anchor, ...] = (
                              ("Llama3.2-1B", "llama-3.2-1b", 18.2, 525.3, 36.6),
                              ("Llama3.2-3B", "llama-3.2-3b", 7.3, 1226.8, 83.2))),
     ) for model, shape, tg, mj, uah in rows),
+    # A sixth source (a developer's notes, the tools' raw output), the 8 Elite, F16: held out.
+    Anchor("llmrs2-s25", "Qwen2.5-1.5B", "F16", 128, 128, True, "qwen2.5-1.5b", 1.54, 2.88 * 1024,
+           prefill_tokens_per_s=108.49, decode_tokens_per_s=19.76, threads=6,
+           notes=("llama-bench, 6 threads: pp128 108.49 +- 3.63 t/s, tg128 19.76 +- 0.03 t/s; 2.88 GiB, the bytes "
+                  "of the estimator's F16 shape",)),
+    Anchor("llmrs2-s25", "Llama-3.2-1B", "F16", 12, 256, True, "llama-3.2-1b", 1.24, 2357.26,
+           decode_tokens_per_s=19.31, threads=8,
+           notes=("llama-cli, 8 threads, no layer offloaded: eval 13,204.86 ms / 255 runs (19.31 tokens per "
+                  "second); the 12-token prompt's rate (74.35 t/s) is too short to compare as prefill",)),
     # A fifth team (Xiao et al.), llama.cpp CPU on a Dimensity 9300 tablet: held out. The estimator
     # has no Llama-2-7B shape, so the row is listed without ratios (with the reason).
     Anchor("xiao2024", "Llama-2-7B", "4-bit K-quant", 64, 128, True, None, 7.0, prefill_tokens_per_s=10.63,
@@ -648,7 +681,8 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
             f"(another source on the same profile and shape; the same source's other rows there; for energy, the "
             f"fit on the source's in-sample rows of the same model); nothing in them changes an estimate",
         ] + [f"{s['id']} is not in the held-out summary: {s['not_comparable']}" for s in sources if s.get("not_comparable")]
-        + [f"{s['id']}: {s['caveat']}" for s in sources if s.get("caveat")],
+        + [f"{s['id']}: {s['caveat']}" for s in sources if s.get("caveat")]
+        + [f"{s['id']} leaves out {s['left_out']}" for s in sources if s.get("left_out")],
     }
 
 

@@ -64,7 +64,8 @@ def test_compare_published_json_contract() -> None:
     assert r.exit_code == 0, r.stderr
     data = json.loads(r.stdout)
     assert {row["source"] for row in data["rows"]} == {"ehsani2026", "geerling-q6a", "tummalapalli2026",
-                                                       "huang2025-8elite", "huang2025-8gen3", "xiao2024"}
+                                                       "huang2025-8elite", "huang2025-8gen3", "xiao2024",
+                                                       "llmrs2-s25"}
     for row in data["rows"]:
         assert isinstance(row["held_out"], bool) and isinstance(row["comparable"], bool)
         for key in ("decode_tokens_per_s", "run_s", "joules_per_run", "peak_memory_mb"):
@@ -123,6 +124,24 @@ def test_summary_shows_an_unreconciled_runtime_apart_with_its_reason() -> None:
     # only the llama.cpp rows count on this profile; the MLC row stays apart
     assert only["summary"]["decode_tokens_per_s"]["held_out_rows"] == 4
     assert [e["source"] for e in only["summary"]["decode_tokens_per_s"]["not_comparable"]] == ["tummalapalli2026"]
+
+
+def test_the_s25_f16_rows_are_held_out_cited_and_compared_on_decode() -> None:
+    """A sixth source: F16 runs on a Galaxy S25 (the same bytes whoever made the file); its
+    Q4_0 runs are left out with the reason, in the output."""
+    src = anchors.SOURCES["llmrs2-s25"]
+    assert "llm_rs2" in src["url"] and "31a97d30" in src["citation"] and src["profile"] == "snapdragon-8-elite"
+    rows = [r for r in anchors.PUBLISHED if r.source == "llmrs2-s25"]
+    assert {(r.model, r.quant, r.threads) for r in rows} == {("Qwen2.5-1.5B", "F16", 6), ("Llama-3.2-1B", "F16", 8)}
+    assert all(r.held_out for r in rows)
+    cmp = anchors.compare_published(only_profile="snapdragon-8-elite")
+    mine = {r["model"]: r for r in cmp["rows"] if r["source"] == "llmrs2-s25"}
+    assert mine["Qwen2.5-1.5B"]["decode_tokens_per_s"]["published"] == 19.76
+    assert mine["Qwen2.5-1.5B"]["prefill_tokens_per_s"]["published"] == 108.49
+    assert mine["Llama-3.2-1B"]["prefill_tokens_per_s"]["published"] is None  # a 12-token prompt: not compared
+    for r in mine.values():  # the estimator's F16 shape is the published file
+        assert r["comparable"] and r["decode_tokens_per_s"]["ratio"] is not None
+    assert any(n.startswith("llmrs2-s25 leaves out the same notes' Q4_0 runs") for n in cmp["notes"])
 
 
 HUANG = ("huang2025-8elite", "huang2025-8gen3")
