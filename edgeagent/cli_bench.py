@@ -224,6 +224,9 @@ def stock_command(
     build: bool = typer.Option(False, "--build", help="Build stock llama.cpp from the source llama-cpp-python vendors "
                                                       "first if no llama-bench is found (minutes; cached)."),
     attention: str = typer.Option("on", "--attention", help=ATTENTION_HELP),
+    paired: int = typer.Option(0, "--paired", min=0, help="Instead of the table: N interleaved pairs of decode, "
+                               "llama-bench at its defaults (-r 1) then the engine at its defaults, and the mean ratio "
+                               "with its 95 % interval (N >= 2)."),
     json_out: bool = _json(),
 ) -> None:
     """The engine beside stock llama-bench on the same GGUF: prefill and decode tokens/s and
@@ -248,6 +251,19 @@ def stock_command(
         if found is None:
             fail("no llama-bench: give --llama-bench PATH, put it on PATH, or add --build to build stock llama.cpp "
                  "from the source llama-cpp-python vendors (minutes, once)")
+        if paired:
+            if paired < 2:
+                fail(f"--paired {paired}: give at least 2 pairs")
+            result = stock_bench.run_paired_decode(chosen.path, found[0], found[1], threads=threads,
+                                                   prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, depth=depth,
+                                                   pairs=paired, attention=attention, progress=say)
+            if json_out:
+                emit_json(result)
+            else:
+                console.print(f"decode, {paired} pairs after {result['context_tokens']} tokens: engine / llama-bench "
+                              f"median {result['median_ratio']:.3f}, mean {result['mean_ratio']:.3f} (95 % interval "
+                              f"{result['ci95'][0]:.3f}-{result['ci95'][1]:.3f}): {result['verdict']}", highlight=False)
+            return
         say(f"engine: {chosen.name}, {reps} reps")
         engine = bench.bench_throughput(chosen.path, threads=threads, prompt_tokens=prompt_tokens,
                                         gen_tokens=gen_tokens, reps=reps, depth=depth, attention=attention)

@@ -30,6 +30,7 @@ import json
 import math
 import resource
 import shutil
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -232,6 +233,66 @@ def run_stock_bench(engine: dict, binary: Path, source: str, *, reps: int, progr
     result = compare(engine, stock, binary=str(binary), source=source)
     result["defaults_repack_off"] = repack_crashes
     return result
+
+
+def run_paired_decode(model: Path, binary: Path, source: str, *, threads: int | None, prompt_tokens: int,
+                      gen_tokens: int, depth: int, pairs: int, attention: str = "on", progress=None) -> dict:
+    """Decode against llama-bench's defaults, in interleaved pairs.
+
+    Each pair runs llama-bench once (``-p 0 -n N -d D+P -r 1``, its defaults otherwise) and the
+    engine once at its defaults (N greedy tokens after the same D+P cached tokens, timed from the
+    first token to the last, Python included), in alternating order. Blocks of repetitions, as in
+    the table, carry whatever the machine did between the blocks into the ratio; a pair's two
+    runs are seconds apart. The verdict compares the mean ratio with its 95 % interval.
+    """
+    from edgeagent.bench import bench_prompt, generate_after_prefix
+    from edgeagent.engine import Engine
+    from edgeagent.llama import ATTENTION_SETUPS, default_repack
+    from edgeagent.metrics import per_second
+
+    if pairs < 2:
+        raise ValueError("need at least 2 pairs")
+    context = depth + prompt_tokens
+    engine = Engine(model, n_ctx=context + gen_tokens + 16, n_threads=threads, seed=0, **ATTENTION_SETUPS[attention])
+    args = llama_bench_args(model, threads=engine.n_threads, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, reps=1,
+                            repack_crashes=not default_repack(), depth=depth)[1]
+    rows = []
+    try:
+        prompt = bench_prompt(engine, context)
+        engine.generate(prompt, max_tokens=2)  # the first decodes of a context allocate its graphs
+        for i in range(pairs):
+            order = ("stock", "engine") if i % 2 == 0 else ("engine", "stock")
+            row: dict[str, Any] = {"pair": i, "first": order[0]}
+            for side in order:
+                if side == "stock":
+                    records, share = run_llama_bench(binary, args)
+                    row["stock_tokens_per_s"], row["stock_cpu_utilization"] = records[0]["avg_ts"], share
+                else:  # the last context token is the call's prompt: its logits give the first token
+                    t = generate_after_prefix(engine, prompt, gen_tokens + 1, context - 1).token_times_ms
+                    row["engine_tokens_per_s"] = per_second(len(t) - 1, t[-1] - t[0])
+            row["ratio"] = row["engine_tokens_per_s"] / row["stock_tokens_per_s"]
+            rows.append(row)
+            if progress is not None:
+                progress(f"pair {i + 1}/{pairs}: engine {row['engine_tokens_per_s']:.1f}, llama-bench "
+                         f"{row['stock_tokens_per_s']:.1f} tokens/s, ratio {row['ratio']:.3f}")
+    finally:
+        engine.close()
+    ratios = [r["ratio"] for r in rows]
+    mean = statistics.mean(ratios)
+    half = 1.96 * statistics.stdev(ratios) / math.sqrt(len(ratios))
+    if mean - half > 1:
+        verdict = "the engine decodes faster"
+    elif mean + half < 1:
+        verdict = "the engine decodes slower"
+    else:
+        verdict = f"the same speed within the interval (+-{half:.3f})"
+    return {"mode": "paired-decode", "measured": True, "model": str(model), "llama_bench": str(binary),
+            "llama_bench_from": source, "llama_bench_args": args, "attention": attention, "threads": engine.n_threads,
+            "gen_tokens": gen_tokens, "context_tokens": context, "pairs": rows,
+            "ratio": "engine / llama-bench decode tokens/s (llama-bench at its defaults; engine at its defaults, wall "
+                     "time from the first token to the last)",
+            "median_ratio": statistics.median(ratios), "mean_ratio": mean, "ci95": [mean - half, mean + half], "min_ratio": min(ratios), "max_ratio": max(ratios),
+            "verdict": verdict}
 
 
 def notes(result: dict) -> list[str]:

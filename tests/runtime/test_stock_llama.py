@@ -232,6 +232,29 @@ def test_bench_stock_command_json_beside_a_stand_in_llama_bench(tmp_path) -> Non
     assert table.exit_code == 0 and "engine ÷ stock" in table.output and "tg8 @ d16" in table.output, table.output
 
 
+def test_bench_stock_paired_decode_alternates_and_compares_each_pair(tmp_path) -> None:
+    fake = tmp_path / "llama-bench"
+    fake.write_text(FAKE_LLAMA_BENCH.format(python=sys.executable, recorded=str(RECORDED)))
+    fake.chmod(0o755)
+    r = runner.invoke(app, ["bench", "stock", "--llama-bench", str(fake), "-p", "16", "-n", "8", "-d", "4", "-t", "1",
+                            "--paired", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["mode"] == "paired-decode" and result["context_tokens"] == 20 and result["gen_tokens"] == 8
+    # llama-bench decodes after the same context, one repetition, at its defaults (no -b, -fa)
+    args = result["llama_bench_args"]
+    assert args[args.index("-d") + 1] == "20" and args[args.index("-r") + 1] == "1" and "-b" not in args
+    pairs = result["pairs"]
+    assert [p["first"] for p in pairs] == ["stock", "engine", "stock"]
+    for p in pairs:
+        assert p["engine_tokens_per_s"] > 0 and p["ratio"] == pytest.approx(p["engine_tokens_per_s"] / p["stock_tokens_per_s"])
+    low, high = result["ci95"]
+    assert low <= result["mean_ratio"] <= high and result["min_ratio"] <= result["median_ratio"] <= result["max_ratio"]
+    assert result["verdict"].startswith(("the engine decodes faster", "the engine decodes slower", "the same speed"))
+    one = runner.invoke(app, ["bench", "stock", "--llama-bench", str(fake), "--paired", "1"])
+    assert one.exit_code == 2 and "at least 2 pairs" in one.output
+
+
 # ---------------------------------------------------------------------------------------
 # GGUF metadata side by side
 
