@@ -3,7 +3,8 @@ early layers' KV cache.
 
 - ``transplant_kv``: give a depth-k exit model the full model's KV cache for its k layers
   instead of a prefill (LayerSkip section 5.2);
-- ``GrammarState``: one llama.cpp grammar sampler, cloned for drafting;
+- ``GrammarState``: one llama.cpp grammar sampler (the engine's greedy decoding; cloned for
+  drafting);
 - ``TokenIndex``: the legal tokens at a position, one grammar check per first byte;
 - ``greedy_token``: the first maximal logit among the legal tokens, as llama.cpp's greedy
   sampler picks after its grammar sampler.
@@ -14,6 +15,7 @@ Self-speculative decoding (``edgeagent.speculative``) is built from these.
 from __future__ import annotations
 
 import ctypes
+from typing import Any
 
 import numpy as np
 
@@ -96,6 +98,15 @@ def transplant_kv(full: LlamaRunner, draft: LlamaRunner) -> bool:
 # grammar state
 
 
+def grammar_text(grammar: Any) -> tuple[str, str]:
+    """(GBNF text, root rule) of ``grammar``: GBNF text itself, or a ``llama_cpp.LlamaGrammar``
+    (which only holds them)."""
+    text = grammar if isinstance(grammar, str) else getattr(grammar, "_grammar", None)
+    if not isinstance(text, str):
+        raise EngineError(f"grammar must be GBNF text or a llama_cpp.LlamaGrammar, got {type(grammar).__name__}")
+    return text, getattr(grammar, "_root", "root")
+
+
 class GrammarState:
     """One llama.cpp grammar sampler: where a (partial) output stands in the GBNF."""
 
@@ -106,6 +117,11 @@ class GrammarState:
             raise EngineError("llama.cpp could not parse the grammar (GBNF)")
         self.ptr = ptr
         self.scratch = scratch  # a DTYPE array of n_vocab entries, shared by clones
+
+    @classmethod
+    def parse(cls, vocab, text: str, root: str, scratch: np.ndarray) -> "GrammarState":
+        """A fresh sampler for GBNF ``text`` from rule ``root``, on a model's ``vocab``."""
+        return cls(llama_lib().llama_sampler_init_grammar(vocab, text.encode("utf-8"), root.encode("utf-8")), scratch)
 
     def clone(self) -> "GrammarState":
         return GrammarState(llama_lib().llama_sampler_clone(self.ptr), self.scratch)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 # EngineError, default_repack and load_llama are part of the engine's API (imported from here).
-from edgeagent.decoding import GrammarState, greedy_token
+from edgeagent.decoding import GrammarState, grammar_text, greedy_token
 from edgeagent.llama import EngineError, LlamaSettings, default_repack, load_llama  # noqa: F401
 from edgeagent.metrics import LlamaPerf, PeakRSS, per_second, percentile, rss_mb
 
@@ -374,17 +374,11 @@ class Engine:
         llm.n_tokens = n + 1
 
     def _grammar_state(self, grammar: Any) -> GrammarState:
-        import llama_cpp
         import numpy as np
 
-        text = grammar if isinstance(grammar, str) else getattr(grammar, "_grammar", None)
-        if not isinstance(text, str):
-            raise EngineError(f"grammar must be GBNF text or a llama_cpp.LlamaGrammar, got {type(grammar).__name__}")
-        root = getattr(grammar, "_root", "root")
         if self._grammar_scratch is None:
             self._grammar_scratch = np.zeros(self._n_vocab, dtype=GrammarState.DTYPE)
-        ptr = llama_cpp.llama_sampler_init_grammar(self._vocab, text.encode("utf-8"), root.encode("utf-8"))
-        return GrammarState(ptr, self._grammar_scratch)
+        return GrammarState.parse(self._vocab, *grammar_text(grammar), self._grammar_scratch)
 
     def _logits_row(self):
         """The logits of the last decoded position: a view of llama.cpp's row (no copy),

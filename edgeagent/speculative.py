@@ -63,9 +63,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeagent.decoding import GrammarState, TokenIndex, greedy_token, transplant_kv
+from edgeagent.decoding import GrammarState, TokenIndex, grammar_text, greedy_token, transplant_kv
 from edgeagent.draft_vocab import open_draft
-from edgeagent.llama import EngineError, LlamaRunner, LlamaSettings, llama_lib
+from edgeagent.llama import EngineError, LlamaRunner, LlamaSettings
 from edgeagent.metrics import PeakRSS, per_second, rss_mb
 
 _EOG_ONLY = -1  # _forced(): only end-of-generation tokens are legal
@@ -201,7 +201,7 @@ class SelfSpeculativeEngine:
         self._index: TokenIndex | None = None  # built on the first grammar-constrained call
         self._legal_cache: dict[tuple, np.ndarray] = {}
         self._draft_fed = False  # per call: has the draft decoded anything yet
-        self._grammars: OrderedDict[str, GrammarState] = OrderedDict()
+        self._grammars: OrderedDict[tuple[str, str], GrammarState] = OrderedDict()
         self.stats = SpeculativeStats()
 
     # -- Engine-compatible surface -----------------------------------------------------
@@ -234,17 +234,14 @@ class SelfSpeculativeEngine:
     def _grammar(self, grammar: Any) -> GrammarState | None:
         if grammar is None:
             return None
-        text = grammar if isinstance(grammar, str) else getattr(grammar, "_grammar", None)
-        if text is None:
-            raise EngineError(f"grammar must be GBNF text or a llama_cpp.LlamaGrammar, got {type(grammar).__name__}")
-        base = self._grammars.get(text)
+        key = grammar_text(grammar)
+        base = self._grammars.get(key)
         if base is None:
-            ptr = llama_lib().llama_sampler_init_grammar(self.full.vocab, text.encode("utf-8"), b"root")
-            base = GrammarState(ptr, self._scratch)
-            self._grammars[text] = base
+            base = GrammarState.parse(self.full.vocab, *key, self._scratch)
+            self._grammars[key] = base
             while len(self._grammars) > 32:
                 self._grammars.popitem(last=False)[1].close()
-        self._grammars.move_to_end(text)
+        self._grammars.move_to_end(key)
         return base.clone()
 
     def _legal(self, path: tuple, state: GrammarState | None) -> np.ndarray | None:
