@@ -200,6 +200,8 @@ def _read_tensor_infos(cur: _Cursor, count: int, fields: dict[str, Any]) -> tupl
             ggml_type = GGMLQuantizationType(type_code)
         except ValueError:
             raise cur.corrupt(f"tensor {name} has unknown ggml type {type_code}") from None
+        if ggml_type not in GGML_QUANT_SIZES:  # a type this gguf names but cannot size
+            raise cur.corrupt(f"tensor {name} has ggml type {ggml_type.name}, whose block size is unknown here")
         block, block_bytes = GGML_QUANT_SIZES[ggml_type]
         if shape[0] % block:
             raise cur.corrupt(f"tensor {name}'s rows of {shape[0]} are not whole {ggml_type.name} blocks of {block}")
