@@ -291,8 +291,8 @@ def run_paired_decode(model: Path, binary: Path, source: str, *, threads: int | 
             "gen_tokens": gen_tokens, "context_tokens": context, "pairs": rows,
             "ratio": "engine / llama-bench decode tokens/s (llama-bench at its defaults; engine at its defaults, wall "
                      "time from the first token to the last)",
-            "median_ratio": statistics.median(ratios), "mean_ratio": mean, "ci95": [mean - half, mean + half], "min_ratio": min(ratios), "max_ratio": max(ratios),
-            "verdict": verdict}
+            "median_ratio": statistics.median(ratios), "mean_ratio": mean, "ci95": [mean - half, mean + half],
+            "min_ratio": min(ratios), "max_ratio": max(ratios), "verdict": verdict}
 
 
 def notes(result: dict) -> list[str]:
