@@ -328,6 +328,54 @@ PUBLISHED: tuple[Anchor, ...] = (
 )
 
 
+# --- per-type decode rates -------------------------------------------------------------------
+
+# Decode reads weights of 8 bits or more faster per byte than 4-bit-class types, whose kernels
+# unpack every block (runtime.wide_weight_rate, estimate.decode_read_bytes). One source has the
+# same models at Q8_0 and Q4_K_M on one phone, twice: PocketPal's committed benchmark matrix.
+# Per model: (Q4_K_M weights MiB, Q4_K_M tg t/s, Q8_0 weights MiB, Q8_0 tg t/s), weights as the
+# load log's model buffers (CPU + CPU_REPACK). gemma-4-e2b is left out: its per-layer embeddings
+# are in those buffers but not read per token.
+POCKETPAL = {
+    "citation": "PocketPal's committed benchmark matrix, github.com/a-ghorbani/pocketpal-ai commit f34c6bf8, "
+                "e2e/baselines/benchmark/poco-myron.json and samsung-s23.json",
+    "url": "https://github.com/a-ghorbani/pocketpal-ai/tree/f34c6bf8/e2e/baselines/benchmark",
+    "runtime": "llama.rn 0.12.0-rc.9 (llama.cpp), CPU, 6 threads, flash attention on, repack on (CPU_REPACK in every "
+               "cell's load log), use_mmap false, pp256 / tg64, 3 repetitions",
+}
+TYPE_RATE_ROWS: dict[str, tuple[str, tuple[tuple[str, float, float, float, float], ...]]] = {
+    "poco-myron": ("Snapdragon 8 Elite Gen 5 (Oryon V3)", (
+        ("deepseek-r1-distill-qwen-1.5b", 1059.88, 38.15, 1801.10, 31.54),
+        ("gemma-3-1b", 1068.49, 46.79, 1319.54, 47.91),
+        ("lfm2.5-1.2b-instruct", 799.77, 58.84, 1322.25, 44.02),
+        ("phi-3.5-mini", 2281.66, 15.40, 3872.38, 13.01),
+        ("phi-4-mini", 2849.38, 15.08, 4510.28, 12.46),
+        ("qwen2.5-1.5b", 1117.26, 40.75, 1801.10, 32.52),
+        ("qwen3-1.7b", 1217.35, 34.25, 2059.07, 28.16),
+        ("qwen3.5-0.8b", 719.65, 55.88, 1023.09, 53.03),
+        ("qwen3.5-2b", 1655.56, 27.93, 2426.97, 24.86),
+        ("smollm2-1.7b", 1083.75, 36.37, 1836.38, 28.00),
+    )),
+    "samsung-s23": ("Snapdragon 8 Gen 2 (Galaxy S23)", (
+        ("deepseek-r1-distill-qwen-1.5b", 1059.88, 18.47, 1801.10, 15.84),
+        ("gemma-3-1b", 1068.49, 20.75, 1319.54, 22.12),
+        ("lfm2.5-1.2b-instruct", 799.77, 26.09, 1322.25, 20.73),
+        ("qwen2.5-1.5b", 1117.26, 18.48, 1801.10, 15.46),
+        ("qwen3-1.7b", 1217.35, 15.97, 2059.07, 13.44),
+        ("qwen3.5-0.8b", 719.65, 23.93, 1023.09, 23.64),
+        ("qwen3.5-2b", 1655.56, 12.99, 2426.97, 12.88),
+        ("smollm2-1.7b", 1083.75, 15.61, 1836.38, 12.31),
+    )),
+}
+
+
+def wide_weight_rate(device: str) -> float:
+    """Median over the device's models of Q8_0's weight bytes read per second over Q4_K_M's
+    (bytes x decode tok/s): what a profile's ``runtime.wide_weight_rate`` is set from."""
+    _, rows = TYPE_RATE_ROWS[device]
+    return statistics.median((q8_mib * q8_tg) / (q4_mib * q4_tg) for _, q4_mib, q4_tg, q8_mib, q8_tg in rows)
+
+
 # --- fitting -------------------------------------------------------------------------------
 
 
@@ -656,6 +704,10 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
         "fits": {sid: fit.to_dict() if fit else None for sid, fit in fits.items()},
         "little_cores": {"fit": little.to_dict(), "used": {"bytes_per_cycle": est.LITTLE_CORE_BYTES_PER_CYCLE,
                                                            "int8_ops_per_cycle": est.LITTLE_CORE_INT8_OPS_PER_CYCLE}},
+        "type_rates": {"source": POCKETPAL, "devices": {
+            d: {"soc": soc, "wide_weight_rate": wide_weight_rate(d), "models": len(rs),
+                "rows": [dict(zip(("model", "q4_k_m_mib", "q4_k_m_tg", "q8_0_mib", "q8_0_tg"), r)) for r in rs]}
+            for d, (soc, rs) in TYPE_RATE_ROWS.items()}},
         "rows": rows,
         "summary": _summary(rows),
         "notes": [
@@ -677,6 +729,11 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
             f"({little.threads} threads, {little.core} @ {little.ghz:g} GHz); power is the profile's power for the "
             f"row's threads (estimate.phase_power_w: its busy cores' share by their published per-core power where "
             f"the profile gives it, else its W per busy thread x threads)",
+            "decode reads Q8_0, F16, BF16 and F32 weights (and an F16 or Q8_0 cache) runtime.wide_weight_rate "
+            "times faster per byte than the 4-to-6-bit types the profiles' bandwidth efficiency stands for: the "
+            "median over the same models of Q8_0's bytes/s over Q4_K_M's, "
+            + ", ".join(f"{d} ({soc}) {wide_weight_rate(d):.2f}" for d, (soc, _) in TYPE_RATE_ROWS.items())
+            + f" ({POCKETPAL['citation']}; --json type_rates); no row listed here sets it",
             f"a held-out figure outside +-{TOLERANCE:.0%} carries misses: what other published rows say of it "
             f"(another source on the same profile and shape; the same source's other rows there; for energy, the "
             f"fit on the source's in-sample rows of the same model); nothing in them changes an estimate",

@@ -139,6 +139,34 @@ def decode_bytes_per_token(shape: ModelShape, n_kv: int, cache_type: str = "f16"
     return weights + kv_read
 
 
+# Types a decode step reads without unpacking bits: llama.cpp's CPU kernels for these are plain
+# int8 or float dot products, while the 4-to-6-bit types (Q4_0 ... Q6_K, IQ*) spend compute
+# unpacking every block. ``runtime.wide_weight_rate`` says how much faster these stream.
+WIDE_TYPES = frozenset({"F32", "F16", "BF16", "Q8_0", "Q8_1"})
+WIDE_KV_TYPES = frozenset({"f32", "f16", "q8_0"})
+
+
+def decode_read_bytes(shape: ModelShape, n_kv: int, cache_type: str = "f16", wide_rate: float = 1.0) -> float:
+    """``decode_bytes_per_token`` in the units of the profile's bandwidth efficiency, which
+    stands for 4-bit-class weights: bytes of a ``WIDE_TYPES`` tensor (and a ``WIDE_KV_TYPES``
+    cache) count ``1 / wide_rate`` each, as those kernels read them ``wide_rate`` times faster."""
+    total = decode_bytes_per_token(shape, n_kv, cache_type)
+    if wide_rate == 1.0:
+        return total
+    head = shape.head
+    wide = sum(t.n_bytes for t in shape.block_tensors if t.ggml_type in WIDE_TYPES)
+    wide += head.n_bytes if head.ggml_type in WIDE_TYPES else 0
+    embd = shape.get("token_embd.weight")
+    if embd is not None and embd is not head and embd.ggml_type in WIDE_TYPES:
+        wide += embd.n_bytes / embd.shape[1]
+    norm = shape.get("output_norm.weight")
+    if norm is not None and norm.ggml_type in WIDE_TYPES:
+        wide += norm.n_bytes
+    if cache_type in WIDE_KV_TYPES:
+        wide += 2 * shape.n_layers * shape.n_head_kv * shape.head_dim * KV_CACHE_BYTES[cache_type] * n_kv
+    return total - wide + wide / wide_rate
+
+
 def decode_flops_per_token(shape: ModelShape, n_kv: int) -> float:
     return 2 * (shape.block_matmul_params + shape.head.n_elements) + attention_flops(shape, n_kv)
 
@@ -239,7 +267,7 @@ def decode_step_s(shape: ModelShape, profile: Profile, n_kv: int, batch: int = 1
     bandwidth = profile.bandwidth_theoretical_gbs * 1e9 * profile.bandwidth_efficiency
     compute = profile.compute_gflops_sustained * 1e9
     step_bytes = decode_bytes_per_token(shape, n_kv, rt.kv_cache_type)
-    memory_s = step_bytes / bandwidth
+    memory_s = decode_read_bytes(shape, n_kv, rt.kv_cache_type, rt.wide_weight_rate) / bandwidth
     if rt.decode_attention_gflops:
         compute_s = batch * decode_flops_per_token(shape, 0) / compute
         attention_s = batch * decode_attention_s(shape, n_kv, rt.decode_attention_gflops)

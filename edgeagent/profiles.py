@@ -103,6 +103,10 @@ class Runtime(_Strict):
     # ops, far below peak compute), calibrated from decode speed at two context lengths.
     # Unset: attention is counted at compute_gflops_sustained inside the roofline's max().
     decode_attention_gflops: float | None = _within(0.001, 1e7, default=None, low_open=False)
+    # How many times faster than ``bandwidth_efficiency`` decode reads weights of 8 bits or more
+    # (Q8_0, F16, BF16, F32) and an F16/Q8_0 KV cache: the efficiency stands for 4-bit-class
+    # types, whose kernels unpack every block (estimate.decode_read_bytes). 1.0: no difference.
+    wide_weight_rate: float = _within(1.0, 4.0, default=1.0, low_open=False)
 
 
 class Selection(_Strict):

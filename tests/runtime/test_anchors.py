@@ -357,3 +357,22 @@ def test_an_energy_miss_reads_the_fit_on_the_same_models_in_sample_row() -> None
     (miss,) = held["misses"]
     assert f"{anchors.fit_residual(twin, fit):.2f}" in miss["why"][0] and twin.quant in miss["why"][0]
     assert f"{twin.average_power_w:g} W" in miss["why"][0]
+
+
+@pytest.mark.parametrize(("profile", "device"), [("snapdragon-8-elite", "poco-myron"),
+                                                 ("snapdragon-8-gen-2", "samsung-s23")])
+def test_wide_weight_rate_is_the_published_median(profile: str, device: str) -> None:
+    """A profile's runtime.wide_weight_rate is the median Q8_0 / Q4_K_M bytes-per-second ratio of
+    the PocketPal rows it cites (anchors.TYPE_RATE_ROWS), to two decimals."""
+    assert load_profile(profile).runtime.wide_weight_rate == pytest.approx(anchors.wide_weight_rate(device), abs=0.005)
+    cited = " ".join(s.citation or "" for s in load_profile(profile).sources if "wide_weight_rate" in s.what)
+    assert f"{device}.json" in cited
+
+
+def test_profiles_without_a_type_measurement_say_where_their_rate_comes_from() -> None:
+    from edgeagent.profiles import list_profiles
+
+    for name in list_profiles():
+        p = load_profile(name)
+        if p.runtime.wide_weight_rate != 1.0:
+            assert any("wide_weight_rate" in s.what for s in p.sources), name

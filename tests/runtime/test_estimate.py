@@ -222,6 +222,7 @@ def test_decode_slows_down_by_attention_per_cached_position() -> None:
     b = est.latency_estimate(s, calibrated, 1100, 2)
     per_position_s = 4 * s.n_layers * s.n_head * s.head_dim / 5.0e9
     kv_s = 2 * s.n_layers * s.n_head_kv * s.head_dim * 2 * 1000 / (ELITE.bandwidth_theoretical_gbs * 1e9 * ELITE.bandwidth_efficiency)
+    kv_s /= ELITE.runtime.wide_weight_rate  # the F16 cache streams at the wide types' rate
     assert (b["tpot_ms"] - a["tpot_ms"]) / 1e3 == pytest.approx(1000 * per_position_s + kv_s, rel=1e-6)
     # an uncalibrated profile counts attention inside the roofline: decode barely notices
     assert est.latency_estimate(s, ELITE, 1100, 2)["tpot_ms"] < b["tpot_ms"]
@@ -340,7 +341,8 @@ def test_threads_on_little_cores_are_paced_by_their_share_of_the_work() -> None:
     lat = est.latency_estimate(s, prof, 64, 2, threads=4)  # one decode step, at n_kv = 65
     # llama.cpp gives each of the 4 threads a quarter of every matmul; the A520 @ 2.0 GHz is last
     little_step_s = est.decode_bytes_per_token(s, 65) / 4 / (est.LITTLE_CORE_BYTES_PER_CYCLE * 2.0e9)
-    bandwidth_step_s = est.decode_bytes_per_token(s, 65) / (prof.bandwidth_theoretical_gbs * 1e9 * prof.bandwidth_efficiency)
+    read = est.decode_read_bytes(s, 65, "f16", prof.runtime.wide_weight_rate)  # the F16 cache at the wide rate
+    bandwidth_step_s = read / (prof.bandwidth_theoretical_gbs * 1e9 * prof.bandwidth_efficiency)
     assert little_step_s > bandwidth_step_s  # the little cores, not DRAM, set the pace
     assert lat["tokens_per_s"] == pytest.approx(1 / little_step_s, rel=1e-12)
     assert lat["decode_bound"] == "little-core" and lat["little_core"]["ghz"] == 2.0 and lat["threads"] == 4
@@ -491,8 +493,8 @@ def test_self_speculation_estimate_follows_the_roofline():
     phone = load_profile("snapdragon-8-gen-2")
     full = est.shape_from_config("qwen2.5-1.5b", "q8_0")
     draft = est.shape_from_config("qwen2.5-0.5b", "q8_0")  # a cheaper model standing in for an exit
-    one, _ = est.decode_step_s(full, phone, 300)
-    five, bound = est.decode_step_s(full, phone, 300, batch=5)
+    one, bound = est.decode_step_s(full, phone, 300)
+    five, _ = est.decode_step_s(full, phone, 300, batch=5)  # at 5 tokens compute starts to pace it
     assert bound == "memory" and one <= five < 1.2 * one
     good = est.speculative_estimate(full, draft, phone, 300, acceptance=0.9, n_draft=4)
     assert good["decode_speedup"] > 1.2 and good["tpot_ms"] < good["full_tpot_ms"]
@@ -510,3 +512,29 @@ def test_cli_draft_model_needs_the_full_gguf(tmp_path) -> None:
     code, _, err = _run(["estimate", "--profile", "snapdragon-8-gen-2", "--shape", "qwen2.5-1.5b",
                          "--draft-model", str(tmp_path / "x.gguf")])
     assert code == 2 and "--draft-model needs --model" in err and "Traceback" not in err
+
+
+def test_wide_types_stream_faster_by_the_profiles_rate() -> None:
+    """runtime.wide_weight_rate divides the read time of Q8_0/F16/F32 bytes (and an F16 cache)
+    and of nothing else: a Q4_K_M model's 4-bit blocks keep the profile's 4-bit efficiency."""
+    q8, q4 = est.shape_from_config("qwen2.5-1.5b", "q8_0"), est.shape_from_config("qwen2.5-1.5b", "q4_k_m")
+    for shape in (q8, q4):
+        assert est.decode_read_bytes(shape, 300, "f16", 1.0) == est.decode_bytes_per_token(shape, 300, "f16")
+    # every byte of a Q8_0 model with an F16 cache is wide (norms are F32)
+    assert est.decode_read_bytes(q8, 300, "f16", 1.3) == pytest.approx(est.decode_bytes_per_token(q8, 300, "f16") / 1.3)
+    wide = sum(t.n_bytes for t in q4.block_tensors if t.ggml_type in est.WIDE_TYPES)
+    four_bit = sum(t.n_bytes for t in q4.block_tensors if t.ggml_type not in est.WIDE_TYPES)
+    assert four_bit > 10 * wide  # Q4_K_M's blocks: Q4_K / Q6_K, only the norms wide
+    saved = est.decode_bytes_per_token(q4, 300, "f16") - est.decode_read_bytes(q4, 300, "f16", 2.0)
+    head = q4.head.n_bytes if q4.head.ggml_type in est.WIDE_TYPES else 0
+    kv = est.decode_bytes_per_token(q4, 300, "f16") - est.decode_bytes_per_token(q4, 0, "f16")
+    assert saved == pytest.approx((wide + head + kv) / 2 + (q4.get("output_norm.weight").n_bytes / 2))
+    # a q4_0 cache is 4-bit class: only the weights' wide bytes change
+    assert est.decode_bytes_per_token(q4, 300, "f16") - est.decode_read_bytes(q4, 300, "f16", 2.0) > \
+        est.decode_bytes_per_token(q4, 0, "f16") - est.decode_read_bytes(q4, 0, "f16", 2.0)
+    # on the profile: Q8_0 decodes faster by the rate, less the fixed per-token cost
+    flat = ELITE.model_copy(update={"runtime": ELITE.runtime.model_copy(update={"wide_weight_rate": 1.0})})
+    fast = est.latency_estimate(q8, ELITE, 100, 2)["tpot_ms"]
+    slow = est.latency_estimate(q8, flat, 100, 2)["tpot_ms"]
+    overhead = ELITE.runtime.decode_overhead_ms
+    assert (slow - overhead) / (fast - overhead) == pytest.approx(ELITE.runtime.wide_weight_rate, rel=1e-6)

@@ -238,3 +238,17 @@ def test_profiles_load_from_an_installed_wheel(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(target)], check=True, capture_output=True, text=True,
                          cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
     assert out.stdout.split() == ["snapdragon-8-gen-2", str(len(list_profiles()))]
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("0.5", "Input should be greater than or equal to 1"),
+    ("9.0", "Input should be less than or equal to 4"),
+    ("nan", "Input should be a finite number"),
+])
+def test_a_bad_wide_weight_rate_names_file_and_key(tmp_path: Path, value: str, why: str) -> None:
+    text = shipped_text("snapdragon-8-gen-2").replace("wide_weight_rate = 1.38", f"wide_weight_rate = {value}", 1)
+    path = write(tmp_path, text)
+    with pytest.raises(ProfileError) as err:
+        load_profile(path)
+    assert str(err.value).startswith(f"{path}: runtime.wide_weight_rate: {why}")
+    assert "\n" not in str(err.value)
