@@ -184,7 +184,42 @@ LLMRS2_S25 = {
                 "so its int8 kernels are not the ones a phone build uses",
 }
 
-SOURCES = {s["id"]: s for s in (EHSANI, GEERLING_Q6A, TUMMALAPALLI, HUANG_8ELITE, HUANG_8GEN3, XIAO, LLMRS2_S25)}
+# A seventh source: a phone app's committed benchmark matrix (PocketPal), llama.cpp through
+# llama.rn on the CPU, the same GGUF files at many types on each phone. Its Q8_0 / Q4_K_M pairs
+# set the profiles' per-type decode rate (TYPE_RATE_ROWS below); its Galaxy S23 rows of a model
+# the estimator has a shape for are held out on the snapdragon-8-gen-2 profile.
+POCKETPAL = {
+    "citation": "PocketPal's committed benchmark matrix, github.com/a-ghorbani/pocketpal-ai commit f34c6bf8, "
+                "e2e/baselines/benchmark/poco-myron.json and samsung-s23.json",
+    "url": "https://github.com/a-ghorbani/pocketpal-ai/tree/f34c6bf8/e2e/baselines/benchmark",
+    "runtime": "llama.rn 0.12.0-rc.9 (llama.cpp), CPU, 6 threads, flash attention on, repack on (CPU_REPACK in every "
+               "cell's load log), use_mmap false, pp256 / tg64, 3 repetitions",
+}
+
+POCKETPAL_S23 = {
+    "id": "pocketpal-s23",
+    "citation": POCKETPAL["citation"],
+    "url": POCKETPAL["url"],
+    "device": "Samsung Galaxy S23 (Snapdragon 8 Gen 2: 1x X3, 2x A715, 2x A710, 3x A510)",
+    "profile": "snapdragon-8-gen-2",
+    "runtime": POCKETPAL["runtime"],
+    "energy_includes": "no energy or power published",
+    "time_is": "throughputs only (llama.rn's bench: pp and tg t/s, mean of 3)",
+    "memory_is": "not published (the load log's weight buffers are kept as weights_mib)",
+    "caveat": "6 threads on this SoC's 1 + 2 + 2 + 3 cores put one thread on a Cortex-A510 unless the scheduler "
+              "moves it. The estimate follows the source's threads, so each step waits for an A510's 1/6 share at "
+              "the little-core pace fitted on a Cortex-A55 (QCS6490). The published decode would need the A510 "
+              "to read about 2.6x the A55's bytes per cycle; at the profile's 5 threads (no little core) the "
+              "estimate is instead about 1.8x faster than published. Which of the two is wrong, the A55 pace "
+              "for an A510 or the profile's unfitted 0.5 bandwidth efficiency, these rows cannot tell; "
+              "Huang's Meizu 21 rows (8 threads, two on Cortex-A520s, the A510's successor) read 0.76-1.03 at the "
+              "same pace, which points at the second, or at llama.rn keeping its threads off the A510s (its "
+              "placement is not published). The Q8_0 row is left out: its ratio to Q4_K_M set the profile's "
+              "wide_weight_rate",
+}
+
+SOURCES = {s["id"]: s for s in (EHSANI, GEERLING_Q6A, TUMMALAPALLI, HUANG_8ELITE, HUANG_8GEN3, XIAO, LLMRS2_S25,
+                                      POCKETPAL_S23)}
 
 
 @dataclass(frozen=True)
@@ -317,6 +352,12 @@ PUBLISHED: tuple[Anchor, ...] = (
            decode_tokens_per_s=19.31, threads=8,
            notes=("llama-cli, 8 threads, no layer offloaded: eval 13,204.86 ms / 255 runs (19.31 tokens per "
                   "second); the 12-token prompt's rate (74.35 t/s) is too short to compare as prefill",)),
+    # A seventh source (PocketPal's matrix), the Snapdragon 8 Gen 2 itself: held out.
+    *(Anchor("pocketpal-s23", "Qwen2.5-1.5B", quant, 256, 64, True, "qwen2.5-1.5b", 1.54, mib,
+             prefill_tokens_per_s=pp, decode_tokens_per_s=tg, threads=6,
+             notes=(f"samsung-s23.json, qwen2.5-1.5b {quant.lower()}: pp256 {pp} t/s, tg64 {tg} t/s (mean of 3); "
+                    f"weights {mib} MiB in the load log's buffers (CPU + CPU_REPACK)",))
+      for quant, mib, pp, tg in (("Q4_0", 1071.0, 119.81, 19.66), ("Q4_K_M", 1117.26, 85.9, 18.48))),
     # A fifth team (Xiao et al.), llama.cpp CPU on a Dimensity 9300 tablet: held out. The estimator
     # has no Llama-2-7B shape, so the row is listed without ratios (with the reason).
     Anchor("xiao2024", "Llama-2-7B", "4-bit K-quant", 64, 128, True, None, 7.0, prefill_tokens_per_s=10.63,
@@ -336,13 +377,6 @@ PUBLISHED: tuple[Anchor, ...] = (
 # Per model: (Q4_K_M weights MiB, Q4_K_M tg t/s, Q8_0 weights MiB, Q8_0 tg t/s), weights as the
 # load log's model buffers (CPU + CPU_REPACK). gemma-4-e2b is left out: its per-layer embeddings
 # are in those buffers but not read per token.
-POCKETPAL = {
-    "citation": "PocketPal's committed benchmark matrix, github.com/a-ghorbani/pocketpal-ai commit f34c6bf8, "
-                "e2e/baselines/benchmark/poco-myron.json and samsung-s23.json",
-    "url": "https://github.com/a-ghorbani/pocketpal-ai/tree/f34c6bf8/e2e/baselines/benchmark",
-    "runtime": "llama.rn 0.12.0-rc.9 (llama.cpp), CPU, 6 threads, flash attention on, repack on (CPU_REPACK in every "
-               "cell's load log), use_mmap false, pp256 / tg64, 3 repetitions",
-}
 TYPE_RATE_ROWS: dict[str, tuple[str, tuple[tuple[str, float, float, float, float], ...]]] = {
     "poco-myron": ("Snapdragon 8 Elite Gen 5 (Oryon V3)", (
         ("deepseek-r1-distill-qwen-1.5b", 1059.88, 38.15, 1801.10, 31.54),

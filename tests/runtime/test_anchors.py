@@ -65,7 +65,7 @@ def test_compare_published_json_contract() -> None:
     data = json.loads(r.stdout)
     assert {row["source"] for row in data["rows"]} == {"ehsani2026", "geerling-q6a", "tummalapalli2026",
                                                        "huang2025-8elite", "huang2025-8gen3", "xiao2024",
-                                                       "llmrs2-s25"}
+                                                       "llmrs2-s25", "pocketpal-s23"}
     for row in data["rows"]:
         assert isinstance(row["held_out"], bool) and isinstance(row["comparable"], bool)
         for key in ("decode_tokens_per_s", "run_s", "joules_per_run", "peak_memory_mb"):
@@ -78,8 +78,9 @@ def test_compare_published_json_contract() -> None:
     assert qwen["joules_per_run"]["published"] == 92.87 and qwen["run_s"]["published"] == 4.37
     s = data["summary"]["joules_per_run"]
     assert s["held_out_rows"] == 4 and s["min_ratio"] <= s["median_ratio"] <= s["max_ratio"]
-    r = CliRunner().invoke(app, ["estimate", "--compare-published", "--profile", "snapdragon-8-gen-2"])
-    assert r.exit_code != 0 and "no published measurements for profile 'snapdragon-8-gen-2'" in r.stderr
+    assert set(data["type_rates"]["devices"]) == {"poco-myron", "samsung-s23"}
+    r = CliRunner().invoke(app, ["estimate", "--compare-published", "--profile", "tensor-g3"])
+    assert r.exit_code != 0 and "no published measurements for profile 'tensor-g3'" in r.stderr
 
 
 def test_third_source_rows_load_cited_and_held_out() -> None:
@@ -376,3 +377,20 @@ def test_profiles_without_a_type_measurement_say_where_their_rate_comes_from() -
         p = load_profile(name)
         if p.runtime.wide_weight_rate != 1.0:
             assert any("wide_weight_rate" in s.what for s in p.sources), name
+
+
+def test_seventh_source_rows_are_held_out_and_fit_nothing() -> None:
+    """The Galaxy S23 rows of PocketPal's matrix sit on the snapdragon-8-gen-2 profile, held out;
+    no fit reads them, and the Q8_0 row whose ratio set the profile's rate is not among them."""
+    src = anchors.SOURCES["pocketpal-s23"]
+    assert src["profile"] == "snapdragon-8-gen-2" and "samsung-s23.json" in src["citation"] and src["caveat"]
+    rows = [r for r in anchors.PUBLISHED if r.source == "pocketpal-s23"]
+    assert {(r.quant, r.decode_tokens_per_s, r.prefill_tokens_per_s) for r in rows} == {
+        ("Q4_0", 19.66, 119.81), ("Q4_K_M", 18.48, 85.9)}
+    assert all(r.held_out and r.threads == 6 for r in rows)
+    with pytest.raises(ValueError, match="0 in-sample rows"):
+        anchors.fit_phone_model("pocketpal-s23", 67.2)
+    # the matrix's own Q4_K_M figures are the rows' figures
+    _, rate_rows = anchors.TYPE_RATE_ROWS["samsung-s23"]
+    q4km = next(r for r in rate_rows if r[0] == "qwen2.5-1.5b")
+    assert (q4km[1], q4km[2]) == (next(r.weights_mib for r in rows if r.quant == "Q4_K_M"), 18.48)
