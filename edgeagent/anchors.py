@@ -777,6 +777,24 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
     }
 
 
+def decode_misses(profile_name: str, cmp: dict[str, Any] | None = None) -> str | None:
+    """One line on the held-out decode rows of ``profile_name`` outside the tolerance, or None:
+    what an estimate on that profile should be read with (the mAh range carries energy-per-run
+    error only)."""
+    rows = [r for r in (cmp or compare_published())["rows"]
+            if r["profile"] == profile_name and r["held_out"] and r["comparable"]
+            and (r["decode_tokens_per_s"]["ratio"] is not None)
+            and abs(r["decode_tokens_per_s"]["ratio"] - 1.0) > TOLERANCE]
+    if not rows:
+        return None
+    ratios = sorted(r["decode_tokens_per_s"]["ratio"] for r in rows)
+    sources = sorted({r["source"] for r in rows})
+    spread = f"{ratios[0]:.2f}" if f"{ratios[0]:.2f}" == f"{ratios[-1]:.2f}" else f"{ratios[0]:.2f}-{ratios[-1]:.2f}"
+    return (f"held-out published decode on {profile_name}, estimated at the source's threads / published: {spread} "
+            f"({len(rows)} row{'s' if len(rows) != 1 else ''}, {', '.join(sources)}), outside +-{TOLERANCE:.0%}; the "
+            f"mAh range carries energy-per-run error only (edgeagent estimate --compare-published)")
+
+
 def energy_ratio_range(cmp: dict[str, Any] | None = None) -> tuple[float, float]:
     """(lowest, highest) held-out estimated/published energy-per-run ratio: the estimator's
     measured error, used to turn a point estimate into a range."""

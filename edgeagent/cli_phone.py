@@ -279,6 +279,8 @@ def demo_command(
                      f"{est['step_ms']:.0f} ms (TTFT {est['ttft_ms']:.0f} ms · TPOT {est['tpot_ms']:.2f} ms) · "
                      f"{est['memory_mb']:.0f} MiB · {mah['value']:.2f} mAh per 100 steps "
                      f"({mah['low']:.2f}–{mah['high']:.2f}, from the estimator's held-out error)")
+            if mah.get("caveat"):
+                line += f"\n  caveat: {mah['caveat']}"
     console.print(line)
     console.print(sensitive_line(summary["sensitive"]), highlight=False)
 
@@ -296,14 +298,19 @@ def step_on_target(model_path: Path, profile, summary: dict, n_ctx: int) -> dict
     """One agent step of this run (its mean evaluated prompt and generated tokens) estimated on
     ``profile`` (``select.estimate_gguf``), the battery per 100 steps with the range the
     estimator's held-out error allows (``anchors.energy_ratio_range``)."""
-    from edgeagent.anchors import energy_ratio_range, with_range
+    from edgeagent.anchors import compare_published, decode_misses, energy_ratio_range, with_range
     from edgeagent.select import estimate_gguf
 
     prompt_tokens = max(1, round(summary["evaluated_prompt_tokens_per_step"]))
     gen_tokens = max(1, round(summary.get("generated_tokens_per_step") or 1))
     est = estimate_gguf(model_path, profile, prompt_tokens, gen_tokens, max(n_ctx, prompt_tokens + gen_tokens))
+    cmp = compare_published()
+    mah = with_range(est["mah_per_100_inferences"], energy_ratio_range(cmp))
+    caveat = decode_misses(profile.name, cmp)
+    if caveat:
+        mah["caveat"] = caveat
     return {**est, "profile": profile.name, "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
-            "mah_per_100_steps": with_range(est["mah_per_100_inferences"], energy_ratio_range())}
+            "mah_per_100_steps": mah}
 
 
 def _write_failures(path: Path, episodes) -> None:

@@ -376,13 +376,17 @@ def _energy_range(result: dict[str, Any]) -> None:
     fig = result["figures"]["mah_per_100_inferences"]
     value = fig["value"]
     if fig["source"] == "estimated":
-        from edgeagent.anchors import energy_ratio_range, with_range
+        from edgeagent.anchors import compare_published, decode_misses, energy_ratio_range, with_range
 
-        lo_r, hi_r = energy_ratio_range()
+        cmp = compare_published()
+        lo_r, hi_r = energy_ratio_range(cmp)
         rng = with_range(value, (lo_r, hi_r))
         fig.update(low=rng["low"], high=rng["high"],
                    range_from=f"held-out published energy per run, estimated/published {lo_r:.2f}-{hi_r:.2f} "
                               "(edgeagent estimate --compare-published)")
+        caveat = decode_misses(result["profile"], cmp)
+        if caveat:
+            fig["caveat"] = caveat
     else:
         energy = result["measured_here"]["energy"]
         runs = result["workload"]["runs"]
@@ -494,6 +498,8 @@ def profile_command(
     console.print(f"measured: {result['measured_here']['where']}", highlight=False)
     for key, fig in result["figures"].items():
         console.print(f"  {key}: {fig['source']} ({fig['where']})", highlight=False)
+        if fig.get("caveat"):
+            console.print(f"    caveat: {fig['caveat']}", highlight=False)
     for w in result["warnings"]:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     for path in result["reports"]:

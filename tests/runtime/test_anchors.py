@@ -394,3 +394,19 @@ def test_seventh_source_rows_are_held_out_and_fit_nothing() -> None:
     _, rate_rows = anchors.TYPE_RATE_ROWS["samsung-s23"]
     q4km = next(r for r in rate_rows if r[0] == "qwen2.5-1.5b")
     assert (q4km[1], q4km[2]) == (next(r.weights_mib for r in rows if r.quant == "Q4_K_M"), 18.48)
+
+
+def test_decode_misses_names_a_profiles_held_out_rows_outside_the_tolerance() -> None:
+    def row(ratio, held_out=True, comparable=True, profile="p", source="s"):
+        return {"profile": profile, "held_out": held_out, "comparable": comparable, "source": source,
+                "decode_tokens_per_s": {"ratio": ratio}}
+
+    cmp = {"rows": [row(1.24), row(0.76), row(None), row(2.0, held_out=False), row(3.0, comparable=False),
+                    row(0.5, profile="q")]}
+    assert anchors.decode_misses("p", cmp) is None
+    cmp["rows"] += [row(1.26, source="b"), row(0.40, source="a")]
+    line = anchors.decode_misses("p", cmp)
+    assert "0.40-1.26" in line and "(2 rows, a, b)" in line and "energy-per-run error only" in line
+    assert "0.50 (1 row, s)" in anchors.decode_misses("q", cmp)
+    assert anchors.decode_misses("tensor-g3") is None
+    assert "pocketpal-s23" in anchors.decode_misses("snapdragon-8-gen-2")
