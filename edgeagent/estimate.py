@@ -127,18 +127,6 @@ def attention_flops(shape: ModelShape, n_kv: int) -> float:
     return 2 * 2 * shape.n_layers * shape.n_head * shape.head_dim * n_kv
 
 
-def decode_bytes_per_token(shape: ModelShape, n_kv: int, cache_type: str = "f16") -> float:
-    """Bytes one decode step reads: every block weight, the output head (the whole token
-    embedding when tied), one embedding row, and K and V for the ``n_kv`` positions."""
-    head = shape.head
-    embd = shape.get("token_embd.weight")
-    embd_row = embd.n_bytes / embd.shape[1] if embd is not None and embd is not head else 0.0
-    norm = shape.get("output_norm.weight")
-    weights = shape.block_bytes + head.n_bytes + embd_row + (norm.n_bytes if norm is not None else 0)
-    kv_read = 2 * shape.n_layers * shape.n_head_kv * shape.head_dim * KV_CACHE_BYTES[cache_type] * n_kv
-    return weights + kv_read
-
-
 # Types a decode step reads without unpacking bits: llama.cpp's CPU kernels for these are plain
 # int8 or float dot products, while the 4-to-6-bit types (Q4_0 ... Q6_K, IQ*) spend compute
 # unpacking every block. ``runtime.wide_weight_rate`` says how much faster these stream.
@@ -146,25 +134,34 @@ WIDE_TYPES = frozenset({"F32", "F16", "BF16", "Q8_0", "Q8_1"})
 WIDE_KV_TYPES = frozenset({"f32", "f16", "q8_0"})
 
 
+def _decode_reads(shape: ModelShape, n_kv: int, cache_type: str) -> list[tuple[float, bool]]:
+    """What one decode step reads, as (bytes, read by a kernel for a ``WIDE_TYPES`` type):
+    every block weight, the output head (the whole token embedding when tied), one embedding
+    row, the output norm, and K and V for the ``n_kv`` positions."""
+    head = shape.head
+    reads = [(float(t.n_bytes), t.ggml_type in WIDE_TYPES) for t in shape.block_tensors]
+    reads.append((float(head.n_bytes), head.ggml_type in WIDE_TYPES))
+    embd = shape.get("token_embd.weight")
+    if embd is not None and embd is not head:
+        reads.append((embd.n_bytes / embd.shape[1], embd.ggml_type in WIDE_TYPES))
+    norm = shape.get("output_norm.weight")
+    if norm is not None:
+        reads.append((float(norm.n_bytes), norm.ggml_type in WIDE_TYPES))
+    kv = 2 * shape.n_layers * shape.n_head_kv * shape.head_dim * KV_CACHE_BYTES[cache_type] * n_kv
+    reads.append((kv, cache_type in WIDE_KV_TYPES))
+    return reads
+
+
+def decode_bytes_per_token(shape: ModelShape, n_kv: int, cache_type: str = "f16") -> float:
+    """Bytes one decode step reads (``_decode_reads``)."""
+    return sum(b for b, _ in _decode_reads(shape, n_kv, cache_type))
+
+
 def decode_read_bytes(shape: ModelShape, n_kv: int, cache_type: str = "f16", wide_rate: float = 1.0) -> float:
     """``decode_bytes_per_token`` in the units of the profile's bandwidth efficiency, which
-    stands for 4-bit-class weights: bytes of a ``WIDE_TYPES`` tensor (and a ``WIDE_KV_TYPES``
-    cache) count ``1 / wide_rate`` each, as those kernels read them ``wide_rate`` times faster."""
-    total = decode_bytes_per_token(shape, n_kv, cache_type)
-    if wide_rate == 1.0:
-        return total
-    head = shape.head
-    wide = sum(t.n_bytes for t in shape.block_tensors if t.ggml_type in WIDE_TYPES)
-    wide += head.n_bytes if head.ggml_type in WIDE_TYPES else 0
-    embd = shape.get("token_embd.weight")
-    if embd is not None and embd is not head and embd.ggml_type in WIDE_TYPES:
-        wide += embd.n_bytes / embd.shape[1]
-    norm = shape.get("output_norm.weight")
-    if norm is not None and norm.ggml_type in WIDE_TYPES:
-        wide += norm.n_bytes
-    if cache_type in WIDE_KV_TYPES:
-        wide += 2 * shape.n_layers * shape.n_head_kv * shape.head_dim * KV_CACHE_BYTES[cache_type] * n_kv
-    return total - wide + wide / wide_rate
+    stands for 4-bit-class weights: a byte a wide kernel reads (``_decode_reads``) counts
+    ``1 / wide_rate``, as those kernels read ``wide_rate`` times faster."""
+    return sum(b / wide_rate if wide else b for b, wide in _decode_reads(shape, n_kv, cache_type))
 
 
 def decode_flops_per_token(shape: ModelShape, n_kv: int) -> float:
