@@ -219,7 +219,7 @@ POCKETPAL_S23 = {
 }
 
 SOURCES = {s["id"]: s for s in (EHSANI, GEERLING_Q6A, TUMMALAPALLI, HUANG_8ELITE, HUANG_8GEN3, XIAO, LLMRS2_S25,
-                                      POCKETPAL_S23)}
+                                POCKETPAL_S23)}
 
 
 @dataclass(frozen=True)
@@ -373,7 +373,7 @@ PUBLISHED: tuple[Anchor, ...] = (
 
 # Decode reads weights of 8 bits or more faster per byte than 4-bit-class types, whose kernels
 # unpack every block (runtime.wide_weight_rate, estimate.decode_read_bytes). One source has the
-# same models at Q8_0 and Q4_K_M on one phone, twice: PocketPal's committed benchmark matrix.
+# same models at Q8_0 and Q4_K_M on each of two phones: PocketPal's committed benchmark matrix.
 # Per model: (Q4_K_M weights MiB, Q4_K_M tg t/s, Q8_0 weights MiB, Q8_0 tg t/s), weights as the
 # load log's model buffers (CPU + CPU_REPACK). gemma-4-e2b is left out: its per-layer embeddings
 # are in those buffers but not read per token.
@@ -767,7 +767,8 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
             "times faster per byte than the 4-to-6-bit types the profiles' bandwidth efficiency stands for: the "
             "median over the same models of Q8_0's bytes/s over Q4_K_M's, "
             + ", ".join(f"{d} ({soc}) {wide_weight_rate(d):.2f}" for d, (soc, _) in TYPE_RATE_ROWS.items())
-            + f" ({POCKETPAL['citation']}; --json type_rates); no row listed here sets it",
+            + f" ({POCKETPAL['citation']}; --json type_rates); it moves no 4-bit weight's read, only those types' "
+            "and the cache's, so a 4-bit row here (pocketpal-s23's among them) moves only by its cache's share",
             f"a held-out figure outside +-{TOLERANCE:.0%} carries misses: what other published rows say of it "
             f"(another source on the same profile and shape; the same source's other rows there; for energy, the "
             f"fit on the source's in-sample rows of the same model); nothing in them changes an estimate",
