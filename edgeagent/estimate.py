@@ -33,7 +33,7 @@ from edgeagent.profiles import Profile
 # The model-shape half (read a shape, then estimate it) lives in edgeagent.shapes; its names
 # are importable from here too, as callers use them together.
 from edgeagent.shapes import (  # noqa: F401
-    F32, GGML_BLOCK, PUBLISHED_SHAPES, QUANTS, MiB, ModelShape, TensorInfo, check_gguf_header,
+    F32, GGML_BLOCK, PUBLISHED_SHAPES, QUANTS, WIDE_TYPES, MiB, ModelShape, TensorInfo, check_gguf_header,
     llama_cpp_tensor_type, shape_from_config, shape_from_gguf,
 )
 
@@ -127,41 +127,27 @@ def attention_flops(shape: ModelShape, n_kv: int) -> float:
     return 2 * 2 * shape.n_layers * shape.n_head * shape.head_dim * n_kv
 
 
-# Types a decode step reads without unpacking bits: llama.cpp's CPU kernels for these are plain
-# int8 or float dot products, while the 4-to-6-bit types (Q4_0 ... Q6_K, IQ*) spend compute
-# unpacking every block. ``runtime.wide_weight_rate`` says how much faster these stream.
-WIDE_TYPES = frozenset({"F32", "F16", "BF16", "Q8_0", "Q8_1"})
+# The cache types a decode step reads as wide (``shapes.WIDE_TYPES`` for the weights).
 WIDE_KV_TYPES = frozenset({"f32", "f16", "q8_0"})
 
 
-def _decode_reads(shape: ModelShape, n_kv: int, cache_type: str) -> list[tuple[float, bool]]:
-    """What one decode step reads, as (bytes, read by a kernel for a ``WIDE_TYPES`` type):
-    every block weight, the output head (the whole token embedding when tied), one embedding
-    row, the output norm, and K and V for the ``n_kv`` positions."""
-    head = shape.head
-    reads = [(float(t.n_bytes), t.ggml_type in WIDE_TYPES) for t in shape.block_tensors]
-    reads.append((float(head.n_bytes), head.ggml_type in WIDE_TYPES))
-    embd = shape.get("token_embd.weight")
-    if embd is not None and embd is not head:
-        reads.append((embd.n_bytes / embd.shape[1], embd.ggml_type in WIDE_TYPES))
-    norm = shape.get("output_norm.weight")
-    if norm is not None:
-        reads.append((float(norm.n_bytes), norm.ggml_type in WIDE_TYPES))
-    kv = 2 * shape.n_layers * shape.n_head_kv * shape.head_dim * KV_CACHE_BYTES[cache_type] * n_kv
-    reads.append((kv, cache_type in WIDE_KV_TYPES))
-    return reads
-
-
 def decode_bytes_per_token(shape: ModelShape, n_kv: int, cache_type: str = "f16") -> float:
-    """Bytes one decode step reads (``_decode_reads``)."""
-    return sum(b for b, _ in _decode_reads(shape, n_kv, cache_type))
+    """Bytes one decode step reads: the weights (``ModelShape.decode_weight_bytes``) and K and V
+    for the ``n_kv`` positions (``kv_cache_bytes``)."""
+    return sum(shape.decode_weight_bytes) + kv_cache_bytes(shape, n_kv, cache_type)
 
 
 def decode_read_bytes(shape: ModelShape, n_kv: int, cache_type: str = "f16", wide_rate: float = 1.0) -> float:
     """``decode_bytes_per_token`` in the units of the profile's bandwidth efficiency, which
-    stands for 4-bit-class weights: a byte a wide kernel reads (``_decode_reads``) counts
-    ``1 / wide_rate``, as those kernels read ``wide_rate`` times faster."""
-    return sum(b / wide_rate if wide else b for b, wide in _decode_reads(shape, n_kv, cache_type))
+    stands for 4-bit-class weights: a byte of a ``WIDE_TYPES`` tensor, or of a ``WIDE_KV_TYPES``
+    cache, counts ``1 / wide_rate``, as those kernels read ``wide_rate`` times faster."""
+    wide, other = shape.decode_weight_bytes
+    kv = kv_cache_bytes(shape, n_kv, cache_type)
+    if cache_type in WIDE_KV_TYPES:
+        wide += kv
+    else:
+        other += kv
+    return other + wide / wide_rate
 
 
 def decode_flops_per_token(shape: ModelShape, n_kv: int) -> float:

@@ -23,6 +23,11 @@ F32 = 4  # bytes
 # gguf.constants.GGML_QUANT_SIZES (ggml/src/ggml-common.h), copied for the types the
 # shape-based path produces so a phone can estimate without the gguf package. The test
 # suite checks it against gguf.
+# Types a decode step reads without unpacking bits: llama.cpp's CPU kernels for these are plain
+# int8 or float dot products, while the 4-to-6-bit types (Q4_0 ... Q6_K, IQ*) spend compute
+# unpacking every block (``estimate.decode_read_bytes``, ``runtime.wide_weight_rate``).
+WIDE_TYPES = frozenset({"F32", "F16", "BF16", "Q8_0", "Q8_1"})
+
 GGML_BLOCK: dict[str, tuple[int, int]] = {
     "F32": (1, 4),
     "F16": (1, 2),
@@ -89,6 +94,22 @@ class ModelShape:
     @cached_property
     def block_bytes(self) -> int:
         return sum(t.n_bytes for t in self.block_tensors)
+
+    @cached_property
+    def decode_weight_bytes(self) -> tuple[float, float]:
+        """The weight bytes one decode step reads, as (of ``WIDE_TYPES`` tensors, of the rest):
+        every block weight, the output head (the whole token embedding when tied), one
+        embedding row and the output norm."""
+        head = self.head
+        reads = [(float(t.n_bytes), t.ggml_type) for t in self.block_tensors] + [(float(head.n_bytes), head.ggml_type)]
+        embd = self.get("token_embd.weight")
+        if embd is not None and embd is not head:
+            reads.append((embd.n_bytes / embd.shape[1], embd.ggml_type))
+        norm = self.get("output_norm.weight")
+        if norm is not None:
+            reads.append((float(norm.n_bytes), norm.ggml_type))
+        wide = sum(b for b, kind in reads if kind in WIDE_TYPES)
+        return wide, sum(b for b, _ in reads) - wide
 
     @cached_property
     def block_matmul_params(self) -> int:

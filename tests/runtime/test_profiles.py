@@ -120,20 +120,30 @@ def test_phone_without_battery_capacity_is_refused(tmp_path: Path) -> None:
         load_profile(write(tmp_path, text))
 
 
-@pytest.mark.parametrize(("value", "why"), [
-    ("-1.0", "Input should be greater than 0"),
-    ("0.0", "Input should be greater than 0"),
-    ("500.0", "Input should be less than or equal to 50"),
-    ("inf", "Input should be a finite number"),
-    ("nan", "Input should be a finite number"),
-    ('"6.27"', "Input should be a valid number"),
+_POWER = ("snapdragon-8-gen-3", "power_w = 6.27", "cpu_clusters[0].power_w")
+_RATE = ("snapdragon-8-gen-2", "wide_weight_rate = 1.38", "runtime.wide_weight_rate")
+
+
+@pytest.mark.parametrize(("where", "value", "why"), [
+    (_POWER, "-1.0", "Input should be greater than 0"),
+    (_POWER, "0.0", "Input should be greater than 0"),
+    (_POWER, "500.0", "Input should be less than or equal to 50"),
+    (_POWER, "inf", "Input should be a finite number"),
+    (_POWER, "nan", "Input should be a finite number"),
+    (_POWER, '"6.27"', "Input should be a valid number"),
+    (_RATE, "0.5", "Input should be greater than or equal to 1"),
+    (_RATE, "9.0", "Input should be less than or equal to 4"),
+    (_RATE, "nan", "Input should be a finite number"),
 ])
-def test_a_bad_per_core_power_names_file_and_key(tmp_path: Path, value: str, why: str) -> None:
-    text = shipped_text("snapdragon-8-gen-3").replace("power_w = 6.27", f"power_w = {value}", 1)
+def test_a_bad_number_names_file_and_key(tmp_path: Path, where: tuple[str, str, str], value: str, why: str) -> None:
+    """A per-core power or a per-type decode rate out of range: one line naming file and key."""
+    profile, line, key = where
+    text = shipped_text(profile).replace(line, f"{line.split(' = ')[0]} = {value}", 1)
+    assert text != shipped_text(profile)
     path = write(tmp_path, text)
     with pytest.raises(ProfileError) as err:
         load_profile(path)
-    assert str(err.value).startswith(f"{path}: cpu_clusters[0].power_w: {why}")
+    assert str(err.value).startswith(f"{path}: {key}: {why}")
     assert "\n" not in str(err.value)
 
 
@@ -238,17 +248,3 @@ def test_profiles_load_from_an_installed_wheel(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(target)], check=True, capture_output=True, text=True,
                          cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
     assert out.stdout.split() == ["snapdragon-8-gen-2", str(len(list_profiles()))]
-
-
-@pytest.mark.parametrize(("value", "why"), [
-    ("0.5", "Input should be greater than or equal to 1"),
-    ("9.0", "Input should be less than or equal to 4"),
-    ("nan", "Input should be a finite number"),
-])
-def test_a_bad_wide_weight_rate_names_file_and_key(tmp_path: Path, value: str, why: str) -> None:
-    text = shipped_text("snapdragon-8-gen-2").replace("wide_weight_rate = 1.38", f"wide_weight_rate = {value}", 1)
-    path = write(tmp_path, text)
-    with pytest.raises(ProfileError) as err:
-        load_profile(path)
-    assert str(err.value).startswith(f"{path}: runtime.wide_weight_rate: {why}")
-    assert "\n" not in str(err.value)
