@@ -24,6 +24,7 @@ This module imports the standard library only (it runs on phones).
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,12 +215,36 @@ POCKETPAL_S23 = {
               "for an A510 or the profile's unfitted 0.5 bandwidth efficiency, these rows cannot tell; "
               "Huang's Meizu 21 rows (8 threads, two on Cortex-A520s, the A510's successor) read 0.76-1.03 at the "
               "same pace, which points at the second, or at llama.rn keeping its threads off the A510s (its "
-              "placement is not published). The Q8_0 row is left out: its ratio to Q4_K_M set the profile's "
-              "wide_weight_rate",
+              "placement is not published). The same app and build on a phone with no little cores "
+              "(pocketpal-klee, Dimensity 8400) decodes at 0.348 of its bus, fitted, with four other models "
+              "held out at 0.84-1.03; without the A510 these rows would need 0.27 at 5 threads, so that phone's "
+              "efficiency does not reconcile them either. The Q8_0 cells are left out: their ratio to Q4_K_M set "
+              "the profile's wide_weight_rate",
+}
+
+# The same matrix on a phone with no little cores: the Dimensity 8400's eight Cortex-A725s. Its
+# Qwen2.5-1.5B rows set the profile's bandwidth efficiency (fit_decode_efficiency); every other
+# model the estimator has a shape for is held out, so the rows test how the fitted phone carries
+# over to other models, not whether an unmeasured phone is right.
+POCKETPAL_KLEE = {
+    "id": "pocketpal-klee",
+    "citation": "PocketPal's committed benchmark matrix, github.com/a-ghorbani/pocketpal-ai commit f34c6bf8, "
+                "e2e/baselines/benchmark/poco-x7-klee.json (the phone: SWEEP-PLAN.md, 'POCO X7 Pro Klee')",
+    "url": POCKETPAL["url"],
+    "device": "POCO X7 Pro (MediaTek Dimensity 8400, MT6899: 1x 3.25 + 3x 3.0 + 4x 2.1 GHz Cortex-A725, 8 GB)",
+    "profile": "dimensity-8400",
+    "runtime": POCKETPAL["runtime"],
+    "energy_includes": "no energy or power published",
+    "time_is": "throughputs only (llama.rn's bench: pp and tg t/s, mean of 3)",
+    "memory_is": "not published (the load log's weight buffers are kept as weights_mib)",
+    "caveat": "the profile's bandwidth efficiency is fitted on this source's Qwen2.5-1.5B Q4_0 and Q4_K_M decode "
+              "(in-sample); the other models are held out. Prefill is not fitted: the profile's compute is derived "
+              "from the cores. The Q8_0 rows are left out: their ratio to Q4_K_M set the profile's wide_weight_rate. "
+              "The unfitted 0.5 read this phone 1.2-1.5x too fast",
 }
 
 SOURCES = {s["id"]: s for s in (EHSANI, GEERLING_Q6A, TUMMALAPALLI, HUANG_8ELITE, HUANG_8GEN3, XIAO, LLMRS2_S25,
-                                POCKETPAL_S23)}
+                                POCKETPAL_S23, POCKETPAL_KLEE)}
 
 
 @dataclass(frozen=True)
@@ -292,6 +317,38 @@ _HUANG_PROMPT, _HUANG_GEN = 64, 128
 # reads ~1.3 B of its 6.9 B parameters, which this estimator does not model; left out).
 # In-sample: every IQ4_XS row and the Q4_K_M rows of models without an estimator shape.
 # Held out: the Q4_K_M rows the estimator can shape, so every estimated figure is checked.
+
+# PocketPal's models, by the matrix's id: the name, the estimator's shape and the published
+# parameter count (billions). Phi-3.5-mini has Phi-3-mini's config, so its shape.
+POCKETPAL_MODELS = {"qwen2.5-1.5b": ("Qwen2.5-1.5B", "qwen2.5-1.5b", 1.54),
+                    "smollm2-1.7b": ("SmolLM2-1.7B", "smollm2-1.7b", 1.71),
+                    "qwen3-1.7b": ("Qwen3-1.7B", "qwen3-1.7b", 1.72),
+                    "phi-3.5-mini": ("Phi-3.5-mini", "phi-3-mini", 3.82),
+                    "phi-4-mini": ("Phi-4-mini", "phi-4-mini", 3.84)}
+# The weights (MiB, the load log's CPU + CPU_REPACK buffers) of each GGUF, the same file on every
+# phone of the matrix.
+POCKETPAL_WEIGHTS_MIB = {("qwen2.5-1.5b", "Q4_0"): 1071.0, ("qwen2.5-1.5b", "Q4_K_M"): 1117.26,
+                         ("smollm2-1.7b", "Q4_0"): 1024.88, ("smollm2-1.7b", "Q4_K_M"): 1083.75,
+                         ("qwen3-1.7b", "Q4_0"): 1169.07, ("qwen3-1.7b", "Q4_K_M"): 1217.35,
+                         ("phi-3.5-mini", "Q4_0"): 2080.66, ("phi-3.5-mini", "Q4_K_M"): 2281.66,
+                         ("phi-4-mini", "Q4_0"): 2696.38, ("phi-4-mini", "Q4_K_M"): 2849.38}
+
+
+def _pocketpal_rows(source: str, file: str, in_sample: str | None,
+                    cells: dict[tuple[str, str], tuple[float, float]]) -> tuple["Anchor", ...]:
+    """One PocketPal phone's cells, {(matrix id, quant): (pp t/s, tg t/s)}, as rows at its 6
+    threads and pp256 / tg64; the rows of matrix id ``in_sample`` are in-sample."""
+    rows = []
+    for (pid, quant), (pp, tg) in cells.items():
+        model, shape, params = POCKETPAL_MODELS[pid]
+        mib = POCKETPAL_WEIGHTS_MIB[pid, quant]
+        rows.append(Anchor(source, model, quant, 256, 64, pid != in_sample, shape, params, mib,
+                           prefill_tokens_per_s=pp, decode_tokens_per_s=tg, threads=6,
+                           notes=(f"{file}, {pid} {quant.lower()}: pp256 {pp} t/s, tg64 {tg} t/s (mean of 3); "
+                                  f"weights {mib} MiB in the load log's buffers (CPU + CPU_REPACK)",)))
+    return tuple(rows)
+
+
 PUBLISHED: tuple[Anchor, ...] = (
     _e("Qwen2-0.5B", "Q4_K_M", 103, 0.49, 373, 189.24, 50.45, 0.54, 1.98, 2.53, 8.35, 43.95, 678, True, "qwen2.5-0.5b",
        ("Qwen2-0.5B has the same config as Qwen2.5-0.5B (24 x 896, 14/2 heads, ff 4864, tied)",)),
@@ -353,11 +410,20 @@ PUBLISHED: tuple[Anchor, ...] = (
            notes=("llama-cli, 8 threads, no layer offloaded: eval 13,204.86 ms / 255 runs (19.31 tokens per "
                   "second); the 12-token prompt's rate (74.35 t/s) is too short to compare as prefill",)),
     # A seventh source (PocketPal's matrix), the Snapdragon 8 Gen 2 itself: held out.
-    *(Anchor("pocketpal-s23", "Qwen2.5-1.5B", quant, 256, 64, True, "qwen2.5-1.5b", 1.54, mib,
-             prefill_tokens_per_s=pp, decode_tokens_per_s=tg, threads=6,
-             notes=(f"samsung-s23.json, qwen2.5-1.5b {quant.lower()}: pp256 {pp} t/s, tg64 {tg} t/s (mean of 3); "
-                    f"weights {mib} MiB in the load log's buffers (CPU + CPU_REPACK)",))
-      for quant, mib, pp, tg in (("Q4_0", 1071.0, 119.81, 19.66), ("Q4_K_M", 1117.26, 85.9, 18.48))),
+    # The same matrix on the Snapdragon 8 Gen 2 itself (all held out) and on the Dimensity 8400,
+    # all big cores (Qwen2.5-1.5B in-sample: it sets that profile's bandwidth efficiency).
+    *_pocketpal_rows("pocketpal-s23", "samsung-s23.json", None, {
+        ("qwen2.5-1.5b", "Q4_0"): (119.81, 19.66), ("qwen2.5-1.5b", "Q4_K_M"): (85.9, 18.48),
+        ("smollm2-1.7b", "Q4_0"): (106.51, 17.81), ("smollm2-1.7b", "Q4_K_M"): (72.08, 15.61),
+        ("qwen3-1.7b", "Q4_0"): (103.89, 17.21), ("qwen3-1.7b", "Q4_K_M"): (79.64, 15.97),
+        ("phi-3.5-mini", "Q4_0"): (43.12, 9.94), ("phi-3.5-mini", "Q4_K_M"): (28.62, 7.5),
+        ("phi-4-mini", "Q4_0"): (46.5, 8.79), ("phi-4-mini", "Q4_K_M"): (38.15, 8.73)}),
+    *_pocketpal_rows("pocketpal-klee", "poco-x7-klee.json", "qwen2.5-1.5b", {
+        ("qwen2.5-1.5b", "Q4_0"): (160.07, 25.68), ("qwen2.5-1.5b", "Q4_K_M"): (102.19, 23.89),
+        ("smollm2-1.7b", "Q4_0"): (128.02, 24.38), ("smollm2-1.7b", "Q4_K_M"): (83.51, 22.11),
+        ("qwen3-1.7b", "Q4_0"): (155.79, 22.06), ("qwen3-1.7b", "Q4_K_M"): (102.56, 20.55),
+        ("phi-3.5-mini", "Q4_0"): (57.88, 12.78), ("phi-3.5-mini", "Q4_K_M"): (34.39, 9.86),
+        ("phi-4-mini", "Q4_0"): (65.96, 11.54), ("phi-4-mini", "Q4_K_M"): (40.77, 9.78)}),
     # A fifth team (Xiao et al.), llama.cpp CPU on a Dimensity 9300 tablet: held out. The estimator
     # has no Llama-2-7B shape, so the row is listed without ratios (with the reason).
     Anchor("xiao2024", "Llama-2-7B", "4-bit K-quant", 64, 128, True, None, 7.0, prefill_tokens_per_s=10.63,
@@ -399,6 +465,16 @@ TYPE_RATE_ROWS: dict[str, tuple[str, tuple[tuple[str, float, float, float, float
         ("qwen3.5-0.8b", 719.65, 23.93, 1023.09, 23.64),
         ("qwen3.5-2b", 1655.56, 12.99, 2426.97, 12.88),
         ("smollm2-1.7b", 1083.75, 15.61, 1836.38, 12.31),
+    )),
+    "poco-x7-klee": ("Dimensity 8400 (POCO X7 Pro)", (
+        ("deepseek-r1-distill-qwen-1.5b", 1059.88, 23.61, 1801.10, 19.67),
+        ("gemma-3-1b", 1068.49, 30.04, 1319.54, 28.74),
+        ("lfm2.5-1.2b-instruct", 799.77, 34.27, 1322.25, 27.90),
+        ("qwen2.5-1.5b", 1117.26, 23.89, 1801.10, 19.87),
+        ("qwen3-1.7b", 1217.35, 20.55, 2059.07, 17.64),
+        ("qwen3.5-0.8b", 719.65, 32.12, 1023.09, 32.16),
+        ("qwen3.5-2b", 1655.56, 17.93, 2426.97, 16.84),
+        ("smollm2-1.7b", 1083.75, 22.11, 1836.38, 17.41),
     )),
 }
 
@@ -476,6 +552,39 @@ def fit_phone_model(source: str, bandwidth_theoretical_gbs: float, rows: tuple[A
     pp, pd, e0 = _least_squares([[r.prefill_s / r.joules_per_run, r.decode_s / r.joules_per_run, 1.0 / r.joules_per_run]
                                  for r in fit_rows], [1.0] * len(fit_rows))
     return PhoneFit(source, len(fit_rows), 1.0 / (slope * bandwidth_theoretical_gbs), t0 * 1e3, compute, pp, pd, e0)
+
+
+def fit_decode_efficiency(source: str, profile: Any, rows: tuple[Anchor, ...] = PUBLISHED) -> float:
+    """The bandwidth efficiency at which the estimator reproduces the published decode of
+    ``source``'s in-sample rows on ``profile`` (held-out rows are never read): per row, the
+    eta whose estimated decode tok/s equals the published one (bisection: the estimate rises
+    with eta), and their geometric mean. For a source without energy figures, whose phone has
+    no fitted efficiency from elsewhere; the estimate is made as ``compare_row`` makes it, at
+    the row's threads and lengths, so every other term (attention, per-type rate, cache) is
+    the profile's own."""
+    from edgeagent.estimate import latency_estimate
+    from edgeagent.shapes import shape_from_config
+
+    fit_rows = [r for r in rows if r.source == source and not r.held_out and r.shape and r.decode_tokens_per_s]
+    if not fit_rows:
+        raise ValueError(f"{source}: no in-sample row with a shape and a published decode speed")
+    etas = []
+    for r in fit_rows:
+        shape = shape_from_config(r.shape, (r.estimator_quant or r.quant).lower())
+
+        def decode(eta: float) -> float:
+            p = profile.model_copy(update={"bandwidth_efficiency": eta})
+            return latency_estimate(shape, p, r.prompt_tokens, r.gen_tokens, threads=r.threads)["tokens_per_s"]
+
+        lo, hi = 0.01, 1.0
+        if not decode(lo) <= r.decode_tokens_per_s <= decode(hi):
+            raise ValueError(f"{source} {r.model} {r.quant}: no bandwidth efficiency in (0.01, 1] reproduces "
+                             f"{r.decode_tokens_per_s} tok/s on {profile.name}")
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if decode(mid) < r.decode_tokens_per_s else (lo, mid)
+        etas.append((lo + hi) / 2)
+    return math.exp(sum(math.log(e) for e in etas) / len(etas))
 
 
 @dataclass(frozen=True)

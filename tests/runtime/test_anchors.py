@@ -25,6 +25,26 @@ def test_elite_profile_holds_the_in_sample_fit() -> None:
     assert ELITE.power.decode_w == pytest.approx(fit.decode_w, abs=0.05)
 
 
+def test_dimensity_8400_holds_its_decode_fit_and_carries_it_to_the_held_out_models() -> None:
+    """The profile's bandwidth efficiency is the one fitted on the source's in-sample rows (one
+    model); held-out rows never move it, and the held-out models read within the tolerance."""
+    prof = load_profile("dimensity-8400")
+    eta = anchors.fit_decode_efficiency("pocketpal-klee", prof)
+    assert prof.bandwidth_efficiency == pytest.approx(eta, abs=5e-4)
+    in_sample = [r for r in anchors.PUBLISHED if r.source == "pocketpal-klee" and not r.held_out]
+    assert {r.model for r in in_sample} == {"Qwen2.5-1.5B"}
+    scrambled = tuple(dataclasses.replace(r, decode_tokens_per_s=1.0) if r.held_out else r for r in anchors.PUBLISHED)
+    assert anchors.fit_decode_efficiency("pocketpal-klee", prof, scrambled) == eta
+    faster = tuple(dataclasses.replace(r, decode_tokens_per_s=1.2 * r.decode_tokens_per_s)
+                   if r.source == "pocketpal-klee" and not r.held_out else r for r in anchors.PUBLISHED)
+    assert anchors.fit_decode_efficiency("pocketpal-klee", prof, faster) > 1.15 * eta
+    rows = anchors.compare_published(only_profile="dimensity-8400")["rows"]
+    held = [r["decode_tokens_per_s"]["ratio"] for r in rows if r["held_out"]]
+    assert len(held) == 8 and all(abs(x - 1) <= anchors.TOLERANCE for x in held), held
+    with pytest.raises(ValueError, match="no in-sample row"):
+        anchors.fit_decode_efficiency("tummalapalli2026", load_profile("snapdragon-8-gen-3"))
+
+
 def test_held_out_rows_never_move_the_fit() -> None:
     base = anchors.fit_phone_model("ehsani2026", 84.8)
     scrambled = tuple(dataclasses.replace(r, joules_per_run=1e4, decode_tokens_per_s=1.0, prefill_s=99.0)
@@ -65,7 +85,7 @@ def test_compare_published_json_contract() -> None:
     data = json.loads(r.stdout)
     assert {row["source"] for row in data["rows"]} == {"ehsani2026", "geerling-q6a", "tummalapalli2026",
                                                        "huang2025-8elite", "huang2025-8gen3", "xiao2024",
-                                                       "llmrs2-s25", "pocketpal-s23"}
+                                                       "llmrs2-s25", "pocketpal-s23", "pocketpal-klee"}
     for row in data["rows"]:
         assert isinstance(row["held_out"], bool) and isinstance(row["comparable"], bool)
         for key in ("decode_tokens_per_s", "run_s", "joules_per_run", "peak_memory_mb"):
@@ -78,7 +98,7 @@ def test_compare_published_json_contract() -> None:
     assert qwen["joules_per_run"]["published"] == 92.87 and qwen["run_s"]["published"] == 4.37
     s = data["summary"]["joules_per_run"]
     assert s["held_out_rows"] == 4 and s["min_ratio"] <= s["median_ratio"] <= s["max_ratio"]
-    assert set(data["type_rates"]["devices"]) == {"poco-myron", "samsung-s23"}
+    assert set(data["type_rates"]["devices"]) == {"poco-myron", "samsung-s23", "poco-x7-klee"}
     r = CliRunner().invoke(app, ["estimate", "--compare-published", "--profile", "tensor-g3"])
     assert r.exit_code != 0 and "no published measurements for profile 'tensor-g3'" in r.stderr
 
@@ -361,7 +381,8 @@ def test_an_energy_miss_reads_the_fit_on_the_same_models_in_sample_row() -> None
 
 
 @pytest.mark.parametrize(("profile", "device"), [("snapdragon-8-elite", "poco-myron"),
-                                                 ("snapdragon-8-gen-2", "samsung-s23")])
+                                                 ("snapdragon-8-gen-2", "samsung-s23"),
+                                                 ("dimensity-8400", "poco-x7-klee")])
 def test_wide_weight_rate_is_the_published_median(profile: str, device: str) -> None:
     """A profile's runtime.wide_weight_rate is the median Q8_0 / Q4_K_M bytes-per-second ratio of
     the PocketPal rows it cites (anchors.TYPE_RATE_ROWS), to two decimals."""
@@ -385,15 +406,27 @@ def test_seventh_source_rows_are_held_out_and_fit_nothing() -> None:
     src = anchors.SOURCES["pocketpal-s23"]
     assert src["profile"] == "snapdragon-8-gen-2" and "samsung-s23.json" in src["citation"] and src["caveat"]
     rows = [r for r in anchors.PUBLISHED if r.source == "pocketpal-s23"]
-    assert {(r.quant, r.decode_tokens_per_s, r.prefill_tokens_per_s) for r in rows} == {
+    assert {(r.quant, r.decode_tokens_per_s, r.prefill_tokens_per_s) for r in rows if r.model == "Qwen2.5-1.5B"} == {
         ("Q4_0", 19.66, 119.81), ("Q4_K_M", 18.48, 85.9)}
+    assert len(rows) == 10 and {r.quant for r in rows} == {"Q4_0", "Q4_K_M"}
     assert all(r.held_out and r.threads == 6 for r in rows)
     with pytest.raises(ValueError, match="0 in-sample rows"):
         anchors.fit_phone_model("pocketpal-s23", 67.2)
-    # the matrix's own Q4_K_M figures are the rows' figures
-    _, rate_rows = anchors.TYPE_RATE_ROWS["samsung-s23"]
-    q4km = next(r for r in rate_rows if r[0] == "qwen2.5-1.5b")
-    assert (q4km[1], q4km[2]) == (next(r.weights_mib for r in rows if r.quant == "Q4_K_M"), 18.48)
+
+
+@pytest.mark.parametrize(("source", "device"), [("pocketpal-s23", "samsung-s23"), ("pocketpal-klee", "poco-x7-klee")])
+def test_pocketpal_rows_agree_with_the_type_rate_table(source: str, device: str) -> None:
+    """A model in both a phone's rows and its TYPE_RATE_ROWS has the same Q4_K_M weights and speed
+    in each: both are read from the one report."""
+    _, rate_rows = anchors.TYPE_RATE_ROWS[device]
+    by_id = {r[0]: r for r in rate_rows}
+    checked = 0
+    for row in anchors.PUBLISHED:
+        pid = row.notes[0].split(", ")[1].split()[0] if row.source == source else None
+        if pid in by_id and row.quant == "Q4_K_M":
+            assert (row.weights_mib, row.decode_tokens_per_s) == (by_id[pid][1], by_id[pid][2]), pid
+            checked += 1
+    assert checked == 3  # qwen2.5-1.5b, smollm2-1.7b, qwen3-1.7b; the Phi models have no Q8_0 cell
 
 
 def test_decode_misses_names_a_profiles_held_out_rows_outside_the_tolerance() -> None:
