@@ -16,8 +16,8 @@ The powers are above the idle baseline. ``t_prefill`` = FLOPs / sustained comput
 device numbers, the two powers and the setup terms are fitted here, on in-sample rows only.
 
 Every row is estimated at the thread count its source ran. When those threads reach in-order
-little cores (Cortex-A5xx), each step is paced by the little core's 1/n share of the work
-(``estimate.little_core_s``); the two per-cycle constants of that term are fitted on exactly one
+little cores (Cortex-A5xx), each step is paced by a little core's 1/n share of the work
+(``estimate.little_core_s``, an empirical form); the two per-cycle constants of that term are fitted on exactly one
 in-sample row (``fit_little_cores``), every other row of every source stays held out.
 This module imports the standard library only (it runs on phones).
 """
@@ -136,8 +136,8 @@ HUANG_8GEN3 = dict(HUANG_8ELITE, **{
     # Same runtime as the estimator models, so the rows stay in the held-out figures; what differs:
     "caveat": "llama.cpp ran 8 threads here, the 2 Cortex-A520 cores included (Xiao et al., arXiv:2410.03613, "
               "Section V-A1, found the two little cores slow llama.cpp on this SoC). The estimate runs 8 threads "
-              "too: llama.cpp splits each matmul evenly over its threads and waits for the slowest, so each step "
-              "lasts at least an A520's 1/8 share of the work at the in-order little-core rate fitted on one "
+              "too, and each step lasts at least an A520's 1/8 share of the work (estimate.little_core_s: the "
+              "form of an even split; llama.cpp's chunked matmuls do not split evenly, so the form is empirical) at the in-order little-core rate fitted on one "
               "other row (geerling-q6a TinyLlama-1.1B, Cortex-A55), never on these rows. Power is the profile's "
               "unfitted 6-thread figure shared among its cores by each core type's published single-core power "
               "(X4, A720, A520; device_profiles/snapdragon-8-gen-3.toml, estimate.phase_power_w) and summed over "
@@ -866,7 +866,8 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
             "decode_mj_per_token (energy per decoded token) and mah_per_run (battery charge per run) are for sources "
             "that publish those instead of a run's joules; they are in --json rows and in the summary",
             f"every row is estimated at its source's llama.cpp threads; where they reach in-order little cores "
-            f"(Cortex-A5xx) each step lasts at least a little core's 1/n share of the work, at "
+            f"(Cortex-A5xx) each step lasts at least a little core's 1/n share of the work (an empirical form: "
+            f"llama.cpp's chunked matmuls let a slow core do less; estimate.little_core_s), at "
             f"{est.LITTLE_CORE_BYTES_PER_CYCLE:g} bytes/cycle (decode) and {est.LITTLE_CORE_INT8_OPS_PER_CYCLE:g} "
             f"int8 ops/cycle (prefill), fitted on the one in-sample row {little.source} {little.model} "
             f"({little.threads} threads, {little.core} @ {little.ghz:g} GHz); power is the profile's power for the "

@@ -12,8 +12,8 @@ The model, in four lines (docs/DESIGN.md "Measuring"):
     decode  = max(bytes read per token / effective bandwidth, FLOPs / compute)     (memory-bound)
     energy  = power per phase x time;  mAh = J / (3.6 x V_nominal)
 
-plus one term for runs whose threads reach in-order little cores (``little_core_s``): each
-step then lasts at least as long as a little core takes for its 1/n share of the work, and
+plus one empirical term for runs whose threads reach in-order little cores (``little_core_s``):
+each step then lasts at least as long as a little core takes for a 1/n share of the work, and
 the phase power of a thread count that is not the profile's own (``phase_power_w``): the
 busy cores' share of it, by each core type's published power where the profile has it.
 
@@ -185,13 +185,18 @@ LITTLE_CORE_INT8_OPS_PER_CYCLE = 3.30  # prefill: matmul FLOPs (int8 multiply-ad
 
 
 def little_core_s(work: float, threads: int, ghz: float, per_cycle: float) -> float:
-    """Seconds one llama.cpp step takes on a little core that holds 1/``threads`` of ``work``.
+    """Seconds one llama.cpp step takes, by the little-core term, when its threads include an
+    in-order little core: 1/``threads`` of ``work`` at ``per_cycle`` x the little clock.
 
-    llama.cpp splits every matmul's rows evenly over its n threads and waits at a barrier
-    after each op, so a step lasts as long as its slowest thread: the little core's share,
-    work / n, at ``per_cycle`` x its clock. The big cores finish early and spin at the
-    barrier. This is why params x tok/s is about constant on a run paced this way (Huang et
-    al.'s 8 Gen 3 rows): the time follows the work per thread, not DRAM bandwidth.
+    The form is what an even split of each op over n threads, with a barrier after it, would
+    give: the step lasts as long as the slowest thread's share, and the big cores spin. It is
+    empirical, fitted on one run (``anchors.fit_little_cores``), and its mechanism is not
+    established. llama.cpp's matmuls no longer split evenly: the generic one hands out 64-row
+    chunks to whichever thread is free when there are at least 4 per thread (PR #6915, 2024),
+    repacked ones 4 chunks per thread (PR #16833, Oct 2025), so a slow core can do as little
+    as one chunk. On that scheduler a little core would have to be several times slower than
+    this fit for its one chunk to pace the runs it describes, which are slower at 8 threads
+    than bandwidth explains (docs/device_specs.md, "Threads on little cores").
     """
     return work / threads / (per_cycle * ghz * 1e9)
 
