@@ -187,8 +187,9 @@ LLMRS2_S25 = {
 
 # A seventh source: a phone app's committed benchmark matrix (PocketPal), llama.cpp through
 # llama.rn on the CPU, the same GGUF files at many types on each phone. Its Q8_0 / Q4_K_M pairs
-# set the profiles' per-type decode rate (TYPE_RATE_ROWS below); its Galaxy S23 rows of a model
-# the estimator has a shape for are held out on the snapdragon-8-gen-2 profile.
+# set the profiles' per-type decode rate (TYPE_RATE_ROWS below); its Galaxy S23 rows of models
+# the estimator has a shape for are held out on the snapdragon-8-gen-2 profile, and its POCO X7
+# Pro rows (an eighth source, below) test a fitted phone with no little cores.
 POCKETPAL = {
     "citation": "PocketPal's committed benchmark matrix, github.com/a-ghorbani/pocketpal-ai commit f34c6bf8, "
                 "e2e/baselines/benchmark/poco-myron.json and samsung-s23.json",
@@ -409,8 +410,7 @@ PUBLISHED: tuple[Anchor, ...] = (
            decode_tokens_per_s=19.31, threads=8,
            notes=("llama-cli, 8 threads, no layer offloaded: eval 13,204.86 ms / 255 runs (19.31 tokens per "
                   "second); the 12-token prompt's rate (74.35 t/s) is too short to compare as prefill",)),
-    # A seventh source (PocketPal's matrix), the Snapdragon 8 Gen 2 itself: held out.
-    # The same matrix on the Snapdragon 8 Gen 2 itself (all held out) and on the Dimensity 8400,
+    # A seventh source (PocketPal's matrix) on the Snapdragon 8 Gen 2 itself (all held out) and on the Dimensity 8400,
     # all big cores (Qwen2.5-1.5B in-sample: it sets that profile's bandwidth efficiency).
     *_pocketpal_rows("pocketpal-s23", "samsung-s23.json", None, {
         ("qwen2.5-1.5b", "Q4_0"): (119.81, 19.66), ("qwen2.5-1.5b", "Q4_K_M"): (85.9, 18.48),
