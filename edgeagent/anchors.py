@@ -210,17 +210,13 @@ POCKETPAL_S23 = {
     "memory_is": "not published (the load log's weight buffers are kept as weights_mib)",
     "caveat": "6 threads on this SoC's 1 + 2 + 2 + 3 cores put one thread on a Cortex-A510 unless the scheduler "
               "moves it. The estimate follows the source's threads, so each step waits for an A510's 1/6 share at "
-              "the little-core pace fitted on a Cortex-A55 (QCS6490). The published decode would need the A510 "
-              "to read about 2.6x the A55's bytes per cycle; at the profile's 5 threads (no little core) the "
-              "estimate is instead about 1.8x faster than published. Which of the two is wrong, the A55 pace "
-              "for an A510 or the profile's unfitted 0.5 bandwidth efficiency, these rows cannot tell; "
-              "Huang's Meizu 21 rows (8 threads, two on Cortex-A520s, the A510's successor) read 0.76-1.03 at the "
-              "same pace, which points at the second, or at llama.rn keeping its threads off the A510s (its "
-              "placement is not published). The same app and build on a phone with no little cores "
-              "(pocketpal-klee, Dimensity 8400) decodes at 0.348 of its bus, fitted, with four other models "
-              "held out at 0.84-1.03; without the A510 these rows would need 0.27 at 5 threads, so that phone's "
-              "efficiency does not reconcile them either. The Q8_0 cells are left out: their ratio to Q4_K_M set "
-              "the profile's wide_weight_rate",
+              "the little-core pace fitted on a Cortex-A55 (QCS6490): 0.35-0.45 of the published decode. The "
+              "profile's 5-thread level is fitted on another run of this SoC with its decode pinned to the five big "
+              "cores (llamacpp-s23u, llama.cpp issue #26957), and at 5 threads the estimate reads these rows at "
+              "0.99-1.27: the same GGUF decodes 15.48 tok/s there and 12.99 here, so the sixth thread costs about a "
+              "sixth, not the 2.4x the little-core term charges. The miss is that term's (an A55's pace for an "
+              "A510 on repacked i8mm kernels); fitting an A510 pace on these rows was not done. The Q8_0 cells are "
+              "left out: their ratio to Q4_K_M set the profile's wide_weight_rate",
 }
 
 # The same matrix on a phone with no little cores: the Dimensity 8400's eight Cortex-A725s. Its
@@ -244,8 +240,36 @@ POCKETPAL_KLEE = {
               "The unfitted 0.5 read this phone 1.2-1.5x too fast",
 }
 
+# A ninth source: the Snapdragon 8 Gen 2 with its decode threads pinned to its five big cores, the
+# profile's own thread count and placement (a llama.cpp bug report with its command line). Its
+# one row sets the snapdragon-8-gen-2 bandwidth efficiency; the model has no estimator shape,
+# so the fit reads the file's bytes (fit_decode_efficiency).
+LLAMACPP_S23U = {
+    "id": "llamacpp-s23u",
+    "citation": "tigrohvost, 'Performance regressions on Android arm64 CPU (Snapdragon 8 Gen 2)', llama.cpp "
+                "issue #26957 (2026-08-12): the summary table (medians) and the Environment and Method sections",
+    "url": "https://github.com/ggml-org/llama.cpp/issues/26957",
+    "device": "Samsung Galaxy S23 Ultra (SM-S918B, Snapdragon 8 Gen 2), Android 16",
+    "profile": "snapdragon-8-gen-2",
+    "runtime": "official llama.cpp release binaries (llama-bXXXXX-bin-android-arm64, the armv9.2 CPU variant), "
+               "CPU only, llama-server -c 10240 -t 5 -tb 8 -Cr 3-7 --cpu-strict 1 -Crb 0-7 --cpu-strict-batch 1: "
+               "decode on 5 threads pinned to CPUs 3-7 (2x A715, 2x A710, the X3), prompts on all 8 cores; "
+               "~2k-token prompts, 192-token generations",
+    "energy_includes": "no energy or power published",
+    "time_is": "medians of the decode and prompt tok/s llama-server reported, per build (b10092, b10333, b10369)",
+    "memory_is": "not published (the GGUF is 1.30 GiB, 'fully resident, no swap activity')",
+    "caveat": "in-sample: its decode at b10092 sets the snapdragon-8-gen-2 profile's bandwidth efficiency "
+              "(fit_decode_efficiency). Qwen3.5-2B has no estimator shape, so the fit reads the file's 1.30 GiB as "
+              "the bytes of a step, every byte at the 4-bit rate, with no cache or overhead term: the output head "
+              "is the tied embedding, read whole, so a step reads about the file (PocketPal's load log for the same "
+              "GGUF holds 325 MiB more than the file, the repacked copy of that table). Decode ran at ~2k tokens "
+              "of context, whose cache and recurrent state the fit leaves out, so it reads the efficiency a little "
+              "low. Later builds decode 0.921x and 0.899x as fast (the issue's regression); the prompt figure "
+              "(72.7 t/s) ran on all 8 cores, A510s included, so it does not set the 5-thread compute",
+}
+
 SOURCES = {s["id"]: s for s in (EHSANI, GEERLING_Q6A, TUMMALAPALLI, HUANG_8ELITE, HUANG_8GEN3, XIAO, LLMRS2_S25,
-                                POCKETPAL_S23, POCKETPAL_KLEE)}
+                                POCKETPAL_S23, POCKETPAL_KLEE, LLAMACPP_S23U)}
 
 
 @dataclass(frozen=True)
@@ -424,6 +448,13 @@ PUBLISHED: tuple[Anchor, ...] = (
         ("qwen3-1.7b", "Q4_0"): (155.79, 22.06), ("qwen3-1.7b", "Q4_K_M"): (102.56, 20.55),
         ("phi-3.5-mini", "Q4_0"): (57.88, 12.78), ("phi-3.5-mini", "Q4_K_M"): (34.39, 9.86),
         ("phi-4-mini", "Q4_0"): (65.96, 11.54), ("phi-4-mini", "Q4_K_M"): (40.77, 9.78)}),
+    # A ninth source, the 8 Gen 2 on its five big cores: in-sample (sets that profile's efficiency).
+    Anchor("llamacpp-s23u", "Qwen3.5-2B", "Q4_K_M", 2048, 192, False, None, None, 1.30 * 1024,
+           decode_tokens_per_s=15.48, threads=5,
+           notes=("issue #26957's summary table, median decode tok/s of 192-token generations: b10092 15.48, b10333 "
+                  "14.26, b10369 13.92; prompt tok/s (~2k tokens, 8 threads on all cores) 72.7, 73.9, 64.5",
+                  "PocketPal's S23 cell of the same model and type at 6 unpinned threads: tg64 12.99 t/s "
+                  "(samsung-s23.json), 0.84x of this run's 5 pinned big cores")),
     # A fifth team (Xiao et al.), llama.cpp CPU on a Dimensity 9300 tablet: held out. The estimator
     # has no Llama-2-7B shape, so the row is listed without ratios (with the reason).
     Anchor("xiao2024", "Llama-2-7B", "4-bit K-quant", 64, 128, True, None, 7.0, prefill_tokens_per_s=10.63,
@@ -561,15 +592,21 @@ def fit_decode_efficiency(source: str, profile: Any, rows: tuple[Anchor, ...] = 
     with eta), and their geometric mean. For a source without energy figures, whose phone has
     no fitted efficiency from elsewhere; the estimate is made as ``compare_row`` makes it, at
     the row's threads and lengths, so every other term (attention, per-type rate, cache) is
-    the profile's own."""
+    the profile's own. A row without an estimator shape gives eta from its published weights
+    instead: weight bytes x tok/s / the profile's theoretical bandwidth (every byte at the 4-bit
+    rate, no cache, attention or overhead term; its source's caveat says what that leaves out)."""
     from edgeagent.estimate import latency_estimate
     from edgeagent.shapes import shape_from_config
 
-    fit_rows = [r for r in rows if r.source == source and not r.held_out and r.shape and r.decode_tokens_per_s]
+    fit_rows = [r for r in rows if r.source == source and not r.held_out and r.decode_tokens_per_s
+                and (r.shape or r.weights_mib)]
     if not fit_rows:
-        raise ValueError(f"{source}: no in-sample row with a shape and a published decode speed")
+        raise ValueError(f"{source}: no in-sample row with a published decode speed and a shape or weight size")
     etas = []
     for r in fit_rows:
+        if r.shape is None:
+            etas.append(r.weights_mib * 2**20 * r.decode_tokens_per_s / (profile.bandwidth_theoretical_gbs * 1e9))
+            continue
         shape = shape_from_config(r.shape, (r.estimator_quant or r.quant).lower())
 
         def decode(eta: float) -> float:
@@ -859,7 +896,8 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
             "peak_memory_mb compares llama.cpp's own buffers (weights + KV + compute), the runtime's process "
             "overhead left out on the estimated side",
             "held_out rows were never read by a fit; in-sample rows the estimator cannot shape (IQ4_XS, Phi-2, "
-            "Qwen2.5-7B, Gemma-2-9B) are listed in --json with the reason",
+            "Qwen2.5-7B, Gemma-2-9B; Qwen3.5-2B, which sets the snapdragon-8-gen-2 efficiency from its file's "
+            "bytes) are listed in --json with the reason",
             "rows of a runtime the estimator does not model (comparable: false, why_not_comparable) keep their "
             "ratios in the rows and in each summary figure's not_comparable list, outside the held-out medians and "
             "worst ratios",

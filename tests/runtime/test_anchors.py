@@ -45,6 +45,20 @@ def test_dimensity_8400_holds_its_decode_fit_and_carries_it_to_the_held_out_mode
         anchors.fit_decode_efficiency("tummalapalli2026", load_profile("snapdragon-8-gen-3"))
 
 
+def test_snapdragon_8_gen_2_holds_its_five_big_core_fit() -> None:
+    """The 8 Gen 2's bandwidth efficiency is the published 5-big-core run's (a row without a
+    shape: its file's bytes x tok/s / the bus), and the S23 rows it does not read stay held out."""
+    prof = load_profile("snapdragon-8-gen-2")
+    eta = anchors.fit_decode_efficiency("llamacpp-s23u", prof)
+    (row,) = [r for r in anchors.PUBLISHED if r.source == "llamacpp-s23u"]
+    assert not row.held_out and row.shape is None and row.threads == prof.runtime.threads == 5
+    assert eta == pytest.approx(row.weights_mib * 2**20 * row.decode_tokens_per_s / 67.2e9)
+    assert prof.bandwidth_efficiency == pytest.approx(eta, abs=5e-4)
+    assert all(r.held_out for r in anchors.PUBLISHED if r.source == "pocketpal-s23")
+    compared = anchors.compare_row(row, prof, None)
+    assert compared["estimated"] is False and compared["decode_tokens_per_s"]["ratio"] is None
+
+
 def test_held_out_rows_never_move_the_fit() -> None:
     base = anchors.fit_phone_model("ehsani2026", 84.8)
     scrambled = tuple(dataclasses.replace(r, joules_per_run=1e4, decode_tokens_per_s=1.0, prefill_s=99.0)
@@ -85,7 +99,8 @@ def test_compare_published_json_contract() -> None:
     data = json.loads(r.stdout)
     assert {row["source"] for row in data["rows"]} == {"ehsani2026", "geerling-q6a", "tummalapalli2026",
                                                        "huang2025-8elite", "huang2025-8gen3", "xiao2024",
-                                                       "llmrs2-s25", "pocketpal-s23", "pocketpal-klee"}
+                                                       "llmrs2-s25", "pocketpal-s23", "pocketpal-klee",
+                                                       "llamacpp-s23u"}
     for row in data["rows"]:
         assert isinstance(row["held_out"], bool) and isinstance(row["comparable"], bool)
         for key in ("decode_tokens_per_s", "run_s", "joules_per_run", "peak_memory_mb"):

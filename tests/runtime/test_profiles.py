@@ -58,7 +58,7 @@ def test_every_shipped_profile_loads_and_cites_sources(name: str) -> None:
 def test_a_profile_loads_from_a_path_too(tmp_path: Path) -> None:
     path = write(tmp_path, shipped_text("snapdragon-8-gen-2"))
     assert load_profile(path).name == "snapdragon-8-gen-2"
-    assert load_profile(str(path)).bandwidth_effective_gbs == pytest.approx(67.2 * 0.5)
+    assert load_profile(str(path)).bandwidth_effective_gbs == pytest.approx(67.2 * 0.322)
 
 
 def test_missing_field_names_file_and_key(tmp_path: Path) -> None:
