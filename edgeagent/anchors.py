@@ -42,6 +42,10 @@ EHSANI = {
                        "output is pulled: spin-up, process start, model load, prefill, decode, exit, adb",
     "time_is": "llama.cpp 'total time' (prompt eval + eval), from llama-cli's own timers",
     "memory_is": "llama.cpp memory breakdown (model + context + compute) at -c 512",
+    # The llama.cpp the authors built (vendored in their repository's android-app/) repacks only Q4_0
+    # and IQ4_NL on AArch64 (android-app/ggml/src/ggml-cpu/repack.cpp), so no Q4_K_M file's tied Q6_K
+    # or Q8_0 head was held twice (estimate.memory_estimate).
+    "repacked_types": {"Q4_0": 4, "IQ4_NL": 4},
 }
 
 GEERLING_Q6A = {
@@ -207,7 +211,9 @@ POCKETPAL_S23 = {
     "runtime": POCKETPAL["runtime"],
     "energy_includes": "no energy or power published",
     "time_is": "throughputs only (llama.rn's bench: pp and tg t/s, mean of 3)",
-    "memory_is": "not published (the load log's weight buffers are kept as weights_mib)",
+    "memory_is": "llama.cpp's own buffers from each cell's load log, summed (total_mib: weights + KV cache + "
+                 "compute buffer at n_ctx 2048), the figure PocketPal calls its authoritative per-cell footprint "
+                 "(pull request #722); its peak_memory_mb is device-wide RAM and is not used",
     "caveat": "6 threads on this SoC's 1 + 2 + 2 + 3 cores put one thread on a Cortex-A510 unless the scheduler "
               "moves it. The estimate follows the source's threads, so each step waits for an A510's 1/6 share at "
               "the little-core pace fitted on a Cortex-A55 (QCS6490): 0.35-0.45 of the published decode. The "
@@ -233,7 +239,9 @@ POCKETPAL_KLEE = {
     "runtime": POCKETPAL["runtime"],
     "energy_includes": "no energy or power published",
     "time_is": "throughputs only (llama.rn's bench: pp and tg t/s, mean of 3)",
-    "memory_is": "not published (the load log's weight buffers are kept as weights_mib)",
+    "memory_is": "llama.cpp's own buffers from each cell's load log, summed (total_mib: weights + KV cache + "
+                 "compute buffer at n_ctx 2048), the figure PocketPal calls its authoritative per-cell footprint "
+                 "(pull request #722); its peak_memory_mb is device-wide RAM and is not used",
     "caveat": "the profile's bandwidth efficiency is fitted on this source's Qwen2.5-1.5B Q4_0 and Q4_K_M decode "
               "(in-sample); the other models are held out. Prefill is not fitted: the profile's compute is derived "
               "from the cores. The Q8_0 rows are left out: their ratio to Q4_K_M set the profile's wide_weight_rate. "
@@ -350,13 +358,14 @@ POCKETPAL_MODELS = {"qwen2.5-1.5b": ("Qwen2.5-1.5B", "qwen2.5-1.5b", 1.54),
                     "qwen3-1.7b": ("Qwen3-1.7B", "qwen3-1.7b", 1.72),
                     "phi-3.5-mini": ("Phi-3.5-mini", "phi-3-mini", 3.82),
                     "phi-4-mini": ("Phi-4-mini", "phi-4-mini", 3.84)}
-# The weights (MiB, the load log's CPU + CPU_REPACK buffers) of each GGUF, the same file on every
-# phone of the matrix.
-POCKETPAL_WEIGHTS_MIB = {("qwen2.5-1.5b", "Q4_0"): 1071.0, ("qwen2.5-1.5b", "Q4_K_M"): 1117.26,
-                         ("smollm2-1.7b", "Q4_0"): 1024.88, ("smollm2-1.7b", "Q4_K_M"): 1083.75,
-                         ("qwen3-1.7b", "Q4_0"): 1169.07, ("qwen3-1.7b", "Q4_K_M"): 1217.35,
-                         ("phi-3.5-mini", "Q4_0"): 2080.66, ("phi-3.5-mini", "Q4_K_M"): 2281.66,
-                         ("phi-4-mini", "Q4_0"): 2696.38, ("phi-4-mini", "Q4_K_M"): 2849.38}
+# Per GGUF, the same file and settings on every phone of the matrix, from its load log (MiB): the
+# weights (the CPU + CPU_REPACK buffers) and llama.cpp's whole footprint (total_mib: weights + KV
+# cache + compute buffer, at n_ctx 2048, n_ubatch 512, flash attention on).
+POCKETPAL_BUFFERS_MIB = {("qwen2.5-1.5b", "Q4_0"): (1071.0, 1429.75), ("qwen2.5-1.5b", "Q4_K_M"): (1117.26, 1476.01),
+                         ("smollm2-1.7b", "Q4_0"): (1024.88, 1512.88), ("smollm2-1.7b", "Q4_K_M"): (1083.75, 1571.75),
+                         ("qwen3-1.7b", "Q4_0"): (1169.07, 1697.82), ("qwen3-1.7b", "Q4_K_M"): (1217.35, 1746.1),
+                         ("phi-3.5-mini", "Q4_0"): (2080.66, 2939.3), ("phi-3.5-mini", "Q4_K_M"): (2281.66, 3140.3),
+                         ("phi-4-mini", "Q4_0"): (2696.38, 3371.14), ("phi-4-mini", "Q4_K_M"): (2849.38, 3524.14)}
 
 
 def _pocketpal_rows(source: str, file: str, in_sample: str | None,
@@ -366,11 +375,12 @@ def _pocketpal_rows(source: str, file: str, in_sample: str | None,
     rows = []
     for (pid, quant), (pp, tg) in cells.items():
         model, shape, params = POCKETPAL_MODELS[pid]
-        mib = POCKETPAL_WEIGHTS_MIB[pid, quant]
+        mib, total = POCKETPAL_BUFFERS_MIB[pid, quant]
         rows.append(Anchor(source, model, quant, 256, 64, pid != in_sample, shape, params, mib,
-                           prefill_tokens_per_s=pp, decode_tokens_per_s=tg, threads=6,
+                           prefill_tokens_per_s=pp, decode_tokens_per_s=tg, peak_memory_mb=total, threads=6,
                            notes=(f"{file}, {pid} {quant.lower()}: pp256 {pp} t/s, tg64 {tg} t/s (mean of 3); "
-                                  f"weights {mib} MiB in the load log's buffers (CPU + CPU_REPACK)",)))
+                                  f"weights {mib} MiB in the load log's buffers (CPU + CPU_REPACK), llama.cpp's "
+                                  f"whole footprint {total} MiB (total_mib)",)))
     return tuple(rows)
 
 
@@ -734,7 +744,8 @@ def compare_row(row: Anchor, profile: Any, fit: PhoneFit | None) -> dict[str, An
     n_ctx = 512 if row.source == "ehsani2026" else 2048
     try:
         e = estimate(shape, profile, row.prompt_tokens, row.gen_tokens,
-                     n_ctx=max(n_ctx, row.prompt_tokens + row.gen_tokens), threads=row.threads)
+                     n_ctx=max(n_ctx, row.prompt_tokens + row.gen_tokens), threads=row.threads,
+                     repacked_types=SOURCES[row.source].get("repacked_types"))
     except ValueError as exc:
         raise ValueError(f"{row.source} {row.model} on {profile.name}: {exc}") from None
     lat, en = e["latency"], e["energy"]

@@ -33,7 +33,7 @@ from edgeagent.profiles import Profile
 # The model-shape half (read a shape, then estimate it) lives in edgeagent.shapes; its names
 # are importable from here too, as callers use them together.
 from edgeagent.shapes import (  # noqa: F401
-    F32, GGML_BLOCK, PUBLISHED_SHAPES, QUANTS, WIDE_TYPES, MiB, ModelShape, TensorInfo, check_gguf_header,
+    F32, GGML_BLOCK, PUBLISHED_SHAPES, QUANTS, REPACKED_TYPES, WIDE_TYPES, MiB, ModelShape, TensorInfo, check_gguf_header,
     llama_cpp_tensor_type, shape_from_config, shape_from_gguf,
 )
 
@@ -84,22 +84,32 @@ def compute_buffer_bytes(shape: ModelShape, n_ctx: int, n_ubatch: int = 512, fla
     return max(output, ffn, attention) + F32 * shape.n_vocab  # + the one-row logits buffer
 
 
-def memory_estimate(shape: ModelShape, profile: Profile, n_ctx: int) -> dict[str, Any]:
+def memory_estimate(shape: ModelShape, profile: Profile, n_ctx: int,
+                    repacked_types: dict[str, int] | None = None) -> dict[str, Any]:
     """Resident memory of the process: weights (exact bytes) + KV cache + compute buffer +
     the runtime's own baseline (``runtime.overhead_mb``: interpreter, libraries, threads).
 
-    Weights are counted once. With ``weight_repack`` llama.cpp copies the repacked tensors
-    out of the mmap'd file; pages of the original can stay resident until the kernel
-    reclaims them, so a measured RSS peak may exceed this by up to the repacked bytes.
+    Weights are counted once, except a tied output head that ``weight_repack`` repacks: llama.cpp
+    then holds that table twice (``ModelShape.repacked_head_copy_bytes``; PocketPal's load logs
+    show it as the CPU_REPACK and CPU buffers summing to the file plus the table). The repacked
+    types are the vendored llama.cpp's for the profile's architecture (``shapes.REPACKED_TYPES``:
+    x86_64 for the host profile, AArch64 for every phone and board) unless ``repacked_types``
+    names an older build's. With mmap on, llama.cpp copies the repacked tensors out of the
+    mapped file; pages of the original can stay resident until the kernel reclaims them, so a
+    measured RSS peak may exceed this by up to the repacked bytes.
     """
     rt = profile.runtime
-    weights = shape.weights_bytes
+    if repacked_types is None:
+        repacked_types = REPACKED_TYPES["x86_64" if profile.kind == "host" else "aarch64"]
+    head_copy = shape.repacked_head_copy_bytes(repacked_types) if rt.weight_repack else 0
+    weights = shape.weights_bytes + head_copy
     kv = kv_cache_bytes(shape, n_ctx, rt.kv_cache_type)
     compute = compute_buffer_bytes(shape, n_ctx, rt.n_ubatch, rt.flash_attn)
     overhead = int(rt.overhead_mb * MiB)
     total = weights + kv + compute + overhead
     return {
         "weights_bytes": weights,
+        "repacked_head_copy_bytes": head_copy,
         "kv_cache_bytes": kv,
         "compute_buffer_bytes": compute,
         "overhead_bytes": overhead,
@@ -447,16 +457,18 @@ def estimate(
     wait_s: float = 0.0,
     include_load: bool = False,
     threads: int | None = None,
+    repacked_types: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Memory, latency and energy of one inference (a prompt, then ``gen_tokens`` tokens),
-    with ``threads`` llama.cpp threads (default: the profile's ``runtime.threads``)."""
+    with ``threads`` llama.cpp threads (default: the profile's ``runtime.threads``);
+    ``repacked_types``: see ``memory_estimate``."""
     if prompt_tokens < 0 or gen_tokens < 1:
         raise ValueError("need prompt_tokens >= 0 and gen_tokens >= 1")
     if threads is not None and not 1 <= threads <= profile.cores:
         raise ValueError(f"threads must be between 1 and the profile's {profile.cores} cores, not {threads}")
     if prompt_tokens + gen_tokens > n_ctx:
         raise ValueError(f"prompt ({prompt_tokens}) + output ({gen_tokens}) tokens exceed the context ({n_ctx})")
-    memory = memory_estimate(shape, profile, n_ctx)
+    memory = memory_estimate(shape, profile, n_ctx, repacked_types)
     latency = latency_estimate(shape, profile, prompt_tokens, gen_tokens, threads)
     load_s = model_load_s(shape, profile) if include_load else None
     energy = energy_estimate(latency, profile, wait_s=wait_s, load_s=load_s)

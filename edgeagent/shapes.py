@@ -28,6 +28,17 @@ F32 = 4  # bytes
 # unpacking every block (``estimate.decode_read_bytes``, ``runtime.wide_weight_rate``).
 WIDE_TYPES = frozenset({"F32", "F16", "BF16", "Q8_0", "Q8_1"})
 
+# The weight types llama.cpp's CPU backend repacks into interleaved layouts, with the row multiple
+# each needs, as the llama.cpp that llama-cpp-python 0.3.36 vendors chooses them
+# (ggml/src/ggml-cpu/repack.cpp, ggml_repack_get_optimal_repack_type): on AArch64 with dotprod
+# (every phone and board profile), and on x86 with AVX2. Older builds repack fewer types (the
+# K-quants on AArch64 came in late 2025, Q8_0 in December 2025); a published row from such a
+# build names its own set (anchors' ``repacked_types``).
+REPACKED_TYPES: dict[str, dict[str, int]] = {
+    "aarch64": {"Q4_0": 4, "Q4_K": 8, "Q5_K": 8, "Q6_K": 8, "IQ4_NL": 4, "Q8_0": 4},
+    "x86_64": {"Q4_0": 8, "Q4_K": 8, "IQ4_NL": 8},
+}
+
 GGML_BLOCK: dict[str, tuple[int, int]] = {
     "F32": (1, 4),
     "F16": (1, 2),
@@ -110,6 +121,18 @@ class ModelShape:
             reads.append((float(norm.n_bytes), norm.ggml_type))
         wide = sum(b for b, kind in reads if kind in WIDE_TYPES)
         return wide, sum(b for b, _ in reads) - wide
+
+    def repacked_head_copy_bytes(self, repacked: dict[str, int]) -> int:
+        """Bytes llama.cpp holds twice when it repacks a tied output head: the token embedding
+        stays in the plain CPU buffer for its row lookups, and the head, the same table, is
+        copied into the repack buffer for its matmul. ``repacked`` maps each repacked type to
+        the row multiple it needs (``REPACKED_TYPES``). 0 for an untied head or a type (or row
+        count) the backend leaves as it is."""
+        head = self.head
+        multiple = repacked.get(head.ggml_type)
+        if not self.tied_embeddings or multiple is None or head.shape[-1] % multiple:
+            return 0
+        return head.n_bytes
 
     @cached_property
     def block_matmul_params(self) -> int:
