@@ -18,7 +18,8 @@ device numbers, the two powers and the setup terms are fitted here, on in-sample
 Every row is estimated at the thread count its source ran. When those threads reach in-order
 little cores (Cortex-A5xx), each step is paced by a little core's 1/n share of the work
 (``estimate.little_core_s``, an empirical form); the two per-cycle constants of that term are fitted on exactly one
-in-sample row (``fit_little_cores``), every other row of every source stays held out.
+in-sample row (``fit_little_cores``), the Cortex-A510's own decode pace on one pair of runs of the same
+GGUF (``fit_core_decode_pace``), and every other row of every source stays held out.
 This module imports the standard library only (it runs on phones).
 """
 
@@ -215,14 +216,14 @@ POCKETPAL_S23 = {
                  "compute buffer at n_ctx 2048), the figure PocketPal calls its authoritative per-cell footprint "
                  "(pull request #722); its peak_memory_mb is device-wide RAM and is not used",
     "caveat": "6 threads on this SoC's 1 + 2 + 2 + 3 cores put one thread on a Cortex-A510 unless the scheduler "
-              "moves it. The estimate follows the source's threads, so each step waits for an A510's 1/6 share at "
-              "the little-core pace fitted on a Cortex-A55 (QCS6490): 0.35-0.45 of the published decode. The "
-              "profile's 5-thread level is fitted on another run of this SoC with its decode pinned to the five big "
-              "cores (llamacpp-s23u, llama.cpp issue #26957), and at 5 threads the estimate reads these rows at "
-              "0.99-1.27: the same GGUF decodes 15.48 tok/s there and 12.99 here, so the sixth thread costs about a "
-              "sixth, not the 2.4x the little-core term charges. The miss is that term's (an A55's pace for an "
-              "A510 on repacked i8mm kernels); fitting an A510 pace on these rows was not done. The Q8_0 cells are "
-              "left out: their ratio to Q4_K_M set the profile's wide_weight_rate",
+              "moves it, so each step waits for an A510's 1/6 share. The A510's own decode pace (1.51 bytes/cycle, "
+              "2.3x the A55 pace fitted on the QCS6490) comes from the same GGUF (Qwen3.5-2B Q4_K_M) on this SoC "
+              "twice: 15.48 tok/s on the five big cores (llamacpp-s23u, which also sets the profile's 5-thread "
+              "efficiency) and 12.99 tok/s here at 6 threads (this source's Qwen3.5-2B row, in-sample). These rows "
+              "are held out and fitted by neither. The two runs differ in build and context depth. At the A55 pace "
+              "the rows read 0.35-0.45. Prefill stays at the A55's int8 pace, with nothing to measure the A510's "
+              "by, and reads 0.11-0.19. The Q8_0 cells are left out: their ratio to Q4_K_M set the profile's "
+              "wide_weight_rate",
 }
 
 # The same matrix on a phone with no little cores: the Dimensity 8400's eight Cortex-A725s. Its
@@ -458,6 +459,15 @@ PUBLISHED: tuple[Anchor, ...] = (
         ("qwen3-1.7b", "Q4_0"): (155.79, 22.06), ("qwen3-1.7b", "Q4_K_M"): (102.56, 20.55),
         ("phi-3.5-mini", "Q4_0"): (57.88, 12.78), ("phi-3.5-mini", "Q4_K_M"): (34.39, 9.86),
         ("phi-4-mini", "Q4_0"): (65.96, 11.54), ("phi-4-mini", "Q4_K_M"): (40.77, 9.78)}),
+    # The S23's cell of the same GGUF as the ninth source's row, at 6 unpinned threads: with that row it
+    # measures what the sixth thread, on a Cortex-A510, costs (fit_core_decode_pace). In-sample; the
+    # estimator has no shape for the model, so it carries no ratios.
+    Anchor("pocketpal-s23", "Qwen3.5-2B", "Q4_K_M", 256, 64, False, None, None, 1655.56,
+           prefill_tokens_per_s=65.36, decode_tokens_per_s=12.99, threads=6,
+           notes=("samsung-s23.json, qwen3.5-2b q4_k_m: pp256 65.36 t/s, tg64 12.99 t/s (mean of 3); weights 1655.56 "
+                  "MiB in the load log's buffers, the 1.30 GiB file plus the repacked copy of its tied embedding",
+                  "in-sample: with llamacpp-s23u's run of the same GGUF on the 5 big cores it sets the Cortex-A510's "
+                  "decode pace (estimate.CORE_DECODE_BYTES_PER_CYCLE)")),
     # A ninth source, the 8 Gen 2 on its five big cores: in-sample (sets that profile's efficiency).
     Anchor("llamacpp-s23u", "Qwen3.5-2B", "Q4_K_M", 2048, 192, False, None, None, 1.30 * 1024,
            decode_tokens_per_s=15.48, threads=5,
@@ -632,6 +642,39 @@ def fit_decode_efficiency(source: str, profile: Any, rows: tuple[Anchor, ...] = 
             lo, hi = (mid, hi) if decode(mid) < r.decode_tokens_per_s else (lo, mid)
         etas.append((lo + hi) / 2)
     return math.exp(sum(math.log(e) for e in etas) / len(etas))
+
+
+def fit_core_decode_pace(profile: Any, big: Anchor, with_little: Anchor) -> tuple[str, float]:
+    """The decode pace (bytes per cycle) of the little core that ``with_little``'s extra thread
+    reaches, from the same GGUF decoded on ``profile`` twice: ``big`` on big cores only, at a
+    speed that sets the profile's efficiency, and ``with_little`` with one thread more.
+
+    In the estimator the first is memory-bound and the second paced by the little core; both
+    terms scale with the bytes a step reads, so no shape is needed. The step reads the file's
+    bytes at ``big``'s speed (``fit_decode_efficiency`` reads the same bytes), and at the slower
+    speed the little core holds 1/n of them:
+
+        bytes per cycle = slower tok/s x the file's bytes / (n threads x the core's GHz x 1e9)
+
+    Returns (core, bytes per cycle). The two runs are from different builds and context depths;
+    their sources say so."""
+    little = profile.little_cluster_reached(with_little.threads)
+    if little is None or profile.little_cluster_reached(big.threads) is not None:
+        raise ValueError(f"{with_little.source} at {with_little.threads} threads must reach a little core on "
+                         f"{profile.name} and {big.source} at {big.threads} must not")
+    if not with_little.decode_tokens_per_s < big.decode_tokens_per_s:
+        raise ValueError("the run with a little core is not the slower one, so no little core paces it")
+    step_bytes = big.weights_mib * 2**20
+    return little.core, with_little.decode_tokens_per_s * step_bytes / (with_little.threads * little.ghz * 1e9)
+
+
+def a510_pace_rows(rows: tuple[Anchor, ...] = PUBLISHED) -> tuple[Anchor, Anchor]:
+    """The pair that measures the Cortex-A510 (``fit_core_decode_pace``): the 8 Gen 2's run on its
+    big cores and the Galaxy S23's cell of the same GGUF at 6 threads, both in-sample."""
+    (big,) = [r for r in rows if r.source == "llamacpp-s23u" and not r.held_out]
+    (slow,) = [r for r in rows if r.source == "pocketpal-s23" and r.model == big.model and r.quant == big.quant
+               and not r.held_out]
+    return big, slow
 
 
 @dataclass(frozen=True)
@@ -889,12 +932,19 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
     from edgeagent import estimate as est
 
     little = fit_little_cores(PUBLISHED, profiles)
+    a510_rows = a510_pace_rows()
+    gen2 = profiles.get("snapdragon-8-gen-2") or load_profile("snapdragon-8-gen-2")
+    a510_core, a510_pace = fit_core_decode_pace(gen2, *a510_rows)
     return {
         "source": "estimated vs published",
         "sources": sources,
         "fits": {sid: fit.to_dict() if fit else None for sid, fit in fits.items()},
         "little_cores": {"fit": little.to_dict(), "used": {"bytes_per_cycle": est.LITTLE_CORE_BYTES_PER_CYCLE,
-                                                           "int8_ops_per_cycle": est.LITTLE_CORE_INT8_OPS_PER_CYCLE}},
+                                                           "int8_ops_per_cycle": est.LITTLE_CORE_INT8_OPS_PER_CYCLE},
+                         "decode_per_core": {"used": dict(est.CORE_DECODE_BYTES_PER_CYCLE),
+                                             "fit": {a510_core: a510_pace, "from": [f"{r.source} {r.model} {r.quant}, "
+                                                                                    f"{r.threads} threads"
+                                                                                    for r in a510_rows]}}},
         "type_rates": {"source": POCKETPAL, "devices": {
             d: {"soc": soc, "wide_weight_rate": wide_weight_rate(d), "models": len(rs),
                 "rows": [dict(zip(("model", "q4_k_m_mib", "q4_k_m_tg", "q8_0_mib", "q8_0_tg"), r)) for r in rs]}
@@ -919,7 +969,10 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
             f"llama.cpp's chunked matmuls let a slow core do less; estimate.little_core_s), at "
             f"{est.LITTLE_CORE_BYTES_PER_CYCLE:g} bytes/cycle (decode) and {est.LITTLE_CORE_INT8_OPS_PER_CYCLE:g} "
             f"int8 ops/cycle (prefill), fitted on the one in-sample row {little.source} {little.model} "
-            f"({little.threads} threads, {little.core} @ {little.ghz:g} GHz); power is the profile's power for the "
+            f"({little.threads} threads, {little.core} @ {little.ghz:g} GHz), except where a core type's own "
+            f"decode pace is measured ({', '.join(f'{c} {v:g}' for c, v in est.CORE_DECODE_BYTES_PER_CYCLE.items())} "
+            f"bytes/cycle: the same GGUF on the Snapdragon 8 Gen 2's 5 big cores and at 6 threads, "
+            f"anchors.fit_core_decode_pace); power is the profile's power for the "
             f"row's threads (estimate.phase_power_w: its busy cores' share by their published per-core power where "
             f"the profile gives it, else its W per busy thread x threads)",
             "decode reads Q8_0, F16, BF16 and F32 weights (and an F16 or Q8_0 cache) runtime.wide_weight_rate "

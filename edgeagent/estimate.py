@@ -193,6 +193,21 @@ def prefill_flops(shape: ModelShape, prompt_tokens: int) -> float:
 LITTLE_CORE_BYTES_PER_CYCLE = 0.644  # decode: weight and KV bytes consumed per cycle per little core
 LITTLE_CORE_INT8_OPS_PER_CYCLE = 3.30  # prefill: matmul FLOPs (int8 multiply-add = 2) per cycle per little core
 
+# A little core type's own decode pace where a published pair measures it, in the same form; every
+# other in-order core decodes at LITTLE_CORE_BYTES_PER_CYCLE. Cortex-A510: the same GGUF on the
+# Snapdragon 8 Gen 2 at 5 threads pinned to the big cores (llama.cpp issue #26957) and at 6
+# unpinned threads (PocketPal's Galaxy S23), ``anchors.fit_core_decode_pace``; a test holds the
+# figure to it. It is 2.3x the A55 figure while the A520 rows (Huang's Meizu 21) read well at the
+# A55 pace, so the difference likely follows the build and its kernels (a 2026 llama.cpp with
+# repacked i8mm matmuls against older generic ones) more than the core.
+CORE_DECODE_BYTES_PER_CYCLE = {"Cortex-A510": 1.511}
+
+
+def little_decode_pace(core: str | None) -> float:
+    """Decode bytes per cycle of one in-order little core of type ``core`` (its own measured pace,
+    else the fitted one for every little core)."""
+    return CORE_DECODE_BYTES_PER_CYCLE.get(core or "", LITTLE_CORE_BYTES_PER_CYCLE)
+
 
 def little_core_s(work: float, threads: int, ghz: float, per_cycle: float) -> float:
     """Seconds one llama.cpp step takes, by the little-core term, when its threads include an
@@ -271,7 +286,7 @@ def decode_step_s(shape: ModelShape, profile: Profile, n_kv: int, batch: int = 1
         attention_s = batch * decode_attention_s(shape, n_kv, rt.decode_attention_gflops)
     else:
         compute_s, attention_s = batch * decode_flops_per_token(shape, n_kv) / compute, 0.0
-    per_cycle = little_bytes_per_cycle or LITTLE_CORE_BYTES_PER_CYCLE
+    per_cycle = little_bytes_per_cycle or little_decode_pace(little.core if little else None)
     little_s = little_core_s(step_bytes, n_threads, little.ghz, per_cycle) if little else 0.0
     paced = max(memory_s, compute_s, little_s)
     bound = "little-core" if paced == little_s else "memory" if memory_s >= compute_s else "compute"
@@ -332,8 +347,9 @@ def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, ge
     bandwidth and compute stand for its own thread count and are not rescaled; what the
     count changes is where the threads run. Once they reach an in-order little cluster
     (``Profile.little_cluster_reached``) every step is at least ``little_core_s`` of its
-    work: bytes read per token in decode, FLOPs in prefill, at ``LITTLE_CORE_BYTES_PER_CYCLE``
-    and ``LITTLE_CORE_INT8_OPS_PER_CYCLE`` unless given (the fit in ``anchors`` passes its own).
+    work: bytes read per token in decode, FLOPs in prefill, at the core's decode pace
+    (``little_decode_pace``: its own where measured, else ``LITTLE_CORE_BYTES_PER_CYCLE``) and
+    ``LITTLE_CORE_INT8_OPS_PER_CYCLE``, unless given (the fit in ``anchors`` passes its own).
     """
     rt = profile.runtime
     n_threads = rt.threads if threads is None else threads
@@ -341,7 +357,6 @@ def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, ge
     bandwidth = profile.bandwidth_theoretical_gbs * 1e9 * profile.bandwidth_efficiency  # bytes/s
     compute = profile.compute_gflops_sustained * 1e9  # FLOP/s
 
-    bytes_per_cycle = little_bytes_per_cycle or LITTLE_CORE_BYTES_PER_CYCLE
     ops_per_cycle = little_int8_ops_per_cycle or LITTLE_CORE_INT8_OPS_PER_CYCLE
 
     def on_little(work: float, per_cycle: float) -> float:
@@ -358,7 +373,7 @@ def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, ge
     step_times, bounds = [], {"memory": 0, "compute": 0, "little-core": 0}
     for i in range(max(steps, 1)):  # at least one step, so TPOT exists even for gen_tokens=1
         step_s, bound = decode_step_s(shape, profile, prompt_tokens + 1 + i, threads=n_threads,
-                                      little_bytes_per_cycle=bytes_per_cycle)
+                                      little_bytes_per_cycle=little_bytes_per_cycle)
         bounds[bound] += 1
         step_times.append(step_s)
     tpot_s = sum(step_times) / len(step_times)

@@ -79,8 +79,8 @@ def test_profile_a_shipped_agent_without_a_bundle(tmp_path) -> None:
     assert (out["agent"], out["bundle"], out["selection"]) == ("builtin", None, None)
     assert out["figures"]["mah_per_100_inferences"]["low"] < out["mah_per_100_inferences"] \
         < out["figures"]["mah_per_100_inferences"]["high"]
-    # the target's own held-out decode rows miss: the figure carries the caveat
-    assert "pocketpal-s23" in out["figures"]["mah_per_100_inferences"]["caveat"]
+    # the target's held-out decode rows (the Galaxy S23's) are within the tolerance: no caveat
+    assert "caveat" not in out["figures"]["mah_per_100_inferences"]
     html = (tmp_path / "r.html").read_text()
     assert "builtin-q8_0" in html and "Variants on" not in html
 
