@@ -204,9 +204,11 @@ CORE_DECODE_BYTES_PER_CYCLE = {"Cortex-A510": 1.511}
 
 
 def little_decode_pace(core: str | None) -> float:
-    """Decode bytes per cycle of one in-order little core of type ``core`` (its own measured pace,
-    else the fitted one for every little core)."""
-    return CORE_DECODE_BYTES_PER_CYCLE.get(core or "", LITTLE_CORE_BYTES_PER_CYCLE)
+    """Decode bytes per cycle of one in-order little core of type ``core`` (a profile's cluster
+    name for it, e.g. "Cortex-A55 (Kryo 670 Silver)": its first word is the type): its own
+    measured pace, else the fitted one for every little core."""
+    kind = core.split()[0] if core else ""
+    return CORE_DECODE_BYTES_PER_CYCLE.get(kind, LITTLE_CORE_BYTES_PER_CYCLE)
 
 
 def little_core_s(work: float, threads: int, ghz: float, per_cycle: float) -> float:

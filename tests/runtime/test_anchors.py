@@ -87,6 +87,7 @@ def test_a510_pace_is_the_pairs_and_carries_to_the_held_out_s23_models() -> None
     assert pace == pytest.approx(slow.decode_tokens_per_s * big.weights_mib * 2**20 / (6 * 2.0e9))
     assert est.little_decode_pace("Cortex-A510") == est.CORE_DECODE_BYTES_PER_CYCLE["Cortex-A510"]
     assert est.little_decode_pace("Cortex-A520") == est.LITTLE_CORE_BYTES_PER_CYCLE
+    assert est.little_decode_pace("Cortex-A510 (Kryo Silver)") == est.little_decode_pace("Cortex-A510")
     with pytest.raises(ValueError, match="not the slower one"):
         anchors.fit_core_decode_pace(gen2, big, dataclasses.replace(slow, decode_tokens_per_s=20.0))
     with pytest.raises(ValueError, match="must reach a little core"):
