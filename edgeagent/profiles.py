@@ -93,7 +93,7 @@ class BatterySpec(_Strict):
 
 class Runtime(_Strict):
     threads: int = _within(0, 1024)
-    weight_repack: bool  # llama.cpp CPU_REPACK (AArch64 interleaved Q4_0/Q4_K/IQ4_NL kernels)
+    weight_repack: bool  # llama.cpp CPU_REPACK (interleaved kernels; the types: shapes.REPACKED_TYPES)
     flash_attn: bool = True  # llama.cpp's default on a CPU; `edgeagent calibrate` measures it
     n_ubatch: int = _within(0, 65536, default=512)  # llama.cpp physical batch (graph reserve size)
     kv_cache_type: Literal["f16", "q8_0", "f32"] = "f16"
