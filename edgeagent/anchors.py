@@ -677,6 +677,35 @@ def a510_pace_rows(rows: tuple[Anchor, ...] = PUBLISHED) -> tuple[Anchor, Anchor
     return big, slow
 
 
+# The phones whose bandwidth efficiency is fitted on their own published runs; a phone profile
+# without such runs takes the median of their effective efficiencies (``unfitted_efficiency``).
+FITTED_PHONES = ("snapdragon-8-elite", "dimensity-8400", "snapdragon-8-gen-2")
+
+
+def effective_efficiency(profile: Any) -> float:
+    """The fraction of ``profile``'s theoretical bandwidth its estimate streams at one reference
+    decode: Qwen2.5-1.5B Q4_K_M after a 113-token prompt, 100 tokens (Ehsani et al.'s protocol),
+    at the profile's threads: bytes read per token (at the middle of the run) x tok/s / bus.
+    It folds a profile's per-token overhead into one number, so fits of different forms (the 8
+    Elite's efficiency plus 10.4 ms a token; the others' efficiency alone) compare."""
+    from edgeagent.estimate import decode_bytes_per_token, latency_estimate
+    from edgeagent.shapes import shape_from_config
+
+    shape = shape_from_config("qwen2.5-1.5b", "q4_k_m")
+    tokens_per_s = latency_estimate(shape, profile, 113, 100)["tokens_per_s"]
+    step_bytes = decode_bytes_per_token(shape, 113 + 50, profile.runtime.kv_cache_type)
+    return step_bytes * tokens_per_s / (profile.bandwidth_theoretical_gbs * 1e9)
+
+
+def unfitted_efficiency(profiles: dict[str, Any] | None = None) -> float:
+    """The bandwidth efficiency a phone profile with no published run of its own takes: the median
+    effective efficiency of ``FITTED_PHONES`` (three SoCs, two vendors, three llama.cpp builds)."""
+    from edgeagent.profiles import load_profile
+
+    profiles = profiles or {}
+    return statistics.median(effective_efficiency(profiles.get(n) or load_profile(n)) for n in FITTED_PHONES)
+
+
 @dataclass(frozen=True)
 class LittleCoreFit:
     """The in-order little-core constants (``estimate.LITTLE_CORE_*``) and the one row they come from."""

@@ -97,6 +97,29 @@ def test_a510_pace_is_the_pairs_and_carries_to_the_held_out_s23_models() -> None
     assert len(held) == 10 and all(abs(x - 1) <= anchors.TOLERANCE for x in held), held
 
 
+UNFITTED_PHONES = ("snapdragon-8-gen-3", "snapdragon-7-plus-gen-2", "dimensity-9300", "tensor-g3")
+
+
+@pytest.mark.parametrize("name", UNFITTED_PHONES)
+def test_a_phone_with_no_run_of_its_own_takes_the_fitted_phones_median(name: str) -> None:
+    """Its bandwidth efficiency is the median effective efficiency of the fitted phones (the
+    8 Elite's counts its per-token overhead in), to two decimals, and it says so."""
+    prof = load_profile(name)
+    assert prof.bandwidth_efficiency == pytest.approx(anchors.unfitted_efficiency(), abs=0.005)
+    assert any("unfitted_efficiency" in s.what for s in prof.sources)
+    # a profile's effective efficiency is its efficiency when it has no per-token overhead
+    assert anchors.effective_efficiency(prof) == pytest.approx(prof.bandwidth_efficiency, rel=0.01)
+
+
+def test_every_phone_profile_is_fitted_or_takes_the_fitted_median() -> None:
+    from edgeagent.profiles import list_profiles
+
+    phones = {n for n in list_profiles() if load_profile(n).kind == "phone"}
+    assert phones == set(anchors.FITTED_PHONES) | set(UNFITTED_PHONES)
+    fitted = {n: anchors.effective_efficiency(load_profile(n)) for n in anchors.FITTED_PHONES}
+    assert min(fitted.values()) <= anchors.unfitted_efficiency() <= max(fitted.values())
+
+
 def test_held_out_rows_never_move_the_fit() -> None:
     base = anchors.fit_phone_model("ehsani2026", 84.8)
     scrambled = tuple(dataclasses.replace(r, joules_per_run=1e4, decode_tokens_per_s=1.0, prefill_s=99.0)
