@@ -461,7 +461,7 @@ def repack_report(cpuinfo_text: str, cpu: CpuInfo) -> dict[str, Any]:
 
     on = default_repack(cpuinfo_text)
     if cpu.arch in ARM_MACHINES:
-        why = "ARM: repacked Q4_0/Q4_K/IQ4_NL run the interleaved dotprod/i8mm kernels"
+        why = "ARM: repacked Q4_0, Q4_K, Q5_K, Q6_K, IQ4_NL and Q8_0 run the interleaved dotprod/i8mm kernels"
     elif has_amx(cpu):
         why = "x86 with AMX (amx_tile): llama.cpp's AMX repack buffer crashes on quantized models, so off"
     else:
