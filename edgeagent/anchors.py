@@ -490,43 +490,64 @@ PUBLISHED: tuple[Anchor, ...] = (
 
 # Decode reads weights of 8 bits or more faster per byte than 4-bit-class types, whose kernels
 # unpack every block (runtime.wide_weight_rate, estimate.decode_read_bytes). One source has the
-# same models at Q8_0 and Q4_K_M on each of two phones: PocketPal's committed benchmark matrix.
-# Per model: (Q4_K_M weights MiB, Q4_K_M tg t/s, Q8_0 weights MiB, Q8_0 tg t/s), weights as the
-# load log's model buffers (CPU + CPU_REPACK). gemma-4-e2b is left out: its per-layer embeddings
-# are in those buffers but not read per token.
+# same models at Q8_0 and Q4_K_M on each of three phones: PocketPal's committed benchmark matrix.
+# Per model: (Q4_K_M weights MiB, Q4_K_M tg t/s, Q8_0 weights MiB, Q8_0 tg t/s), the weights as
+# the load log's model buffers (CPU + CPU_REPACK), the same files on every phone of the matrix.
+# gemma-4-e2b is left out: its per-layer embeddings are in those buffers but not read per token.
+TYPE_RATE_WEIGHTS_MIB: dict[str, tuple[float, float]] = {
+    "deepseek-r1-distill-qwen-1.5b": (1059.88, 1801.10),
+    "gemma-3-1b": (1068.49, 1319.54),
+    "lfm2.5-1.2b-instruct": (799.77, 1322.25),
+    "phi-3.5-mini": (2281.66, 3872.38),
+    "phi-4-mini": (2849.38, 4510.28),
+    "qwen2.5-1.5b": (1117.26, 1801.10),
+    "qwen3-1.7b": (1217.35, 2059.07),
+    "qwen3.5-0.8b": (719.65, 1023.09),
+    "qwen3.5-2b": (1655.56, 2426.97),
+    "smollm2-1.7b": (1083.75, 1836.38),
+}
+
+
+def _rate_rows(soc: str, speeds: dict[str, tuple[float, float]]) -> tuple[str, tuple[tuple[str, float, float, float, float], ...]]:
+    """One phone's rows: per model (Q4_K_M MiB, Q4_K_M tg, Q8_0 MiB, Q8_0 tg) from its {model: (Q4_K_M tg,
+    Q8_0 tg)} and the shared weights."""
+    return soc, tuple((m, TYPE_RATE_WEIGHTS_MIB[m][0], q4_tg, TYPE_RATE_WEIGHTS_MIB[m][1], q8_tg)
+                      for m, (q4_tg, q8_tg) in speeds.items())
+
+
 TYPE_RATE_ROWS: dict[str, tuple[str, tuple[tuple[str, float, float, float, float], ...]]] = {
-    "poco-myron": ("Snapdragon 8 Elite Gen 5 (Oryon V3)", (
-        ("deepseek-r1-distill-qwen-1.5b", 1059.88, 38.15, 1801.10, 31.54),
-        ("gemma-3-1b", 1068.49, 46.79, 1319.54, 47.91),
-        ("lfm2.5-1.2b-instruct", 799.77, 58.84, 1322.25, 44.02),
-        ("phi-3.5-mini", 2281.66, 15.40, 3872.38, 13.01),
-        ("phi-4-mini", 2849.38, 15.08, 4510.28, 12.46),
-        ("qwen2.5-1.5b", 1117.26, 40.75, 1801.10, 32.52),
-        ("qwen3-1.7b", 1217.35, 34.25, 2059.07, 28.16),
-        ("qwen3.5-0.8b", 719.65, 55.88, 1023.09, 53.03),
-        ("qwen3.5-2b", 1655.56, 27.93, 2426.97, 24.86),
-        ("smollm2-1.7b", 1083.75, 36.37, 1836.38, 28.00),
-    )),
-    "samsung-s23": ("Snapdragon 8 Gen 2 (Galaxy S23)", (
-        ("deepseek-r1-distill-qwen-1.5b", 1059.88, 18.47, 1801.10, 15.84),
-        ("gemma-3-1b", 1068.49, 20.75, 1319.54, 22.12),
-        ("lfm2.5-1.2b-instruct", 799.77, 26.09, 1322.25, 20.73),
-        ("qwen2.5-1.5b", 1117.26, 18.48, 1801.10, 15.46),
-        ("qwen3-1.7b", 1217.35, 15.97, 2059.07, 13.44),
-        ("qwen3.5-0.8b", 719.65, 23.93, 1023.09, 23.64),
-        ("qwen3.5-2b", 1655.56, 12.99, 2426.97, 12.88),
-        ("smollm2-1.7b", 1083.75, 15.61, 1836.38, 12.31),
-    )),
-    "poco-x7-klee": ("Dimensity 8400 (POCO X7 Pro)", (
-        ("deepseek-r1-distill-qwen-1.5b", 1059.88, 23.61, 1801.10, 19.67),
-        ("gemma-3-1b", 1068.49, 30.04, 1319.54, 28.74),
-        ("lfm2.5-1.2b-instruct", 799.77, 34.27, 1322.25, 27.90),
-        ("qwen2.5-1.5b", 1117.26, 23.89, 1801.10, 19.87),
-        ("qwen3-1.7b", 1217.35, 20.55, 2059.07, 17.64),
-        ("qwen3.5-0.8b", 719.65, 32.12, 1023.09, 32.16),
-        ("qwen3.5-2b", 1655.56, 17.93, 2426.97, 16.84),
-        ("smollm2-1.7b", 1083.75, 22.11, 1836.38, 17.41),
-    )),
+    "poco-myron": _rate_rows("Snapdragon 8 Elite Gen 5 (Oryon V3)", {
+        "deepseek-r1-distill-qwen-1.5b": (38.15, 31.54),
+        "gemma-3-1b": (46.79, 47.91),
+        "lfm2.5-1.2b-instruct": (58.84, 44.02),
+        "phi-3.5-mini": (15.40, 13.01),
+        "phi-4-mini": (15.08, 12.46),
+        "qwen2.5-1.5b": (40.75, 32.52),
+        "qwen3-1.7b": (34.25, 28.16),
+        "qwen3.5-0.8b": (55.88, 53.03),
+        "qwen3.5-2b": (27.93, 24.86),
+        "smollm2-1.7b": (36.37, 28.00),
+    }),
+    "samsung-s23": _rate_rows("Snapdragon 8 Gen 2 (Galaxy S23)", {
+        "deepseek-r1-distill-qwen-1.5b": (18.47, 15.84),
+        "gemma-3-1b": (20.75, 22.12),
+        "lfm2.5-1.2b-instruct": (26.09, 20.73),
+        "qwen2.5-1.5b": (18.48, 15.46),
+        "qwen3-1.7b": (15.97, 13.44),
+        "qwen3.5-0.8b": (23.93, 23.64),
+        "qwen3.5-2b": (12.99, 12.88),
+        "smollm2-1.7b": (15.61, 12.31),
+    }),
+    "poco-x7-klee": _rate_rows("Dimensity 8400 (POCO X7 Pro)", {
+        "deepseek-r1-distill-qwen-1.5b": (23.61, 19.67),
+        "gemma-3-1b": (30.04, 28.74),
+        "lfm2.5-1.2b-instruct": (34.27, 27.90),
+        "qwen2.5-1.5b": (23.89, 19.87),
+        "qwen3-1.7b": (20.55, 17.64),
+        "qwen3.5-0.8b": (32.12, 32.16),
+        "qwen3.5-2b": (17.93, 16.84),
+        "smollm2-1.7b": (22.11, 17.41),
+    }),
 }
 
 

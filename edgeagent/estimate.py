@@ -288,8 +288,10 @@ def decode_step_s(shape: ModelShape, profile: Profile, n_kv: int, batch: int = 1
         attention_s = batch * decode_attention_s(shape, n_kv, rt.decode_attention_gflops)
     else:
         compute_s, attention_s = batch * decode_flops_per_token(shape, n_kv) / compute, 0.0
-    per_cycle = little_bytes_per_cycle or little_decode_pace(little.core if little else None)
-    little_s = little_core_s(step_bytes, n_threads, little.ghz, per_cycle) if little else 0.0
+    little_s = 0.0
+    if little:
+        per_cycle = little_bytes_per_cycle or little_decode_pace(little.core)
+        little_s = little_core_s(step_bytes, n_threads, little.ghz, per_cycle)
     paced = max(memory_s, compute_s, little_s)
     bound = "little-core" if paced == little_s else "memory" if memory_s >= compute_s else "compute"
     return paced + attention_s + rt.decode_overhead_ms / 1e3, bound
@@ -360,6 +362,8 @@ def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, ge
     compute = profile.compute_gflops_sustained * 1e9  # FLOP/s
 
     ops_per_cycle = little_int8_ops_per_cycle or LITTLE_CORE_INT8_OPS_PER_CYCLE
+    # the little core's decode pace, resolved once for every step below
+    bytes_per_cycle = little_bytes_per_cycle or (little_decode_pace(little.core) if little else None)
 
     def on_little(work: float, per_cycle: float) -> float:
         return little_core_s(work, n_threads, little.ghz, per_cycle) if little else 0.0
@@ -375,7 +379,7 @@ def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, ge
     step_times, bounds = [], {"memory": 0, "compute": 0, "little-core": 0}
     for i in range(max(steps, 1)):  # at least one step, so TPOT exists even for gen_tokens=1
         step_s, bound = decode_step_s(shape, profile, prompt_tokens + 1 + i, threads=n_threads,
-                                      little_bytes_per_cycle=little_bytes_per_cycle)
+                                      little_bytes_per_cycle=bytes_per_cycle)
         bounds[bound] += 1
         step_times.append(step_s)
     tpot_s = sum(step_times) / len(step_times)

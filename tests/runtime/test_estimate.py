@@ -252,8 +252,7 @@ def test_memory_estimate_adds_up_and_states_its_parts() -> None:
     assert m["total_bytes"] == m["weights_bytes"] + m["kv_cache_bytes"] + m["compute_buffer_bytes"] + m["overhead_bytes"]
     # the tied Q6_K head is repacked on AArch64, so the 8 Elite holds the table twice; the host does not
     assert m["weights_bytes"] == s.weights_bytes + s.head.n_bytes == s.weights_bytes + m["repacked_head_copy_bytes"]
-    host = load_profile("host")
-    assert est.memory_estimate(s, host, 2048)["repacked_head_copy_bytes"] == 0
+    assert est.memory_estimate(s, HOST, 2048)["repacked_head_copy_bytes"] == 0
     no_repack = ELITE.model_copy(update={"runtime": ELITE.runtime.model_copy(update={"weight_repack": False})})
     assert est.memory_estimate(s, no_repack, 2048)["weights_bytes"] == s.weights_bytes
     assert est.memory_estimate(s, ELITE, 2048, repacked_types={"Q4_0": 4})["weights_bytes"] == s.weights_bytes
