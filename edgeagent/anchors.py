@@ -222,7 +222,7 @@ POCKETPAL_S23 = {
               "efficiency) and 12.99 tok/s here at 6 threads (this source's Qwen3.5-2B row, in-sample). These rows "
               "are held out and fitted by neither. The two runs differ in build and context depth. At the A55 pace "
               "the rows read 0.35-0.45. Prefill stays at the A55's int8 pace, with nothing to measure the A510's "
-              "by, and reads 0.11-0.19. The Q8_0 cells are left out: their ratio to Q4_K_M set the profile's "
+              "by, and reads 0.14-0.17. The Q8_0 cells are left out: their ratio to Q4_K_M set the profile's "
               "wide_weight_rate",
 }
 
@@ -244,8 +244,8 @@ POCKETPAL_KLEE = {
                  "compute buffer at n_ctx 2048), the figure PocketPal calls its authoritative per-cell footprint "
                  "(pull request #722); its peak_memory_mb is device-wide RAM and is not used",
     "caveat": "the profile's bandwidth efficiency is fitted on this source's Qwen2.5-1.5B Q4_0 and Q4_K_M decode "
-              "(in-sample); the other models are held out. Prefill is not fitted: the profile's compute is derived "
-              "from the cores. The Q8_0 rows are left out: their ratio to Q4_K_M set the profile's wide_weight_rate. "
+              "(in-sample), and its compute on the same two rows' prefill (fit_prefill_compute, in Q4_K's FLOPs under "
+              "the profile's prefill_type_rates); the other models are held out. The Q8_0 rows are left out: their ratio to Q4_K_M set the profile's wide_weight_rate. "
               "The unfitted 0.5 read this phone 1.2-1.5x too fast",
 }
 
@@ -558,6 +558,93 @@ def wide_weight_rate(device: str) -> float:
     return statistics.median((q8_mib * q8_tg) / (q4_mib * q4_tg) for _, q4_mib, q4_tg, q8_mib, q8_tg in rows)
 
 
+# --- per-type prefill rates ------------------------------------------------------------------
+
+# Prompt processing is compute-bound, and each weight type has its own matmul kernel: on these
+# phones a Q4_0 or Q8_0 file prefills ~1.4x as fast as the same model's Q4_K_M, and Q5_K_M or
+# Q6_K ~0.75x (runtime.prefill_type_rates, estimate.prefill_work). The same matrix, pp256 t/s per
+# model at (Q4_0, Q4_K_M, Q5_K_M, Q6_K, Q8_0), None where the phone has no cell; only the models
+# with an estimator shape (the Q4_K_M file's Q6_K share comes from it): DeepSeek-R1-Distill-Qwen-
+# 1.5B is Qwen2.5-1.5B's architecture, Phi-3.5-mini Phi-3-mini's.
+PREFILL_RATE_SHAPES = {"deepseek-r1-distill-qwen-1.5b": "qwen2.5-1.5b", "phi-3.5-mini": "phi-3-mini",
+                       "phi-4-mini": "phi-4-mini", "qwen2.5-1.5b": "qwen2.5-1.5b", "qwen3-1.7b": "qwen3-1.7b",
+                       "smollm2-1.7b": "smollm2-1.7b"}
+PREFILL_RATE_FILES = ("q4_0", "q4_k_m", "q5_k_m", "q6_k", "q8_0")
+PREFILL_RATE_PP: dict[str, dict[str, tuple[float | None, ...]]] = {
+    "poco-myron": {
+        "deepseek-r1-distill-qwen-1.5b": (240.99, 168.23, 131.83, 125.83, 271.68),
+        "phi-3.5-mini": (82.99, 55.48, 44.09, 40.86, 86.04),
+        "phi-4-mini": (93.59, 64.5, 49.79, 45.65, 100.14),
+        "qwen2.5-1.5b": (244.71, 173.42, 121.65, 111.91, 262.33),
+        "qwen3-1.7b": (204.84, 175.86, 108.43, 111.63, 236.8),
+        "smollm2-1.7b": (203.23, 131.2, 95.39, 98.16, 217.28),
+    },
+    "samsung-s23": {
+        "deepseek-r1-distill-qwen-1.5b": (117.52, 81.22, 59.22, 57.69, 119.93),
+        "phi-3.5-mini": (43.12, 28.62, 20.91, None, None),
+        "phi-4-mini": (46.5, 38.15, None, None, None),
+        "qwen2.5-1.5b": (119.81, 85.9, 62.54, 59.29, 124.6),
+        "qwen3-1.7b": (103.89, 79.64, 61.77, 51.92, 107.46),
+        "smollm2-1.7b": (106.51, 72.08, 46.36, 50.68, 89.22),
+    },
+    "poco-x7-klee": {
+        "deepseek-r1-distill-qwen-1.5b": (158.92, 103.07, 78.09, 76.55, 150.21),
+        "phi-3.5-mini": (57.88, 34.39, 27.1, 25.83, None),
+        "phi-4-mini": (65.96, 40.77, 31.55, 28.16, None),
+        "qwen2.5-1.5b": (160.07, 102.19, 78.4, 76.52, 155.49),
+        "qwen3-1.7b": (155.79, 102.56, 78.99, 72.13, 140.06),
+        "smollm2-1.7b": (128.02, 83.51, 63.77, 61.98, 121.15),
+    },
+}
+# The phone the profiles' rates are fitted on: it is no profile's and none of its cells is a row
+# of --compare-published, so the Galaxy S23's and the POCO X7 Pro's Q4_0 and Q4_K_M prefill rows
+# stay held out from the rates as well as from every other fit; their own rates are a check.
+PREFILL_RATE_DEVICE = "poco-myron"
+
+
+def prefill_type_rates_by_model(device: str = PREFILL_RATE_DEVICE) -> dict[str, dict[str, float]]:
+    """Per model with all five files on ``device``: each weight type's prefill rate against
+    Q4_K's (FLOPs per second, the Q4_K_M file's Q4_K tensors = 1), from the whole-file rates.
+
+    A file's prefill time per FLOP is its types' times weighted by their shares of the block
+    matmul FLOPs (s: the Q4_K_M and Q5_K_M files' Q6_K share, from the estimator's shape; the
+    other files hold one type). With r_q = pp(q) / pp(Q4_K_M):
+
+        Q6_K:  r6 = ((1 - s) + s / R6) x R6       ->  R6 = (r6 - s) / (1 - s)
+        T    = (1 - s) + s / R6                   (the Q4_K_M file's time, in Q4_K's units)
+        Q4_0, Q8_0:  R = r / T                    (one type each)
+        Q5_K:  T / r5 = (1 - s) / R5 + s / R6     ->  R5 = (1 - s) / (T / r5 - s / R6)
+    """
+    from collections import Counter
+
+    from edgeagent.shapes import shape_from_config
+
+    out = {}
+    for model, cells in PREFILL_RATE_PP[device].items():
+        if any(c is None for c in cells):
+            continue
+        pp = dict(zip(PREFILL_RATE_FILES, cells))
+        r = {q: pp[q] / pp["q4_k_m"] for q in PREFILL_RATE_FILES}
+        shape = shape_from_config(PREFILL_RATE_SHAPES[model], "q4_k_m")
+        by_type = Counter()
+        for t in shape.block_tensors:
+            if len(t.shape) >= 2:
+                by_type[t.ggml_type] += t.n_elements
+        s = by_type["Q6_K"] / sum(by_type.values())
+        r6 = (r["q6_k"] - s) / (1 - s)
+        t_ref = (1 - s) + s / r6
+        out[model] = {"Q4_0": r["q4_0"] / t_ref, "Q8_0": r["q8_0"] / t_ref, "Q6_K": r6,
+                      "Q5_K": (1 - s) / (t_ref / r["q5_k_m"] - s / r6)}
+    return out
+
+
+def prefill_type_rates(device: str = PREFILL_RATE_DEVICE) -> dict[str, float]:
+    """The median over ``device``'s models of each type's rate (``prefill_type_rates_by_model``):
+    what a phone profile's ``runtime.prefill_type_rates`` is set from."""
+    per_model = prefill_type_rates_by_model(device)
+    return {t: statistics.median(m[t] for m in per_model.values()) for t in ("Q4_0", "Q5_K", "Q6_K", "Q8_0")}
+
+
 # --- fitting -------------------------------------------------------------------------------
 
 
@@ -595,13 +682,15 @@ class PhoneFit:
         return dict(self.__dict__)
 
 
-def fit_phone_model(source: str, bandwidth_theoretical_gbs: float, rows: tuple[Anchor, ...] = PUBLISHED) -> PhoneFit:
+def fit_phone_model(source: str, bandwidth_theoretical_gbs: float, rows: tuple[Anchor, ...] = PUBLISHED,
+                    prefill_type_rates: dict[str, float] | None = None) -> PhoneFit:
     """Fit decode (eta, per-token overhead), prefill compute, the two powers and the setup
     energy of ``source`` on its in-sample rows (``held_out`` rows are never read).
 
     decode:  1 / tok/s = weight bytes / (eta x bandwidth) + t0           (least squares)
     prefill: compute = sum of prefill FLOPs / sum of prefill seconds, FLOPs from the
-             estimator's shape (rows without a shape are skipped here)
+             estimator's shape (rows without a shape are skipped here), in Q4_K's FLOPs by
+             the profile's ``prefill_type_rates`` (estimate.prefill_work), as it estimates
     energy:  J = P_prefill t_prefill + P_decode t_decode + E0, on the published phase times (so
              the powers do not inherit the time model's error), least squares of the *relative*
              error: each row's equation is divided by its published joules, as the figures are
@@ -610,7 +699,7 @@ def fit_phone_model(source: str, bandwidth_theoretical_gbs: float, rows: tuple[A
              time is ~2.7-4.3 s on every model (energy / mean power) and the relative fit gives
              that term a negative value
     """
-    from edgeagent.estimate import prefill_flops
+    from edgeagent.estimate import prefill_work
     from edgeagent.shapes import shape_from_config
 
     fit_rows = [r for r in rows if r.source == source and not r.held_out]
@@ -619,7 +708,8 @@ def fit_phone_model(source: str, bandwidth_theoretical_gbs: float, rows: tuple[A
     gb = [r.weights_mib * 2**20 / 1e9 for r in fit_rows]
     slope, t0 = _least_squares([[g, 1.0] for g in gb], [1.0 / r.decode_tokens_per_s for r in fit_rows])
     shaped = [r for r in fit_rows if r.shape]
-    flops = sum(prefill_flops(shape_from_config(r.shape, "q4_k_m"), r.prompt_tokens) for r in shaped)
+    flops = sum(prefill_work(shape_from_config(r.shape, "q4_k_m"), r.prompt_tokens, prefill_type_rates)
+                for r in shaped)
     compute = flops / sum(r.prefill_s for r in shaped) / 1e9
     pp, pd, e0 = _least_squares([[r.prefill_s / r.joules_per_run, r.decode_s / r.joules_per_run, 1.0 / r.joules_per_run]
                                  for r in fit_rows], [1.0] * len(fit_rows))
@@ -663,6 +753,27 @@ def fit_decode_efficiency(source: str, profile: Any, rows: tuple[Anchor, ...] = 
             lo, hi = (mid, hi) if decode(mid) < r.decode_tokens_per_s else (lo, mid)
         etas.append((lo + hi) / 2)
     return math.exp(sum(math.log(e) for e in etas) / len(etas))
+
+
+def fit_prefill_compute(source: str, profile: Any, rows: tuple[Anchor, ...] = PUBLISHED) -> float:
+    """The sustained compute (GFLOP/s, in Q4_K's FLOPs) at which the estimator reproduces the
+    published prefill of ``source``'s in-sample rows with a shape on ``profile`` (held-out rows
+    are never read): the sum of their ``estimate.prefill_work`` under the profile's
+    ``prefill_type_rates`` over the sum of their published prefill seconds, as
+    ``fit_phone_model`` fits it. For a source without energy figures whose runs do not reach a
+    little core (where they do, the little-core term paces prefill instead)."""
+    from edgeagent.estimate import prefill_work
+    from edgeagent.shapes import shape_from_config
+
+    fit_rows = [r for r in rows if r.source == source and not r.held_out and r.shape and r.prefill_tokens_per_s]
+    if not fit_rows:
+        raise ValueError(f"{source}: no in-sample row with a shape and a published prefill speed")
+    for r in fit_rows:
+        if profile.little_cluster_reached(r.threads):
+            raise ValueError(f"{source} {r.model}: its {r.threads} threads reach a little core on {profile.name}")
+    work = sum(prefill_work(shape_from_config(r.shape, (r.estimator_quant or r.quant).lower()), r.prompt_tokens,
+                            profile.runtime.prefill_type_rates) for r in fit_rows)
+    return work / sum(r.prompt_tokens / r.prefill_tokens_per_s for r in fit_rows) / 1e9
 
 
 def fit_core_decode_pace(profile: Any, big: Anchor, with_little: Anchor) -> tuple[str, float]:
@@ -756,7 +867,7 @@ def fit_little_cores(rows: tuple[Anchor, ...] = PUBLISHED, profiles: dict[str, A
     any; the RB3 Gen 2 profile has none). The fit then checks that the estimator, given these
     constants, does pace that row by its little cores and reproduces both published speeds.
     """
-    from edgeagent.estimate import decode_attention_s, decode_bytes_per_token, latency_estimate, prefill_flops
+    from edgeagent.estimate import decode_attention_s, decode_bytes_per_token, latency_estimate, prefill_work
     from edgeagent.profiles import load_profile
     from edgeagent.shapes import shape_from_config
 
@@ -785,7 +896,7 @@ def fit_little_cores(rows: tuple[Anchor, ...] = PUBLISHED, profiles: dict[str, A
                                              if rt.decode_attention_gflops else 0.0) for k in n_kv]
     bytes_per_cycle = mean_bytes / (cycles_per_s * (1 / row.decode_tokens_per_s - sum(extras) / len(extras)))
     prefill_s = row.prompt_tokens / row.prefill_tokens_per_s
-    ops_per_cycle = prefill_flops(shape, row.prompt_tokens) / (cycles_per_s * prefill_s)
+    ops_per_cycle = prefill_work(shape, row.prompt_tokens, rt.prefill_type_rates) / (cycles_per_s * prefill_s)
 
     lat = latency_estimate(shape, prof, row.prompt_tokens, row.gen_tokens, row.threads,
                            little_bytes_per_cycle=bytes_per_cycle, little_int8_ops_per_cycle=ops_per_cycle)
@@ -971,7 +1082,8 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
             continue
         prof = profiles.get(src["profile"]) or load_profile(src["profile"])
         has_energy = any(r.joules_per_run is not None and not r.held_out for r in PUBLISHED if r.source == src["id"])
-        fit = fit_phone_model(src["id"], prof.bandwidth_theoretical_gbs) if has_energy else None
+        fit = (fit_phone_model(src["id"], prof.bandwidth_theoretical_gbs,
+                               prefill_type_rates=prof.runtime.prefill_type_rates) if has_energy else None)
         fits[src["id"]] = fit
         rows += [compare_row(r, prof, fit) for r in PUBLISHED if r.source == src["id"]]
     if not rows:
@@ -999,6 +1111,10 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
             d: {"soc": soc, "wide_weight_rate": wide_weight_rate(d), "models": len(rs),
                 "rows": [dict(zip(("model", "q4_k_m_mib", "q4_k_m_tg", "q8_0_mib", "q8_0_tg"), r)) for r in rs]}
             for d, (soc, rs) in TYPE_RATE_ROWS.items()}},
+        "prefill_type_rates": {"fitted_on": PREFILL_RATE_DEVICE, "source": POCKETPAL, "devices": {
+            d: {"rates": prefill_type_rates(d), "per_model": prefill_type_rates_by_model(d),
+                "pp": {m: dict(zip(PREFILL_RATE_FILES, cells)) for m, cells in PREFILL_RATE_PP[d].items()}}
+            for d in PREFILL_RATE_PP}},
         "rows": rows,
         "summary": _summary(rows),
         "notes": [
@@ -1031,6 +1147,13 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
             + ", ".join(f"{d} ({soc}) {wide_weight_rate(d):.2f}" for d, (soc, _) in TYPE_RATE_ROWS.items())
             + f" ({POCKETPAL['citation']}; --json type_rates); it moves no 4-bit weight's read, only those types' "
             "and the cache's, so a 4-bit row here (pocketpal-s23's among them) moves only by its cache's share",
+            "prefill runs each weight type at its own rate against Q4_K's (runtime.prefill_type_rates, "
+            "estimate.prefill_work; Q4_K_M files hold Q6_K too): "
+            + ", ".join(f"{t} {r:.2f}" for t, r in prefill_type_rates().items())
+            + f", the median over {len(prefill_type_rates_by_model())} models of PocketPal's {PREFILL_RATE_DEVICE} "
+            "(a phone with no profile and no row here; --json prefill_type_rates also has the S23's and the POCO "
+            "X7 Pro's own, unused); the profiles' compute stands for Q4_K, so a row's prefill moves by its types' "
+            "shares (a Q4_0 or Q8_0 file ~1.3-1.4x faster, Q5_K_M and Q6_K slower)",
             f"a held-out figure outside +-{TOLERANCE:.0%} carries misses: what other published rows say of it "
             f"(another source on the same profile and shape; the same source's other rows there; for energy, the "
             f"fit on the source's in-sample rows of the same model); nothing in them changes an estimate",

@@ -8,7 +8,8 @@ and says so (``"source": "estimated"``, with the profile's name).
 The model, in four lines (docs/DESIGN.md "Measuring"):
 
     memory  = weights + KV cache + compute buffers + runtime overhead
-    prefill = max(FLOPs / sustained compute, weight bytes / effective bandwidth)   (compute-bound)
+    prefill = max(FLOPs / sustained compute, weight bytes / effective bandwidth)   (compute-bound,
+              each weight type's FLOPs at its own rate: runtime.prefill_type_rates)
     decode  = max(bytes read per token / effective bandwidth, FLOPs / compute)     (memory-bound)
     energy  = power per phase x time;  mAh = J / (3.6 x V_nominal)
 
@@ -180,6 +181,18 @@ def prefill_flops(shape: ModelShape, prompt_tokens: int) -> float:
     return 2 * shape.block_matmul_params * T + 2 * shape.head.n_elements + attention_flops(shape, 1) * causal_positions
 
 
+def prefill_work(shape: ModelShape, prompt_tokens: int, type_rates: dict[str, float] | None = None) -> float:
+    """``prefill_flops`` in the FLOPs of the type a profile's compute stands for (Q4_K): each
+    weight's matmul FLOPs divided by its type's prefill rate (``runtime.prefill_type_rates``; a
+    type not listed, and attention, at 1). Without rates it is ``prefill_flops``."""
+    if not type_rates:
+        return prefill_flops(shape, prompt_tokens)
+    T = prompt_tokens
+    blocks = sum(n / type_rates.get(kind, 1.0) for kind, n in shape.block_matmul_params_by_type.items())
+    head = shape.head.n_elements / type_rates.get(shape.head.ggml_type, 1.0)
+    return 2 * blocks * T + 2 * head + attention_flops(shape, 1) * T * (T + 1) / 2
+
+
 # --- threads on little cores -----------------------------------------------------------------
 
 # What one in-order little core (Cortex-A53/A55/A510/A520) gets through per clock cycle in
@@ -334,8 +347,9 @@ def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, ge
                      little_int8_ops_per_cycle: float | None = None) -> dict[str, Any]:
     """TTFT and TPOT on the profile's CPU, roofline style.
 
-    Prefill is compute-bound: the prompt's FLOPs at the sustained compute, unless reading
-    the weights once per physical batch takes longer. TTFT is the prefill (it yields the
+    Prefill is compute-bound: the prompt's FLOPs at the sustained compute (which stands for
+    Q4_K; each other weight type's FLOPs at its ``runtime.prefill_type_rates`` rate,
+    ``prefill_work``), unless reading the weights once per physical batch takes longer. TTFT is the prefill (it yields the
     first token's logits). Each later token is one decode step, bandwidth-bound:
     tokens/s = eta * bandwidth / bytes read per token, with the KV read growing as the
     context fills; ``runtime.decode_overhead_ms`` adds a fixed per-step cost (calibrated).
@@ -369,7 +383,7 @@ def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, ge
         return little_core_s(work, n_threads, little.ghz, per_cycle) if little else 0.0
 
     n_batches = max(1, math.ceil(prompt_tokens / rt.n_ubatch))
-    flops = prefill_flops(shape, prompt_tokens)
+    flops = prefill_work(shape, prompt_tokens, rt.prefill_type_rates)
     prefill_compute_s = flops / compute
     prefill_memory_s = n_batches * shape.weights_bytes / bandwidth
     prefill_little_s = on_little(flops, ops_per_cycle)

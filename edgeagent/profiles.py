@@ -27,7 +27,7 @@ import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -91,6 +91,11 @@ class BatterySpec(_Strict):
     nominal_v: float = _within(0.5, 100.0, low_open=False)  # cell nominal voltage (or a board's supply)
 
 
+# A llama.cpp weight type name as GGUF tensor types print (Q4_0, Q4_K, Q8_0, IQ4_NL, F16, BF16, ...).
+_GGML_TYPE = re.compile(r"(F|BF)(16|32|64)|Q[1-8]_[01K]|IQ[1-4]_(XXS|XS|S|M|NL)|TQ[12]_0")
+PrefillRate = Annotated[float, Field(gt=0.05, le=20.0, allow_inf_nan=False)]
+
+
 class Runtime(_Strict):
     threads: int = _within(0, 1024)
     weight_repack: bool  # llama.cpp CPU_REPACK (interleaved kernels; the types: shapes.REPACKED_TYPES)
@@ -107,6 +112,18 @@ class Runtime(_Strict):
     # (Q8_0, F16, BF16, F32) and an F16/Q8_0 KV cache: the efficiency stands for 4-bit-class
     # types, whose kernels unpack every block (estimate.decode_read_bytes). 1.0: no difference.
     wide_weight_rate: float = _within(1.0, 4.0, default=1.0, low_open=False)
+    # Prefill speed per weight type against Q4_K, the type ``compute_gflops_sustained`` stands
+    # for: each type has its own matmul kernel (estimate.prefill_work). A type not listed
+    # prefills at Q4_K's rate; empty: every type alike.
+    prefill_type_rates: dict[str, PrefillRate] = Field(default_factory=dict)
+
+    @field_validator("prefill_type_rates")
+    @classmethod
+    def _known_types(cls, rates: dict[str, float]) -> dict[str, float]:
+        for name in rates:
+            if not _GGML_TYPE.fullmatch(name):
+                raise ValueError(f"{name!r} is not a llama.cpp weight type name (e.g. Q4_0, Q8_0, Q6_K)")
+        return rates
 
 
 class Selection(_Strict):

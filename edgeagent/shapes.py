@@ -139,6 +139,15 @@ class ModelShape:
         """Weights of the matrix multiplies inside the transformer blocks (2-D tensors)."""
         return sum(t.n_elements for t in self.block_tensors if len(t.shape) >= 2)
 
+    @cached_property
+    def block_matmul_params_by_type(self) -> dict[str, int]:
+        """``block_matmul_params`` split by weight type (prefill's kernels differ per type)."""
+        by_type: dict[str, int] = {}
+        for t in self.block_tensors:
+            if len(t.shape) >= 2:
+                by_type[t.ggml_type] = by_type.get(t.ggml_type, 0) + t.n_elements
+        return by_type
+
     @property
     def bits_per_weight(self) -> float:
         return 8 * self.weights_bytes / self.n_params

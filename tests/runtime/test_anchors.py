@@ -17,7 +17,8 @@ ELITE = load_profile("snapdragon-8-elite")
 
 
 def test_elite_profile_holds_the_in_sample_fit() -> None:
-    fit = anchors.fit_phone_model("ehsani2026", ELITE.bandwidth_theoretical_gbs)
+    fit = anchors.fit_phone_model("ehsani2026", ELITE.bandwidth_theoretical_gbs,
+                                  prefill_type_rates=ELITE.runtime.prefill_type_rates)
     assert fit.rows == 10
     assert ELITE.bandwidth_efficiency == pytest.approx(fit.bandwidth_efficiency, abs=5e-4)
     assert ELITE.runtime.decode_overhead_ms == pytest.approx(fit.decode_overhead_ms, abs=0.05)
@@ -44,6 +45,66 @@ def test_dimensity_8400_holds_its_decode_fit_and_carries_it_to_the_held_out_mode
     assert len(held) == 8 and all(abs(x - 1) <= anchors.TOLERANCE for x in held), held
     with pytest.raises(ValueError, match="no in-sample row"):
         anchors.fit_decode_efficiency("tummalapalli2026", load_profile("snapdragon-8-gen-3"))
+
+
+def test_dimensity_8400_holds_its_prefill_fit_and_the_held_out_models_read_within_the_tolerance() -> None:
+    """The compute is fitted on the same two in-sample rows as the efficiency, in Q4_K's FLOPs;
+    the held-out rows (Q4_0 and Q4_K_M of four other models) never move it and read within
+    the tolerance, where one compute figure for every type read Q4_0 0.83-0.89, Q4_K_M 1.26-1.47."""
+    prof = load_profile("dimensity-8400")
+    compute = anchors.fit_prefill_compute("pocketpal-klee", prof)
+    assert prof.compute_gflops_sustained == pytest.approx(compute, abs=0.05)
+    scrambled = tuple(dataclasses.replace(r, prefill_tokens_per_s=1.0) if r.held_out else r for r in anchors.PUBLISHED)
+    assert anchors.fit_prefill_compute("pocketpal-klee", prof, scrambled) == compute
+    rows = anchors.compare_published(only_profile="dimensity-8400")["rows"]
+    held = [r["prefill_tokens_per_s"]["ratio"] for r in rows if r["held_out"]]
+    assert len(held) == 8 and all(abs(x - 1) <= anchors.TOLERANCE for x in held), held
+    with pytest.raises(ValueError, match="reach a little core"):
+        anchors.fit_prefill_compute("pocketpal-s23", load_profile("snapdragon-8-gen-2"),
+                                    tuple(dataclasses.replace(r, held_out=False) for r in anchors.PUBLISHED))
+
+
+def test_prefill_type_rates_are_fitted_on_a_phone_with_no_rows_and_the_others_agree() -> None:
+    """Every profile that carries prefill_type_rates holds the fit on PocketPal's 8 Elite Gen 5
+    (a phone no profile or published row stands for, so the S23 and X7 Pro rows stay held out)
+    and cites it; the two other phones' own medians are within 10 % of it, type by type."""
+    from edgeagent.profiles import list_profiles
+
+    fitted = anchors.prefill_type_rates()
+    assert anchors.PREFILL_RATE_DEVICE == "poco-myron" and fitted == anchors.prefill_type_rates("poco-myron")
+    assert fitted["Q4_0"] > 1.2 and fitted["Q8_0"] > 1.2 and fitted["Q5_K"] < 0.8 and fitted["Q6_K"] < 0.8
+    for device in ("samsung-s23", "poco-x7-klee"):
+        own = anchors.prefill_type_rates(device)
+        assert all(abs(own[t] / fitted[t] - 1) <= 0.10 for t in fitted), (device, own)
+    carrying = []
+    for name in list_profiles():
+        p = load_profile(name)
+        if p.runtime.prefill_type_rates:
+            carrying.append(name)
+            assert p.runtime.prefill_type_rates == pytest.approx(fitted, abs=0.005), name
+            assert any("poco-myron.json" in (s.citation or "") for s in p.sources
+                       if "prefill_type_rates" in s.what), name
+    assert {"snapdragon-8-gen-2", "snapdragon-8-elite", "dimensity-8400"} <= set(carrying)
+    assert "host" not in carrying
+
+
+def test_prefill_type_rates_split_each_file_by_its_q6_k_share() -> None:
+    """A model's per-type rates reproduce its whole-file pp ratios when the estimator's shape
+    of each file is weighed by them (the split is exact, not a fit)."""
+    from edgeagent.estimate import prefill_work
+    from edgeagent.shapes import shape_from_config
+
+    rates = anchors.prefill_type_rates_by_model()["qwen2.5-1.5b"]
+    pp = dict(zip(anchors.PREFILL_RATE_FILES, anchors.PREFILL_RATE_PP["poco-myron"]["qwen2.5-1.5b"]))
+
+    def blocks(quant: str) -> float:  # the block matmuls' time per token, in Q4_K's FLOPs
+        s = shape_from_config("qwen2.5-1.5b", quant)
+        return sum(n / rates.get(t, 1.0) for t, n in s.block_matmul_params_by_type.items())
+
+    for quant in ("q4_0", "q5_k_m", "q6_k", "q8_0"):
+        assert blocks("q4_k_m") / blocks(quant) == pytest.approx(pp[quant] / pp["q4_k_m"], rel=1e-9), quant
+    assert prefill_work(shape_from_config("qwen2.5-1.5b", "q8_0"), 100, None) == pytest.approx(
+        prefill_work(shape_from_config("qwen2.5-1.5b", "q8_0"), 100, {"Q8_0": 1.0}))
 
 
 def test_snapdragon_8_gen_2_holds_its_five_big_core_fit() -> None:

@@ -236,7 +236,18 @@ def test_prefill_is_compute_bound_and_ttft_scales_with_prompt() -> None:
     assert 3.9 < b["ttft_ms"] / a["ttft_ms"] < 4.3  # linear, plus the quadratic attention term
     flops = 2 * s.block_matmul_params * 100 + 2 * s.head.n_elements + 4 * s.n_layers * s.n_head * s.head_dim * 100 * 101 / 2
     assert est.prefill_flops(s, 100) == pytest.approx(flops)
-    assert a["ttft_ms"] == pytest.approx(flops / (ELITE.compute_gflops_sustained * 1e9) * 1e3)
+    # the profile's compute stands for Q4_K: each type's FLOPs at its rate (Q4_K_M holds Q6_K too)
+    rates = ELITE.runtime.prefill_type_rates
+    work = est.prefill_work(s, 100, rates)
+    by_type = s.block_matmul_params_by_type
+    assert set(by_type) == {"Q4_K", "Q6_K"} and work > flops
+    assert work == pytest.approx(flops + 2 * 100 * by_type["Q6_K"] * (1 / rates["Q6_K"] - 1)
+                                 + 2 * s.head.n_elements * (1 / rates["Q6_K"] - 1))
+    assert a["ttft_ms"] == pytest.approx(work / (ELITE.compute_gflops_sustained * 1e9) * 1e3)
+    plain = ELITE.model_copy(update={"runtime": ELITE.runtime.model_copy(update={"prefill_type_rates": {}})})
+    assert est.latency_estimate(s, plain, 100, 2)["ttft_ms"] == pytest.approx(flops / (ELITE.compute_gflops_sustained * 1e9) * 1e3)
+    q8 = est.shape_from_config("qwen2.5-1.5b", "q8_0")  # a Q8_0 file prefills faster than its Q4_K_M
+    assert est.latency_estimate(q8, ELITE, 100, 2)["ttft_ms"] < a["ttft_ms"] / 1.3
 
 
 def test_tpot_grows_with_the_kv_cache() -> None:
@@ -353,8 +364,8 @@ def test_threads_on_little_cores_are_paced_by_their_share_of_the_work() -> None:
     assert little_step_s > bandwidth_step_s  # the little cores, not DRAM, set the pace
     assert lat["tokens_per_s"] == pytest.approx(1 / little_step_s, rel=1e-12)
     assert lat["decode_bound"] == "little-core" and lat["little_core"]["ghz"] == 2.0 and lat["threads"] == 4
-    flops = est.prefill_flops(s, 64)
-    assert lat["ttft_ms"] == pytest.approx(flops / 4 / (est.LITTLE_CORE_INT8_OPS_PER_CYCLE * 2.0e9) * 1e3, rel=1e-12)
+    work = est.prefill_work(s, 64, prof.runtime.prefill_type_rates)  # the little core's share is of the same work
+    assert lat["ttft_ms"] == pytest.approx(work / 4 / (est.LITTLE_CORE_INT8_OPS_PER_CYCLE * 2.0e9) * 1e3, rel=1e-12)
     assert lat["prefill_bound"] == "little-core"
     # more threads on the little cores: a smaller share each, so faster, in proportion
     three = est.latency_estimate(s, prof, 64, 2, threads=3)

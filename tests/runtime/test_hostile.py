@@ -163,6 +163,9 @@ def _profile_text() -> str:
     ("bandwidth_theoretical_gbs = ", "bandwidth_theoretical_gbs = 1e-308 #", "bandwidth_theoretical_gbs"),
     ("compute_gflops_sustained = ", "compute_gflops_sustained = nan #", "compute_gflops_sustained"),
     ("threads = ", "threads = 1000000000000 #", "runtime.threads"),
+    ("prefill_type_rates = { Q4_0 = 1.31", "prefill_type_rates = { Q4_0 = inf", "runtime.prefill_type_rates.Q4_0"),
+    ("prefill_type_rates = { Q4_0 = 1.31", "prefill_type_rates = { Q4_0 = 0.0", "runtime.prefill_type_rates.Q4_0"),
+    ("prefill_type_rates = { Q4_0 = ", "prefill_type_rates = { Q4_X = ", "runtime.prefill_type_rates"),
 ])
 def test_profile_numbers_must_be_finite_and_plausible(tmp_path: Path, old: str, new: str, key: str) -> None:
     path = tmp_path / "p.toml"
