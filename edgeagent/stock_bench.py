@@ -268,9 +268,15 @@ def run_paired_decode(model: Path, binary: Path, source: str, *, threads: int | 
                     records, share = run_llama_bench(binary, args)
                     row["stock_tokens_per_s"], row["stock_cpu_utilization"] = records[0]["avg_ts"], share
                 else:  # the last context token is the call's prompt: its logits give the first token
-                    t = generate_after_prefix(engine, prompt, gen_tokens + 1, context - 1).token_times_ms
+                    g = generate_after_prefix(engine, prompt, gen_tokens + 1, context - 1)
+                    t = g.token_times_ms
                     row["engine_tokens_per_s"] = per_second(len(t) - 1, t[-1] - t[0])
+                    # llama.cpp's own decode timer (llama_decode to its logits), and what the wall
+                    # time adds per token outside it: reading the logits row, the argmax, the loop
+                    row["engine_decode_timer_tokens_per_s"] = g.metrics.tokens_per_s
+                    row["engine_outside_decode_us_per_token"] = (t[-1] - t[0] - g.metrics.decode_ms) / (len(t) - 1) * 1e3
             row["ratio"] = row["engine_tokens_per_s"] / row["stock_tokens_per_s"]
+            row["decode_timer_ratio"] = row["engine_decode_timer_tokens_per_s"] / row["stock_tokens_per_s"]
             rows.append(row)
             if progress is not None:
                 progress(f"pair {i + 1}/{pairs}: engine {row['engine_tokens_per_s']:.1f}, llama-bench "
@@ -292,7 +298,11 @@ def run_paired_decode(model: Path, binary: Path, source: str, *, threads: int | 
             "ratio": "engine / llama-bench decode tokens/s (llama-bench at its defaults; engine at its defaults, wall "
                      "time from the first token to the last)",
             "median_ratio": statistics.median(ratios), "mean_ratio": mean, "ci95": [mean - half, mean + half],
-            "min_ratio": min(ratios), "max_ratio": max(ratios), "verdict": verdict}
+            "min_ratio": min(ratios), "max_ratio": max(ratios), "verdict": verdict,
+            "decode_timer_ratio": "the same pairs with the engine timed by llama.cpp's own decode timer (llama_decode "
+                                  "until its logits are ready), as llama-bench times itself: the llama.cpp work alone",
+            "median_decode_timer_ratio": statistics.median(r["decode_timer_ratio"] for r in rows),
+            "median_outside_decode_us_per_token": statistics.median(r["engine_outside_decode_us_per_token"] for r in rows)}
 
 
 def notes(result: dict) -> list[str]:
