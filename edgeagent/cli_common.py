@@ -123,14 +123,22 @@ def sensitive_gate(policy: str, json_out: bool):
 
 def sensitive_report(policy: str, gate, runs) -> dict:
     """The ``sensitive`` entry of run's and demo's output: the policy given, what the gate did
-    with it here (ask, deny or allow), and the sensitive steps the agent met and had denied."""
+    with it here (ask, deny or allow), the sensitive steps the agent met and had denied, and
+    the tasks a denial ended (demo counts them as failed: the task was not done)."""
+    runs = list(runs)
     steps = [s for run in runs for s in run.steps if s.sensitive]
     return {"policy": policy, "in_effect": gate.in_effect, "steps": len(steps),
-            "denied": sum(1 for s in steps if not s.allowed)}
+            "denied": sum(1 for s in steps if not s.allowed),
+            "tasks_ended_by_denial": sum(1 for run in runs if run.status == "denied")}
 
 
 def sensitive_line(report: dict) -> str:
     how = report["policy"]
     if report["in_effect"] != how:
         how += f" (no terminal to ask at: {report['in_effect']})"
-    return f"sensitive steps: {how} · {report['steps']} met, {report['denied']} denied"
+    line = f"sensitive steps: {how} · {report['steps']} met, {report['denied']} denied"
+    ended = report.get("tasks_ended_by_denial", 0)
+    if ended:
+        line += (f"; the denials ended {ended} task{'' if ended == 1 else 's'} (--sensitive allow lets through "
+                 "the steps a task's words ask for)")
+    return line

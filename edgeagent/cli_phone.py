@@ -259,8 +259,10 @@ def demo_command(
         emit_json(summary)
         return
     table(f"demo: {policy} policy on the emulated phone (seed {seed})", ["#", "app", "instruction", "steps", "result"],
-          [[i, e.task.app, e.task.instruction, e.steps, "ok" if e.success else "FAILED"] for i, e in enumerate(episodes)])
-    line = (f"tasks {summary['tasks']} · success_rate {summary['success_rate']:.0%} · "
+          [[i, e.task.app, e.task.instruction, e.steps, _result(e)] for i, e in enumerate(episodes)])
+    ended = summary["sensitive"]["tasks_ended_by_denial"]
+    line = (f"tasks {summary['tasks']} · success_rate {summary['success_rate']:.0%}"
+            f"{f' ({ended} ended at a denied sensitive step)' if ended else ''} · "
             f"mean steps {summary['steps']:.1f} · wall time {summary['wall_s']:.2f} s · "
             f"sensitive steps not asked for: {summary['unrequested_sensitive']} "
             f"({summary['unrequested_sensitive_allowed']} let through)")
@@ -283,6 +285,13 @@ def demo_command(
                 line += f"\n  caveat: {mah['caveat']}"
     console.print(line)
     console.print(sensitive_line(summary["sensitive"]), highlight=False)
+
+
+def _result(episode) -> str:
+    """A demo row's result: ok, FAILED, or denied (a sensitive step the gate refused ended it)."""
+    if episode.success:
+        return "ok"
+    return "denied" if episode.run is not None and episode.run.status == "denied" else "FAILED"
 
 
 def _target_or_fail(name: str):

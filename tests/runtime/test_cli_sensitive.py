@@ -48,13 +48,18 @@ def _demo(*args: str) -> dict:
 def test_demo_applies_and_reports_the_policy() -> None:
     allowed = _demo("--sensitive", "allow")
     assert allowed["success_rate"] == 1.0
-    assert allowed["sensitive"] == {"policy": "allow", "in_effect": "allow", "steps": 6, "denied": 0}  # two taps: "Delete alarm", then "Delete"
+    assert allowed["sensitive"] == {"policy": "allow", "in_effect": "allow", "steps": 6, "denied": 0,  # two taps:
+                                    "tasks_ended_by_denial": 0}  # "Delete alarm", then "Delete"
     denied = _demo("--sensitive", "deny")
     assert denied["success_rate"] == 0.0  # the expert stops at the first Delete, as the agent would
-    assert denied["sensitive"] == {"policy": "deny", "in_effect": "deny", "steps": 3, "denied": 3}
+    assert denied["sensitive"] == {"policy": "deny", "in_effect": "deny", "steps": 3, "denied": 3,
+                                   "tasks_ended_by_denial": 3}
     assert _demo()["sensitive"]["policy"] == "ask"  # the default, as run's
     human = runner.invoke(app, ["demo", "--policy", "expert", "--n", "2", "--templates", "delete_alarm"])
-    assert "sensitive steps: ask (no terminal to ask at: deny) · 2 met, 2 denied" in human.stdout
+    flat = " ".join(human.stdout.split())  # the console wraps at its width
+    assert "sensitive steps: ask (no terminal to ask at: deny) · 2 met, 2 denied; the denials ended 2 tasks" in flat
+    rows = [line for line in human.stdout.splitlines() if "Delete the" in line]
+    assert len(rows) == 2 and all("denied" in line and "FAILED" not in line for line in rows), human.stdout
 
 
 def test_a_bad_policy_is_one_line_naming_it() -> None:
