@@ -263,8 +263,10 @@ def stock_command(
                 console.print(f"decode, {paired} pairs after {result['context_tokens']} tokens: engine / llama-bench "
                               f"median {result['median_ratio']:.3f}, mean {result['mean_ratio']:.3f} (95 % interval "
                               f"{result['ci95'][0]:.3f}-{result['ci95'][1]:.3f}): {result['verdict']}", highlight=False)
+                low, high = result["decode_timer_ci95"]
                 console.print(f"by llama.cpp's own decode timer the engine reads {result['median_decode_timer_ratio']:.3f} "
-                              f"(median); its wall time adds {result['median_outside_decode_us_per_token']:.0f} us a "
+                              f"(median; mean {result['mean_decode_timer_ratio']:.3f}, 95 % interval {low:.3f}-{high:.3f}); "
+                              f"its wall time adds {result['median_outside_decode_us_per_token']:.0f} us a "
                               "token outside llama_decode (reading the logits row, the argmax, the loop), work "
                               "llama-bench's tg does not do", highlight=False)
             return

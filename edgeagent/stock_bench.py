@@ -235,6 +235,11 @@ def run_stock_bench(engine: dict, binary: Path, source: str, *, reps: int, progr
     return result
 
 
+def _mean_and_half_interval(values: list[float]) -> tuple[float, float]:
+    """The mean and the half-width of its 95 % interval (normal approximation)."""
+    return statistics.mean(values), 1.96 * statistics.stdev(values) / math.sqrt(len(values))
+
+
 def run_paired_decode(model: Path, binary: Path, source: str, *, threads: int | None, prompt_tokens: int,
                       gen_tokens: int, depth: int, pairs: int, attention: str = "on", progress=None) -> dict:
     """Decode against llama-bench's defaults, in interleaved pairs.
@@ -284,8 +289,8 @@ def run_paired_decode(model: Path, binary: Path, source: str, *, threads: int | 
     finally:
         engine.close()
     ratios = [r["ratio"] for r in rows]
-    mean = statistics.mean(ratios)
-    half = 1.96 * statistics.stdev(ratios) / math.sqrt(len(ratios))
+    mean, half = _mean_and_half_interval(ratios)
+    timer_mean, timer_half = _mean_and_half_interval([r["decode_timer_ratio"] for r in rows])
     if mean - half > 1:
         verdict = "the engine decodes faster"
     elif mean + half < 1:
@@ -302,6 +307,7 @@ def run_paired_decode(model: Path, binary: Path, source: str, *, threads: int | 
             "decode_timer_ratio": "the same pairs with the engine timed by llama.cpp's own decode timer (llama_decode "
                                   "until its logits are ready), as llama-bench times itself: the llama.cpp work alone",
             "median_decode_timer_ratio": statistics.median(r["decode_timer_ratio"] for r in rows),
+            "mean_decode_timer_ratio": timer_mean, "decode_timer_ci95": [timer_mean - timer_half, timer_mean + timer_half],
             "median_outside_decode_us_per_token": statistics.median(r["engine_outside_decode_us_per_token"] for r in rows)}
 
 

@@ -252,6 +252,8 @@ def test_bench_stock_paired_decode_alternates_and_compares_each_pair(tmp_path) -
         assert p["engine_decode_timer_tokens_per_s"] > p["engine_tokens_per_s"] and p["engine_outside_decode_us_per_token"] > 0
         assert p["decode_timer_ratio"] == pytest.approx(p["engine_decode_timer_tokens_per_s"] / p["stock_tokens_per_s"])
     assert result["median_decode_timer_ratio"] > result["median_ratio"]
+    low, high = result["decode_timer_ci95"]
+    assert low <= result["mean_decode_timer_ratio"] <= high
     low, high = result["ci95"]
     assert low <= result["mean_ratio"] <= high and result["min_ratio"] <= result["median_ratio"] <= result["max_ratio"]
     assert result["verdict"].startswith(("the engine decodes faster", "the engine decodes slower", "the same speed"))
