@@ -245,8 +245,9 @@ POCKETPAL_KLEE = {
                  "(pull request #722); its peak_memory_mb is device-wide RAM and is not used",
     "caveat": "the profile's bandwidth efficiency is fitted on this source's Qwen2.5-1.5B Q4_0 and Q4_K_M decode "
               "(in-sample), and its compute on the same two rows' prefill (fit_prefill_compute, in Q4_K's FLOPs under "
-              "the profile's prefill_type_rates); the other models are held out. The Q8_0 rows are left out: their ratio to Q4_K_M set the profile's wide_weight_rate. "
-              "The unfitted 0.5 read this phone 1.2-1.5x too fast",
+              "the profile's prefill_type_rates); the other models are held out. The Q8_0 rows are left out: "
+              "their ratio to Q4_K_M set the profile's wide_weight_rate. The unfitted 0.5 read this phone 1.2-1.5x "
+              "too fast",
 }
 
 # A ninth source: the Snapdragon 8 Gen 2 with its decode threads pinned to its five big cores, the
@@ -615,8 +616,6 @@ def prefill_type_rates_by_model(device: str = PREFILL_RATE_DEVICE) -> dict[str, 
         Q4_0, Q8_0:  R = r / T                    (one type each)
         Q5_K:  T / r5 = (1 - s) / R5 + s / R6     ->  R5 = (1 - s) / (T / r5 - s / R6)
     """
-    from collections import Counter
-
     from edgeagent.shapes import shape_from_config
 
     out = {}
@@ -625,12 +624,8 @@ def prefill_type_rates_by_model(device: str = PREFILL_RATE_DEVICE) -> dict[str, 
             continue
         pp = dict(zip(PREFILL_RATE_FILES, cells))
         r = {q: pp[q] / pp["q4_k_m"] for q in PREFILL_RATE_FILES}
-        shape = shape_from_config(PREFILL_RATE_SHAPES[model], "q4_k_m")
-        by_type = Counter()
-        for t in shape.block_tensors:
-            if len(t.shape) >= 2:
-                by_type[t.ggml_type] += t.n_elements
-        s = by_type["Q6_K"] / sum(by_type.values())
+        by_type = shape_from_config(PREFILL_RATE_SHAPES[model], "q4_k_m").block_matmul_params_by_type
+        s = by_type.get("Q6_K", 0) / sum(by_type.values())
         r6 = (r["q6_k"] - s) / (1 - s)
         t_ref = (1 - s) + s / r6
         out[model] = {"Q4_0": r["q4_0"] / t_ref, "Q8_0": r["q8_0"] / t_ref, "Q6_K": r6,

@@ -176,21 +176,19 @@ def prefill_flops(shape: ModelShape, prompt_tokens: int) -> float:
     C ~ 2N), the output head for the last token only (llama.cpp computes logits just for the
     positions that ask for them), and causal attention, token t attending to t positions.
     Without flash attention llama.cpp computes the masked full square, up to 2x this term."""
-    T = prompt_tokens
-    causal_positions = T * (T + 1) / 2
-    return 2 * shape.block_matmul_params * T + 2 * shape.head.n_elements + attention_flops(shape, 1) * causal_positions
+    return prefill_work(shape, prompt_tokens)
 
 
 def prefill_work(shape: ModelShape, prompt_tokens: int, type_rates: dict[str, float] | None = None) -> float:
     """``prefill_flops`` in the FLOPs of the type a profile's compute stands for (Q4_K): each
     weight's matmul FLOPs divided by its type's prefill rate (``runtime.prefill_type_rates``; a
     type not listed, and attention, at 1). Without rates it is ``prefill_flops``."""
-    if not type_rates:
-        return prefill_flops(shape, prompt_tokens)
+    rates = type_rates or {}
     T = prompt_tokens
-    blocks = sum(n / type_rates.get(kind, 1.0) for kind, n in shape.block_matmul_params_by_type.items())
-    head = shape.head.n_elements / type_rates.get(shape.head.ggml_type, 1.0)
-    return 2 * blocks * T + 2 * head + attention_flops(shape, 1) * T * (T + 1) / 2
+    blocks = sum(n / rates.get(kind, 1.0) for kind, n in shape.block_matmul_params_by_type.items())
+    head = shape.head.n_elements / rates.get(shape.head.ggml_type, 1.0)
+    causal_positions = T * (T + 1) / 2
+    return 2 * blocks * T + 2 * head + attention_flops(shape, 1) * causal_positions
 
 
 # --- threads on little cores -----------------------------------------------------------------
@@ -349,8 +347,8 @@ def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, ge
 
     Prefill is compute-bound: the prompt's FLOPs at the sustained compute (which stands for
     Q4_K; each other weight type's FLOPs at its ``runtime.prefill_type_rates`` rate,
-    ``prefill_work``), unless reading the weights once per physical batch takes longer. TTFT is the prefill (it yields the
-    first token's logits). Each later token is one decode step, bandwidth-bound:
+    ``prefill_work``), unless reading the weights once per physical batch takes longer. TTFT
+    is the prefill (it yields the first token's logits). Each later token is one decode step, bandwidth-bound:
     tokens/s = eta * bandwidth / bytes read per token, with the KV read growing as the
     context fills; ``runtime.decode_overhead_ms`` adds a fixed per-step cost (calibrated).
 
@@ -383,10 +381,10 @@ def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, ge
         return little_core_s(work, n_threads, little.ghz, per_cycle) if little else 0.0
 
     n_batches = max(1, math.ceil(prompt_tokens / rt.n_ubatch))
-    flops = prefill_work(shape, prompt_tokens, rt.prefill_type_rates)
-    prefill_compute_s = flops / compute
+    work = prefill_work(shape, prompt_tokens, rt.prefill_type_rates)  # FLOPs, in Q4_K's
+    prefill_compute_s = work / compute
     prefill_memory_s = n_batches * shape.weights_bytes / bandwidth
-    prefill_little_s = on_little(flops, ops_per_cycle)
+    prefill_little_s = on_little(work, ops_per_cycle)
     prefill_s = max(prefill_compute_s, prefill_memory_s, prefill_little_s)
 
     steps = max(gen_tokens - 1, 0)

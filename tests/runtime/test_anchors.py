@@ -88,6 +88,20 @@ def test_prefill_type_rates_are_fitted_on_a_phone_with_no_rows_and_the_others_ag
     assert "host" not in carrying
 
 
+def test_prefill_rate_cells_are_the_rows_cells() -> None:
+    """PREFILL_RATE_PP repeats the S23's and the X7 Pro's Q4_0 and Q4_K_M prefill cells that are
+    also --compare-published rows: the two tables hold the same numbers."""
+    sources = {"pocketpal-s23": "samsung-s23", "pocketpal-klee": "poco-x7-klee"}
+    by_id = {model: pid for pid, (model, _, _) in anchors.POCKETPAL_MODELS.items()}
+    checked = 0
+    for r in anchors.PUBLISHED:
+        if r.source in sources and r.shape:
+            cells = dict(zip(anchors.PREFILL_RATE_FILES, anchors.PREFILL_RATE_PP[sources[r.source]][by_id[r.model]]))
+            assert cells[r.quant.lower()] == r.prefill_tokens_per_s, (r.source, r.model, r.quant)
+            checked += 1
+    assert checked == 20
+
+
 def test_prefill_type_rates_split_each_file_by_its_q6_k_share() -> None:
     """A model's per-type rates reproduce its whole-file pp ratios when the estimator's shape
     of each file is weighed by them (the split is exact, not a fit)."""
