@@ -278,8 +278,31 @@ LLAMACPP_S23U = {
               "(72.7 t/s) ran on all 8 cores, A510s included, so it does not set the 5-thread compute",
 }
 
+# A tenth source: the Snapdragon 8 Elite under a 2026 llama.cpp release build (llama-bench, 6 threads), a
+# developer's committed raw output. Held out: the 8 Elite profile is fitted on Ehsani's 2025 llama-cli rows
+# at 8 threads, so these rows test how that fit carries to a newer build and fewer threads.
+QMESH_S25U = {
+    "id": "qmesh-s25u",
+    "citation": "SatyamGaba/Qmesh-AI (GitHub, commit 6ad05d5c): results/energy/bench_local_cpu_pp128tg32.txt and "
+                "bench_local_cpu_tg256.txt (llama-bench's raw tables), the conditions in results/RUNLOG.md "
+                "('Controlled phone re-bench (unplugged, 90%, 28 C, screen on)'), the device and binary in STATUS.md",
+    "url": "https://github.com/SatyamGaba/Qmesh-AI",
+    "device": "Samsung Galaxy S25 Ultra (SM-S938U1, Snapdragon 8 Elite SM8750), Android 16",
+    "profile": "snapdragon-8-elite",
+    "runtime": "llama.cpp b10270 (071327508), the official android-arm64 prebuilt (its armv9.2 CPU variant), "
+               "llama-bench on the CPU (-ngl 0), 6 threads, pp128 / tg32 (-r 3) and tg256, its defaults otherwise",
+    "energy_includes": "no energy or power published in these runs",
+    "time_is": "llama-bench's t/s (mean of the repetitions)",
+    "memory_is": "not published (the GGUF: 2.21 GiB)",
+    "caveat": "a 2026 build at 6 threads, while the profile's decode (efficiency 0.534 plus 10.4 ms a token) and "
+              "compute are fitted on Ehsani's 2025 llama-cli rows at 8 threads, all of the SoC's cores. The same "
+              "repository's earlier sweep (STATUS.md, a run it later calls a bad state: tg32 10.5 t/s at 4 threads, "
+              "10.6 at 6, 8.0 at 8) has all 8 threads the slowest. Without the 10.4 ms per token these rows would "
+              "read about 0.8 on decode (a one-off check, not a figure this command prints)",
+}
+
 SOURCES = {s["id"]: s for s in (EHSANI, GEERLING_Q6A, TUMMALAPALLI, HUANG_8ELITE, HUANG_8GEN3, XIAO, LLMRS2_S25,
-                                POCKETPAL_S23, POCKETPAL_KLEE, LLAMACPP_S23U)}
+                                POCKETPAL_S23, POCKETPAL_KLEE, LLAMACPP_S23U, QMESH_S25U)}
 
 
 @dataclass(frozen=True)
@@ -476,6 +499,14 @@ PUBLISHED: tuple[Anchor, ...] = (
                   "14.26, b10369 13.92; prompt tok/s (~2k tokens, 8 threads on all cores) 72.7, 73.9, 64.5",
                   "PocketPal's S23 cell of the same model and type at 6 unpinned threads: tg64 12.99 t/s "
                   "(samsung-s23.json), 0.84x of this run's 5 pinned big cores")),
+    # A tenth source, the 8 Elite under a 2026 release build at 6 threads: held out.
+    Anchor("qmesh-s25u", "Qwen3-4B-Instruct-2507", "Q4_0", 128, 32, True, "qwen3-4b", 4.02, 2.21 * 1024,
+           prefill_tokens_per_s=126.82, decode_tokens_per_s=24.53, threads=6,
+           notes=("bench_local_cpu_pp128tg32.txt: pp128 126.82 +- 13.43, tg32 24.53 +- 0.37 t/s (2.21 GiB, 4.02 B); "
+                  "Qwen3-4B-Instruct-2507 has Qwen3-4B's config",)),
+    Anchor("qmesh-s25u", "Qwen3-4B-Instruct-2507", "Q4_0", 1, 256, True, "qwen3-4b", 4.02, 2.21 * 1024,
+           decode_tokens_per_s=23.69, threads=6,
+           notes=("bench_local_cpu_tg256.txt: tg256 23.69 +- 1.14 t/s, the same build and file",)),
     # A fifth team (Xiao et al.), llama.cpp CPU on a Dimensity 9300 tablet: held out. The estimator
     # has no Llama-2-7B shape, so the row is listed without ratios (with the reason).
     Anchor("xiao2024", "Llama-2-7B", "4-bit K-quant", 64, 128, True, None, 7.0, prefill_tokens_per_s=10.63,

@@ -236,7 +236,7 @@ def test_compare_published_json_contract() -> None:
     assert {row["source"] for row in data["rows"]} == {"ehsani2026", "geerling-q6a", "tummalapalli2026",
                                                        "huang2025-8elite", "huang2025-8gen3", "xiao2024",
                                                        "llmrs2-s25", "pocketpal-s23", "pocketpal-klee",
-                                                       "llamacpp-s23u"}
+                                                       "llamacpp-s23u", "qmesh-s25u"}
     for row in data["rows"]:
         assert isinstance(row["held_out"], bool) and isinstance(row["comparable"], bool)
         for key in ("decode_tokens_per_s", "run_s", "joules_per_run", "peak_memory_mb"):
@@ -602,3 +602,19 @@ def test_decode_misses_names_a_profiles_held_out_rows_outside_the_tolerance() ->
     assert anchors.decode_misses("tensor-g3") is None
     assert anchors.decode_misses("snapdragon-8-gen-2") is None  # its S23 rows read 0.82-1.05
     assert "huang2025-8elite" in anchors.decode_misses("snapdragon-8-elite")
+
+
+def test_qmesh_rows_are_held_out_and_their_shape_is_the_published_file() -> None:
+    """The 2026 release-build rows on the 8 Elite are held out (nothing is fitted on them), and the
+    estimator's Qwen3-4B Q4_0 shape holds the bytes llama-bench printed for the file (2.21 GiB)."""
+    from edgeagent.shapes import shape_from_config
+
+    rows = [r for r in anchors.PUBLISHED if r.source == "qmesh-s25u"]
+    assert len(rows) == 2 and all(r.held_out and r.threads == 6 and r.shape == "qwen3-4b" for r in rows)
+    shape = shape_from_config("qwen3-4b", "q4_0")
+    assert shape.weights_bytes / 2**30 == pytest.approx(2.21, rel=0.01)
+    scrambled = tuple(dataclasses.replace(r, decode_tokens_per_s=1.0, prefill_tokens_per_s=1.0)
+                      if r.source == "qmesh-s25u" else r for r in anchors.PUBLISHED)
+    rates = ELITE.runtime.prefill_type_rates
+    assert (anchors.fit_phone_model("ehsani2026", 84.8, scrambled, rates)
+            == anchors.fit_phone_model("ehsani2026", 84.8, anchors.PUBLISHED, rates))
