@@ -864,6 +864,50 @@ def unfitted_efficiency(profiles: dict[str, Any] | None = None) -> float:
     return statistics.median(effective_efficiency(profiles.get(n) or load_profile(n)) for n in FITTED_PHONES)
 
 
+# int8 multiply-add operations (2 each) one core issues per cycle, by core type (the first word or
+# two of a cluster's ``core``): 32 per 128-bit SDOT pipe (16 int8 MACs) x pipes: Cortex-X2/X3/X4/X925
+# and Oryon 4, Cortex-A7xx 2. Little in-order cores are paced by their own fitted term instead.
+CORE_INT8_OPS_PER_CYCLE = {"Cortex-X": 128, "Oryon": 128, "Cortex-A7": 64}
+
+
+def int8_peak_gops(profile: Any, threads: int | None = None) -> float:
+    """The int8 peak of the ``threads`` (default: the profile's) fastest cores, GOPS: the sum of
+    ops per cycle x GHz, the figure the phone profiles' derived compute is a fraction of."""
+    left = profile.runtime.threads if threads is None else threads
+    peak = 0.0
+    for cluster in sorted(profile.cpu_clusters, key=lambda c: -c.ghz):
+        kind = next((k for k in CORE_INT8_OPS_PER_CYCLE if (cluster.core or "").startswith(k)), None)
+        if kind is None:
+            raise ValueError(f"{profile.name}: no int8 rate for core {cluster.core!r} (cluster {cluster.name})")
+        used = min(left, cluster.cores)
+        peak += used * CORE_INT8_OPS_PER_CYCLE[kind] * cluster.ghz
+        left -= used
+        if left == 0:
+            return peak
+    raise ValueError(f"{profile.name}: {threads} threads but fewer cores")
+
+
+# The phones whose compute is fitted on published prefill of a 2026 llama.cpp build like the one
+# the project vendors. The 8 Elite's is fitted too, on Ehsani's 2025 llama-cli rows (6 % of its
+# peak), and a 2026 release build prefills ~3x faster on the same SoC (qmesh-s25u): it stands for
+# that protocol, not for today's build, so it is not among them.
+FITTED_COMPUTE_PHONES = ("dimensity-8400",)
+
+
+def compute_utilization(profile: Any) -> float:
+    """``compute_gflops_sustained`` as a fraction of ``int8_peak_gops`` (both in Q4_K's terms)."""
+    return profile.compute_gflops_sustained / int8_peak_gops(profile)
+
+
+def unfitted_compute_utilization(profiles: dict[str, Any] | None = None) -> float:
+    """The fraction of its int8 peak a phone profile with no fitted compute takes: the median of
+    ``FITTED_COMPUTE_PHONES``' (one phone today, so its own)."""
+    from edgeagent.profiles import load_profile
+
+    profiles = profiles or {}
+    return statistics.median(compute_utilization(profiles.get(n) or load_profile(n)) for n in FITTED_COMPUTE_PHONES)
+
+
 @dataclass(frozen=True)
 class LittleCoreFit:
     """The in-order little-core constants (``estimate.LITTLE_CORE_*``) and the one row they come from."""

@@ -186,6 +186,26 @@ def test_a_phone_with_no_run_of_its_own_takes_the_fitted_phones_median(name: str
     assert anchors.effective_efficiency(prof) == pytest.approx(prof.bandwidth_efficiency, rel=0.01)
 
 
+@pytest.mark.parametrize("name", ("snapdragon-8-gen-2",) + UNFITTED_PHONES)
+def test_a_phone_with_no_prefill_run_takes_the_fitted_compute_fraction(name: str) -> None:
+    """Its compute is the fitted phones' fraction of the int8 peak of its default threads' cores
+    (the Dimensity 8400's, fitted on a 2026 build), to a tenth of a GFLOP/s, and it says so."""
+    prof = load_profile(name)
+    u = anchors.unfitted_compute_utilization()
+    assert u == pytest.approx(anchors.compute_utilization(load_profile("dimensity-8400")))
+    assert prof.compute_gflops_sustained == pytest.approx(u * anchors.int8_peak_gops(prof), abs=0.06)
+    assert any("unfitted_compute_utilization" in s.what for s in prof.sources)
+
+
+def test_int8_peak_counts_the_fastest_cores_first() -> None:
+    gen2 = load_profile("snapdragon-8-gen-2")  # 1x X3 3.2 + 2x A715 2.8 + 2x A710 2.8 + 3x A510
+    assert anchors.int8_peak_gops(gen2) == pytest.approx(3.2 * 128 + 4 * 2.8 * 64)
+    assert anchors.int8_peak_gops(gen2, threads=1) == pytest.approx(3.2 * 128)
+    with pytest.raises(ValueError, match="no int8 rate"):
+        anchors.int8_peak_gops(gen2, threads=6)  # the sixth thread is an A510's: paced by its own term
+    assert anchors.compute_utilization(load_profile("snapdragon-8-elite")) < 0.1  # a 2025 llama-cli fit, not used
+
+
 def test_every_phone_profile_is_fitted_or_takes_the_fitted_median() -> None:
     from edgeagent.profiles import list_profiles
 
