@@ -221,8 +221,9 @@ POCKETPAL_S23 = {
               "twice: 15.48 tok/s on the five big cores (llamacpp-s23u, which also sets the profile's 5-thread "
               "efficiency) and 12.99 tok/s here at 6 threads (this source's Qwen3.5-2B row, in-sample). These rows "
               "are held out and fitted by neither. The two runs differ in build and context depth. At the A55 pace "
-              "the rows read 0.35-0.45. Prefill stays at the A55's int8 pace, with nothing to measure the A510's "
-              "by, and reads 0.14-0.17. The Q8_0 cells are left out: their ratio to Q4_K_M set the profile's "
+              "the rows read 0.35-0.45. The A510's prefill pace (20.8 Q4_K-FLOPs a cycle, 6.3x the A55's) comes "
+              "from the same in-sample row's prompt speed, its work from the file's block bytes; at the A55's "
+              "pace the rows read 0.14-0.17. The Q8_0 cells are left out: their ratio to Q4_K_M set the profile's "
               "wide_weight_rate",
 }
 
@@ -826,6 +827,43 @@ def fit_core_decode_pace(profile: Any, big: Anchor, with_little: Anchor) -> tupl
     return little.core, with_little.decode_tokens_per_s * step_bytes / (with_little.threads * little.ghz * 1e9)
 
 
+def q4_k_m_work_per_byte(profile: Any) -> float:
+    """Prefill work (``estimate.prefill_work``, Q4_K's FLOPs) per byte of a Q4_K_M file's block
+    matmul weights under ``profile``'s type rates, the median over the estimator's shapes of the
+    prefill-rate models. Q6_K is both wider and slower than Q4_K, so the figure barely moves with
+    a file's Q4_K/Q6_K split (3.61-3.63 over those shapes): a file's block bytes give its work."""
+    from edgeagent.shapes import shape_from_config
+
+    rates = profile.runtime.prefill_type_rates
+    per_byte = []
+    for name in sorted(set(PREFILL_RATE_SHAPES.values())):
+        shape = shape_from_config(name, "q4_k_m")
+        block_bytes = sum(t.n_bytes for t in shape.block_tensors if len(t.shape) >= 2)
+        work = 2 * sum(n / rates.get(kind, 1.0) for kind, n in shape.block_matmul_params_by_type.items())
+        per_byte.append(work / block_bytes)
+    return statistics.median(per_byte)
+
+
+def fit_core_prefill_pace(profile: Any, big: Anchor, with_little: Anchor) -> tuple[str, float]:
+    """The prefill pace (Q4_K's FLOPs per cycle) of the little core ``with_little``'s extra thread
+    reaches, from the pair ``fit_core_decode_pace`` reads: ``with_little``'s prompt speed is paced
+    by that core's 1/n share of a token's work. Neither model has an estimator shape, so the work
+    comes from bytes: ``big``'s file bytes, less the token embedding (the repacked copy of the tied
+    head that ``with_little``'s load log holds beyond the file, the same table), are the blocks,
+    at ``q4_k_m_work_per_byte``; the head runs for the last token only.
+
+        ops per cycle = prompt tok/s x work per token / (n threads x the core's GHz x 1e9)
+    """
+    little = profile.little_cluster_reached(with_little.threads)
+    if little is None or not with_little.prefill_tokens_per_s:
+        raise ValueError(f"{with_little.source} at {with_little.threads} threads must reach a little core on "
+                         f"{profile.name} and publish a prompt speed")
+    head_bytes = (with_little.weights_mib - big.weights_mib) * 2**20
+    block_bytes = big.weights_mib * 2**20 - head_bytes
+    work = q4_k_m_work_per_byte(profile) * block_bytes
+    return little.core, with_little.prefill_tokens_per_s * work / (with_little.threads * little.ghz * 1e9)
+
+
 def a510_pace_rows(rows: tuple[Anchor, ...] = PUBLISHED) -> tuple[Anchor, Anchor]:
     """The pair that measures the Cortex-A510 (``fit_core_decode_pace``): the 8 Gen 2's run on its
     big cores and the Galaxy S23's cell of the same GGUF at 6 threads, both in-sample."""
@@ -1167,6 +1205,7 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
     a510_rows = a510_pace_rows()
     gen2 = profiles.get("snapdragon-8-gen-2") or load_profile("snapdragon-8-gen-2")
     a510_core, a510_pace = fit_core_decode_pace(gen2, *a510_rows)
+    _, a510_prefill = fit_core_prefill_pace(gen2, *a510_rows)
     return {
         "source": "estimated vs published",
         "sources": sources,
@@ -1176,7 +1215,10 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
                          "decode_per_core": {"used": dict(est.CORE_DECODE_BYTES_PER_CYCLE),
                                              "fit": {a510_core: a510_pace, "from": [f"{r.source} {r.model} {r.quant}, "
                                                                                     f"{r.threads} threads"
-                                                                                    for r in a510_rows]}}},
+                                                                                    for r in a510_rows]}},
+                         "prefill_per_core": {"used": dict(est.CORE_PREFILL_OPS_PER_CYCLE),
+                                              "fit": {a510_core: a510_prefill,
+                                                      "q4_k_m_work_per_byte": q4_k_m_work_per_byte(gen2)}}},
         "type_rates": {"source": POCKETPAL, "devices": {
             d: {"soc": soc, "wide_weight_rate": wide_weight_rate(d), "models": len(rs),
                 "rows": [dict(zip(("model", "q4_k_m_mib", "q4_k_m_tg", "q8_0_mib", "q8_0_tg"), r)) for r in rs]}
@@ -1208,7 +1250,10 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
             f"({little.threads} threads, {little.core} @ {little.ghz:g} GHz), except where a core type's own "
             f"decode pace is measured ({', '.join(f'{c} {v:g}' for c, v in est.CORE_DECODE_BYTES_PER_CYCLE.items())} "
             f"bytes/cycle: the same GGUF on the Snapdragon 8 Gen 2's 5 big cores and at 6 threads, "
-            f"anchors.fit_core_decode_pace); power is the profile's power for the "
+            f"anchors.fit_core_decode_pace) and its prefill pace "
+            f"({', '.join(f'{c} {v:g}' for c, v in est.CORE_PREFILL_OPS_PER_CYCLE.items())} ops/cycle: the 6-thread "
+            f"run's prompt speed, its work from the file's block bytes, anchors.fit_core_prefill_pace); power is the "
+            f"profile's power for the "
             f"row's threads (estimate.phase_power_w: its busy cores' share by their published per-core power where "
             f"the profile gives it, else its W per busy thread x threads)",
             "decode reads Q8_0, F16, BF16 and F32 weights (and an F16 or Q8_0 cache) runtime.wide_weight_rate "

@@ -213,13 +213,28 @@ LITTLE_CORE_INT8_OPS_PER_CYCLE = 3.30  # prefill: matmul FLOPs (int8 multiply-ad
 # repacked i8mm matmuls against older generic ones) more than the core.
 CORE_DECODE_BYTES_PER_CYCLE = {"Cortex-A510": 1.511}
 
+# And its own prefill pace, in Q4_K's FLOPs (``prefill_work``) per cycle: the same S23 cell's
+# prompt speed at 6 threads, its work per token from the file's block bytes (a Q4_K_M file's
+# blocks cost 3.61 Q4_K-FLOPs a byte, whatever its Q4_K/Q6_K split), ``anchors.fit_core_prefill_pace``;
+# a test holds the figure to it. Every other little core prefills at LITTLE_CORE_INT8_OPS_PER_CYCLE.
+CORE_PREFILL_OPS_PER_CYCLE = {"Cortex-A510": 20.76}
+
+
+def _core_kind(core: str | None) -> str:
+    """A profile's cluster name for a core type, e.g. "Cortex-A55 (Kryo 670 Silver)": its first word."""
+    return core.split()[0] if core else ""
+
 
 def little_decode_pace(core: str | None) -> float:
-    """Decode bytes per cycle of one in-order little core of type ``core`` (a profile's cluster
-    name for it, e.g. "Cortex-A55 (Kryo 670 Silver)": its first word is the type): its own
+    """Decode bytes per cycle of one in-order little core of type ``core``: its own measured pace,
+    else the fitted one for every little core."""
+    return CORE_DECODE_BYTES_PER_CYCLE.get(_core_kind(core), LITTLE_CORE_BYTES_PER_CYCLE)
+
+
+def little_prefill_pace(core: str | None) -> float:
+    """Prefill FLOPs (in Q4_K's) per cycle of one in-order little core of type ``core``: its own
     measured pace, else the fitted one for every little core."""
-    kind = core.split()[0] if core else ""
-    return CORE_DECODE_BYTES_PER_CYCLE.get(kind, LITTLE_CORE_BYTES_PER_CYCLE)
+    return CORE_PREFILL_OPS_PER_CYCLE.get(_core_kind(core), LITTLE_CORE_INT8_OPS_PER_CYCLE)
 
 
 def little_core_s(work: float, threads: int, ghz: float, per_cycle: float) -> float:
@@ -365,7 +380,7 @@ def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, ge
     (``Profile.little_cluster_reached``) every step is at least ``little_core_s`` of its
     work: bytes read per token in decode, FLOPs in prefill, at the core's decode pace
     (``little_decode_pace``: its own where measured, else ``LITTLE_CORE_BYTES_PER_CYCLE``) and
-    ``LITTLE_CORE_INT8_OPS_PER_CYCLE``, unless given (the fit in ``anchors`` passes its own).
+    ``little_prefill_pace`` (else ``LITTLE_CORE_INT8_OPS_PER_CYCLE``), unless given (the fit in ``anchors`` passes its own).
     """
     rt = profile.runtime
     n_threads = rt.threads if threads is None else threads
@@ -373,7 +388,7 @@ def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, ge
     bandwidth = profile.bandwidth_theoretical_gbs * 1e9 * profile.bandwidth_efficiency  # bytes/s
     compute = profile.compute_gflops_sustained * 1e9  # FLOP/s
 
-    ops_per_cycle = little_int8_ops_per_cycle or LITTLE_CORE_INT8_OPS_PER_CYCLE
+    ops_per_cycle = little_int8_ops_per_cycle or (little_prefill_pace(little.core) if little else None)
     # the little core's decode pace, resolved once for every step below
     bytes_per_cycle = little_bytes_per_cycle or (little_decode_pace(little.core) if little else None)
 

@@ -638,3 +638,21 @@ def test_qmesh_rows_are_held_out_and_their_shape_is_the_published_file() -> None
     rates = ELITE.runtime.prefill_type_rates
     assert (anchors.fit_phone_model("ehsani2026", 84.8, scrambled, rates)
             == anchors.fit_phone_model("ehsani2026", 84.8, anchors.PUBLISHED, rates))
+
+
+def test_the_a510_prefill_pace_is_its_in_sample_fit_and_the_s23_rows_read_within_the_tolerance() -> None:
+    """The A510's prefill pace comes from the in-sample S23 Qwen3.5-2B cell (its work from the
+    file's block bytes); the ten held-out S23 rows, fitted by nothing, then read within ±25 %
+    (0.14-0.17 at the A55's pace). Every other little core keeps the A55's fitted pace."""
+    gen2 = load_profile("snapdragon-8-gen-2")
+    core, pace = anchors.fit_core_prefill_pace(gen2, *anchors.a510_pace_rows())
+    assert core == "Cortex-A510" and est.CORE_PREFILL_OPS_PER_CYCLE[core] == pytest.approx(pace, abs=0.01)
+    assert est.little_prefill_pace("Cortex-A55 (Kryo 670 Silver)") == est.LITTLE_CORE_INT8_OPS_PER_CYCLE
+    assert est.little_prefill_pace("Cortex-A510") == est.CORE_PREFILL_OPS_PER_CYCLE["Cortex-A510"]
+    # the work per block byte of a Q4_K_M file hardly depends on its Q4_K/Q6_K split
+    assert 3.5 < anchors.q4_k_m_work_per_byte(gen2) < 3.7
+    rows = anchors.compare_published(only_profile="snapdragon-8-gen-2")["rows"]
+    held = [r["prefill_tokens_per_s"]["ratio"] for r in rows if r["held_out"] and r["source"] == "pocketpal-s23"]
+    assert len(held) == 10 and all(abs(x - 1) <= anchors.TOLERANCE for x in held), held
+    with pytest.raises(ValueError, match="must reach a little core"):
+        anchors.fit_core_prefill_pace(gen2, anchors.a510_pace_rows()[0], anchors.a510_pace_rows()[0])
