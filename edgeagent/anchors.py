@@ -832,15 +832,14 @@ def q4_k_m_work_per_byte(profile: Any) -> float:
     matmul weights under ``profile``'s type rates, the median over the estimator's shapes of the
     prefill-rate models. Q6_K is both wider and slower than Q4_K, so the figure barely moves with
     a file's Q4_K/Q6_K split (3.61-3.63 over those shapes): a file's block bytes give its work."""
+    from edgeagent.estimate import block_work_per_token
     from edgeagent.shapes import shape_from_config
 
-    rates = profile.runtime.prefill_type_rates
     per_byte = []
     for name in sorted(set(PREFILL_RATE_SHAPES.values())):
         shape = shape_from_config(name, "q4_k_m")
         block_bytes = sum(t.n_bytes for t in shape.block_tensors if len(t.shape) >= 2)
-        work = 2 * sum(n / rates.get(kind, 1.0) for kind, n in shape.block_matmul_params_by_type.items())
-        per_byte.append(work / block_bytes)
+        per_byte.append(block_work_per_token(shape, profile.runtime.prefill_type_rates) / block_bytes)
     return statistics.median(per_byte)
 
 
@@ -1223,6 +1222,11 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
             d: {"soc": soc, "wide_weight_rate": wide_weight_rate(d), "models": len(rs),
                 "rows": [dict(zip(("model", "q4_k_m_mib", "q4_k_m_tg", "q8_0_mib", "q8_0_tg"), r)) for r in rs]}
             for d, (soc, rs) in TYPE_RATE_ROWS.items()}},
+        "compute_utilization": {"fitted": {n: compute_utilization(profiles.get(n) or load_profile(n))
+                                           for n in FITTED_COMPUTE_PHONES + ("snapdragon-8-elite",)},
+                                "unfitted_phones_take": unfitted_compute_utilization(profiles),
+                                "left_out": {"snapdragon-8-elite": "fitted on a 2025 llama-cli build; a 2026 build "
+                                                                   "prefills ~3x faster on that SoC (qmesh-s25u)"}},
         "prefill_type_rates": {"fitted_on": PREFILL_RATE_DEVICE, "source": POCKETPAL, "devices": {
             d: {"rates": prefill_type_rates(d), "per_model": prefill_type_rates_by_model(d),
                 "pp": {m: dict(zip(PREFILL_RATE_FILES, cells)) for m, cells in PREFILL_RATE_PP[d].items()}}

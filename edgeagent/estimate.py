@@ -185,10 +185,16 @@ def prefill_work(shape: ModelShape, prompt_tokens: int, type_rates: dict[str, fl
     type not listed, and attention, at 1). Without rates it is ``prefill_flops``."""
     rates = type_rates or {}
     T = prompt_tokens
-    blocks = sum(n / rates.get(kind, 1.0) for kind, n in shape.block_matmul_params_by_type.items())
     head = shape.head.n_elements / rates.get(shape.head.ggml_type, 1.0)
     causal_positions = T * (T + 1) / 2
-    return 2 * blocks * T + 2 * head + attention_flops(shape, 1) * causal_positions
+    return block_work_per_token(shape, rates) * T + 2 * head + attention_flops(shape, 1) * causal_positions
+
+
+def block_work_per_token(shape: ModelShape, type_rates: dict[str, float] | None = None) -> float:
+    """The block matmuls' FLOPs for one prompt token (2 per weight), each type's at its prefill
+    rate (``prefill_work``'s per-token part, without the head and attention)."""
+    rates = type_rates or {}
+    return 2 * sum(n / rates.get(kind, 1.0) for kind, n in shape.block_matmul_params_by_type.items())
 
 
 # --- threads on little cores -----------------------------------------------------------------

@@ -19,10 +19,6 @@ from edgeagent.gguf_meta import ArrayInfo, TensorInfo, check_gguf_header, read_g
 MiB = 2**20
 F32 = 4  # bytes
 
-# ggml block sizes: (weights per block, bytes per block). The same table as
-# gguf.constants.GGML_QUANT_SIZES (ggml/src/ggml-common.h), copied for the types the
-# shape-based path produces so a phone can estimate without the gguf package. The test
-# suite checks it against gguf.
 # Types a decode step reads without unpacking bits: llama.cpp's CPU kernels for these are plain
 # int8 or float dot products, while the 4-to-6-bit types (Q4_0 ... Q6_K, IQ*) spend compute
 # unpacking every block (``estimate.decode_read_bytes``, ``runtime.wide_weight_rate``).
@@ -39,6 +35,10 @@ REPACKED_TYPES: dict[str, dict[str, int]] = {
     "x86_64": {"Q4_0": 8, "Q4_K": 8, "IQ4_NL": 8},
 }
 
+# ggml block sizes: (weights per block, bytes per block). The same table as
+# gguf.constants.GGML_QUANT_SIZES (ggml/src/ggml-common.h), copied for the types the
+# shape-based path produces so a phone can estimate without the gguf package. The test
+# suite checks it against gguf.
 GGML_BLOCK: dict[str, tuple[int, int]] = {
     "F32": (1, 4),
     "F16": (1, 2),

@@ -204,6 +204,9 @@ def test_int8_peak_counts_the_fastest_cores_first() -> None:
     with pytest.raises(ValueError, match="no int8 rate"):
         anchors.int8_peak_gops(gen2, threads=6)  # the sixth thread is an A510's: paced by its own term
     assert anchors.compute_utilization(load_profile("snapdragon-8-elite")) < 0.1  # a 2025 llama-cli fit, not used
+    printed = anchors.compare_published(only_profile="dimensity-8400")["compute_utilization"]
+    assert printed["unfitted_phones_take"] == anchors.unfitted_compute_utilization()
+    assert printed["fitted"]["dimensity-8400"] == pytest.approx(0.29, abs=0.005)
 
 
 def test_every_phone_profile_is_fitted_or_takes_the_fitted_median() -> None:
