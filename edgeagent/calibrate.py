@@ -19,7 +19,9 @@ What is measured, each in a fresh process (``edgeagent.measure``) held to ``thre
    the cache is measured on the given model (decode after a short and a long prompt: the
    extra time per cached position, over attention's FLOPs -> ``runtime.decode_attention_gflops``)
    and taken out of each probe's time;
-4. the runtime's own resident memory before a model loads (``runtime.overhead_mb``).
+4. the runtime's own resident memory (``runtime.overhead_mb``): before a model loads, plus what
+   a run holds beyond llama.cpp's buffers (graph and scheduler structures, library code paged
+   in), read on the largest probe after a full physical batch (``run_memory``).
 
 Power cannot be measured inside a VM (no RAPL, no battery): those figures are written as
 stated assumptions, and ``sources`` says so. The profile is validated (``parse_profile``)
@@ -73,6 +75,10 @@ STEP_GEN_TOKENS = 16
 # Intel Xeon host at 2 threads llama-bench's tg32 was 7 % faster with it from an empty cache
 # and 33 % slower at depth 600 (115.3 / 107.8 and 59.2 / 88.8 tokens/s on the agent's Q8_0).
 STEP_CACHED_TOKENS = 380
+# The runtime's memory beyond llama.cpp's buffers is read after a prompt of one full physical
+# batch (llama.cpp's default n_ubatch), so the compute buffer counted in the buffers is all
+# touched, as in `estimate --validate`'s 512-token prompt.
+MEMORY_PROMPT_TOKENS = 512
 STEP_CONTEXT = 1024
 # The decode, attention and prefill fits run without flash attention, whatever the engine's
 # default: there attention is matrix products whose time follows their FLOPs across probe
@@ -372,12 +378,19 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
         + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flash["exact_here"].items())
         + f" -> flash_attn {'on' if flash['flash_attn'] else 'off'}")
 
-    say("[5/5] runtime baseline memory")
-    overhead_mb = measure_runtime_baseline(threads)["rss_baseline_mb"]
+    say("[5/5] runtime memory")
+    baseline_mb = measure_runtime_baseline(threads)["rss_baseline_mb"]
+    memory = run_memory(big, threads, flash["flash_attn"])
+    overhead_mb = baseline_mb + (memory["extra_mb"] or 0.0)
+    say(f"      {baseline_mb:.1f} MiB before a model loads; {big.name} after a {MEMORY_PROMPT_TOKENS}-token prompt: "
+        + (f"peak {memory['rss_peak_mb']:.1f} = that process's {memory['rss_baseline_mb']:.1f} + llama.cpp's buffers "
+           f"{memory['buffers_mb']:.1f} + {memory['extra_mb']:.1f} more" if memory["extra_mb"] is not None
+           else "llama.cpp's load log did not give its buffers, so only the baseline counts"))
 
     return {
         "profile": host_profile_data(bandwidth_gbs=bandwidth_gbs, eta=eta, compute_gflops=compute_gflops,
-                                     threads=threads, overhead_mb=overhead_mb, decode_overhead_ms=overhead_ms,
+                                     threads=threads, overhead_mb=overhead_mb, baseline_mb=baseline_mb,
+                                     memory=memory, decode_overhead_ms=overhead_ms,
                                      numpy_m=numpy_m, points=points, eta_raw=eta_raw, llc=llc,
                                      prefill=prefill, big=big.name, attention=attention, flash=flash),
         "measurements": {
@@ -387,7 +400,7 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
             "prefill": {"model": big.name, "prompt_tokens": prefill["prompt_tokens"], "prefill_ms": prefill["prefill_ms"],
                         "prefill_tokens_per_s": prefill["prefill_tokens_per_s"], "gflops_effective": compute_gflops},
             "flash_attn": flash,
-            "runtime_baseline_mb": overhead_mb, "last_level_cache_bytes": llc, "threads": threads,
+            "runtime_baseline_mb": baseline_mb, "run_memory": memory, "last_level_cache_bytes": llc, "threads": threads,
             "source": "measured",
         },
     }
@@ -412,7 +425,24 @@ def _cpu_ghz() -> float:
     return 1.0
 
 
+def run_memory(path: Path, threads: int, flash_attn: bool) -> dict[str, Any]:
+    """What a process holds beyond the runtime's baseline and llama.cpp's buffers once a model
+    has run a full physical batch (``MEMORY_PROMPT_TOKENS``, so its compute buffer is all
+    touched): llama.cpp's graph and scheduler structures, the library code a run pages in, the
+    Python side's arrays. ``extra_mb`` is None when the load log does not give the buffers."""
+    m = measure_gguf(path, prompt_tokens=MEMORY_PROMPT_TOKENS, gen_tokens=8, n_ctx=ATTENTION_CONTEXT,
+                     threads=threads, flash_attn=flash_attn)
+    buffers = m["llama_cpp_buffers_mb"]
+    known = None if any(buffers.get(k) is None for k in ("model", "kv_cache", "compute")) else \
+        sum(v or 0.0 for v in buffers.values())
+    extra = None if known is None else max(0.0, m["rss_peak_mb"] - m["rss_baseline_mb"] - known)
+    return {"model": path.name, "prompt_tokens": MEMORY_PROMPT_TOKENS, "flash_attn": flash_attn,
+            "rss_baseline_mb": m["rss_baseline_mb"], "rss_peak_mb": m["rss_peak_mb"], "buffers_mb": known,
+            "llama_cpp_buffers_mb": buffers, "extra_mb": extra}
+
+
 def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float, threads: int, overhead_mb: float,
+                      baseline_mb: float | None = None, memory: dict[str, Any] | None = None,
                       decode_overhead_ms: float, numpy_m: dict, points: list[dict], eta_raw: float, llc: int,
                       prefill: dict, big: str, attention: dict, flash: dict) -> dict[str, Any]:
     """The host profile as data (the TOML's tables), every number with its source."""
@@ -472,7 +502,13 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
                      + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flash["exact_here"].items()),
              "citation": stamp},
             {"what": f"runtime.overhead_mb = {overhead_mb:.1f}: RSS of a fresh Python process with llama.cpp loaded "
-                     f"and no model; runtime.threads = {threads} (the threads calibrated with)", "citation": stamp},
+                     f"and no model ({baseline_mb if baseline_mb is not None else overhead_mb:.1f})"
+                     + (f", plus what a run holds beyond llama.cpp's buffers ({memory['extra_mb']:.1f}: {memory['model']} "
+                        f"after a {memory['prompt_tokens']}-token prompt peaked at {memory['rss_peak_mb']:.1f} MiB, its "
+                        f"process's {memory['rss_baseline_mb']:.1f} before the load plus the buffers' "
+                        f"{memory['buffers_mb']:.1f}; calibrate.run_memory)" if memory and memory.get("extra_mb") is not None
+                        else "")
+                     + f"; runtime.threads = {threads} (the threads calibrated with)", "citation": stamp},
             {"what": f"ram_gb from the OS ({ram_gib:.2f} GiB); usable_memory_gb = 0.5 x RAM: the machine is shared "
                      "(assumption)", "citation": stamp},
             {"what": f"power {WATTS_PER_BUSY_CORE} W per busy core (EPYC 9654: 360 W TDP / 96 cores), idle 0 W, "

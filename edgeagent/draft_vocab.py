@@ -28,11 +28,12 @@ byte tokens.
 
 from __future__ import annotations
 
+# gguf-py is imported where a draft's file is read or written, not with this module: the
+# speculative engine imports it on every agent start, and gguf-py costs ~4.6 MB resident.
 import os
 from pathlib import Path
 from typing import Iterable
 
-import gguf
 import numpy as np
 
 from edgeagent.atomic import atomic_path
@@ -51,6 +52,8 @@ class DraftVocabError(Exception):
 
 def draft_token_ids(path: str | os.PathLike) -> np.ndarray | None:
     """The full-vocabulary ids of a trimmed draft's tokens, or None for an ordinary GGUF."""
+    import gguf
+
     field = gguf.GGUFReader(path).fields.get(TOKEN_IDS_KEY)
     return None if field is None else np.asarray(field.contents(), dtype=np.int64)
 
@@ -58,6 +61,8 @@ def draft_token_ids(path: str | os.PathLike) -> np.ndarray | None:
 def trim_vocab(src: str | os.PathLike, token_ids: Iterable[int], out: str | os.PathLike) -> dict:
     """Write ``src`` (an exit variant GGUF) with only ``token_ids`` at ``out`` (atomically).
     Returns what was written: the vocabulary sizes and the file sizes."""
+    import gguf
+
     reader = gguf.GGUFReader(src)
     arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
     tokens_field = reader.fields.get("tokenizer.ggml.tokens")
@@ -120,6 +125,8 @@ def agent_token_ids(full: LlamaRunner, texts: Iterable[str]) -> list[int]:
     keep: set[int] = set()
     for text in texts:
         keep.update(full.tokenize(text, add_bos=False))
+    import gguf
+
     fields = gguf.GGUFReader(full.path).fields
     keep.update(int(fields[f"tokenizer.ggml.{name}"].contents()) for name in _SPECIAL_KEYS
                 if f"tokenizer.ggml.{name}" in fields)
@@ -135,6 +142,8 @@ class TrimmedRunner(LlamaRunner):
         ids = draft_token_ids(model_path) if token_ids is None else np.asarray(token_ids, dtype=np.int64)
         if ids is None:
             raise EngineError(f"{model_path}: not a trimmed draft (no {TOKEN_IDS_KEY})")
+        import gguf
+
         field = gguf.GGUFReader(model_path).fields.get(FULL_VOCAB_KEY)
         full_vocab = int(field.contents()) if field is not None else -1
         # the file is untrusted: the map must be strictly increasing ids inside the full vocabulary

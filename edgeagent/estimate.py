@@ -96,8 +96,10 @@ def memory_estimate(shape: ModelShape, profile: Profile, n_ctx: int,
     types are the vendored llama.cpp's for the profile's architecture (``shapes.REPACKED_TYPES``:
     x86_64 for the host profile, AArch64 for every phone and board) unless ``repacked_types``
     names an older build's. With mmap on, llama.cpp copies the repacked tensors out of the
-    mapped file; pages of the original can stay resident until the kernel reclaims them, so a
-    measured RSS peak may exceed this by up to the repacked bytes.
+    mapped file and the file's pages stay mapped, so the process holds them twice; the engine
+    therefore loads such a file without mmap (``llama.use_mmap``) and holds what this counts.
+    llama.cpp's own programs map by default (``llama-cli``, ``llama-bench``): their RSS can
+    exceed this by up to the repacked bytes (``ModelShape.repacked_bytes``).
     """
     rt = profile.runtime
     if repacked_types is None:

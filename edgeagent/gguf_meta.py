@@ -7,8 +7,10 @@ keeping just their element type and length (``ArrayInfo``).
 
 The file is untrusted: every count and length is checked against the file's size before it
 is used, and every fault is a ValueError whose message starts with the path. The layout is
-ggml's docs/gguf.md, versions 2 and 3 (little-endian). Standard library only; the ggml type
-table comes from ``gguf.constants``, imported only when tensor infos are read.
+ggml's docs/gguf.md, versions 2 and 3 (little-endian). Standard library only: the ggml type
+table is ``GGML_TYPES`` (the test suite holds it equal to ``gguf.constants``); a type id it does
+not know is looked up in ``gguf.constants``, imported only then (it pulls in numpy: ~4.6 MB
+more resident in a runtime process that only wanted the tensor table).
 """
 
 from __future__ import annotations
@@ -39,6 +41,39 @@ _U64 = struct.Struct("<Q")
 # a tensor record (name length, one byte of name, n_dims, one dim, type, offset) can be.
 _MIN_KV_BYTES = 8 + 1 + 4 + 1
 _MIN_TENSOR_BYTES = 8 + 1 + 4 + 8 + 4 + 8
+
+
+# ggml's tensor types (ggml.h's enum ggml_type): id -> (name, weights per block, bytes per
+# block), as gguf-py 0.19's GGML_QUANT_SIZES has them (the ids missing are types ggml retired).
+GGML_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22),
+    7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 40), 10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110),
+    12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292),
+    16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74), 18: ("IQ3_XXS", 256, 98), 19: ("IQ1_S", 256, 50),
+    20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110), 22: ("IQ2_S", 256, 82), 23: ("IQ4_XS", 256, 136),
+    24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8),
+    29: ("IQ1_M", 256, 56), 30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54), 35: ("TQ2_0", 256, 66),
+    39: ("MXFP4", 32, 17), 40: ("NVFP4", 64, 36), 41: ("Q1_0", 128, 18),
+}
+
+
+def ggml_type(type_code: int) -> tuple[str, int, int] | None:
+    """(name, weights per block, bytes per block) of a ggml type id; None when neither
+    ``GGML_TYPES`` nor the installed gguf-py can size it."""
+    known = GGML_TYPES.get(type_code)
+    if known is not None:
+        return known
+    try:
+        from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+    except ImportError:
+        return None
+    try:
+        qtype = GGMLQuantizationType(type_code)
+    except ValueError:
+        return None
+    if qtype not in GGML_QUANT_SIZES:
+        return None
+    return (qtype.name, *GGML_QUANT_SIZES[qtype])
 
 
 @dataclass(frozen=True)
@@ -183,8 +218,6 @@ def _read_array(cur: _Cursor, key: str) -> list | ArrayInfo:
 def _read_tensor_infos(cur: _Cursor, count: int, fields: dict[str, Any]) -> tuple[TensorInfo, ...]:
     """The tensor infos that follow the key/value pairs, each checked to have a known ggml
     type, whole blocks per row and its data inside the file."""
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType  # pulls in numpy: only here
-
     infos: dict[str, tuple[TensorInfo, int]] = {}  # name -> (info, data offset)
     for _ in range(count):
         name = cur.string("a tensor name")
@@ -196,16 +229,13 @@ def _read_tensor_infos(cur: _Cursor, count: int, fields: dict[str, Any]) -> tupl
         shape = tuple(cur.number("Q", f"the shape of tensor {name}") for _ in range(n_dims))
         type_code = cur.number("I", f"the type of tensor {name}")
         offset = cur.number("Q", f"the data offset of tensor {name}")
-        try:
-            ggml_type = GGMLQuantizationType(type_code)
-        except ValueError:
-            raise cur.corrupt(f"tensor {name} has unknown ggml type {type_code}") from None
-        if ggml_type not in GGML_QUANT_SIZES:  # a type this gguf names but cannot size
-            raise cur.corrupt(f"tensor {name} has ggml type {ggml_type.name}, whose block size is unknown here")
-        block, block_bytes = GGML_QUANT_SIZES[ggml_type]
+        known = ggml_type(type_code)
+        if known is None:
+            raise cur.corrupt(f"tensor {name} has ggml type {type_code}, which is unknown or cannot be sized here")
+        type_name, block, block_bytes = known
         if shape[0] % block:
-            raise cur.corrupt(f"tensor {name}'s rows of {shape[0]} are not whole {ggml_type.name} blocks of {block}")
-        infos[name] = TensorInfo(name, shape, ggml_type.name, math.prod(shape) // block * block_bytes), offset
+            raise cur.corrupt(f"tensor {name}'s rows of {shape[0]} are not whole {type_name} blocks of {block}")
+        infos[name] = TensorInfo(name, shape, type_name, math.prod(shape) // block * block_bytes), offset
     alignment = fields.get("general.alignment", DEFAULT_ALIGNMENT)
     if type(alignment) is not int or alignment <= 0 or alignment & (alignment - 1):
         raise cur.corrupt(f"general.alignment {alignment!r} is not a power of two")

@@ -7,8 +7,8 @@ Every runtime path that runs a model goes through here:
   what ``llama_cpp.Llama`` gets (``edgeagent.engine.Engine``, ``edgeagent.quality``'s
   perplexity and KV measurement, ``edgeagent.quantize``'s logits); ``context_params`` is the
   same set-up as llama.cpp's ``llama_context_params`` for the C API (``LlamaRunner``).
-- ``load_llama``: ``llama_cpp.Llama`` with weight repacking set explicitly (``default_repack``)
-  and llama.cpp's log routed through ``LLAMA_LOG`` (one-line load errors, quiet unless verbose).
+- ``load_llama``: ``llama_cpp.Llama`` with weight repacking set explicitly (``default_repack``),
+  mmap off where llama.cpp repacks (``use_mmap``), and llama.cpp's log routed through ``LLAMA_LOG`` (one-line load errors, quiet unless verbose).
 - ``LlamaRunner``: one model + context + batch through the C API with logits only where asked,
   what self-speculative decoding (``edgeagent.speculative``) and the early-exit bench build on.
 
@@ -101,6 +101,34 @@ def default_repack(cpuinfo: str | None = None) -> bool:
     return cpu.arch != "x86_64" or not has_amx(cpu)
 
 
+def use_mmap(path: str | os.PathLike, repack: bool, machine: str | None = None) -> bool:
+    """Whether to memory-map ``path``: yes, unless llama.cpp repacks some of its tensors here.
+
+    With mmap on, the tensors llama.cpp repacks are copied out of the mapped file into its
+    repack buffer, and the file's pages they were read from stay mapped and resident (the
+    loader unmaps only the file's head and tail, llama-model-loader.cpp ``load_all_data``):
+    the process holds those weights twice. Measured here (AMD EPYC, x86 repacks Q4_K): the
+    SmolLM2 agent's Q4_K_M peaks 7.4 MB higher with mmap, the size of its x86-repacked tensors
+    (7.6 MB); on an ARM phone, where Q8_0 repacks too, that is all of the agent's Q8_0 weights
+    (136 MB). Without mmap llama.cpp reads each tensor into its buffer, repacked or not, and
+    the process holds what llama.cpp allocated, which is what ``estimate`` counts. A file
+    with nothing to repack keeps mmap (lazy, shared file pages); so does one whose header
+    cannot be read here (llama.cpp's own load then says why). A tied output head that is
+    repacked changes nothing here: the token embedding it is copied from is read from the
+    file either way.
+    """
+    from edgeagent.shapes import REPACKED_TYPES, read_gguf_meta, repack_arch, repacked_bytes
+
+    arch = repack_arch(machine or platform.machine())
+    if not repack or arch is None:
+        return True
+    try:
+        tensors = read_gguf_meta(path).tensors  # the header only: no gguf package in the runtime's memory
+    except (ValueError, OSError):
+        return True
+    return repacked_bytes(tensors, REPACKED_TYPES[arch]) == 0
+
+
 class LlamaLog:
     """Where llama.cpp's log goes.
 
@@ -167,6 +195,9 @@ def load_llama(model_path: str | os.PathLike, *, repack: bool | None = None, ver
     if not path.is_file():
         raise EngineError(f"{path}: model file not found")
     repack = default_repack() if repack is None else repack
+    if not kwargs.get("vocab_only"):
+        if not use_mmap(path, repack):
+            kwargs.setdefault("use_mmap", False)
     with _LOAD_LOCK:
         LLAMA_LOG.install(verbose)
         LLAMA_LOG.errors.clear()
@@ -306,7 +337,7 @@ class LlamaRunner:
         self.repack = default_repack() if repack is None else bool(repack)
         mp = lib.llama_model_default_params()
         mp.n_gpu_layers = 0
-        mp.load_mode = lib.LLAMA_LOAD_MODE_MMAP
+        mp.load_mode = lib.LLAMA_LOAD_MODE_MMAP if use_mmap(path, self.repack) else lib.LLAMA_LOAD_MODE_NONE
         # x86's AMX repack buffer crashes on quantized models here; see default_repack.
         mp.use_extra_bufts = self.repack
         self.model = lib.llama_model_load_from_file(str(path).encode("utf-8"), mp)

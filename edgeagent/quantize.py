@@ -12,16 +12,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import gguf
 import numpy as np
 
-# quant name -> (llama_ftype, the ggml type most tensors are meant to get)
-QUANT_TYPES: dict[str, tuple[int, gguf.GGMLQuantizationType]] = {
-    "q8_0": (gguf.LlamaFileType.MOSTLY_Q8_0, gguf.GGMLQuantizationType.Q8_0),
-    "q4_0": (gguf.LlamaFileType.MOSTLY_Q4_0, gguf.GGMLQuantizationType.Q4_0),
-    "q4_k_m": (gguf.LlamaFileType.MOSTLY_Q4_K_M, gguf.GGMLQuantizationType.Q4_K),
-    "q5_k_m": (gguf.LlamaFileType.MOSTLY_Q5_K_M, gguf.GGMLQuantizationType.Q5_K),
-    "q6_k": (gguf.LlamaFileType.MOSTLY_Q6_K, gguf.GGMLQuantizationType.Q6_K),
+from edgeagent.shapes import GGML_BLOCK, read_gguf_meta
+
+# quant name -> (llama.h's llama_ftype, as llama-cpp-python names it; the ggml type most tensors
+# are meant to get). Names, not gguf-py's enums: the agent checks a quant name on every start,
+# and gguf-py would cost a runtime process ~4.6 MB.
+QUANT_TYPES: dict[str, tuple[str, str]] = {
+    "q8_0": ("LLAMA_FTYPE_MOSTLY_Q8_0", "Q8_0"),
+    "q4_0": ("LLAMA_FTYPE_MOSTLY_Q4_0", "Q4_0"),
+    "q4_k_m": ("LLAMA_FTYPE_MOSTLY_Q4_K_M", "Q4_K"),
+    "q5_k_m": ("LLAMA_FTYPE_MOSTLY_Q5_K_M", "Q5_K"),
+    "q6_k": ("LLAMA_FTYPE_MOSTLY_Q6_K", "Q6_K"),
 }
 
 # A short text with words, digits, punctuation, CJK and emoji: what quant error is measured on.
@@ -36,7 +39,7 @@ def quantize(src: Path, dst: Path, quant: str, threads: int | None = None) -> No
     import llama_cpp
     from llama_cpp import _logger
 
-    ftype, _ = QUANT_TYPES[quant]
+    ftype = getattr(llama_cpp, QUANT_TYPES[quant][0])
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = int(ftype)
     params.nthread = threads or os.cpu_count() or 1
@@ -48,10 +51,9 @@ def quantize(src: Path, dst: Path, quant: str, threads: int | None = None) -> No
 
 def find_fallbacks(path: Path, quant: str) -> list[dict]:
     """Tensors whose row size the intended type cannot take, with the type llama.cpp used."""
-    _, wanted = QUANT_TYPES[quant]
-    block_size = gguf.GGML_QUANT_SIZES[wanted][0]
+    block_size = GGML_BLOCK[QUANT_TYPES[quant][1]][0]
     out = []
-    for t in gguf.GGUFReader(path).tensors:
+    for t in read_gguf_meta(path).tensors:
         row_size = int(t.shape[0])  # GGUF order: ne0 (the row) first
         if len(t.shape) >= 2 and row_size % block_size != 0:
             out.append(
@@ -60,7 +62,7 @@ def find_fallbacks(path: Path, quant: str) -> list[dict]:
                     "row_size": row_size,
                     "block_size": block_size,
                     "quant": quant,
-                    "got": t.tensor_type.name,
+                    "got": t.ggml_type,
                 }
             )
     return out

@@ -11,10 +11,10 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 # TensorInfo and check_gguf_header are importable from here (and edgeagent.estimate) too.
-from edgeagent.gguf_meta import ArrayInfo, TensorInfo, check_gguf_header, read_gguf_meta  # noqa: F401
+from edgeagent.gguf_meta import GGML_TYPES, ArrayInfo, TensorInfo, check_gguf_header, read_gguf_meta  # noqa: F401
 
 MiB = 2**20
 F32 = 4  # bytes
@@ -35,23 +35,37 @@ REPACKED_TYPES: dict[str, dict[str, int]] = {
     "x86_64": {"Q4_0": 8, "Q4_K": 8, "IQ4_NL": 8},
 }
 
-# ggml block sizes: (weights per block, bytes per block). The same table as
-# gguf.constants.GGML_QUANT_SIZES (ggml/src/ggml-common.h), copied for the types the
-# shape-based path produces so a phone can estimate without the gguf package. The test
-# suite checks it against gguf.
-GGML_BLOCK: dict[str, tuple[int, int]] = {
-    "F32": (1, 4),
-    "F16": (1, 2),
-    "BF16": (1, 2),
-    "Q8_0": (32, 34),   # 8.5 bits per weight
-    "Q6_K": (256, 210),  # 6.5625
-    "Q5_K": (256, 176),  # 5.5
-    "Q5_1": (32, 24),   # 6.0
-    "Q5_0": (32, 22),   # 5.5
-    "Q4_K": (256, 144),  # 4.5
-    "Q4_1": (32, 20),   # 5.0
-    "Q4_0": (32, 18),   # 4.5
-}
+
+def repacked_bytes(tensors: Sequence[TensorInfo], repacked: dict[str, int]) -> int:
+    """Bytes of a GGUF's tensors llama.cpp's CPU backend copies into its repack buffer: the
+    2-D block weights and an untied output head (``output.weight``) whose type is in
+    ``repacked`` with a row count its interleave divides (``REPACKED_TYPES``). The token
+    embedding is read by row lookups, which the repack buffer does not serve, so it stays where
+    it is (a tied head's second copy is ``ModelShape.repacked_head_copy_bytes``)."""
+    total = 0
+    for t in tensors:
+        if not (t.name.startswith("blk.") or t.name == "output.weight"):
+            continue
+        multiple = repacked.get(t.ggml_type)
+        if multiple is not None and len(t.shape) == 2 and t.shape[1] % multiple == 0:
+            total += t.n_bytes
+    return total
+
+
+def repack_arch(machine: str) -> str | None:
+    """The ``REPACKED_TYPES`` key of a ``platform.machine()`` name; None for an architecture
+    whose repacking this table does not know."""
+    machine = machine.lower()
+    if machine in ("aarch64", "arm64", "armv8l", "armv9l"):
+        return "aarch64"
+    if machine in ("x86_64", "amd64"):
+        return "x86_64"
+    return None
+
+# ggml block sizes by type name: (weights per block, bytes per block), from gguf_meta's table
+# (ggml-common.h's, held equal to gguf.constants.GGML_QUANT_SIZES by the test suite), so a phone
+# can estimate without the gguf package. Q8_0 is 8.5 bits a weight, Q6_K 6.5625, Q4_K 4.5.
+GGML_BLOCK: dict[str, tuple[int, int]] = {name: (block, size) for name, block, size in GGML_TYPES.values()}
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -133,6 +147,11 @@ class ModelShape:
         if not self.tied_embeddings or multiple is None or head.shape[-1] % multiple:
             return 0
         return head.n_bytes
+
+    def repacked_bytes(self, repacked: dict[str, int]) -> int:
+        """Bytes of this model's tensors llama.cpp copies into its repack buffer
+        (``repacked_bytes``)."""
+        return repacked_bytes(self.tensors, repacked)
 
     @cached_property
     def block_matmul_params(self) -> int:

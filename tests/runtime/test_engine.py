@@ -304,3 +304,76 @@ def test_bench_cli_missing_model_fails_with_one_line(tmp_path):
     )
     assert proc.returncode != 0
     assert proc.stderr.strip().startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+
+
+# --- mmap where llama.cpp repacks ----------------------------------------------------------
+
+
+def test_repacked_bytes_and_the_mmap_choice_per_architecture() -> None:
+    """The built-in model's Q4_K_M holds Q4_K block weights (repacked on x86 and AArch64), its
+    Q8_0 only Q8_0 (repacked on AArch64 alone), its F32 nothing a CPU repacks."""
+    from edgeagent.builtin import builtin_gguf
+    from edgeagent.llama import use_mmap
+    from edgeagent.shapes import REPACKED_TYPES, repack_arch, shape_from_gguf
+
+    q4, q8, f32 = (builtin_gguf(q) for q in ("q4_k_m", "q8_0", "f32"))
+    x86, arm = REPACKED_TYPES["x86_64"], REPACKED_TYPES["aarch64"]
+    s4 = shape_from_gguf(q4)
+    q4_k = sum(t.n_bytes for t in s4.block_tensors if t.ggml_type == "Q4_K")
+    assert 0 < q4_k == s4.repacked_bytes(x86) < s4.weights_bytes  # the token embedding is not repacked
+    assert shape_from_gguf(q8).repacked_bytes(x86) == 0 < shape_from_gguf(q8).repacked_bytes(arm)
+    assert shape_from_gguf(f32).repacked_bytes(arm) == 0
+    assert [repack_arch(m) for m in ("x86_64", "AMD64", "aarch64", "arm64", "riscv64")] == [
+        "x86_64", "x86_64", "aarch64", "aarch64", None]
+    assert use_mmap(q4, True, "x86_64") is False and use_mmap(q4, False, "x86_64") is True
+    assert use_mmap(q8, True, "x86_64") is True and use_mmap(q8, True, "aarch64") is False
+    assert use_mmap(f32, True, "aarch64") is True
+    assert use_mmap(q4, True, "riscv64") is True  # an architecture whose repacking is not known here
+
+
+def test_an_unreadable_header_keeps_mmap_and_llama_cpp_names_the_fault(tmp_path: Path) -> None:
+    from edgeagent.llama import use_mmap
+
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\xff" * 40)
+    assert use_mmap(bad, True, "x86_64") is True
+    with pytest.raises(EngineError, match="bad.gguf"):
+        Engine(bad)
+
+
+def test_the_tensor_table_reads_without_the_gguf_package() -> None:
+    """The mmap choice reads every tensor's type at each load; gguf-py (and the numpy it
+    pulls in) would add ~4.6 MB to a runtime process that does not otherwise need it."""
+    from edgeagent.builtin import builtin_gguf
+
+    code = ("import sys; from edgeagent.gguf_meta import read_gguf_meta; assert 'gguf' not in sys.modules; "
+            "assert read_gguf_meta(sys.argv[1]).tensors; assert 'gguf' not in sys.modules, 'gguf imported'")
+    subprocess.run([sys.executable, "-c", code, str(builtin_gguf("q4_k_m"))], check=True, cwd=REPO)
+
+
+def test_a_repacked_model_is_held_once() -> None:
+    """With mmap on, llama.cpp copies the tensors it repacks out of the mapped file and the
+    file's pages stay mapped: its load log's model buffers were the file plus the repacked
+    tensors again (5.07 MiB for the built-in Q4_K_M's 2.97). Loaded as the engine loads it,
+    the model buffers are the file's weights once, and the peak RSS is lower than with mmap
+    forced on, by about the repacked bytes (both fresh processes, one run)."""
+    from edgeagent.builtin import builtin_gguf
+    from edgeagent.engine import default_repack
+    from edgeagent.measure import measure_gguf
+    from edgeagent.shapes import REPACKED_TYPES, repack_arch, shape_from_gguf
+    import platform
+
+    arch = repack_arch(platform.machine())
+    if arch is None or not default_repack():
+        pytest.skip("llama.cpp repacks nothing on this CPU (or its repacking is not known here)")
+    path = builtin_gguf("q4_k_m")
+    shape = shape_from_gguf(path)
+    repacked = shape.repacked_bytes(REPACKED_TYPES[arch]) / 2**20
+    m = measure_gguf(path, prompt_tokens=16, gen_tokens=4, n_ctx=256, threads=1, reps=1)
+    assert m["llama_cpp_buffers_mb"]["model"] == pytest.approx(shape.weights_bytes / 2**20, rel=0.01)
+    code = ("import json, sys, llama_cpp; from edgeagent.llama import load_llama; from edgeagent.measure import _vm_hwm_mb; "
+            f"llm = load_llama({str(path)!r}, use_mmap=sys.argv[1] == '1', n_ctx=256, n_threads=1); "
+            "llm.eval(llm.tokenize(b'hello world')); print(json.dumps(_vm_hwm_mb()))")
+    peak = {mm: json.loads(subprocess.run([sys.executable, "-c", code, mm], check=True, cwd=REPO, capture_output=True,
+                                          text=True).stdout) for mm in ("1", "0")}
+    assert peak["1"] - peak["0"] == pytest.approx(repacked, abs=max(0.5, 0.3 * repacked))

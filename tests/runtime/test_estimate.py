@@ -91,6 +91,12 @@ def test_runtime_modules_import_no_torch_llama_cpp_or_gguf() -> None:
 
 
 def test_block_table_matches_gguf() -> None:
+    """gguf_meta.GGML_TYPES (and shapes.GGML_BLOCK, by name) are gguf-py's ids, names and sizes."""
+    from edgeagent.gguf_meta import GGML_TYPES
+
+    for type_id, (name, block, size) in GGML_TYPES.items():
+        qtype = gguf.GGMLQuantizationType(type_id)
+        assert (qtype.name, gguf.GGML_QUANT_SIZES[qtype]) == (name, (block, size))
     for name, (block, size) in est.GGML_BLOCK.items():
         assert gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[name]] == (block, size)
 

@@ -111,7 +111,7 @@ def test_the_header_reads_many_times_faster_than_with_gguf_reader(smollm2_agent_
         read(smollm2_agent_gguf)
         return time.perf_counter() - start
 
-    read_gguf_meta(smollm2_agent_gguf)  # warms the page cache and imports gguf.constants
+    read_gguf_meta(smollm2_agent_gguf)  # warms the page cache
     slow = seconds(lambda p: gguf.GGUFReader(p).tensors)
     fast = min(seconds(read_gguf_meta) for _ in range(3))
     assert fast * 5 < slow, f"read_gguf_meta {fast:.3f} s vs GGUFReader {slow:.3f} s"
@@ -183,7 +183,7 @@ HOSTILE = {
     "tensor_name_length": ([], [struct.pack("<Q", 2**60) + b"t" + struct.pack("<IQIQ", 1, 32, 0, 0)], "run past the end"),
     "five_dims": ([], [_tensor("t", (32, 1, 1, 1, 1))], "5 dimensions"),
     "no_dims": ([], [_tensor("t", ())], "0 dimensions"),
-    "unknown_tensor_type": ([], [_tensor("t", (32,), 4)], "unknown ggml type 4"),
+    "unknown_tensor_type": ([], [_tensor("t", (32,), 4)], "ggml type 4, which is unknown"),
     "partial_block": ([], [_tensor("t", (33, 1), Q8_0)], "not whole Q8_0 blocks"),
     "huge_tensor": ([], [_tensor("t", (2**40, 2**40))], "run past the end"),
     "data_offset": ([], [_tensor("t", (32,), 0, 2**50)], "run past the end"),
