@@ -1082,7 +1082,7 @@ def compare_row(row: Anchor, profile: Any, fit: PhoneFit | None) -> dict[str, An
         "energy_window_s": {"published": row.window_s,
                             "why": "the published energy window (energy / mean power), longer than run_s by the "
                                    "protocol's spin-up, process start, load and exit" if row.window_s else None},
-        "peak_memory_mb": _figure(e["memory"]["memory_mb"] - profile.runtime.overhead_mb if row.peak_memory_mb else None,
+        "peak_memory_mb": _figure(e["memory"]["llama_cpp_buffers_mb"] if row.peak_memory_mb else None,
                                   row.peak_memory_mb),
         "decode_mj_per_token": _figure(mj_per_token, row.decode_mj_per_token),
         "mah_per_run": _figure(en["mah_per_inference"] if row.mah_per_run is not None else None, row.mah_per_run),

@@ -74,7 +74,9 @@ def _print_estimate(est: dict[str, Any]) -> None:
     rows = [
         ["memory", fmt(mem["memory_mb"], 0), "MiB",
          f"weights {mem['weights_mb']:,.0f} + KV {mem['kv_cache_mb']:,.0f} ({mem['context']} ctx, {mem['kv_cache_type']}) "
-         f"+ compute {mem['compute_buffer_mb']:,.0f} + runtime {mem['overhead_mb']:,.0f}; "
+         f"+ compute {mem['compute_resident_mb']:,.0f}"
+         + (f" (of {mem['compute_buffer_mb']:,.0f} reserved)" if mem["compute_buffer_mb"] - mem["compute_resident_mb"] >= 0.5 else "")
+         + f" + runtime {mem['overhead_mb']:,.0f}; "
          f"{100 * mem['fraction_of_usable']:.0f}% of {mem['usable_mb']:,.0f} usable"],
         ["TTFT", fmt(lat["ttft_ms"]), "ms", f"{lat['prompt_tokens']}-token prompt, {lat['prefill_bound']}-bound"],
         ["TPOT", fmt(lat["tpot_ms"], 2), "ms", f"{lat['decode_bound']}-bound, {lat['bandwidth_effective_gbs']:.1f} GB/s effective"],
@@ -135,7 +137,7 @@ def estimate(
     wait_s: float = typer.Option(0.0, "--wait-s", help="Seconds the inference keeps the device awake and idle (charged at idle power)."),
     include_load: bool = typer.Option(False, "--include-load", help="Add a model load (weights / storage read speed)."),
     compare_published: bool = typer.Option(False, "--compare-published", help="Set the estimator beside published phone measurements."),
-    validate: bool = typer.Option(False, "--validate", help="Estimated vs measured on this machine for every variant of --bundle (use --profile host)."),
+    validate: bool = typer.Option(False, "--validate", help="Estimated vs measured on this machine for every variant of --bundle, or for --model (use --profile host)."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle for --validate (default: the built-in model's)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="llama.cpp threads the estimate runs on (default: the profile's runtime.threads; threads past the big cores "
                                           "are paced by the little ones). With --validate: threads for building the built-in bundle."),
@@ -154,7 +156,7 @@ def estimate(
         fail("--profile is required (only --compare-published runs without one: every source on its own profile)")
     prof = _load(profile) if profile is not None else None
     if validate:
-        _validate(prof, bundle, prompt_tokens, gen_tokens, context, threads, json_out)
+        _validate(prof, bundle, model, prompt_tokens, gen_tokens, context, threads, json_out)
         return
     if compare_published:
         if model or shape:
@@ -244,19 +246,39 @@ def _bundle(path: Optional[Path], threads: Optional[int]) -> Any:
         fail(str(exc))
 
 
-def _validate(prof: Any, bundle: Optional[Path], prompt_tokens: int, gen_tokens: int, context: int,
-              threads: Optional[int], json_out: bool) -> None:
+def _gguf_variant(model: Path) -> Any:
+    """One GGUF as a variant to validate (``--validate --model``): the agent's own files are
+    not a bundle."""
+    from edgeagent.bundle import Variant
+    from edgeagent.output import fail
+    from edgeagent.shapes import shape_from_gguf
+
+    if not model.is_file():
+        fail(f"{model}: no such GGUF file")
+    try:
+        shape = shape_from_gguf(model)
+    except ValueError as exc:
+        fail(str(exc))
+    return Variant(id=model.stem, quant=shape.quant.lower(), exit_layer=shape.n_layers, n_layers=shape.n_layers,
+                   path=model.resolve(), sha256="", size_bytes=model.stat().st_size)
+
+
+def _validate(prof: Any, bundle: Optional[Path], model: Optional[Path], prompt_tokens: int, gen_tokens: int,
+              context: int, threads: Optional[int], json_out: bool) -> None:
     from edgeagent.calibrate import validate_estimates, validate_rows
     from edgeagent.measure import MeasureError
     from edgeagent.output import console, emit_json, err_console, fail
 
-    b = _bundle(bundle, threads)
+    if model is not None and bundle is not None:
+        fail("--validate takes --bundle or --model, not both")
+    b = None if model is not None else _bundle(bundle, threads)
+    variants = [_gguf_variant(model)] if model is not None else b.variants
     try:
-        result = validate_estimates(b.variants, prof, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, n_ctx=context,
+        result = validate_estimates(variants, prof, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, n_ctx=context,
                                     log=None if json_out else err_console.print)
     except (MeasureError, ValueError) as exc:
         fail(str(exc))
-    result["bundle"] = str(b.root)
+    result["bundle" if b is not None else "model"] = str(b.root if b is not None else model)
     if json_out:
         emit_json(result)
         return

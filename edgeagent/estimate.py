@@ -85,10 +85,36 @@ def compute_buffer_bytes(shape: ModelShape, n_ctx: int, n_ubatch: int = 512, fla
     return max(output, ffn, attention) + F32 * shape.n_vocab  # + the one-row logits buffer
 
 
+def compute_resident_bytes(shape: ModelShape, n_ctx: int, n_ubatch: int = 512, flash_attn: bool = False) -> int:
+    """The part of llama.cpp's compute buffer a run touches when each batch asks for one row of
+    logits, as the agent's steps do: the buffer is reserved for logits at every batch row
+    (``compute_buffer_bytes``'s output moment), but the graph of a batch with one output keeps
+    one row past the last layer's output selection (``inp_out_ids``), and the reserved pages no
+    graph writes are never made resident. So the FFN and attention moments of a full batch,
+    the one output row and the logits buffer. For a large vocabulary the difference is most of
+    the buffer: the SmolLM2 agent at n_ubatch 512 reserves 98.3 MiB, and its peak RSS grew by
+    13.4 MB from an 8-token prompt to a 512-token one (this model: 14.9 MB; measured here,
+    ``tests/runtime/test_estimate.py``). Where the output moment is not the largest (the
+    built-in model's 1,266 tokens) the two are the same."""
+    ub = min(n_ubatch, n_ctx)
+    mask = ub * n_ctx * (2 if flash_attn else F32)
+    output = F32 * (shape.n_vocab + 2 * shape.n_embd)
+    ffn = F32 * ub * (3 * shape.n_ff + 4 * shape.n_embd) + mask
+    attention = ub * (4 * shape.n_embd + (shape.n_head + 2 * shape.n_head_kv) * shape.head_dim)
+    if not flash_attn:
+        attention += ub * n_ctx * shape.n_head
+    attention = F32 * attention + mask
+    return min(max(output, ffn, attention) + F32 * shape.n_vocab,
+               compute_buffer_bytes(shape, n_ctx, n_ubatch, flash_attn))
+
+
 def memory_estimate(shape: ModelShape, profile: Profile, n_ctx: int,
                     repacked_types: dict[str, int] | None = None) -> dict[str, Any]:
-    """Resident memory of the process: weights (exact bytes) + KV cache + compute buffer +
-    the runtime's own baseline (``runtime.overhead_mb``: interpreter, libraries, threads).
+    """Resident memory of the process: weights (exact bytes) + KV cache + the compute buffer as
+    a run with one output row a batch touches it (``compute_resident_bytes``) + the runtime's
+    own baseline (``runtime.overhead_mb``: interpreter, libraries, threads). What llama.cpp
+    allocates, as its load log reports it (the whole reserved compute buffer), is
+    ``llama_cpp_buffers_mb``: published load-log figures are compared with that.
 
     Weights are counted once, except a tied output head that ``weight_repack`` repacks: llama.cpp
     then holds that table twice (``ModelShape.repacked_head_copy_bytes``; PocketPal's load logs
@@ -108,19 +134,23 @@ def memory_estimate(shape: ModelShape, profile: Profile, n_ctx: int,
     weights = shape.weights_bytes + head_copy
     kv = kv_cache_bytes(shape, n_ctx, rt.kv_cache_type)
     compute = compute_buffer_bytes(shape, n_ctx, rt.n_ubatch, rt.flash_attn)
+    resident = compute_resident_bytes(shape, n_ctx, rt.n_ubatch, rt.flash_attn)
     overhead = int(rt.overhead_mb * MiB)
-    total = weights + kv + compute + overhead
+    total = weights + kv + resident + overhead
     return {
         "weights_bytes": weights,
         "repacked_head_copy_bytes": head_copy,
         "kv_cache_bytes": kv,
         "compute_buffer_bytes": compute,
+        "compute_resident_bytes": resident,
         "overhead_bytes": overhead,
         "total_bytes": total,
         "weights_mb": weights / MiB,
         "kv_cache_mb": kv / MiB,
         "compute_buffer_mb": compute / MiB,
+        "compute_resident_mb": resident / MiB,
         "overhead_mb": overhead / MiB,
+        "llama_cpp_buffers_mb": (weights + kv + compute) / MiB,
         "memory_mb": total / MiB,
         "usable_mb": profile.usable_memory_bytes / MiB,
         "fraction_of_usable": total / profile.usable_memory_bytes,

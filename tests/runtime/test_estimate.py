@@ -266,7 +266,9 @@ def test_tpot_grows_with_the_kv_cache() -> None:
 def test_memory_estimate_adds_up_and_states_its_parts() -> None:
     s = est.shape_from_config("qwen2.5-1.5b")
     m = est.memory_estimate(s, ELITE, 2048)
-    assert m["total_bytes"] == m["weights_bytes"] + m["kv_cache_bytes"] + m["compute_buffer_bytes"] + m["overhead_bytes"]
+    assert m["total_bytes"] == m["weights_bytes"] + m["kv_cache_bytes"] + m["compute_resident_bytes"] + m["overhead_bytes"]
+    assert m["llama_cpp_buffers_mb"] * 2**20 == pytest.approx(m["weights_bytes"] + m["kv_cache_bytes"]
+                                                               + m["compute_buffer_bytes"])
     # the tied Q6_K head is repacked on AArch64, so the 8 Elite holds the table twice; the host does not
     assert m["weights_bytes"] == s.weights_bytes + s.head.n_bytes == s.weights_bytes + m["repacked_head_copy_bytes"]
     assert est.memory_estimate(s, HOST, 2048)["repacked_head_copy_bytes"] == 0
@@ -275,9 +277,44 @@ def test_memory_estimate_adds_up_and_states_its_parts() -> None:
     assert est.memory_estimate(s, ELITE, 2048, repacked_types={"Q4_0": 4})["weights_bytes"] == s.weights_bytes
     untied = est.shape_from_config("llama-3.1-8b")
     assert est.memory_estimate(untied, ELITE, 2048)["repacked_head_copy_bytes"] == 0
-    # 152k-vocabulary logits for a 512-row batch dominate the compute buffer
+    # 152k-vocabulary logits for a 512-row batch dominate the compute buffer llama.cpp reserves;
+    # a batch with one output row touches the FFN's activations instead (n_ff 8960, n_embd 1536,
+    # the F16 mask of 512 x 2048) and the one-row logits
     assert m["compute_buffer_bytes"] == 4 * (512 * (151936 + 2 * 1536) + 151936)
+    assert m["compute_resident_bytes"] == 4 * 512 * (3 * 8960 + 4 * 1536) + 2 * 512 * 2048 + 4 * 151936
     assert m["memory_mb"] == pytest.approx(m["total_bytes"] / 2**20)
+
+
+def test_the_resident_compute_buffer_is_the_reserved_one_where_the_vocabulary_is_small(tiny_gguf: Path) -> None:
+    for flash in (False, True):
+        s = est.shape_from_gguf(tiny_gguf)
+        assert est.compute_resident_bytes(s, 1024, 512, flash) <= est.compute_buffer_bytes(s, 1024, 512, flash)
+        big = est.shape_from_config("qwen2.5-1.5b")
+        assert est.compute_resident_bytes(big, 1024, 512, flash) < est.compute_buffer_bytes(big, 1024, 512, flash) / 3
+
+
+def test_a_large_vocabulary_leaves_most_of_the_reserved_compute_buffer_untouched() -> None:
+    """The SmolLM2 agent (49,152 tokens) reserves ~98 MiB of compute buffer at n_ubatch 512,
+    mostly logits for every batch row. Its peak RSS in fresh processes grows from an 8-token
+    prompt to a 512-token one by what the one-output graph touches, as
+    ``compute_resident_bytes`` counts it (within 25 %), a small part of the reservation."""
+    pytest.importorskip("llama_cpp")
+    from edgeagent.measure import measure_gguf
+
+    from edgeagent.agents import AgentUnavailable, shipped_agent
+
+    try:
+        path = shipped_agent("smollm2").gguf("q8_0", quiet=True)
+    except AgentUnavailable as e:  # the agent extra (its base weights) is not installed
+        pytest.skip(str(e))
+    shape = est.shape_from_gguf(path)
+    peak = {n: measure_gguf(path, prompt_tokens=n, gen_tokens=2, n_ctx=1024, threads=1, reps=1)["rss_peak_mb"]
+            for n in (8, 512)}
+    grew = peak[512] - peak[8]
+    touched = (est.compute_resident_bytes(shape, 1024, 512, True) - est.compute_resident_bytes(shape, 1024, 8, True)) / 2**20
+    reserved = est.compute_buffer_bytes(shape, 1024, 512, True) / 2**20
+    assert grew == pytest.approx(touched, rel=0.25), (grew, touched)
+    assert grew < reserved / 4
 
 
 @pytest.mark.parametrize(("n_ctx", "flash_attn"), [(512, False), (2048, False), (2048, True)])

@@ -140,3 +140,19 @@ def test_a_charging_adb_device_is_flagged(tiny_bundle) -> None:
     assert out["sources"]["mah_per_100_inferences"] == "measured"
     assert not out["measured_here"]["energy"]["reliable"]
     assert any("charging" in x and "unreliable" in x for x in out["warnings"])
+
+
+def test_validate_one_gguf_against_this_machine(tiny_bundle) -> None:
+    """`estimate --validate --model F.gguf`: one file (the agent's own GGUFs are not a bundle),
+    estimated and measured here; a missing file or both --model and --bundle is one line, exit 2."""
+    gguf = next(tiny_bundle.glob("*q8_0*.gguf"))
+    r = CliRunner().invoke(app, ["estimate", "--validate", "--profile", "host", "--model", str(gguf), "--context", "256",
+                                 "--prompt-tokens", "32", "--gen-tokens", "8", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["model"] == str(gguf) and [row["id"] for row in out["rows"]] == [gguf.stem]
+    row = out["rows"][0]
+    assert row["memory_mb"]["measured"] > 0 and row["tokens_per_s"]["measured"] > 0
+    for args in (["--model", str(gguf.with_name("missing.gguf"))], ["--model", str(gguf), "--bundle", str(tiny_bundle)]):
+        r = CliRunner().invoke(app, ["estimate", "--validate", "--profile", "host", *args])
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
