@@ -999,8 +999,9 @@ def fit_little_cores(rows: tuple[Anchor, ...] = PUBLISHED, profiles: dict[str, A
 
     n_kv = [row.prompt_tokens + 1 + i for i in range(max(row.gen_tokens - 1, 1))]  # as latency_estimate steps
     mean_bytes = sum(decode_bytes_per_token(shape, k, rt.kv_cache_type) for k in n_kv) / len(n_kv)
-    extras = [rt.decode_overhead_ms / 1e3 + (decode_attention_s(shape, k, rt.decode_attention_gflops)
-                                             if rt.decode_attention_gflops else 0.0) for k in n_kv]
+    attention_gflops = rt.attention_gflops(shape.head_dim)
+    extras = [rt.decode_overhead_ms / 1e3 + (decode_attention_s(shape, k, attention_gflops)
+                                             if attention_gflops else 0.0) for k in n_kv]
     bytes_per_cycle = mean_bytes / (cycles_per_s * (1 / row.decode_tokens_per_s - sum(extras) / len(extras)))
     prefill_s = row.prompt_tokens / row.prefill_tokens_per_s
     ops_per_cycle = prefill_work(shape, row.prompt_tokens, rt.prefill_type_rates) / (cycles_per_s * prefill_s)

@@ -199,7 +199,7 @@ def decode_flops_per_token(shape: ModelShape, n_kv: int) -> float:
 
 def decode_attention_s(shape: ModelShape, n_kv: int, attention_gflops: float) -> float:
     """Seconds one decode step spends attending to ``n_kv`` cached positions, at a
-    calibrated attention throughput (``runtime.decode_attention_gflops``)."""
+    calibrated attention throughput (``runtime.attention_gflops(shape.head_dim)``)."""
     return attention_flops(shape, n_kv) / (attention_gflops * 1e9)
 
 
@@ -347,9 +347,10 @@ def decode_step_s(shape: ModelShape, profile: Profile, n_kv: int, batch: int = 1
     compute = profile.compute_gflops_sustained * 1e9
     step_bytes = decode_bytes_per_token(shape, n_kv, rt.kv_cache_type)
     memory_s = decode_read_bytes(shape, n_kv, rt.kv_cache_type, rt.wide_weight_rate) / bandwidth
-    if rt.decode_attention_gflops:
+    attention_gflops = rt.attention_gflops(shape.head_dim)
+    if attention_gflops:
         compute_s = batch * decode_flops_per_token(shape, 0) / compute
-        attention_s = batch * decode_attention_s(shape, n_kv, rt.decode_attention_gflops)
+        attention_s = batch * decode_attention_s(shape, n_kv, attention_gflops)
     else:
         compute_s, attention_s = batch * decode_flops_per_token(shape, n_kv) / compute, 0.0
     little_s = 0.0
@@ -407,7 +408,8 @@ def latency_estimate(shape: ModelShape, profile: Profile, prompt_tokens: int, ge
 
     Attention over the cache: without flash attention llama.cpp runs it per head as small
     ops (KQ, mask, softmax, KQV) that reach a fraction of peak compute and overlap nothing.
-    Where the profile has a calibrated ``runtime.decode_attention_gflops`` it is added to
+    Where the profile has a calibrated attention throughput (``runtime.attention_gflops``:
+    the entry for the model's head dimension, else ``decode_attention_gflops``) it is added to
     each step at that throughput (on this machine it is what makes decode slow down as the
     context fills: 1.28 us per cached position for the built-in model, against 0.05 ns its
     KV bytes explain; device_profiles/host.toml); otherwise it is counted inside the roofline at peak compute.

@@ -94,6 +94,13 @@ class BatterySpec(_Strict):
 # A llama.cpp weight type name as GGUF tensor types print (Q4_0, Q4_K, Q8_0, IQ4_NL, F16, BF16, ...).
 _GGML_TYPE = re.compile(r"(F|BF)(16|32|64)|Q[1-8]_[01K]|IQ[1-4]_(XXS|XS|S|M|NL)|TQ[12]_0")
 PrefillRate = Annotated[float, Field(gt=0.05, le=20.0, allow_inf_nan=False)]
+AttentionRate = Annotated[float, Field(ge=0.001, le=1e7, allow_inf_nan=False)]
+
+
+def nearest_head_dim(table: dict[str, float], head_dim: int) -> float:
+    """The entry of ``table`` (head dimension as text -> a figure) nearest ``head_dim``, the
+    larger head dimension on a tie."""
+    return table[min(table, key=lambda key: (abs(int(key) - head_dim), -int(key)))]
 
 
 class Runtime(_Strict):
@@ -108,6 +115,11 @@ class Runtime(_Strict):
     # ops, far below peak compute), calibrated from decode speed at two context lengths.
     # Unset: attention is counted at compute_gflops_sustained inside the roofline's max().
     decode_attention_gflops: float | None = _within(0.001, 1e7, default=None, low_open=False)
+    # The same per head dimension ("32" = 7.0 GFLOP/s): attention's small per-head ops run at
+    # very different rates on small heads and real models' (on an AMD EPYC at 1 thread the
+    # built-in model's head_dim 32 ran at 7.0 GFLOP/s, a head_dim-64 probe at ~35). A model
+    # takes the entry of the nearest head dimension (the larger on a tie); empty: the figure above.
+    decode_attention_gflops_by_head_dim: dict[str, AttentionRate] = Field(default_factory=dict)
     # How many times faster than ``bandwidth_efficiency`` decode reads weights of 8 bits or more
     # (Q8_0, F16, BF16, F32) and an F16/Q8_0 KV cache: the efficiency stands for 4-bit-class
     # types, whose kernels unpack every block (estimate.decode_read_bytes). 1.0: no difference.
@@ -116,6 +128,21 @@ class Runtime(_Strict):
     # for: each type has its own matmul kernel (estimate.prefill_work). A type not listed
     # prefills at Q4_K's rate; empty: every type alike.
     prefill_type_rates: dict[str, PrefillRate] = Field(default_factory=dict)
+
+    @field_validator("decode_attention_gflops_by_head_dim")
+    @classmethod
+    def _head_dims(cls, rates: dict[str, float]) -> dict[str, float]:
+        for key in rates:
+            if not (key.isdigit() and 1 <= int(key) <= 4096):
+                raise ValueError(f"{key!r} is not a head dimension (a whole number of 1 to 4096)")
+        return rates
+
+    def attention_gflops(self, head_dim: int) -> float | None:
+        """Decode attention's calibrated throughput for a model of ``head_dim``: the entry of
+        the nearest head dimension in ``decode_attention_gflops_by_head_dim``, else
+        ``decode_attention_gflops`` (None: not calibrated)."""
+        table = self.decode_attention_gflops_by_head_dim
+        return nearest_head_dim(table, head_dim) if table else self.decode_attention_gflops
 
     @field_validator("prefill_type_rates")
     @classmethod

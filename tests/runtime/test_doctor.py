@@ -90,7 +90,14 @@ def test_x86_host_without_amx():
     assert r["threads"]["threads"] == 2
     assert r["soc"]["profile"] == "host" and "note" in r["soc"]
     assert r["repack"]["on"] is True and r["repack"]["why"].startswith("x86 without AMX")
-    # host.toml was calibrated when repack was off on every x86: doctor says so.
+    # a host profile calibrated when repack was off on every x86 (as host.toml was until
+    # 2026-12-05): doctor says so
+    from edgeagent.profiles import load_all
+
+    stale = [p.model_copy(update={"runtime": p.runtime.model_copy(update={"weight_repack": False})})
+             if p.name == "host" else p for p in load_all()]
+    r = diagnose(load_dump(EPYC), profiles=stale,
+                 system_info="CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 | REPACK = 1 |")
     assert "weight_repack = false, this CPU's default is true" in r["soc"]["advice"]
 
 

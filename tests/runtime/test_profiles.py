@@ -248,3 +248,26 @@ def test_profiles_load_from_an_installed_wheel(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(target)], check=True, capture_output=True, text=True,
                          cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
     assert out.stdout.split() == ["snapdragon-8-gen-2", str(len(list_profiles()))]
+
+
+def test_attention_throughput_is_taken_for_the_nearest_head_dimension(tmp_path) -> None:
+    """`decode_attention_gflops_by_head_dim` as calibrate writes it (a TOML inline table keyed by
+    head dimension): a model takes the nearest entry (the larger on a tie); a key that is not a
+    head dimension is refused naming it; without a table the single figure stands."""
+    import tomllib
+
+    from edgeagent.calibrate import to_toml
+    from edgeagent.profiles import ProfileError, load_profile, parse_profile
+
+    data = tomllib.loads((Path(__file__).resolve().parents[2] / "device_profiles" / "host.toml").read_text())
+    data["runtime"]["decode_attention_gflops"] = 5.0
+    data["runtime"]["decode_attention_gflops_by_head_dim"] = {"32": 3.5, "64": 30.0}
+    path = tmp_path / "h.toml"
+    path.write_text(to_toml(data))
+    rt = load_profile(path).runtime
+    assert [rt.attention_gflops(d) for d in (16, 32, 47, 48, 64, 128)] == [3.5, 3.5, 3.5, 30.0, 30.0, 30.0]
+    data["runtime"]["decode_attention_gflops_by_head_dim"] = {}
+    assert parse_profile(data, "h.toml").runtime.attention_gflops(64) == 5.0
+    data["runtime"]["decode_attention_gflops_by_head_dim"] = {"wide": 3.0}
+    with pytest.raises(ProfileError, match="decode_attention_gflops_by_head_dim"):
+        parse_profile(data, "h.toml")
