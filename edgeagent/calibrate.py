@@ -43,7 +43,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgeagent.estimate import attention_flops, decode_attention_s, decode_bytes_per_token, prefill_flops
+from edgeagent.estimate import (attention_flops, decode_attention_s, decode_bytes_per_token, kv_cache_bytes,
+                                prefill_flops)
 from edgeagent.llama import ATTENTION_SETUPS
 from edgeagent.shapes import shape_from_gguf
 from edgeagent.measure import measure_gguf, measure_numpy, measure_runtime_baseline
@@ -67,6 +68,7 @@ ATTENTION_CONTEXT = 1024
 # heads of 64, 4 KV heads, FFN 2048: ~6.3 M parameters per block, ~6.7 MB at Q8_0.
 PROBE_WIDTH, PROBE_HEADS, PROBE_KV_HEADS, PROBE_FFN = 768, 12, 4, 2048
 PROBE_QUANT = "q8_0"
+NARROW_PROBE_QUANT = "q4_k_m"  # the largest probe again, for the 4-bit read rate (width 768 = 3 x 256: K-quants apply)
 # One agent step, as the flash-attention choice weighs it: the prompt tokens a step evaluates
 # and the tokens of one action (the SmolLM2 agent: ~150 evaluated, ~13 generated).
 STEP_PROMPT_TOKENS = 160
@@ -153,17 +155,17 @@ def write_probe_model(out_dir: Path, tokenizer_dir: Path, n_layers: int, seed: i
     return out_dir
 
 
-def probe_gguf(tokenizer_dir: Path, n_layers: int, cache: Path, threads: int | None) -> Path:
-    """The Q8_0 GGUF of an ``n_layers`` random probe, exported once and cached."""
+def probe_gguf(tokenizer_dir: Path, n_layers: int, cache: Path, threads: int | None, quant: str = PROBE_QUANT) -> Path:
+    """The GGUF (Q8_0 unless ``quant`` says) of an ``n_layers`` random probe, exported once and cached."""
     from edgeagent.builtin import weights_digest
     from edgeagent.export.hf_to_gguf import export
 
-    out = cache / f"probe-{weights_digest(tokenizer_dir)}-w{PROBE_WIDTH}-l{n_layers}-{PROBE_QUANT}.gguf"
+    out = cache / f"probe-{weights_digest(tokenizer_dir)}-w{PROBE_WIDTH}-l{n_layers}-{quant}.gguf"
     if not out.is_file():
         scratch = cache / f".probe-l{n_layers}-{os.getpid()}"
         try:
             write_probe_model(scratch, tokenizer_dir, n_layers)
-            export(scratch, out, PROBE_QUANT, threads=threads)
+            export(scratch, out, quant, threads=threads)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return out
@@ -214,6 +216,25 @@ def measure_attention(path: Path, threads: int, bandwidth_bps: float, rounds: in
             "tpot_ms": [tpot[short] * 1e3, tpot[long_] * 1e3],
             "us_per_cached_position": per_position_s * 1e6,
             "attention_gflops": attention_flops(shape, 1) / per_position_s / 1e9}
+
+
+def narrow_read(path: Path, threads: int, overhead_s: float, wide_bps: float, attention_table: dict[str, float],
+                rounds: int = PROBE_ROUNDS) -> dict[str, Any]:
+    """The decode of a Q4_K_M probe, measured as the Q8_0 probes are, read against their fit:
+    its time per token less the fitted per-token cost, attention and its wide bytes (KV cache,
+    norms, any Q8_0 tensor) at the Q8_0 rate leaves its 4-bit bytes' time. ``wide_weight_rate``
+    is the Q8_0 rate over that one (1.0 where 4-bit reads as fast or faster: the profile's
+    field cannot say a wide byte is slower)."""
+    (point,) = _probe_points([path], threads, rounds, attention_table=attention_table)
+    shape = shape_from_gguf(path)
+    n_kv = PROBE_PROMPT_TOKENS + PROBE_GEN_TOKENS // 2
+    wide, narrow = shape.decode_weight_bytes
+    wide += kv_cache_bytes(shape, n_kv)
+    narrow_s = (point["tpot_ms"] - point["attention_ms"]) / 1e3 - overhead_s - wide / wide_bps
+    reached = narrow / narrow_s if narrow_s > 0 else float("inf")
+    return {"model": path.name, "tokens_per_s": point["tokens_per_s"], "tpot_ms": point["tpot_ms"],
+            "narrow_bytes": narrow, "wide_bytes": wide, "reached_gbs": reached / 1e9,
+            "wide_weight_rate": max(1.0, wide_bps / reached)}
 
 
 def attention_by_head_dim(probes: Sequence[Path], threads: int, bandwidth_bps: float, flash_attn: bool,
@@ -384,12 +405,20 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
     # the line is fitted to what is left once attention (measured above) is taken out
     overhead_s, reached_bps = fit_decode([(pt["bytes_per_token"], (pt["tpot_ms"] - pt["attention_ms"]) / 1e3)
                                           for pt in points])
+    # The same largest probe at Q4_K_M: how much slower per byte llama.cpp reads 4-bit weights
+    # than Q8_0 (its kernels unpack every block), the profile's runtime.wide_weight_rate, as the
+    # phone profiles have it from published runs.
+    narrow = narrow_read(probe_gguf(model_dir, layers[-1], cache, threads, quant=NARROW_PROBE_QUANT), threads,
+                         overhead_s, reached_bps, {dim: a["attention_gflops"] for dim, a in fit_attention.items()})
+    wide_rate = narrow["wide_weight_rate"]
+    say(f"      {narrow['model']}: {narrow['tokens_per_s']:.1f} tokens/s -> 4-bit weights read at "
+        f"{narrow['reached_gbs']:.1f} GB/s, Q8_0 {wide_rate:.2f}x as fast per byte")
     eta_raw = reached_bps / (bandwidth_gbs * 1e9)
     # The ceiling stands for the datasheet figure a VM hides: the fastest stream measured here,
     # numpy's or llama.cpp's own decode (its AVX loads can outrun numpy's one-thread sum), so
     # eta is llama.cpp's share of it and never exceeds 1.
     ceiling_gbs = max(bandwidth_gbs, reached_bps / 1e9)
-    eta = reached_bps / (ceiling_gbs * 1e9)
+    eta = reached_bps / wide_rate / (ceiling_gbs * 1e9)  # eta stands for 4-bit weights, as on the phones
     overhead_ms = max(0.0, overhead_s * 1e3)
     for pt in points:  # what the fitted line says for each probe
         pt["fitted_tpot_ms"] = (overhead_s + pt["bytes_per_token"] / reached_bps) * 1e3 + pt["attention_ms"]
@@ -436,12 +465,13 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
                                      numpy_m=numpy_m, points=points, eta_raw=eta_raw, llc=llc,
                                      prefill=prefill, big=big.name,
                                      attention=profile_attention[str(shape_from_gguf(small).head_dim)],
-                                     attention_by_head_dim=profile_attention, flash=flash),
+                                     attention_by_head_dim=profile_attention, flash=flash, narrow=narrow),
         "measurements": {
             "numpy": numpy_m, "decode_probes": points, "decode_attention": attention,
             "decode_attention_by_head_dim": {"fit": fit_attention, "profile": profile_attention},
             "decode_fit": {"overhead_ms": overhead_ms, "bandwidth_reached_gbs": reached_bps / 1e9,
                            "eta": eta, "eta_of_numpy_read": eta_raw, "ceiling_gbs": ceiling_gbs},
+            "narrow_read": narrow,
             "prefill": {"model": big.name, "prompt_tokens": prefill["prompt_tokens"], "prefill_ms": prefill["prefill_ms"],
                         "prefill_tokens_per_s": prefill["prefill_tokens_per_s"], "gflops_effective": compute_gflops},
             "flash_attn": flash,
@@ -491,7 +521,8 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
                       baseline_mb: float | None = None, memory: dict[str, Any] | None = None,
                       decode_overhead_ms: float, numpy_m: dict, points: list[dict], eta_raw: float, llc: int,
                       prefill: dict, big: str, attention: dict, flash: dict,
-                      attention_by_head_dim: dict[str, dict] | None = None) -> dict[str, Any]:
+                      attention_by_head_dim: dict[str, dict] | None = None,
+                      narrow: dict[str, Any] | None = None) -> dict[str, Any]:
     """The host profile as data (the TOML's tables), every number with its source."""
     import psutil
 
@@ -520,6 +551,7 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
         "runtime": {"threads": threads, "weight_repack": default_repack(), "flash_attn": flash["flash_attn"],
                     "overhead_mb": round(overhead_mb, 1),
                     "decode_overhead_ms": round(decode_overhead_ms, 4),
+                    "wide_weight_rate": round(narrow["wide_weight_rate"], 3) if narrow else 1.0,
                     "decode_attention_gflops": round(attention["attention_gflops"], 3),
                     "decode_attention_gflops_by_head_dim": {dim: round(a["attention_gflops"], 3)
                                                             for dim, a in (attention_by_head_dim or {}).items()}},
@@ -529,7 +561,14 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
                      f"{numpy_m['threads']} thread(s) summing a {numpy_m['read_mib']} MiB float64 array, best of "
                      f"{numpy_m['reps']}: {numpy_gbs if numpy_gbs is not None else bandwidth_gbs:.2f} GB/s; llama.cpp's "
                      f"decode on the probes below: {bandwidth_gbs * eta:.2f} GB/s", "citation": stamp},
-            {"what": f"bandwidth_efficiency = {eta:.4f} ({eta_raw:.4f} of the numpy read) and runtime.decode_overhead_ms = "
+            {"what": "runtime.wide_weight_rate = " + (f"{narrow['wide_weight_rate']:.3f}: {narrow['model']} decoded at "
+                     f"{narrow['tokens_per_s']:.1f} tokens/s, measured as the Q8_0 probes below; less their fitted per-token "
+                     f"cost, its attention and its {narrow['wide_bytes'] / 2**20:.1f} MiB of wide reads (KV cache, Q8_0 and F32 "
+                     f"tensors) at the Q8_0 rate, its {narrow['narrow_bytes'] / 2**20:.1f} MiB of 4-bit weights read at "
+                     f"{narrow['reached_gbs']:.2f} GB/s; bandwidth_efficiency stands for those, as on the phone profiles "
+                     "(calibrate.narrow_read)" if narrow else "1.0: not measured"), "citation": stamp},
+            {"what": f"bandwidth_efficiency = {eta:.4f} (of 4-bit weights: the Q8_0 fit's rate over wide_weight_rate; "
+                     f"{eta_raw:.4f} of the numpy read at Q8_0) and runtime.decode_overhead_ms = "
                      f"{decode_overhead_ms:.4f}: least-squares line through llama.cpp decode time per token vs bytes "
                      f"read per token on {len(points)} Q8_0 probes, best of {PROBE_ROUNDS} interleaved rounds ({probes}); last-level cache {llc / 2**20:.0f} MiB",
              "citation": stamp},

@@ -88,7 +88,13 @@ def test_calibrate_writes_a_profile_load_profile_accepts(calibrated) -> None:
     fit = result["measurements"]["decode_fit"]
     ceiling = max(result["measurements"]["numpy"]["read_gbs"], fit["bandwidth_reached_gbs"])
     assert p.bandwidth_theoretical_gbs == pytest.approx(ceiling, abs=0.01)
-    assert p.bandwidth_efficiency == pytest.approx(fit["bandwidth_reached_gbs"] / ceiling, abs=1e-4)
+    # eta stands for 4-bit weights, as on the phone profiles: the Q8_0 fit's rate over the
+    # Q4_K_M probe's measured wide_weight_rate
+    narrow = result["measurements"]["narrow_read"]
+    assert p.runtime.wide_weight_rate == pytest.approx(narrow["wide_weight_rate"], abs=1e-3) and narrow["wide_weight_rate"] >= 1
+    assert narrow["model"].endswith("-q4_k_m.gguf") and narrow["narrow_bytes"] > narrow["wide_bytes"] > 0
+    assert p.bandwidth_efficiency == pytest.approx(fit["bandwidth_reached_gbs"] / narrow["wide_weight_rate"] / ceiling,
+                                                   abs=1e-3)
     assert p.compute_gflops_sustained == pytest.approx(result["measurements"]["prefill"]["gflops_effective"], abs=0.01)
     assert p.runtime.decode_overhead_ms == pytest.approx(result["measurements"]["decode_fit"]["overhead_ms"], abs=1e-4)
     memory = result["measurements"]["run_memory"]  # the baseline plus what a run holds beyond llama.cpp's buffers

@@ -209,12 +209,13 @@ def test_decode_is_bandwidth_bound_tokens_per_s(tiny_gguf: Path) -> None:
     s = est.shape_from_gguf(tiny_gguf)
     lat = est.latency_estimate(s, HOST, prompt_tokens=10, gen_tokens=2)  # one decode step at n_kv = 11
     bandwidth = HOST.bandwidth_theoretical_gbs * 1e9 * HOST.bandwidth_efficiency
-    memory_s = est.decode_bytes_per_token(s, 11) / bandwidth
+    # the host's efficiency stands for 4-bit weights; this F32 model's bytes read wide_weight_rate faster
+    memory_s = est.decode_read_bytes(s, 11, "f16", HOST.runtime.wide_weight_rate) / bandwidth
     compute_s = est.decode_flops_per_token(s, 0) / (HOST.compute_gflops_sustained * 1e9)
     assert memory_s > compute_s
     # plus the fixed per-token cost `edgeagent calibrate` fits (runtime.decode_overhead_ms) and
     # attention over the 11 cached positions at its calibrated throughput
-    attention_s = 4 * s.n_layers * s.n_head * s.head_dim * 11 / (HOST.runtime.decode_attention_gflops * 1e9)
+    attention_s = 4 * s.n_layers * s.n_head * s.head_dim * 11 / (HOST.runtime.attention_gflops(s.head_dim) * 1e9)
     tpot_s = memory_s + attention_s + HOST.runtime.decode_overhead_ms / 1e3
     assert lat["tokens_per_s"] == pytest.approx(1 / tpot_s)
     assert lat["decode_bound"] == "memory"
