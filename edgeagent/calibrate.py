@@ -16,10 +16,15 @@ What is measured, each in a fresh process (``edgeagent.measure``) held to ``thre
    (bytes read per token, time per token) gives the per-token fixed cost (the intercept:
    ``runtime.decode_overhead_ms``) and the bandwidth actually reached (1 / slope), whose
    ratio to (1) is eta (``bandwidth_efficiency``). Before the line is fitted, attention over
-   the cache is measured on the given model (decode after a short and a long prompt: the
-   extra time per cached position, over attention's FLOPs -> ``runtime.decode_attention_gflops``)
-   and taken out of each probe's time;
-4. the runtime's own resident memory (``runtime.overhead_mb``): before a model loads, plus what
+   the cache is measured on the given model and on a probe with 64-wide heads (decode after a
+   short and a long prompt: the extra time per cached position, over attention's FLOPs) and
+   taken out of each probe's time. The profile's figures (``runtime.decode_attention_gflops``
+   and ``decode_attention_gflops_by_head_dim``) are measured again with the flash-attention
+   setting (4) chooses. The largest probe at Q4_K_M gives how much faster Q8_0 reads per byte
+   (``runtime.wide_weight_rate``); eta then stands for 4-bit weights, as on the phones. The
+   bandwidth ceiling is the faster of (1) and llama.cpp's own Q8_0 decode;
+4. flash attention on one agent step, off / on / exact (``runtime.flash_attn``);
+5. the runtime's own resident memory (``runtime.overhead_mb``): before a model loads, plus what
    a run holds beyond llama.cpp's buffers (graph and scheduler structures, library code paged
    in), read on the largest probe after a full physical batch (``run_memory``).
 
@@ -393,9 +398,8 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
     say(f"      {small.name}: decode {attention['tpot_ms'][0]:.3f} / {attention['tpot_ms'][1]:.3f} ms per token after "
         f"{ATTENTION_PROMPTS[0]} / {ATTENTION_PROMPTS[1]} prompt tokens -> {attention['us_per_cached_position']:.2f} us "
         f"per cached position, attention at {attention['attention_gflops']:.2f} GFLOP/s")
-    # Attention's small per-head ops run at very different rates on different head sizes (here
-    # the built-in model's head_dim 32: ~7 GFLOP/s; a head_dim-64 probe: ~35), so a model of real
-    # geometry is measured too and each model takes the nearest (Runtime.attention_gflops).
+    # Attention's small per-head ops run at very different rates on different head sizes, so a
+    # model of real geometry is measured too (attention_by_head_dim).
     fit_attention = attention_by_head_dim(probes, threads, bandwidth_gbs * 1e9, FIT_FLASH_ATTN, say, attention)
     points = _probe_points(probes, threads,
                            attention_table={dim: a["attention_gflops"] for dim, a in fit_attention.items()})
@@ -560,7 +564,8 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
                      "DIMM layout, so the measured ceiling stands in for the datasheet figure): a streaming read, "
                      f"{numpy_m['threads']} thread(s) summing a {numpy_m['read_mib']} MiB float64 array, best of "
                      f"{numpy_m['reps']}: {numpy_gbs if numpy_gbs is not None else bandwidth_gbs:.2f} GB/s; llama.cpp's "
-                     f"decode on the probes below: {bandwidth_gbs * eta:.2f} GB/s", "citation": stamp},
+                     f"decode of the Q8_0 probes below: "
+                     f"{bandwidth_gbs * eta * (narrow['wide_weight_rate'] if narrow else 1.0):.2f} GB/s", "citation": stamp},
             {"what": "runtime.wide_weight_rate = " + (f"{narrow['wide_weight_rate']:.3f}: {narrow['model']} decoded at "
                      f"{narrow['tokens_per_s']:.1f} tokens/s, measured as the Q8_0 probes below; less their fitted per-token "
                      f"cost, its attention and its {narrow['wide_bytes'] / 2**20:.1f} MiB of wide reads (KV cache, Q8_0 and F32 "
