@@ -359,19 +359,19 @@ def _pm(result: dict, key: str) -> str:
 
 
 def _model_size(path: Path) -> tuple[int, int]:
-    import gguf
+    from edgeagent.gguf_meta import read_gguf_meta
 
-    reader = gguf.GGUFReader(path)
-    return path.stat().st_size, int(sum(int(t.n_elements) for t in reader.tensors))
+    return path.stat().st_size, int(sum(t.n_elements for t in read_gguf_meta(path).tensors))
 
 
 def _file_type_name(file_type) -> str:
-    import gguf
+    from edgeagent.gguf_meta import file_type_name
 
     try:
-        return gguf.LlamaFileType(int(file_type)).name.replace("MOSTLY_", "").replace("ALL_", "")
+        name = file_type_name(int(file_type))
     except (TypeError, ValueError):
         return "unknown"
+    return name.replace("MOSTLY_", "").replace("ALL_", "") if name else "unknown"
 
 
 def _human_count(n: int) -> str:

@@ -57,6 +57,34 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
 }
 
 
+# llama.h's llama_ftype (``general.file_type``): id -> name, as gguf-py 0.19's LlamaFileType
+# names them (held equal by the test suite).
+LLAMA_FILE_TYPES: dict[int, str] = {
+    0: "ALL_F32", 1: "MOSTLY_F16", 2: "MOSTLY_Q4_0", 3: "MOSTLY_Q4_1", 7: "MOSTLY_Q8_0", 8: "MOSTLY_Q5_0",
+    9: "MOSTLY_Q5_1", 10: "MOSTLY_Q2_K", 11: "MOSTLY_Q3_K_S", 12: "MOSTLY_Q3_K_M", 13: "MOSTLY_Q3_K_L",
+    14: "MOSTLY_Q4_K_S", 15: "MOSTLY_Q4_K_M", 16: "MOSTLY_Q5_K_S", 17: "MOSTLY_Q5_K_M", 18: "MOSTLY_Q6_K",
+    19: "MOSTLY_IQ2_XXS", 20: "MOSTLY_IQ2_XS", 21: "MOSTLY_Q2_K_S", 22: "MOSTLY_IQ3_XS", 23: "MOSTLY_IQ3_XXS",
+    24: "MOSTLY_IQ1_S", 25: "MOSTLY_IQ4_NL", 26: "MOSTLY_IQ3_S", 27: "MOSTLY_IQ3_M", 28: "MOSTLY_IQ2_S",
+    29: "MOSTLY_IQ2_M", 30: "MOSTLY_IQ4_XS", 31: "MOSTLY_IQ1_M", 32: "MOSTLY_BF16", 36: "MOSTLY_TQ1_0",
+    37: "MOSTLY_TQ2_0", 38: "MOSTLY_MXFP4_MOE", 39: "MOSTLY_NVFP4", 40: "MOSTLY_Q1_0", 1024: "GUESSED",
+}
+
+
+def file_type_name(code: int) -> str | None:
+    """llama.cpp's name of a ``general.file_type`` id (``MOSTLY_Q4_K_M``); None when neither
+    ``LLAMA_FILE_TYPES`` nor the installed gguf-py knows it."""
+    if code in LLAMA_FILE_TYPES:
+        return LLAMA_FILE_TYPES[code]
+    try:
+        from gguf import LlamaFileType
+    except ImportError:
+        return None
+    try:
+        return LlamaFileType(code).name
+    except ValueError:
+        return None
+
+
 def ggml_type(type_code: int) -> tuple[str, int, int] | None:
     """(name, weights per block, bytes per block) of a ggml type id; None when neither
     ``GGML_TYPES`` nor the installed gguf-py can size it."""

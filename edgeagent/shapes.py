@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 # TensorInfo and check_gguf_header are importable from here (and edgeagent.estimate) too.
-from edgeagent.gguf_meta import GGML_TYPES, ArrayInfo, TensorInfo, check_gguf_header, read_gguf_meta  # noqa: F401
+from edgeagent.gguf_meta import (GGML_TYPES, ArrayInfo, TensorInfo, check_gguf_header, file_type_name,  # noqa: F401
+                                 read_gguf_meta)
 
 MiB = 2**20
 F32 = 4  # bytes
@@ -210,8 +211,6 @@ def shape_from_gguf(path: str | Path) -> ModelShape:
 
 
 def _shape_from_gguf(path: Path) -> ModelShape:
-    from gguf import LlamaFileType
-
     meta = read_gguf_meta(path)
     fields, tensors = meta.fields, meta.tensors
     arch = _field(fields, "general.architecture")
@@ -234,10 +233,8 @@ def _shape_from_gguf(path: Path) -> ModelShape:
     if n_vocab is None and embd is not None:
         n_vocab = embd.shape[1]
     file_type = _field(fields, "general.file_type")
-    try:
-        quant = LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_") if file_type is not None else "unknown"
-    except ValueError:
-        quant = f"file_type {file_type}"
+    name = file_type_name(int(file_type)) if file_type is not None else None
+    quant = "unknown" if file_type is None else name.removeprefix("MOSTLY_") if name else f"file_type {file_type}"
     return ModelShape(
         name=str(_field(fields, "general.name", path.stem)),
         arch=str(arch),

@@ -342,12 +342,14 @@ def test_an_unreadable_header_keeps_mmap_and_llama_cpp_names_the_fault(tmp_path:
 
 
 def test_the_tensor_table_reads_without_the_gguf_package() -> None:
-    """The mmap choice reads every tensor's type at each load; gguf-py (and the numpy it
-    pulls in) would add ~4.6 MB to a runtime process that does not otherwise need it."""
+    """The mmap choice reads every tensor's type at each load, and a model's shape (its file
+    type's name too) is read for every estimate; gguf-py (and the numpy it pulls in) would add
+    ~4.6 MB to a runtime process that does not otherwise need it."""
     from edgeagent.builtin import builtin_gguf
 
-    code = ("import sys; from edgeagent.gguf_meta import read_gguf_meta; assert 'gguf' not in sys.modules; "
-            "assert read_gguf_meta(sys.argv[1]).tensors; assert 'gguf' not in sys.modules, 'gguf imported'")
+    code = ("import sys; from edgeagent.gguf_meta import read_gguf_meta; from edgeagent.shapes import shape_from_gguf; "
+            "assert 'gguf' not in sys.modules; assert read_gguf_meta(sys.argv[1]).tensors; "
+            "assert shape_from_gguf(sys.argv[1]).quant == 'Q4_K_M'; assert 'gguf' not in sys.modules, 'gguf imported'")
     subprocess.run([sys.executable, "-c", code, str(builtin_gguf("q4_k_m"))], check=True, cwd=REPO)
 
 

@@ -99,6 +99,10 @@ def test_block_table_matches_gguf() -> None:
         assert (qtype.name, gguf.GGML_QUANT_SIZES[qtype]) == (name, (block, size))
     for name, (block, size) in est.GGML_BLOCK.items():
         assert gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[name]] == (block, size)
+    from edgeagent.gguf_meta import LLAMA_FILE_TYPES
+
+    for code, name in LLAMA_FILE_TYPES.items():
+        assert gguf.LlamaFileType(code).name == name
 
 
 def test_gguf_shape_has_exact_bytes(tiny_gguf: Path) -> None:
