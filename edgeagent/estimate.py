@@ -93,7 +93,7 @@ def compute_resident_bytes(shape: ModelShape, n_ctx: int, n_ubatch: int = 512, f
     graph writes are never made resident. So the FFN and attention moments of a full batch,
     the one output row and the logits buffer. For a large vocabulary the difference is most of
     the buffer: the SmolLM2 agent at n_ubatch 512 reserves 98.3 MiB, and its peak RSS grew by
-    13.4 MB from an 8-token prompt to a 512-token one (this model: 14.9 MB; measured here,
+    13.3 MiB from an 8-token prompt to a 512-token one (this model: 14.3 MiB; measured here,
     ``tests/runtime/test_estimate.py``). Where the output moment is not the largest (the
     built-in model's 1,266 tokens) the two are the same."""
     ub = min(n_ubatch, n_ctx)
