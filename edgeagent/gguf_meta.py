@@ -9,7 +9,7 @@ The file is untrusted: every count and length is checked against the file's size
 is used, and every fault is a ValueError whose message starts with the path. The layout is
 ggml's docs/gguf.md, versions 2 and 3 (little-endian). Standard library only: the ggml type
 table is ``GGML_TYPES`` (the test suite holds it equal to ``gguf.constants``); a type id it does
-not know is looked up in ``gguf.constants``, imported only then (it pulls in numpy: ~4.6 MB
+not know is looked up in ``gguf.constants``, imported only then (gguf-py's modules: ~4.6 MB
 more resident in a runtime process that only wanted the tensor table).
 """
 

@@ -343,7 +343,7 @@ def test_an_unreadable_header_keeps_mmap_and_llama_cpp_names_the_fault(tmp_path:
 
 def test_the_tensor_table_reads_without_the_gguf_package() -> None:
     """The mmap choice reads every tensor's type at each load, and a model's shape (its file
-    type's name too) is read for every estimate; gguf-py (and the numpy it pulls in) would add
+    type's name too) is read for every estimate; gguf-py's modules would add
     ~4.6 MB to a runtime process that does not otherwise need it."""
     from edgeagent.builtin import builtin_gguf
 
