@@ -64,6 +64,7 @@ PROBE_PROMPT_TOKENS = 256
 PROBE_GEN_TOKENS = 48
 PREFILL_PROMPT_TOKENS = 128
 PROBE_CONTEXT = 512
+PROBE_N_KV = PROBE_PROMPT_TOKENS + PROBE_GEN_TOKENS // 2  # the KV read at the middle of the decode
 PROBE_ROUNDS = 3
 # Decode attention: the small model's decode speed after a short and a long prompt; the
 # difference per cached position, less what its KV bytes explain, is attention's cost.
@@ -232,9 +233,8 @@ def narrow_read(path: Path, threads: int, overhead_s: float, wide_bps: float, at
     field cannot say a wide byte is slower)."""
     (point,) = _probe_points([path], threads, rounds, attention_table=attention_table)
     shape = shape_from_gguf(path)
-    n_kv = PROBE_PROMPT_TOKENS + PROBE_GEN_TOKENS // 2
     wide, narrow = shape.decode_weight_bytes
-    wide += kv_cache_bytes(shape, n_kv)
+    wide += kv_cache_bytes(shape, PROBE_N_KV)
     narrow_s = (point["tpot_ms"] - point["attention_ms"]) / 1e3 - overhead_s - wide / wide_bps
     reached = narrow / narrow_s if narrow_s > 0 else float("inf")
     return {"model": path.name, "tokens_per_s": point["tokens_per_s"], "tpot_ms": point["tpot_ms"],
@@ -342,14 +342,13 @@ def _probe_points(paths: Sequence[Path], threads: int, rounds: int = PROBE_ROUND
             runs[p].append(measure_gguf(p, prompt_tokens=PROBE_PROMPT_TOKENS, gen_tokens=PROBE_GEN_TOKENS,
                                         n_ctx=PROBE_CONTEXT, threads=threads, flash_attn=FIT_FLASH_ATTN))
     points = []
-    n_kv = PROBE_PROMPT_TOKENS + PROBE_GEN_TOKENS // 2  # the KV read at the middle of the decode
     for p in paths:
         shape = shape_from_gguf(p)
         best = max(runs[p], key=lambda m: m["tokens_per_s"])
-        attention_ms = (decode_attention_s(shape, n_kv, nearest_head_dim(attention_table, shape.head_dim)) * 1e3
+        attention_ms = (decode_attention_s(shape, PROBE_N_KV, nearest_head_dim(attention_table, shape.head_dim)) * 1e3
                         if attention_table else 0.0)
         points.append({"model": p.name, "weights_mb": shape.weights_bytes / 2**20,
-                       "bytes_per_token": decode_bytes_per_token(shape, n_kv), "tpot_ms": best["tpot_ms"],
+                       "bytes_per_token": decode_bytes_per_token(shape, PROBE_N_KV), "tpot_ms": best["tpot_ms"],
                        "attention_ms": attention_ms,
                        "tokens_per_s": best["tokens_per_s"], "rss_peak_mb": best["rss_peak_mb"],
                        "tokens_per_s_rounds": [m["tokens_per_s"] for m in runs[p]]})
@@ -401,6 +400,7 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
     # Attention's small per-head ops run at very different rates on different head sizes, so a
     # model of real geometry is measured too (attention_by_head_dim).
     fit_attention = attention_by_head_dim(probes, threads, bandwidth_gbs * 1e9, FIT_FLASH_ATTN, say, attention)
+    small_dim = str(shape_from_gguf(small).head_dim)
     points = _probe_points(probes, threads,
                            attention_table={dim: a["attention_gflops"] for dim, a in fit_attention.items()})
     for pt in points:
@@ -448,7 +448,7 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
     else:  # the profile's decode runs with the chosen setting: its attention is measured so too
         say(f"      decode attention with flash attention {'on' if flash['flash_attn'] else 'off'}, as the profile runs:")
         profile_attention = attention_by_head_dim(probes, threads, bandwidth_gbs * 1e9, flash["flash_attn"], say)
-        first = profile_attention[str(shape_from_gguf(small).head_dim)]
+        first = profile_attention[small_dim]
         say(f"      {small.name}: {first['us_per_cached_position']:.2f} us per cached position, attention at "
             f"{first['attention_gflops']:.2f} GFLOP/s")
 
@@ -468,7 +468,7 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
                                      memory=memory, decode_overhead_ms=overhead_ms,
                                      numpy_m=numpy_m, points=points, eta_raw=eta_raw, llc=llc,
                                      prefill=prefill, big=big.name,
-                                     attention=profile_attention[str(shape_from_gguf(small).head_dim)],
+                                     attention=profile_attention[small_dim],
                                      attention_by_head_dim=profile_attention, flash=flash, narrow=narrow),
         "measurements": {
             "numpy": numpy_m, "decode_probes": points, "decode_attention": attention,

@@ -210,18 +210,29 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 def _agent_variant(agent: str, quant: str) -> tuple[Any, Any]:
     """A shipped agent's GGUF at ``quant`` as a full-depth ``bundle.Variant`` (built once and
     cached, as ``run --agent`` does), and the prompt format it was trained with."""
-    from edgeagent.bundle import Variant
     from edgeagent.output import fail
-    from edgeagent.shapes import shape_from_gguf
     from edgeagent.variants import VariantError, resolve_model
 
     try:
         choice = resolve_model(None, quant, agent)
     except VariantError as exc:
         fail(str(exc))
-    n_layers = shape_from_gguf(choice.path).n_layers
-    return (Variant(id=f"{agent}-{quant}", quant=quant, exit_layer=n_layers, n_layers=n_layers, path=choice.path,
-                    sha256="", size_bytes=choice.path.stat().st_size), choice.prompt_format)
+    return _full_depth_variant(choice.path, f"{agent}-{quant}", quant), choice.prompt_format
+
+
+def _full_depth_variant(path: Path, variant_id: str, quant: str | None = None) -> Any:
+    """One GGUF as a full-depth ``bundle.Variant`` (its quant from the file when not given):
+    the shipped agent's files and a ``--model`` file are not a bundle."""
+    from edgeagent.bundle import Variant
+    from edgeagent.output import fail
+    from edgeagent.shapes import shape_from_gguf
+
+    try:
+        shape = shape_from_gguf(path)
+    except ValueError as exc:
+        fail(str(exc))
+    return Variant(id=variant_id, quant=quant or shape.quant.lower(), exit_layer=shape.n_layers,
+                   n_layers=shape.n_layers, path=Path(path).resolve(), sha256="", size_bytes=Path(path).stat().st_size)
 
 
 def _bundle(path: Optional[Path], threads: Optional[int]) -> Any:
@@ -247,20 +258,12 @@ def _bundle(path: Optional[Path], threads: Optional[int]) -> Any:
 
 
 def _gguf_variant(model: Path) -> Any:
-    """One GGUF as a variant to validate (``--validate --model``): the agent's own files are
-    not a bundle."""
-    from edgeagent.bundle import Variant
+    """``--validate --model``: the file as a full-depth variant."""
     from edgeagent.output import fail
-    from edgeagent.shapes import shape_from_gguf
 
     if not model.is_file():
         fail(f"{model}: no such GGUF file")
-    try:
-        shape = shape_from_gguf(model)
-    except ValueError as exc:
-        fail(str(exc))
-    return Variant(id=model.stem, quant=shape.quant.lower(), exit_layer=shape.n_layers, n_layers=shape.n_layers,
-                   path=model.resolve(), sha256="", size_bytes=model.stat().st_size)
+    return _full_depth_variant(model, model.stem)
 
 
 def _validate(prof: Any, bundle: Optional[Path], model: Optional[Path], prompt_tokens: int, gen_tokens: int,

@@ -74,15 +74,7 @@ def compute_buffer_bytes(shape: ModelShape, n_ctx: int, n_ubatch: int = 512, fla
     8.51 MiB with it) and on an 8k-vocabulary shape; up to ~20% high on shapes where
     ggml-alloc reuses an FFN buffer in place (n_ff = 2 x n_embd), which this does not model.
     """
-    ub = min(n_ubatch, n_ctx)
-    mask = ub * n_ctx * (2 if flash_attn else F32)
-    output = F32 * ub * (shape.n_vocab + 2 * shape.n_embd)
-    ffn = F32 * ub * (3 * shape.n_ff + 4 * shape.n_embd) + mask
-    attention = ub * (4 * shape.n_embd + (shape.n_head + 2 * shape.n_head_kv) * shape.head_dim)
-    if not flash_attn:
-        attention += ub * n_ctx * shape.n_head
-    attention = F32 * attention + mask
-    return max(output, ffn, attention) + F32 * shape.n_vocab  # + the one-row logits buffer
+    return _compute_peak(shape, n_ctx, n_ubatch, flash_attn, output_rows=min(n_ubatch, n_ctx))
 
 
 def compute_resident_bytes(shape: ModelShape, n_ctx: int, n_ubatch: int = 512, flash_attn: bool = False) -> int:
@@ -90,22 +82,26 @@ def compute_resident_bytes(shape: ModelShape, n_ctx: int, n_ubatch: int = 512, f
     logits, as the agent's steps do: the buffer is reserved for logits at every batch row
     (``compute_buffer_bytes``'s output moment), but the graph of a batch with one output keeps
     one row past the last layer's output selection (``inp_out_ids``), and the reserved pages no
-    graph writes are never made resident. So the FFN and attention moments of a full batch,
-    the one output row and the logits buffer. For a large vocabulary the difference is most of
-    the buffer: the SmolLM2 agent at n_ubatch 512 reserves 98.3 MiB, and its peak RSS grew by
-    13.3 MiB from an 8-token prompt to a 512-token one (this model: 14.3 MiB; measured here,
-    ``tests/runtime/test_estimate.py``). Where the output moment is not the largest (the
-    built-in model's 1,266 tokens) the two are the same."""
+    graph writes are never made resident. So the same moments with one output row. For a large
+    vocabulary the difference is most of the buffer: the SmolLM2 agent at n_ubatch 512 reserves
+    98.3 MiB, and its peak RSS grew by 13.9 MiB from an 8-token prompt to a 512-token one (this
+    model: 14.3 MiB between the two; measured here, ``tests/runtime/test_estimate.py``). Where the output
+    moment is not the largest (the built-in model's 1,266 tokens) the two are the same."""
+    return _compute_peak(shape, n_ctx, n_ubatch, flash_attn, output_rows=1)
+
+
+def _compute_peak(shape: ModelShape, n_ctx: int, n_ubatch: int, flash_attn: bool, output_rows: int) -> int:
+    """The largest of the three moments ``compute_buffer_bytes`` names, with logits (and the two
+    hidden states beside them) for ``output_rows`` batch rows, plus the one-row logits buffer."""
     ub = min(n_ubatch, n_ctx)
     mask = ub * n_ctx * (2 if flash_attn else F32)
-    output = F32 * (shape.n_vocab + 2 * shape.n_embd)
+    output = F32 * output_rows * (shape.n_vocab + 2 * shape.n_embd)
     ffn = F32 * ub * (3 * shape.n_ff + 4 * shape.n_embd) + mask
     attention = ub * (4 * shape.n_embd + (shape.n_head + 2 * shape.n_head_kv) * shape.head_dim)
     if not flash_attn:
         attention += ub * n_ctx * shape.n_head
     attention = F32 * attention + mask
-    return min(max(output, ffn, attention) + F32 * shape.n_vocab,
-               compute_buffer_bytes(shape, n_ctx, n_ubatch, flash_attn))
+    return max(output, ffn, attention) + F32 * shape.n_vocab  # + the one-row logits buffer
 
 
 def memory_estimate(shape: ModelShape, profile: Profile, n_ctx: int,
