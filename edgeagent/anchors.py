@@ -1122,6 +1122,48 @@ def fit_residual(row: Anchor, fit: PhoneFit) -> float | None:
     return (fit.prefill_w * row.prefill_s + fit.decode_w * row.decode_s + fit.setup_j) / row.joules_per_run
 
 
+def _held_out_ratios(rows: list[dict[str, Any]], profile: str, key: str) -> list[tuple[float, dict[str, Any]]]:
+    return sorted(((r[key]["ratio"], r) for r in rows
+                   if r["profile"] == profile and r["held_out"] and r["comparable"] and r.get("estimated")
+                   and r[key]["ratio"] is not None), key=lambda x: x[0])
+
+
+def profile_spread(rows: list[dict[str, Any]], anchors: tuple[Anchor, ...], profile: str, key: str) -> str | None:
+    """One line when the held-out ratios of ``key`` on ``profile`` span more than a
+    +-TOLERANCE band holds ((1 + T) / (1 - T), 1.67x at 25 %), else None.
+
+    Every figure the estimator gives on one profile scales together with the profile's
+    bandwidth, compute or power, so such a spread cannot be closed by a better profile: only a
+    model that tells the two extreme rows apart can. The line names how they differ (source,
+    threads, weight type, lengths), each a lever the estimator would need in-sample data on."""
+    ranked = _held_out_ratios(rows, profile, key)
+    if len(ranked) < 2:
+        return None
+    (lo, a), (hi, b) = ranked[0], ranked[-1]
+    band = (1 + TOLERANCE) / (1 - TOLERANCE)
+    if hi / lo <= band:
+        return None
+    by_key = {(x.source, x.model, x.quant, x.prompt_tokens, x.gen_tokens): x for x in anchors}
+
+    def anchor(r):
+        return next((x for k, x in by_key.items() if k[:3] == (r["source"], r["model"], r["quant"])), None)
+
+    differ = []
+    xa, xb = anchor(a), anchor(b)
+    if a["source"] != b["source"]:
+        differ.append(f"source ({a['source']} vs {b['source']})")
+    if a["threads"] != b["threads"]:
+        differ.append(f"threads ({a['threads']} vs {b['threads']})")
+    if a["quant"] != b["quant"]:
+        differ.append(f"weight type ({a['quant']} vs {b['quant']})")
+    if xa is not None and xb is not None and (xa.prompt_tokens, xa.gen_tokens) != (xb.prompt_tokens, xb.gen_tokens):
+        differ.append(f"lengths ({xa.prompt_tokens}+{xa.gen_tokens} vs {xb.prompt_tokens}+{xb.gen_tokens} tokens)")
+    return (f"the held-out rows on {profile} span {lo:.2f} ({a['source']} {a['model']}) to {hi:.2f} ({b['source']} "
+            f"{b['model']}), {hi / lo:.2f}x, wider than the {band:.2f}x a +-{TOLERANCE:.0%} band holds: no one "
+            f"speed-up or slow-down of the profile puts both inside; they differ in " + (", ".join(differ) or "nothing the rows record")
+            + ", and no in-sample row separates those effects")
+
+
 def explain_misses(rows: list[dict[str, Any]], anchors: tuple[Anchor, ...], fits: dict[str, PhoneFit | None]) -> None:
     """For each held-out figure outside TOLERANCE, add to its row (``misses``) what the other
     published data says about it, changing no estimate:
@@ -1130,7 +1172,12 @@ def explain_misses(rows: list[dict[str, Any]], anchors: tuple[Anchor, ...], fits
       estimator's own allowance for quantization, lengths and threads;
     - the same source's other rows on that profile, with their ratios;
     - for energy, the source's in-sample rows of the same model: the fit on their own
-      published times, and each row's mean power beside the source's other models'."""
+      published times, and each row's mean power beside the source's other models';
+    - the profile's spread (``profile_spread``): where its held-out ratios of the figure span
+      more than a +-TOLERANCE band can hold, no estimate that scales the profile as a whole
+      (its bandwidth, compute or power) puts them all inside, and the line names what the
+      two extreme rows differ in."""
+    spreads = {}
     for r in rows:
         if not (r["held_out"] and r["comparable"] and r.get("estimated")):
             continue
@@ -1155,6 +1202,10 @@ def explain_misses(rows: list[dict[str, Any]], anchors: tuple[Anchor, ...], fits
                 if all(abs(x - 1.0) <= TOLERANCE for x, _ in own):
                     line += ", all within the tolerance: this row departs from its own source's level"
                 why.append(line)
+            if (r["profile"], key) not in spreads:
+                spreads[r["profile"], key] = profile_spread(rows, anchors, r["profile"], key)
+            if spreads[r["profile"], key] is not None:
+                why.append(spreads[r["profile"], key])
             fit = fits.get(r["source"])
             if key == "joules_per_run" and fit is not None:
                 same = [a for a in anchors if a.source == r["source"] and a.model == r["model"] and not a.held_out]

@@ -528,6 +528,37 @@ def test_a_miss_lists_the_same_sources_other_rows_on_that_profile() -> None:
     assert line.endswith("this row departs from its own source's level") == inside
 
 
+def test_a_spread_wider_than_the_band_is_named_with_what_the_extreme_rows_differ_in() -> None:
+    rows = anchors.compare_published()["rows"]
+    by = {(r["source"], r["model"], r["quant"]): r for r in rows if r["estimated"] and r["held_out"] and r["comparable"]}
+    a = by[("qmesh-s25u", "Qwen3-4B-Instruct-2507", "Q4_0")]
+    b = by[("huang2025-8elite", "Qwen2.5-3B", "Q4_1 (4-bit)")]
+    band = (1 + anchors.TOLERANCE) / (1 - anchors.TOLERANCE)
+
+    def at(r, ratio):
+        return {**r, "decode_tokens_per_s": {**r["decode_tokens_per_s"], "ratio": ratio}}
+
+    # just inside the band: no line; just outside: a line naming both rows and how they differ
+    assert anchors.profile_spread([at(a, 0.8), at(b, 0.8 * band * 0.999)], anchors.PUBLISHED,
+                                  "snapdragon-8-elite", "decode_tokens_per_s") is None
+    line = anchors.profile_spread([at(a, 0.7), at(b, 0.7 * band * 1.01)], anchors.PUBLISHED,
+                                  "snapdragon-8-elite", "decode_tokens_per_s")
+    assert line is not None and f"{band * 1.01:.2f}x" in line and f"{band:.2f}x" in line
+    assert "0.70 (qmesh-s25u Qwen3-4B-Instruct-2507)" in line
+    assert "source (qmesh-s25u vs huang2025-8elite)" in line and "threads (6 vs 8)" in line
+    assert "weight type (Q4_0 vs Q4_1 (4-bit))" in line
+    # in-sample rows and other profiles' rows do not count
+    assert anchors.profile_spread([at(a, 0.7), {**at(b, 2.0), "held_out": False}], anchors.PUBLISHED,
+                                  "snapdragon-8-elite", "decode_tokens_per_s") is None
+    assert anchors.profile_spread([at(a, 0.7), {**at(b, 2.0), "profile": "snapdragon-8-gen-3"}], anchors.PUBLISHED,
+                                  "snapdragon-8-elite", "decode_tokens_per_s") is None
+    # and explain_misses carries it on both misses
+    pair = [at(a, 0.6), at(b, 1.3)]
+    anchors.explain_misses(pair, anchors.PUBLISHED, {})
+    for r in pair:
+        assert any(w.startswith("the held-out rows on snapdragon-8-elite span 0.60") for w in r["misses"][0]["why"])
+
+
 def test_huang_rows_are_estimated_as_the_q4_1_their_testbed_lists() -> None:
     from edgeagent.shapes import shape_from_config
 
