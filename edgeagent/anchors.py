@@ -1164,6 +1164,19 @@ def profile_spread(rows: list[dict[str, Any]], anchors: tuple[Anchor, ...], prof
             + ", and no in-sample row separates those effects")
 
 
+def per_token_energy_parts(r: dict[str, Any]) -> str | None:
+    """Energy per decoded token is decode power / decode speed, so its ratio is the power's
+    ratio over the speed's: one line with both, or None where the row lacks a figure."""
+    mj, tps = r["decode_mj_per_token"], r["decode_tokens_per_s"]
+    if None in (mj["estimated"], mj["published"], tps["estimated"], tps["published"]):
+        return None
+    watts_est, watts_pub = mj["estimated"] * tps["estimated"] / 1e3, mj["published"] * tps["published"] / 1e3
+    return (f"energy per token is decode power / decode speed: the estimate decodes at {tps['ratio']:.2f} of the "
+            f"published speed (each token {1 / tps['ratio']:.2f}x as long) and draws {watts_est / watts_pub:.2f}x its "
+            f"power ({watts_est:.1f} against {watts_pub:.1f} W); {1 / tps['ratio']:.2f} x {watts_est / watts_pub:.2f} "
+            f"= {mj['ratio']:.2f}")
+
+
 def explain_misses(rows: list[dict[str, Any]], anchors: tuple[Anchor, ...], fits: dict[str, PhoneFit | None]) -> None:
     """For each held-out figure outside TOLERANCE, add to its row (``misses``) what the other
     published data says about it, changing no estimate:
@@ -1182,7 +1195,7 @@ def explain_misses(rows: list[dict[str, Any]], anchors: tuple[Anchor, ...], fits
         if not (r["held_out"] and r["comparable"] and r.get("estimated")):
             continue
         misses = []
-        for key in FIGURES:
+        for key in FIGURES + EXTRA_FIGURES:
             ratio = r[key]["ratio"]
             if ratio is None or abs(ratio - 1.0) <= TOLERANCE:
                 continue
@@ -1202,6 +1215,10 @@ def explain_misses(rows: list[dict[str, Any]], anchors: tuple[Anchor, ...], fits
                 if all(abs(x - 1.0) <= TOLERANCE for x, _ in own):
                     line += ", all within the tolerance: this row departs from its own source's level"
                 why.append(line)
+            if key == "decode_mj_per_token":
+                line = per_token_energy_parts(r)
+                if line is not None:
+                    why.append(line)
             if (r["profile"], key) not in spreads:
                 spreads[r["profile"], key] = profile_spread(rows, anchors, r["profile"], key)
             if spreads[r["profile"], key] is not None:
@@ -1327,7 +1344,9 @@ def compare_published(profiles: dict[str, Any] | None = None, only_profile: str 
             "shares (a Q4_0 or Q8_0 file ~1.3-1.4x faster, Q5_K_M and Q6_K slower)",
             f"a held-out figure outside +-{TOLERANCE:.0%} carries misses: what other published rows say of it "
             f"(another source on the same profile and shape; the same source's other rows there; for energy, the "
-            f"fit on the source's in-sample rows of the same model); nothing in them changes an estimate",
+            f"fit on the source's in-sample rows of the same model; for energy per token, its power and speed "
+            f"parts; the profile's spread where no one change of the profile can bring its rows inside); nothing "
+            f"in them changes an estimate",
         ] + [f"{s['id']} is not in the held-out summary: {s['not_comparable']}" for s in sources if s.get("not_comparable")]
         + [f"{s['id']}: {s['caveat']}" for s in sources if s.get("caveat")]
         + [f"{s['id']} leaves out {s['left_out']}" for s in sources if s.get("left_out")],

@@ -49,9 +49,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeagent.estimate import (attention_flops, decode_attention_s, decode_bytes_per_token, kv_cache_bytes,
-                                prefill_flops)
+                                prefill_flops, vocab_bytes)
 from edgeagent.llama import ATTENTION_SETUPS
-from edgeagent.shapes import shape_from_gguf
+from edgeagent.shapes import MiB, shape_from_gguf
 from edgeagent.measure import measure_gguf, measure_numpy, measure_runtime_baseline
 from edgeagent.metrics import cpu_model
 from edgeagent.profiles import nearest_head_dim
@@ -458,7 +458,8 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
     overhead_mb = baseline_mb + (memory["extra_mb"] or 0.0)
     say(f"      {baseline_mb:.1f} MiB before a model loads; {big.name} after a {MEMORY_PROMPT_TOKENS}-token prompt: "
         + (f"peak {memory['rss_peak_mb']:.1f} = that process's {memory['rss_baseline_mb']:.1f} + llama.cpp's buffers "
-           f"{memory['buffers_mb']:.1f} + {memory['extra_mb']:.1f} more" if memory["extra_mb"] is not None
+           f"{memory['buffers_mb']:.1f} + its vocabulary {memory['vocab_mb']:.1f} + {memory['extra_mb']:.1f} more"
+           if memory["extra_mb"] is not None
            else "llama.cpp's load log did not give its buffers, so only the baseline counts"))
 
     return {
@@ -505,19 +506,21 @@ def _cpu_ghz() -> float:
 
 
 def run_memory(path: Path, threads: int, flash_attn: bool) -> dict[str, Any]:
-    """What a process holds beyond the runtime's baseline and llama.cpp's buffers once a model
-    has run a full physical batch (``MEMORY_PROMPT_TOKENS``, so its compute buffer is all
-    touched): llama.cpp's graph and scheduler structures, the library code a run pages in, the
-    Python side's arrays. ``extra_mb`` is None when the load log does not give the buffers."""
+    """What a process holds beyond the runtime's baseline, llama.cpp's buffers and the model's
+    vocabulary (``estimate.vocab_bytes``, counted per model) once a model has run a full
+    physical batch (``MEMORY_PROMPT_TOKENS``, so its compute buffer is all touched): llama.cpp's
+    graph and scheduler structures, the library code a run pages in, the Python side's arrays.
+    ``extra_mb`` is None when the load log does not give the buffers."""
     m = measure_gguf(path, prompt_tokens=MEMORY_PROMPT_TOKENS, gen_tokens=8, n_ctx=ATTENTION_CONTEXT,
                      threads=threads, flash_attn=flash_attn)
     buffers = m["llama_cpp_buffers_mb"]
     known = None if any(buffers.get(k) is None for k in ("model", "kv_cache", "compute")) else \
         sum(v or 0.0 for v in buffers.values())
-    extra = None if known is None else max(0.0, m["rss_peak_mb"] - m["rss_baseline_mb"] - known)
+    vocab_mb = vocab_bytes(shape_from_gguf(path)) / MiB  # the estimator counts it per model
+    extra = None if known is None else max(0.0, m["rss_peak_mb"] - m["rss_baseline_mb"] - known - vocab_mb)
     return {"model": path.name, "prompt_tokens": MEMORY_PROMPT_TOKENS, "flash_attn": flash_attn,
             "rss_baseline_mb": m["rss_baseline_mb"], "rss_peak_mb": m["rss_peak_mb"], "buffers_mb": known,
-            "llama_cpp_buffers_mb": buffers, "extra_mb": extra}
+            "vocab_mb": vocab_mb, "llama_cpp_buffers_mb": buffers, "extra_mb": extra}
 
 
 def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float, threads: int, overhead_mb: float,
@@ -607,10 +610,11 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
              "citation": stamp},
             {"what": f"runtime.overhead_mb = {overhead_mb:.1f}: RSS of a fresh Python process with llama.cpp loaded "
                      f"and no model ({baseline_mb if baseline_mb is not None else overhead_mb:.1f})"
-                     + (f", plus what a run holds beyond llama.cpp's buffers ({memory['extra_mb']:.1f}: {memory['model']} "
-                        f"after a {memory['prompt_tokens']}-token prompt peaked at {memory['rss_peak_mb']:.1f} MiB, its "
-                        f"process's {memory['rss_baseline_mb']:.1f} before the load plus the buffers' "
-                        f"{memory['buffers_mb']:.1f}; calibrate.run_memory)" if memory and memory.get("extra_mb") is not None
+                     + (f", plus what a run holds beyond llama.cpp's buffers and the model's vocabulary "
+                        f"({memory['extra_mb']:.1f}: {memory['model']} after a {memory['prompt_tokens']}-token prompt "
+                        f"peaked at {memory['rss_peak_mb']:.1f} MiB, its process's {memory['rss_baseline_mb']:.1f} "
+                        f"before the load plus the buffers' {memory['buffers_mb']:.1f} plus its vocabulary's "
+                        f"{memory.get('vocab_mb', 0.0):.1f} (estimate.vocab_bytes); calibrate.run_memory)" if memory and memory.get("extra_mb") is not None
                         else "")
                      + f"; runtime.threads = {threads} (the threads calibrated with)", "citation": stamp},
             {"what": f"ram_gb from the OS ({ram_gib:.2f} GiB); usable_memory_gb = 0.5 x RAM: the machine is shared "

@@ -76,7 +76,7 @@ def _print_estimate(est: dict[str, Any]) -> None:
          f"weights {mem['weights_mb']:,.0f} + KV {mem['kv_cache_mb']:,.0f} ({mem['context']} ctx, {mem['kv_cache_type']}) "
          f"+ compute {mem['compute_resident_mb']:,.0f}"
          + (f" (of {mem['compute_buffer_mb']:,.0f} reserved)" if mem["compute_buffer_mb"] - mem["compute_resident_mb"] >= 0.5 else "")
-         + f" + runtime {mem['overhead_mb']:,.0f}; "
+         + f" + vocab {mem['vocab_mb']:,.0f} + runtime {mem['overhead_mb']:,.0f}; "
          f"{100 * mem['fraction_of_usable']:.0f}% of {mem['usable_mb']:,.0f} usable"],
         ["TTFT", fmt(lat["ttft_ms"]), "ms", f"{lat['prompt_tokens']}-token prompt, {lat['prefill_bound']}-bound"],
         ["TPOT", fmt(lat["tpot_ms"], 2), "ms", f"{lat['decode_bound']}-bound, {lat['bandwidth_effective_gbs']:.1f} GB/s effective"],

