@@ -220,6 +220,23 @@ def _agent_variant(agent: str, quant: str) -> tuple[Any, Any]:
     return _full_depth_variant(choice.path, f"{agent}-{quant}", quant), choice.prompt_format
 
 
+def _default_agent(quant: str) -> str:
+    """The agent ``demo`` runs by default (``agents.DEFAULT_AGENT``) when it is installed at
+    ``quant``, else the built-in model, said in one line on stderr."""
+    from edgeagent.agents import DEFAULT_AGENT
+    from edgeagent.output import err_console
+    from edgeagent.variants import VariantError, resolve_model
+
+    notes: list[str] = []
+    try:
+        choice = resolve_model(None, quant, None, note=notes.append)
+    except VariantError:
+        return DEFAULT_AGENT  # _agent_variant says what is wrong
+    for line in notes:
+        err_console.print(line, highlight=False, soft_wrap=True)
+    return DEFAULT_AGENT if choice.name.startswith(f"{DEFAULT_AGENT} ") else "builtin"
+
+
 def _full_depth_variant(path: Path, variant_id: str, quant: str | None = None) -> Any:
     """One GGUF as a full-depth ``bundle.Variant`` (its quant from the file when not given):
     the shipped agent's files and a ``--model`` file are not a bundle."""
@@ -425,11 +442,13 @@ def _energy_range(result: dict[str, Any]) -> None:
 
 
 def profile_command(
-    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory (default: the built-in model's)."),
-    agent: Optional[str] = typer.Option(None, "--agent", help="A shipped agent (e.g. smollm2) instead of a bundle: its "
-                                        "GGUF at --quant, no selection."),
-    quant: str = typer.Option("q8_0", "--quant", help="Quantization of --agent's GGUF, as `run --agent` builds it (q8_0, q4_k_m, f32, ...)."),
-    profile: str = typer.Option(..., "--profile", "-p", help="Target device profile (selection and the estimated figures)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory: its variant selected for "
+                                          "--profile (default: the agent `demo` runs; with --variant alone, the built-in "
+                                          "model's bundle)."),
+    agent: Optional[str] = typer.Option(None, "--agent", help="A shipped agent (smollm2, builtin) instead of a bundle: "
+                                        "its GGUF at --quant, no selection (default: the best one installed, as `demo`)."),
+    quant: str = typer.Option("q8_0", "--quant", help="Quantization of the agent's GGUF, as `run --agent` builds it (q8_0, q4_k_m, f32, ...)."),
+    profile: str = typer.Option(..., "--profile", "-p", help="Target device profile (the estimated figures; a bundle's selection)."),
     runs: int = typer.Option(100, "--runs", "-n", min=1, help="Agent inferences to run."),
     device: str = typer.Option("host", "--device", help="host | emulator | adb | adb:SERIAL (adb: battery measured)."),
     variant: Optional[str] = typer.Option(None, "--variant", help="Variant id (default: what `edgeagent select` picks)."),
@@ -452,6 +471,8 @@ def profile_command(
 
     prof = _load(profile)
     selection = None
+    if agent is None and bundle is None and variant is None:
+        agent = _default_agent(quant)
     if agent is not None:
         if bundle is not None or variant is not None:
             fail("--agent profiles a shipped agent's GGUF; drop --bundle and --variant (or drop --agent)")

@@ -85,6 +85,20 @@ def test_profile_a_shipped_agent_without_a_bundle(tmp_path) -> None:
     assert "builtin-q8_0" in html and "Variants on" not in html
 
 
+def test_profile_defaults_to_the_agent_demo_runs() -> None:
+    """With no --bundle, --agent or --variant, ``profile`` measures the agent ``demo`` runs by
+    default (the SmolLM2 agent where its extra is installed), not the built-in bundle."""
+    from edgeagent.agents import DEFAULT_AGENT, AgentUnavailable, shipped_agent
+
+    try:
+        shipped_agent(DEFAULT_AGENT).gguf("q8_0", quiet=True)
+        expected = DEFAULT_AGENT
+    except AgentUnavailable:
+        expected = "builtin"
+    out = _profile(["--runs", "2"])
+    assert (out["agent"], out["bundle"], out["selection"]) == (expected, None, None)
+    assert out["variant"]["id"] == f"{expected}-q8_0"
+
 def test_profile_agent_refuses_a_bundle_and_an_unknown_agent(tiny_bundle) -> None:
     for args, says in ((["--agent", "builtin", "--bundle", str(tiny_bundle)], "--agent"),
                        (["--agent", "nosuch"], "nosuch")):
