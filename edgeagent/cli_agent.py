@@ -24,7 +24,7 @@ def run_command(
     model: Optional[Path] = typer.Option(None, "--model", help="GGUF file (default: the shipped agent, see --agent)."),
     agent: Optional[str] = typer.Option(None, "--agent", help=AGENT_HELP),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="A bundle from `edgeagent convert`: its best variant runs (with --profile: the one `edgeagent select` picks)."),
-    profile: Optional[str] = typer.Option(None, "--profile", help="Device profile: run the bundle's variant selected for it (default bundle: the built-in model's)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Device profile: run the bundle's variant selected for it (default bundle: the quantizations of --agent, or of the default agent, with their measured quality)."),
     variant: Optional[str] = typer.Option(None, "--variant", help="A variant of --bundle by id (default: its best)."),
     quant: str = typer.Option("q8_0", "--quant", help="The shipped agent's quantization when --model is not given."),
     device: str = typer.Option("emulator", "--device", help="emulator | adb | adb:SERIAL"),
@@ -102,7 +102,7 @@ def run_command(
     costs = summarize_costs(step_costs([run]))
     status = STATUS_WORDS.get(run.status, run.status)
     result = {
-        "task": task, "model": str(model_path), "prompt_format": f"{fmt.kind}/{fmt.layout}" if fmt.kind == "chat" else "plain",
+        "task": task, "model": str(model_path), "agent": choice.name, "prompt_format": f"{fmt.kind}/{fmt.layout}" if fmt.kind == "chat" else "plain",
         "device": device, "attention": attention, "status": status, "verified": success is not None, "answer": run.answer,
         "success_rate": None if success is None else 1.0 if success else 0.0, "steps": len(run.steps),
         "actions": [s.action for s in run.steps], "seconds": round(run.seconds, 3),
@@ -118,7 +118,7 @@ def run_command(
             console.print(f"step {s.step}: {json.dumps(s.action, ensure_ascii=False)}{flag}{err}", highlight=False, markup=False)
         verdict = ("success" if success else "failed") if success is not None else "not verified (no goal checker)"
         console.print(
-            f"{verdict}: status {status}, {len(run.steps)} steps, "
+            f"{choice.name}: {verdict}: status {status}, {len(run.steps)} steps, "
             f"{run.seconds:.2f} s · median TTFT {costs.get('ttft_ms')} ms · TPOT {costs.get('tpot_ms')} ms · "
             f"{costs.get('tokens_per_s')} tok/s · RSS peak {costs.get('rss_peak_mb')} MB (measured here)"
         )

@@ -165,7 +165,7 @@ def demo_command(
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="A bundle from `edgeagent convert`: its best variant "
                                           "runs with the bundle's prompt format (see --variant, --profile)."),
     variant: Optional[str] = typer.Option(None, "--variant", help="A variant of --bundle by id (default: its best)."),
-    profile: Optional[str] = typer.Option(None, "--profile", help="Run the --bundle variant `edgeagent select` picks for this device profile."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Run the variant `edgeagent select` picks for this device profile: of --bundle, else of the agent's quantizations (--agent, or the default agent)."),
     apps: Optional[list[str]] = typer.Option(None, "--apps", help=APPS_HELP),
     exclude_app: Optional[list[str]] = typer.Option(
         None, "--exclude-app",

@@ -220,23 +220,6 @@ def _agent_variant(agent: str, quant: str) -> tuple[Any, Any]:
     return _full_depth_variant(choice.path, f"{agent}-{quant}", quant), choice.prompt_format
 
 
-def _default_agent(quant: str) -> str:
-    """The agent ``demo`` runs by default (``agents.DEFAULT_AGENT``) when it is installed at
-    ``quant``, else the built-in model, said in one line on stderr."""
-    from edgeagent.agents import DEFAULT_AGENT
-    from edgeagent.output import err_console
-    from edgeagent.variants import VariantError, resolve_model
-
-    notes: list[str] = []
-    try:
-        choice = resolve_model(None, quant, None, note=notes.append)
-    except VariantError:
-        return DEFAULT_AGENT  # _agent_variant says what is wrong
-    for line in notes:
-        err_console.print(line, highlight=False, soft_wrap=True)
-    return DEFAULT_AGENT if choice.name.startswith(f"{DEFAULT_AGENT} ") else "builtin"
-
-
 def _full_depth_variant(path: Path, variant_id: str, quant: str | None = None) -> Any:
     """One GGUF as a full-depth ``bundle.Variant`` (its quant from the file when not given):
     the shipped agent's files and a ``--model`` file are not a bundle."""
@@ -252,11 +235,31 @@ def _full_depth_variant(path: Path, variant_id: str, quant: str | None = None) -
                    n_layers=shape.n_layers, path=Path(path).resolve(), sha256="", size_bytes=Path(path).stat().st_size)
 
 
-def _bundle(path: Optional[Path], threads: Optional[int]) -> Any:
-    """``--bundle`` loaded and verified; the built-in model's bundle when not given."""
+def _excluded_apps(b: Any) -> tuple[str, ...]:
+    """The apps a bundle's model was never trained on (its manifest's ``excluded_apps``; the
+    built-in model's bundle names them in ``measurements``), left out of its emulated tasks."""
+    from edgeagent.builtin import HELD_OUT_APPS
+
+    if (b.manifest.get("source_model") or {}).get("name") == "builtin":
+        return HELD_OUT_APPS
+    apps = (b.manifest.get("measurements") or {}).get("excluded_apps") or ()
+    return tuple(a for a in apps if isinstance(a, str))
+
+
+def _bundle(path: Optional[Path], threads: Optional[int], builtin: bool = False) -> Any:
+    """``--bundle`` loaded and verified; when not given, the default agent's bundle
+    (``variants.default_bundle``: its measured quantizations), or with ``builtin`` the built-in
+    model's."""
     from edgeagent.bundle import BundleError, load_bundle
     from edgeagent.output import err_console, fail
 
+    if path is None and not builtin:
+        from edgeagent.variants import VariantError, default_bundle
+
+        try:
+            path = default_bundle(threads, note=lambda line: err_console.print(line, highlight=False, soft_wrap=True))
+        except VariantError as exc:
+            fail(f"{exc}; or pass --bundle DIR")
     if path is None:
         from edgeagent.builtin import BuiltinModelMissing, builtin_bundle
 
@@ -291,7 +294,7 @@ def _validate(prof: Any, bundle: Optional[Path], model: Optional[Path], prompt_t
 
     if model is not None and bundle is not None:
         fail("--validate takes --bundle or --model, not both")
-    b = None if model is not None else _bundle(bundle, threads)
+    b = None if model is not None else _bundle(bundle, threads, builtin=True)
     variants = [_gguf_variant(model)] if model is not None else b.variants
     try:
         result = validate_estimates(variants, prof, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, n_ctx=context,
@@ -345,7 +348,9 @@ def _write_reports(html: Optional[Path], png: Optional[Path], make_png, make_rep
 
 
 def select(
-    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory (default: the built-in model's)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory (default: the quantizations of "
+                                          "the agent `demo` runs, with their measured quality; the built-in model's "
+                                          "where that agent is not installed)."),
     profile: str = typer.Option(..., "--profile", "-p", help="Device profile name or path to a .toml file."),
     max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="Memory bound (default: 80% of the profile's usable memory)."),
     max_ttft_ms: Optional[float] = typer.Option(None, "--max-ttft-ms", help="TTFT bound per agent step (default 500)."),
@@ -442,11 +447,11 @@ def _energy_range(result: dict[str, Any]) -> None:
 
 
 def profile_command(
-    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory: its variant selected for "
-                                          "--profile (default: the agent `demo` runs; with --variant alone, the built-in "
-                                          "model's bundle)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory, its variant selected for "
+                                          "--profile (default: the quantizations of the agent `demo` runs, with their "
+                                          "measured quality; the built-in model's where that agent is not installed)."),
     agent: Optional[str] = typer.Option(None, "--agent", help="A shipped agent (smollm2, builtin) instead of a bundle: "
-                                        "its GGUF at --quant, no selection (default: the best one installed, as `demo`)."),
+                                        "its GGUF at --quant, no selection."),
     quant: str = typer.Option("q8_0", "--quant", help="Quantization of the agent's GGUF, as `run --agent` builds it (q8_0, q4_k_m, f32, ...)."),
     profile: str = typer.Option(..., "--profile", "-p", help="Target device profile (the estimated figures; a bundle's selection)."),
     runs: int = typer.Option(100, "--runs", "-n", min=1, help="Agent inferences to run."),
@@ -471,8 +476,6 @@ def profile_command(
 
     prof = _load(profile)
     selection = None
-    if agent is None and bundle is None and variant is None:
-        agent = _default_agent(quant)
     if agent is not None:
         if bundle is not None or variant is not None:
             fail("--agent profiles a shipped agent's GGUF; drop --bundle and --variant (or drop --agent)")
@@ -494,7 +497,7 @@ def profile_command(
                 fail(str(e))
         except BundleError as exc:
             fail(str(exc))
-        exclude = HELD_OUT_APPS if (b.manifest.get("source_model") or {}).get("name") == "builtin" else ()
+        exclude = _excluded_apps(b)
     progress = None
     if not json_out and err_console.is_terminal:
         progress = lambda done, total: err_console.print(f"\r{done}/{total} inferences", end="")  # noqa: E731

@@ -74,13 +74,33 @@ def _agent_choice(chosen, name: str, quant: str) -> ModelChoice:
                        chosen.gguf(quant, exit_layer=k), n_draft)
 
 
+def default_bundle(threads: int | None = None, note: Callable[[str], None] | None = None) -> Path:
+    """The bundle a command chooses a variant from when given none: the default agent's
+    (``agents.DEFAULT_AGENT``, its measured quantizations, ``ShippedAgent.bundle``), else the
+    built-in model's, ``note`` told why. ``VariantError`` when neither can be had."""
+    from edgeagent.agents import DEFAULT_AGENT, AgentUnavailable, shipped_agent
+    from edgeagent.builtin import BuiltinModelMissing, builtin_bundle
+
+    if DEFAULT_AGENT != "builtin":
+        try:
+            return shipped_agent(DEFAULT_AGENT).bundle()
+        except AgentUnavailable as exc:
+            if note is not None:
+                note(f"note: {exc}; using the built-in 5M model's bundle instead")
+    try:
+        return builtin_bundle(threads=threads)
+    except BuiltinModelMissing as exc:
+        raise VariantError(str(exc)) from None
+
+
 def resolve_variant(*, model: Path | None = None, agent: str | None = None, bundle: Path | None = None,
                     profile: str | None = None, quant: str = "q8_0", threads: int | None = None,
                     variant: str | None = None, note: Callable[[str], None] | None = None) -> ModelChoice:
     """The GGUF ``run`` and ``demo`` run. With ``bundle`` or ``profile``: the bundle's variant
     (every file's sha256 checked first): ``variant`` by id, else its best
     (``Bundle.best_quality``), or the one ``select_variant`` picks for the profile; ``profile``
-    alone uses the built-in model's bundle. Else ``resolve_model``."""
+    alone chooses among ``agent``'s measured quantizations (``default_bundle`` when no agent is
+    named; ``--agent builtin``: the built-in model's bundle). Else ``resolve_model``."""
     if bundle is not None and model is not None:
         raise VariantError("give --model or --bundle, not both")
     if variant is not None and bundle is None:
@@ -95,12 +115,7 @@ def resolve_variant(*, model: Path | None = None, agent: str | None = None, bund
     from edgeagent.bundle import BundleError, load_bundle
 
     if bundle is None:
-        from edgeagent.builtin import BuiltinModelMissing, builtin_bundle
-
-        try:
-            bundle = builtin_bundle(threads=threads)
-        except BuiltinModelMissing as exc:
-            raise VariantError(str(exc)) from None
+        bundle = _agent_bundle(agent, threads, note)
     try:
         loaded = load_bundle(bundle)
     except BundleError as exc:
@@ -118,8 +133,8 @@ def resolve_variant(*, model: Path | None = None, agent: str | None = None, bund
         selected = select_variant(loaded, load_profile(profile))["selected"]
     except (ProfileError, NoVariantFits) as exc:
         raise VariantError(str(exc)) from None
-    return _with_draft(ModelChoice(Path(selected["path"]), f"{bundle} {selected['id']}", loaded.prompt_format), loaded,
-                       loaded.variant(selected["id"]))
+    return _with_draft(ModelChoice(Path(selected["path"]), f"{selected['id']} (selected for {profile} from {bundle})",
+                                   loaded.prompt_format), loaded, loaded.variant(selected["id"]))
 
 
 def _with_draft(choice: ModelChoice, loaded, chosen) -> ModelChoice:
@@ -130,3 +145,16 @@ def _with_draft(choice: ModelChoice, loaded, chosen) -> ModelChoice:
     draft, n_draft = found
     return ModelChoice(choice.path, f"{choice.name} (draft {draft.id}, {n_draft} tokens)", choice.prompt_format,
                        draft.path, n_draft)
+
+
+def _agent_bundle(agent: str | None, threads: int | None, note: Callable[[str], None] | None) -> Path:
+    """``--profile`` without ``--bundle``: the named agent's bundle, else ``default_bundle``."""
+    if agent is None:
+        return default_bundle(threads, note)
+    from edgeagent.agents import AgentUnavailable, shipped_agent
+    from edgeagent.builtin import BuiltinModelMissing, builtin_bundle
+
+    try:
+        return builtin_bundle(threads=threads) if agent == "builtin" else shipped_agent(agent).bundle()
+    except (AgentUnavailable, BuiltinModelMissing) as exc:
+        raise VariantError(str(exc)) from None

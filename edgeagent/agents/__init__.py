@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,64 @@ class ShippedAgent:
             tmp.unlink(missing_ok=True)
         return out
 
+    def measured_quality(self) -> dict[str, Any]:
+        """``quality.json``: each quantization's task success as measured on the test tasks,
+        for the delta it names (its sha256). A file measured on another delta, or malformed, is
+        an ``AgentUnavailable`` naming it: a stale figure would mislead ``select``."""
+        path = self.dir / "quality.json"
+        try:
+            q = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise AgentUnavailable(f"{path}: missing (the measured quality `select` chooses by)") from None
+        except (OSError, ValueError) as e:
+            raise AgentUnavailable(f"{path}: unreadable ({e})") from None
+        variants = q.get("variants") if isinstance(q, dict) else None
+        if not isinstance(variants, dict) or not variants or not all(
+                isinstance(v, dict) and isinstance(v.get("task_success"), (int, float))
+                and 0 <= v["task_success"] <= 1 for v in variants.values()):
+            raise AgentUnavailable(f"{path}: expected variants, each with a task_success between 0 and 1")
+        with open(self.dir / "delta.safetensors", "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        if q.get("delta_sha256") != digest:
+            raise AgentUnavailable(f"{path}: measured on another delta (delta_sha256 {q.get('delta_sha256')!r}, "
+                                   f"the shipped delta's is {digest}); measure it again")
+        return q
+
+    def bundle(self, *, quiet: bool = False) -> Path:
+        """The agent's GGUFs at the quantizations ``quality.json`` measured, as a bundle in the
+        cache (next to the GGUFs: hard links to them where the filesystem allows, else copies),
+        its manifest carrying the measured quality, so ``select``, ``profile`` and ``run
+        --profile`` choose among them as among any bundle's variants."""
+        from edgeagent.export.bundle import make_manifest, publish, staging_dir, write_manifest
+        from edgeagent.bundle import sha256_file
+
+        quality = self.measured_quality()
+        paths = {quant: self.gguf(quant, quiet=quiet) for quant in quality["variants"]}
+        key = hashlib.sha256((self.dir / "quality.json").read_bytes()).hexdigest()[:12]
+        out = next(iter(paths.values())).parent / f"bundle-{key}"  # new figures, a new bundle
+        if (out / "manifest.json").is_file():
+            return out
+        staging = staging_dir(out)
+        variants = []
+        for quant, src in paths.items():
+            dst = staging / src.name
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+            n_layers = _n_layers(dst)
+            variants.append({"id": f"{self.name}-{quant}", "quant": quant, "exit_layer": n_layers, "n_layers": n_layers,
+                             "path": dst.name, "sha256": sha256_file(dst), "size_bytes": dst.stat().st_size,
+                             "quality": {**quality["variants"][quant], "source": "measured",
+                                         "measured_by": quality.get("measured_by")}})
+        manifest = make_manifest(variants, source_model={"name": self.name, "n_layers": variants[0]["n_layers"],
+                                                         "base": self.card["base"]},
+                                 prompt_format=self.prompt_format, tokenizer={},
+                                 measurements={"excluded_apps": list(quality.get("excluded_apps", []))}, profile=None,
+                                 created_by=f"edgeagent: the shipped {self.name} agent")
+        write_manifest(staging, manifest)
+        return publish(staging, out)
+
     def _digest(self, base: Path) -> str:
         h = hashlib.sha256()
         for path in (self.dir / "agent.json", self.dir / "delta.safetensors", base):
@@ -135,6 +194,12 @@ def shipped_agent(name: str) -> ShippedAgent:
 
 def known_agents() -> list[str]:
     return sorted(p.parent.name for p in AGENTS_DIR.glob("*/agent.json"))
+
+
+def _n_layers(path: Path) -> int:
+    from edgeagent.shapes import shape_from_gguf
+
+    return shape_from_gguf(path).n_layers
 
 
 def _cache_dir() -> Path:

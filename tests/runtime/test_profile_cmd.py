@@ -85,9 +85,10 @@ def test_profile_a_shipped_agent_without_a_bundle(tmp_path) -> None:
     assert "builtin-q8_0" in html and "Variants on" not in html
 
 
-def test_profile_defaults_to_the_agent_demo_runs() -> None:
-    """With no --bundle, --agent or --variant, ``profile`` measures the agent ``demo`` runs by
-    default (the SmolLM2 agent where its extra is installed), not the built-in bundle."""
+def test_profile_defaults_to_the_agents_quantizations_selected_for_the_target() -> None:
+    """With no --bundle or --agent, ``profile`` selects among the default agent's measured
+    quantizations (its bundle, ``ShippedAgent.bundle``) for the target, where the agent extra is
+    installed; else among the built-in model's bundle, as before."""
     from edgeagent.agents import DEFAULT_AGENT, AgentUnavailable, shipped_agent
 
     try:
@@ -96,8 +97,13 @@ def test_profile_defaults_to_the_agent_demo_runs() -> None:
     except AgentUnavailable:
         expected = "builtin"
     out = _profile(["--runs", "2"])
-    assert (out["agent"], out["bundle"], out["selection"]) == (expected, None, None)
-    assert out["variant"]["id"] == f"{expected}-q8_0"
+    assert out["agent"] is None and out["selection"]["selected"] == out["variant"]["id"]
+    assert out["variant"]["id"].startswith(f"{expected}-")
+    ids = {v["id"] for v in out["selection"]["variants"]}
+    if expected == DEFAULT_AGENT:  # the quantizations quality.json measured, at their measured quality
+        assert ids == {f"{DEFAULT_AGENT}-q8_0", f"{DEFAULT_AGENT}-q4_k_m"}
+        assert out["variant"]["id"] == f"{DEFAULT_AGENT}-q8_0"  # the best quality, and it fits an 8 Gen 2
+
 
 def test_profile_agent_refuses_a_bundle_and_an_unknown_agent(tiny_bundle) -> None:
     for args, says in ((["--agent", "builtin", "--bundle", str(tiny_bundle)], "--agent"),

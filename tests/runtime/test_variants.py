@@ -60,8 +60,64 @@ def test_a_bundle_runs_its_best_variant_or_the_one_selected_for_a_profile(bundle
 
     selected = select_variant(loaded, load_profile("snapdragon-8-gen-2"))["selected"]
     for choice in (resolve_variant(bundle=bundle_dir, profile="snapdragon-8-gen-2"),
-                   resolve_variant(profile="snapdragon-8-gen-2", threads=1)):  # --profile alone: the built-in bundle
-        assert choice.path == Path(selected["path"]) and choice.name.endswith(selected["id"])
+                   resolve_variant(agent="builtin", profile="snapdragon-8-gen-2", threads=1)):
+        assert choice.path == Path(selected["path"])
+        assert choice.name.startswith(f"{selected['id']} (selected for snapdragon-8-gen-2 from ")
+
+
+def _smollm2_or_skip():
+    from edgeagent.agents import AgentUnavailable, shipped_agent
+
+    agent = shipped_agent("smollm2")
+    try:
+        agent.base_gguf()
+    except AgentUnavailable as e:  # the agent extra is not installed
+        pytest.skip(str(e))
+    return agent
+
+
+def test_profile_alone_selects_among_the_default_agents_measured_quantizations():
+    """``--profile`` without ``--bundle`` chooses among the default agent's quantizations (its
+    bundle: the cached GGUFs hard-linked, each with the task success ``quality.json`` measured),
+    not among the built-in model's."""
+    from edgeagent.agents import DEFAULT_AGENT, shipped_agent
+
+    if DEFAULT_AGENT == "builtin":
+        pytest.skip("the default agent is the built-in model")
+    agent = _smollm2_or_skip() if DEFAULT_AGENT == "smollm2" else shipped_agent(DEFAULT_AGENT)
+    root = agent.bundle(quiet=True)
+    loaded = load_bundle(root)  # every file's sha256 checked
+    measured = agent.measured_quality()["variants"]
+    assert {v.id: v.quality["task_success"] for v in loaded.variants} == {
+        f"{DEFAULT_AGENT}-{q}": m["task_success"] for q, m in measured.items()}
+    for v in loaded.variants:
+        assert v.is_full_depth and v.path.samefile(agent.gguf(v.quant, quiet=True))  # the same file, not a copy here
+    assert loaded.prompt_format == agent.prompt_format
+    assert agent.bundle(quiet=True) == root  # built once
+    choice = resolve_variant(profile="snapdragon-8-gen-2")
+    selected = select_variant(loaded, load_profile("snapdragon-8-gen-2"))["selected"]
+    assert choice.path == Path(selected["path"]) and choice.prompt_format == agent.prompt_format
+
+
+def test_quality_measured_on_another_delta_is_refused(tmp_path):
+    import shutil
+
+    from edgeagent.agents import AgentUnavailable, shipped_agent
+
+    src = shipped_agent("smollm2").dir
+    copy = tmp_path / "smollm2"
+    shutil.copytree(src, copy)
+    q = json.loads((copy / "quality.json").read_text())
+    assert shipped_agent(str(copy)).measured_quality()["variants"] == q["variants"]
+    (copy / "quality.json").write_text(json.dumps({**q, "delta_sha256": "0" * 64}))
+    with pytest.raises(AgentUnavailable, match="measured on another delta"):
+        shipped_agent(str(copy)).measured_quality()
+    (copy / "quality.json").write_text(json.dumps({**q, "variants": {"q8_0": {"task_success": 1.5}}}))
+    with pytest.raises(AgentUnavailable, match="task_success between 0 and 1"):
+        shipped_agent(str(copy)).measured_quality()
+    (copy / "quality.json").unlink()
+    with pytest.raises(AgentUnavailable, match="quality.json: missing"):
+        shipped_agent(str(copy)).measured_quality()
 
 
 def test_conflicting_or_unknown_choices_are_one_line(bundle_dir, tmp_path):
@@ -101,3 +157,18 @@ def test_the_default_agent_falls_back_to_the_builtin_model_with_a_note(monkeypat
     assert choice.path == builtin_gguf("q8_0") and choice.name == "builtin q8_0"
     (note,) = notes
     assert agents.INSTALL_HINT in note and note.endswith("running the built-in 5M model instead")
+
+
+def test_the_default_bundle_falls_back_to_the_builtin_models_with_a_note(monkeypatch, bundle_dir):
+    import edgeagent.agents as agents
+    from edgeagent.variants import default_bundle
+
+    def unavailable(name):
+        raise agents.AgentUnavailable(f"the {name} agent needs its package: {agents.INSTALL_HINT}")
+
+    monkeypatch.setattr(agents, "DEFAULT_AGENT", "smollm2")
+    monkeypatch.setattr(agents, "shipped_agent", unavailable)
+    notes: list[str] = []
+    assert default_bundle(threads=1, note=notes.append) == bundle_dir
+    (note,) = notes
+    assert agents.INSTALL_HINT in note and note.endswith("using the built-in 5M model's bundle instead")
