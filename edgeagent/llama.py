@@ -69,6 +69,97 @@ def llama_lib():
     return llama_cpp
 
 
+class ThreadPool:
+    """A persistent ggml thread pool attached to one llama.cpp context, as llama-bench and
+    llama-cli attach theirs (``llama_attach_threadpool``). llama-cpp-python attaches none, and
+    then ggml builds a pool for every graph it computes: in a build without OpenMP (llama.cpp's
+    documented Android NDK build, Apple's clang) that starts and joins n - 1 threads for every
+    decoded token. With OpenMP (this project's pip build) the workers are OpenMP's own either
+    way, and the pool changes nothing measurable (docs/DESIGN.md, "Stock llama.cpp").
+
+    The pool's parameters are ggml's defaults (``ggml_threadpool_params_init``: normal
+    priority, the process's affinity, hybrid polling at 50, llama-bench's own), filled by ggml
+    into a buffer larger than the struct, so no layout is copied here. ``attach`` returns None
+    where the library does not export the calls; the context then runs as before."""
+
+    _API: tuple | None = None
+    _BUFFER_BYTES = 4096  # ggml_threadpool_params: 512 cpumask bytes and five small fields
+
+    def __init__(self, handle: int, free) -> None:
+        self.handle = handle
+        self._free = free
+
+    @classmethod
+    def _api(cls):
+        """(params_init, new, free, attach, detach) through ggml's CPU backend registry, as
+        llama-bench finds them; () where something is missing."""
+        if cls._API is not None:
+            return cls._API
+        try:
+            import llama_cpp
+            from llama_cpp._ggml import libggml
+
+            ggml = ctypes.CDLL(libggml._name)  # own function objects: llama-cpp-python's stay as they are
+            llama = ctypes.CDLL(llama_cpp.llama_cpp._lib._name)
+            ggml.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
+            ggml.ggml_backend_dev_by_type.restype = ctypes.c_void_p
+            ggml.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
+            ggml.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
+            ggml.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+            ggml.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+            ggml.ggml_threadpool_params_init.argtypes = [ctypes.c_void_p, ctypes.c_int]
+            ggml.ggml_threadpool_params_init.restype = None
+            device = ggml.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
+            reg = ggml.ggml_backend_dev_backend_reg(device) if device else None
+            new_at = ggml.ggml_backend_reg_get_proc_address(reg, b"ggml_threadpool_new") if reg else None
+            free_at = ggml.ggml_backend_reg_get_proc_address(reg, b"ggml_threadpool_free") if reg else None
+            if not (new_at and free_at):
+                cls._API = ()
+                return cls._API
+            new = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)(new_at)
+            free = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(free_at)
+            llama.llama_attach_threadpool.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+            llama.llama_attach_threadpool.restype = None
+            llama.llama_detach_threadpool.argtypes = [ctypes.c_void_p]
+            llama.llama_detach_threadpool.restype = None
+            cls._API = (ggml.ggml_threadpool_params_init, new, free, llama.llama_attach_threadpool,
+                        llama.llama_detach_threadpool)
+        except (AttributeError, OSError, ImportError):
+            cls._API = ()
+        return cls._API
+
+    @classmethod
+    def attach(cls, ctx, n_threads: int) -> "AttachedPool | None":
+        """A pool of ``n_threads`` attached to ``ctx`` for both single-token and batch graphs;
+        None where the library offers no pool."""
+        api = cls._api()
+        if not api or not ctx:
+            return None
+        params_init, new, free, attach, detach = api
+        params = ctypes.create_string_buffer(cls._BUFFER_BYTES)
+        params_init(params, int(n_threads))
+        handle = new(params)
+        if not handle:
+            return None
+        attach(ctx, handle, handle)
+        return AttachedPool(ctx, handle, free, detach)
+
+
+class AttachedPool:
+    """A ``ThreadPool`` attached to a context: ``close`` detaches it, then frees its threads
+    (before or after the context is freed: llama.cpp only holds the pointer)."""
+
+    def __init__(self, ctx, handle: int, free, detach) -> None:
+        self.ctx, self.handle, self._free, self._detach = ctx, handle, free, detach
+
+    def close(self, context_alive: bool = True) -> None:
+        if self.handle:
+            if context_alive and self.ctx:
+                self._detach(self.ctx)
+            self._free(self.handle)
+            self.handle = None
+
+
 class EngineError(RuntimeError):
     """The model cannot be loaded or the request cannot be served; says why."""
 
@@ -210,12 +301,18 @@ def load_llama(model_path: str | os.PathLike, *, repack: bool | None = None, ver
 
         llama_c.llama_model_default_params = model_params
         try:
-            return llama_cpp.Llama(model_path=str(path), verbose=verbose, **kwargs)
+            llm = llama_cpp.Llama(model_path=str(path), verbose=verbose, **kwargs)
         except ValueError as e:  # llama-cpp-python's "Failed to load model from file"
             reason = LLAMA_LOG.first_error() or str(e)
             raise EngineError(f"{path}: llama.cpp could not load it: {reason}") from None
         finally:
             llama_c.llama_model_default_params = defaults
+    if not kwargs.get("vocab_only"):
+        pool = ThreadPool.attach(llm.ctx, max(llm.context_params.n_threads, llm.context_params.n_threads_batch))
+        if pool is not None:  # closed before the context (the stack unwinds last in, first out)
+            llm._stack.callback(pool.close)
+        llm.edgeagent_threadpool = pool
+    return llm
 
 
 def kv_type_id(name: str | None) -> int | None:
@@ -349,6 +446,7 @@ class LlamaRunner:
         if not self.ctx:
             lib.llama_model_free(self.model)
             raise EngineError(f"{path}: llama.cpp could not create a context of {settings.n_ctx} tokens")
+        self.threadpool = ThreadPool.attach(self.ctx, settings.threads)
         self.n_ctx = lib.llama_n_ctx(self.ctx)
         self.n_batch = n_batch = settings.n_batch
         self.vocab = lib.llama_model_get_vocab(self.model)
@@ -479,6 +577,9 @@ class LlamaRunner:
 
     def close(self) -> None:
         lib = llama_lib()
+        if getattr(self, "threadpool", None) is not None:
+            self.threadpool.close(context_alive=bool(getattr(self, "ctx", None)))
+            self.threadpool = None
         if getattr(self, "ctx", None):
             lib.llama_batch_free(self.batch)
             lib.llama_free(self.ctx)

@@ -252,6 +252,29 @@ def test_one_context_set_up_for_the_llama_object_and_the_c_api(model_path):
         LlamaSettings(kv_type="q4")
 
 
+def test_a_persistent_thread_pool_is_attached_and_changes_no_token(model_path):
+    """Engine and LlamaRunner attach one ggml thread pool to their context, as llama-bench does
+    (without it ggml builds one per graph); greedy tokens are the same with and without it,
+    and closing frees it."""
+    from edgeagent.llama import LlamaRunner
+
+    with Engine(model_path, n_ctx=512, n_threads=2) as e:
+        pool = e.llm.edgeagent_threadpool
+        assert pool is not None and pool.handle
+        prompt = e.tokenize("Open the settings and")
+        pooled = list(e.generate(prompt, max_tokens=24, ignore_eos=True).tokens)
+        pool.close()  # detached: ggml builds a pool for each graph, as for any llama-cpp-python context
+        assert pool.handle is None
+        e.reset()
+        assert list(e.generate(prompt, max_tokens=24, ignore_eos=True).tokens) == pooled
+    runner = LlamaRunner(model_path, n_ctx=512, n_threads=2)
+    try:
+        assert runner.threadpool is not None and runner.threadpool.handle
+        held = runner.threadpool
+    finally:
+        runner.close()
+    assert held.handle is None and runner.threadpool is None
+
 def test_default_and_exact_attention_set_ups(model_path):
     """The default is llama.cpp's own on a CPU (flash attention, F16 cache); the exact set-up is
     flash attention with Q8_0 keys and F16 values, whatever else asks otherwise."""
