@@ -129,13 +129,19 @@ class ThreadPool:
         return cls._API
 
     @classmethod
-    def attach(cls, ctx, n_threads: int) -> "AttachedPool | None":
-        """A pool of ``n_threads`` attached to ``ctx`` for both single-token and batch graphs;
-        None where the library offers no pool."""
+    def attach(cls, ctx, n_threads: int, share: "AttachedPool | None" = None) -> "AttachedPool | None":
+        """A pool of ``n_threads`` attached to ``ctx`` for both single-token and batch graphs
+        (they run with the same thread count here, which a pool must match exactly); None where
+        the library offers no pool. ``share``: attach that pool instead of starting one, for a
+        context that computes only in turn with its owner's (a speculative draft and its full
+        model): two pools would each keep threads polling while the other computes."""
         api = cls._api()
         if not api or not ctx:
             return None
         params_init, new, free, attach, detach = api
+        if share is not None and share.handle:
+            attach(ctx, share.handle, share.handle)
+            return AttachedPool(ctx, share.handle, None, detach)
         params = ctypes.create_string_buffer(cls._BUFFER_BYTES)
         params_init(params, int(n_threads))
         handle = new(params)
@@ -147,7 +153,8 @@ class ThreadPool:
 
 class AttachedPool:
     """A ``ThreadPool`` attached to a context: ``close`` detaches it, then frees its threads
-    (before or after the context is freed: llama.cpp only holds the pointer)."""
+    if this context owns it (``free`` None: a shared pool, its owner frees it). Before or after
+    the context is freed: llama.cpp only holds the pointer."""
 
     def __init__(self, ctx, handle: int, free, detach) -> None:
         self.ctx, self.handle, self._free, self._detach = ctx, handle, free, detach
@@ -156,7 +163,8 @@ class AttachedPool:
         if self.handle:
             if context_alive and self.ctx:
                 self._detach(self.ctx)
-            self._free(self.handle)
+            if self._free is not None:
+                self._free(self.handle)
             self.handle = None
 
 
@@ -307,11 +315,13 @@ def load_llama(model_path: str | os.PathLike, *, repack: bool | None = None, ver
             raise EngineError(f"{path}: llama.cpp could not load it: {reason}") from None
         finally:
             llama_c.llama_model_default_params = defaults
-    if not kwargs.get("vocab_only"):
-        pool = ThreadPool.attach(llm.ctx, max(llm.context_params.n_threads, llm.context_params.n_threads_batch))
+    pool = None
+    cp = llm.context_params
+    if not kwargs.get("vocab_only") and cp.n_threads == cp.n_threads_batch:
+        pool = ThreadPool.attach(llm.ctx, cp.n_threads)
         if pool is not None:  # closed before the context (the stack unwinds last in, first out)
             llm._stack.callback(pool.close)
-        llm.edgeagent_threadpool = pool
+    llm.edgeagent_threadpool = pool
     return llm
 
 
@@ -420,9 +430,11 @@ class LlamaRunner:
     """
 
     def __init__(self, model_path: str | os.PathLike, settings: LlamaSettings | None = None, *,
-                 repack: bool | None = None, verbose: bool = False, **context: Any):
+                 repack: bool | None = None, verbose: bool = False, share_pool: "LlamaRunner | None" = None,
+                 **context: Any):
         """``settings``, or ``LlamaSettings(**context)`` (``n_ctx``, ``n_batch``, ``n_threads``,
-        ``kv_type``, ``exact``)."""
+        ``kv_type``, ``exact``). ``share_pool``: a runner whose thread pool this one computes
+        with, in turn (``ThreadPool.attach``)."""
         lib = llama_lib()
         settings = settings or LlamaSettings(**context)
         logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
@@ -446,7 +458,8 @@ class LlamaRunner:
         if not self.ctx:
             lib.llama_model_free(self.model)
             raise EngineError(f"{path}: llama.cpp could not create a context of {settings.n_ctx} tokens")
-        self.threadpool = ThreadPool.attach(self.ctx, settings.threads)
+        self.threadpool = ThreadPool.attach(self.ctx, settings.threads,
+                                            share=share_pool.threadpool if share_pool is not None else None)
         self.n_ctx = lib.llama_n_ctx(self.ctx)
         self.n_batch = n_batch = settings.n_batch
         self.vocab = lib.llama_model_get_vocab(self.model)

@@ -188,7 +188,8 @@ class SelfSpeculativeEngine:
         self.full = LlamaRunner(full_path, settings, repack=repack, verbose=verbose)
         self.draft = None
         if n_draft > 0:
-            self.draft = open_draft(draft_path, settings, repack=self.full.repack, verbose=verbose)
+            # one thread pool for both: they compute in turn
+            self.draft = open_draft(draft_path, settings, repack=self.full.repack, verbose=verbose, share_pool=self.full)
             if self.draft.n_vocab != self.full.n_vocab:
                 raise EngineError(
                     f"{draft_path}: vocabulary of {self.draft.n_vocab} tokens, the full model has {self.full.n_vocab}; "
@@ -221,9 +222,9 @@ class SelfSpeculativeEngine:
         for g in self._grammars.values():
             g.close()
         self._grammars.clear()
-        self.full.close()
-        if self.draft is not None:
+        if self.draft is not None:  # first: it computes with the full model's thread pool
             self.draft.close()
+        self.full.close()
 
     def __enter__(self) -> "SelfSpeculativeEngine":
         return self

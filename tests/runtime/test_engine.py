@@ -268,9 +268,14 @@ def test_a_persistent_thread_pool_is_attached_and_changes_no_token(model_path):
         e.reset()
         assert list(e.generate(prompt, max_tokens=24, ignore_eos=True).tokens) == pooled
     runner = LlamaRunner(model_path, n_ctx=512, n_threads=2)
+    draft = LlamaRunner(model_path, n_ctx=512, n_threads=2, share_pool=runner)  # as a speculative draft
     try:
         assert runner.threadpool is not None and runner.threadpool.handle
+        assert draft.threadpool.handle == runner.threadpool.handle  # one pool, computing in turn
         held = runner.threadpool
+        draft.close()  # detaches only: the owner's pool still runs
+        assert held.handle
+        runner.feed(runner.tokenize("Open the settings"))
     finally:
         runner.close()
     assert held.handle is None and runner.threadpool is None
