@@ -11,6 +11,8 @@ Every runtime path that runs a model goes through here:
   mmap off where llama.cpp repacks (``use_mmap``), and llama.cpp's log routed through ``LLAMA_LOG`` (one-line load errors, quiet unless verbose).
 - ``LlamaRunner``: one model + context + batch through the C API with logits only where asked,
   what self-speculative decoding (``edgeagent.speculative``) and the early-exit bench build on.
+- ``ThreadPool``: both attach one persistent ggml thread pool to their context, as llama-bench
+  does, so a build without OpenMP does not start threads for every token.
 
 ``edgeagent.engine`` (the engine API the agent uses) sits on top of ``load_llama``.
 """
@@ -84,10 +86,6 @@ class ThreadPool:
 
     _API: tuple | None = None
     _BUFFER_BYTES = 4096  # ggml_threadpool_params: 512 cpumask bytes and five small fields
-
-    def __init__(self, handle: int, free) -> None:
-        self.handle = handle
-        self._free = free
 
     @classmethod
     def _api(cls):
