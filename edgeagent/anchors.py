@@ -1040,6 +1040,7 @@ def compare_row(row: Anchor, profile: Any, fit: PhoneFit | None) -> dict[str, An
 
     out: dict[str, Any] = {"source": row.source, "model": row.model, "quant": row.quant, "shape": row.shape,
                            "profile": profile.name, "held_out": row.held_out, "threads": row.threads,
+                           "prompt_tokens": row.prompt_tokens, "gen_tokens": row.gen_tokens,
                            "notes": list(row.notes)}
     why_not = SOURCES[row.source].get("not_comparable")
     out["comparable"] = why_not is None
@@ -1128,7 +1129,7 @@ def _held_out_ratios(rows: list[dict[str, Any]], profile: str, key: str) -> list
                    and r[key]["ratio"] is not None), key=lambda x: x[0])
 
 
-def profile_spread(rows: list[dict[str, Any]], anchors: tuple[Anchor, ...], profile: str, key: str) -> str | None:
+def profile_spread(rows: list[dict[str, Any]], profile: str, key: str) -> str | None:
     """One line when the held-out ratios of ``key`` on ``profile`` span more than a
     +-TOLERANCE band holds ((1 + T) / (1 - T), 1.67x at 25 %), else None.
 
@@ -1143,21 +1144,15 @@ def profile_spread(rows: list[dict[str, Any]], anchors: tuple[Anchor, ...], prof
     band = (1 + TOLERANCE) / (1 - TOLERANCE)
     if hi / lo <= band:
         return None
-    by_key = {(x.source, x.model, x.quant, x.prompt_tokens, x.gen_tokens): x for x in anchors}
-
-    def anchor(r):
-        return next((x for k, x in by_key.items() if k[:3] == (r["source"], r["model"], r["quant"])), None)
-
     differ = []
-    xa, xb = anchor(a), anchor(b)
     if a["source"] != b["source"]:
         differ.append(f"source ({a['source']} vs {b['source']})")
     if a["threads"] != b["threads"]:
         differ.append(f"threads ({a['threads']} vs {b['threads']})")
     if a["quant"] != b["quant"]:
         differ.append(f"weight type ({a['quant']} vs {b['quant']})")
-    if xa is not None and xb is not None and (xa.prompt_tokens, xa.gen_tokens) != (xb.prompt_tokens, xb.gen_tokens):
-        differ.append(f"lengths ({xa.prompt_tokens}+{xa.gen_tokens} vs {xb.prompt_tokens}+{xb.gen_tokens} tokens)")
+    if (a["prompt_tokens"], a["gen_tokens"]) != (b["prompt_tokens"], b["gen_tokens"]):
+        differ.append(f"lengths ({a['prompt_tokens']}+{a['gen_tokens']} vs {b['prompt_tokens']}+{b['gen_tokens']} tokens)")
     return (f"the held-out rows on {profile} span {lo:.2f} ({a['source']} {a['model']}) to {hi:.2f} ({b['source']} "
             f"{b['model']}), {hi / lo:.2f}x, wider than the {band:.2f}x a +-{TOLERANCE:.0%} band holds: no one "
             f"speed-up or slow-down of the profile puts both inside; they differ in " + (", ".join(differ) or "nothing the rows record")
@@ -1220,7 +1215,7 @@ def explain_misses(rows: list[dict[str, Any]], anchors: tuple[Anchor, ...], fits
                 if line is not None:
                     why.append(line)
             if (r["profile"], key) not in spreads:
-                spreads[r["profile"], key] = profile_spread(rows, anchors, r["profile"], key)
+                spreads[r["profile"], key] = profile_spread(rows, r["profile"], key)
             if spreads[r["profile"], key] is not None:
                 why.append(spreads[r["profile"], key])
             fit = fits.get(r["source"])

@@ -538,18 +538,19 @@ def test_a_spread_wider_than_the_band_is_named_with_what_the_extreme_rows_differ
         return {**r, "decode_tokens_per_s": {**r["decode_tokens_per_s"], "ratio": ratio}}
 
     # just inside the band: no line; just outside: a line naming both rows and how they differ
-    assert anchors.profile_spread([at(a, 0.8), at(b, 0.8 * band * 0.999)], anchors.PUBLISHED,
+    assert anchors.profile_spread([at(a, 0.8), at(b, 0.8 * band * 0.999)],
                                   "snapdragon-8-elite", "decode_tokens_per_s") is None
-    line = anchors.profile_spread([at(a, 0.7), at(b, 0.7 * band * 1.01)], anchors.PUBLISHED,
+    line = anchors.profile_spread([at(a, 0.7), at(b, 0.7 * band * 1.01)],
                                   "snapdragon-8-elite", "decode_tokens_per_s")
     assert line is not None and f"{band * 1.01:.2f}x" in line and f"{band:.2f}x" in line
     assert "0.70 (qmesh-s25u Qwen3-4B-Instruct-2507)" in line
     assert "source (qmesh-s25u vs huang2025-8elite)" in line and "threads (6 vs 8)" in line
     assert "weight type (Q4_0 vs Q4_1 (4-bit))" in line
+    assert f"lengths ({a['prompt_tokens']}+{a['gen_tokens']} vs {b['prompt_tokens']}+{b['gen_tokens']} tokens)" in line
     # in-sample rows and other profiles' rows do not count
-    assert anchors.profile_spread([at(a, 0.7), {**at(b, 2.0), "held_out": False}], anchors.PUBLISHED,
+    assert anchors.profile_spread([at(a, 0.7), {**at(b, 2.0), "held_out": False}],
                                   "snapdragon-8-elite", "decode_tokens_per_s") is None
-    assert anchors.profile_spread([at(a, 0.7), {**at(b, 2.0), "profile": "snapdragon-8-gen-3"}], anchors.PUBLISHED,
+    assert anchors.profile_spread([at(a, 0.7), {**at(b, 2.0), "profile": "snapdragon-8-gen-3"}],
                                   "snapdragon-8-elite", "decode_tokens_per_s") is None
     # and explain_misses carries it on both misses
     pair = [at(a, 0.6), at(b, 1.3)]
