@@ -384,8 +384,25 @@ def llama_build() -> dict[str, Any]:
         import llama_cpp
     except Exception as exc:  # an import of a compiled library fails in many ways
         return {"importable": False, "error": f"{type(exc).__name__}: {exc}"}
+    from edgeagent.llama import ThreadPool
+
     info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip()
-    return {"importable": True, "llama_cpp_python": llama_cpp.__version__, "system_info": info, "features": sorted(parse_system_info(info))}
+    features = parse_system_info(info)
+    return {"importable": True, "llama_cpp_python": llama_cpp.__version__, "system_info": info,
+            "features": sorted(features), "threads": thread_pool_finding("OPENMP" in features, bool(ThreadPool._api()))}
+
+
+def thread_pool_finding(openmp: bool, attachable: bool) -> dict[str, Any]:
+    """How the build runs its worker threads between tokens, and whether the engine keeps
+    them: with OpenMP they are OpenMP's own; without it the engine's persistent pool
+    (``llama.ThreadPool``) keeps ggml's, or they start and stop for every token."""
+    if openmp:
+        what, ok = "OpenMP's workers (the engine's persistent pool changes nothing measurable)", True
+    elif attachable:
+        what, ok = "ggml's own workers, kept between tokens by the engine's persistent pool", True
+    else:
+        what, ok = "ggml's own workers, started and joined for every token: this build exports no thread-pool calls", False
+    return {"openmp": openmp, "pool_attachable": attachable, "what": what, "ok": ok}
 
 
 def runtime_imports(timeout_s: float = 120.0) -> dict[str, Any]:
@@ -528,6 +545,8 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     if isinstance(llama, dict):
         status = "ok" if llama.get("importable") else "no"
         rows.append(["llama.cpp", llama.get("system_info") or llama.get("error", ""), status])
+        if llama.get("threads"):
+            rows.append(["workers", llama["threads"]["what"], "ok" if llama["threads"]["ok"] else "warn"])
     repack = report["repack"]
     rows.append(["repack", f"{'on' if repack['on'] else 'off'}: {repack['why']}", "ok"])
     for c in report["clusters"]:

@@ -201,9 +201,21 @@ def test_doctor_on_this_machine():
     assert r["source"] == "this machine"
     assert r["cpu"]["logical_cpus"] == len(parse_cpuinfo(Path("/proc/cpuinfo").read_text()).processors)
     assert r["llama_cpp"]["importable"] is True and "CPU :" in r["llama_cpp"]["system_info"]
+    threads = r["llama_cpp"]["threads"]
+    assert threads["openmp"] == ("OPENMP = 1" in r["llama_cpp"]["system_info"]) and threads["pool_attachable"] is True
     assert r["runtime"]["ok"] is True and r["adb"]["reachable"] is False
     assert r["repack"]["on"] is default_repack()
     if platform.machine() == "x86_64":
         used = {f["feature"] for f in r["cpu"]["features"] if f["verdict"] == "used"}
         assert "avx2" in used or not features(r)["avx2"]["cpu"]
     assert all(len(row) == 3 for row in summary_rows(r))
+
+
+def test_the_thread_finding_for_each_kind_of_build():
+    from edgeagent.doctor import thread_pool_finding
+
+    assert thread_pool_finding(True, True)["ok"] and "OpenMP" in thread_pool_finding(True, False)["what"]
+    kept = thread_pool_finding(False, True)
+    assert kept["ok"] and "persistent pool" in kept["what"]
+    lost = thread_pool_finding(False, False)
+    assert not lost["ok"] and "every token" in lost["what"]
