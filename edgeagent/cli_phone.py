@@ -189,8 +189,9 @@ def demo_command(
     sensitive: str = typer.Option("ask", "--sensitive", help=SENSITIVE_HELP),
     failures: Optional[Path] = typer.Option(None, "--failures", help="Write every failed episode, with each step's "
                                             "screen and action, to this JSONL file (to see why the agent fails)."),
-    target: str = typer.Option(DEFAULT_TARGET, "--target", help="Device profile (a shipped name or a TOML file) a "
-                               "step's cost is estimated on: latency, memory, mAh per 100 steps with its range."),
+    target: Optional[str] = typer.Option(None, "--target", help="Device profile (a shipped name or a TOML file) a "
+                                         "step's cost is estimated on: latency, memory, mAh per 100 steps with its "
+                                         f"range (default: --profile's, else {DEFAULT_TARGET})."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
@@ -205,7 +206,10 @@ def demo_command(
         fail(f"--policy {policy!r}: expected 'model' or 'expert'")
     attention_or_fail(attention)
     gate = sensitive_gate(sensitive, json_out)
-    target_profile = _target_or_fail(target) if policy == "model" else None
+    target_profile = None
+    if policy == "model":
+        target_profile = (_target_or_fail(target) if target else _target_or_fail(profile, "--profile") if profile
+                          else _target_or_fail(DEFAULT_TARGET))
     # The built-in model never saw these apps; the demo shows what it was trained for. A GGUF
     # of one of its checkpoints (--model) is validated the same way with --exclude-app Notes.
     # Apps named with --apps are asked for, held out or not.
@@ -294,13 +298,13 @@ def _result(episode) -> str:
     return "denied" if episode.run is not None and episode.run.status == "denied" else "FAILED"
 
 
-def _target_or_fail(name: str):
+def _target_or_fail(name: str, flag: str = "--target"):
     from edgeagent.profiles import ProfileError, load_profile
 
     try:
         return load_profile(name)
     except ProfileError as exc:
-        fail(f"--target: {exc}")
+        fail(f"{flag}: {exc}")
 
 
 def step_on_target(model_path: Path, profile, summary: dict, n_ctx: int) -> dict:

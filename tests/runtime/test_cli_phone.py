@@ -168,6 +168,13 @@ def test_demo_estimates_a_step_on_the_target_phone(tiny_bundle) -> None:
     assert "mAh per 100 steps" in text and "caveat: held-out published decode on snapdragon-8-elite" in text
     bad = invoke(*args, "--target", "nokia-3310")
     assert bad.exit_code == 2 and "--target" in bad.output and "nokia-3310" in bad.output
+    # the phone --profile selects for is the one the step is estimated on, unless --target says another
+    chosen = ("demo", "--bundle", str(tiny_bundle), "--profile", "snapdragon-8-elite", "--n", "1", "--threads", "1",
+              "--max-steps", "2", "--json")
+    assert json.loads(invoke(*chosen).stdout)["estimated_on_target"]["profile"] == "snapdragon-8-elite"
+    assert json.loads(invoke(*chosen, "--target", "tensor-g3").stdout)["estimated_on_target"]["profile"] == "tensor-g3"
+    wrong = invoke("demo", "--bundle", str(tiny_bundle), "--profile", "nokia-3310", "--n", "1")
+    assert wrong.exit_code == 2 and "--profile" in wrong.output and "--target" not in wrong.output
     assert "running" not in bad.output and "Traceback" not in bad.output
 
 
