@@ -356,7 +356,7 @@ def select(
     max_ttft_ms: Optional[float] = typer.Option(None, "--max-ttft-ms", help="TTFT bound per agent step (default 500)."),
     min_tokens_per_s: Optional[float] = typer.Option(None, "--min-tokens-per-s", help="Decode speed bound (default 20)."),
     max_mah_per_100: Optional[float] = typer.Option(None, "--max-mah-per-100", help="Battery bound, mAh per 100 inferences (default none)."),
-    min_quality: Optional[float] = typer.Option(None, "--min-quality", help="Quality bound as a fraction of full precision (0.9, or 90; default 0.9)."),
+    min_quality: Optional[float] = typer.Option(None, "--min-quality", help="Quality bound as a fraction of the reference's: full precision, or the best variant where none was measured (0.9, or 90; default 0.9)."),
     prompt_tokens: int = typer.Option(256, "--prompt-tokens", min=1, help="Prompt tokens of one agent step."),
     gen_tokens: int = typer.Option(16, "--gen-tokens", min=1, help="Output tokens of one agent step."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads when the built-in bundle must be built first."),

@@ -16,7 +16,8 @@ full-precision reference; when the reference's task success is not there (or is 
 ratio means nothing) it is perplexity-derived: ``ppl_reference / ppl_variant`` (a variant
 whose perplexity is 11 % higher keeps 90 %). The reference is the bundle's measured F16
 export (``measurements.reference``) when the converter made one, else its highest-bit
-full-depth variant.
+full-depth variant. A shipped agent's bundle measured no full precision: its best variant is
+the reference, and the output names it (``reference_label``).
 
 Among the variants that fit every bound, the highest relative quality wins, compared at a
 resolution of one point of the reference's quality (``QUALITY_RESOLUTION``: a smaller
@@ -128,6 +129,14 @@ def _number(q: dict[str, Any], key: str) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
+def reference_label(reference: dict[str, Any]) -> str:
+    """What relative quality is a fraction of: full precision, or the bundle's best variant
+    where no full-precision quality was measured (a shipped agent's quantizations)."""
+    if not reference.get("shipped") or reference.get("quant") in ("f32", "f16", "bf16"):
+        return "full precision"
+    return f"the best variant, {reference['id']}"
+
+
 def reference_quality(bundle: Bundle) -> dict[str, Any]:
     """The full-precision reference the variants are held to."""
     ref = (bundle.manifest.get("measurements") or {}).get("reference")
@@ -186,8 +195,9 @@ def estimate_gguf(path: Path, profile: Profile, prompt_tokens: int, gen_tokens: 
     }
 
 
-def check(cost: dict[str, Any], quality: dict[str, Any], c: Constraints) -> list[str]:
-    """Why a variant does not fit (empty: it fits), one reason per broken bound."""
+def check(cost: dict[str, Any], quality: dict[str, Any], c: Constraints, reference: str = "full precision") -> list[str]:
+    """Why a variant does not fit (empty: it fits), one reason per broken bound; ``reference``
+    names what the relative quality is a fraction of (``reference_label``)."""
     reasons = []
     if cost["memory_mb"] > c.max_memory_mb:
         reasons.append(f"memory {cost['memory_mb']:,.0f} MiB > {c.max_memory_mb:,.0f} MiB")
@@ -202,7 +212,7 @@ def check(cost: dict[str, Any], quality: dict[str, Any], c: Constraints) -> list
         reasons.append("quality unknown: the manifest has no task success or perplexity to compare "
                        "(re-run `edgeagent convert` with held-out data)")
     elif rel < c.min_quality:
-        reasons.append(f"quality {rel:.0%} of full precision ({quality['basis']}) < {c.min_quality:.0%}")
+        reasons.append(f"quality {rel:.0%} of {reference} ({quality['basis']}) < {c.min_quality:.0%}")
     return reasons
 
 
@@ -224,7 +234,7 @@ def select_variant(
     for v in bundle.variants:
         cost = estimate_variant(v, profile, prompt_tokens, gen_tokens, n_ctx)
         quality = relative_quality(v, reference)
-        reasons = check(cost, quality, c)
+        reasons = check(cost, quality, c, reference_label(reference))
         rows.append({
             "id": v.id, "quant": v.quant, "exit_layer": v.exit_layer, "n_layers": v.n_layers,
             "path": str(v.path), "size_bytes": v.size_bytes, "quality": quality, "estimate": cost,
@@ -242,7 +252,7 @@ def select_variant(
         "constraints": c.to_dict(),
         "workload": {"prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
                      "what": "one agent step: a screen prompt, then an action"},
-        "reference": {k: reference[k] for k in ("id", "quant", "shipped")},
+        "reference": {**{k: reference[k] for k in ("id", "quant", "shipped")}, "label": reference_label(reference)},
         "selected": best,
         "variants": rows,
         "source": f"estimated on {profile.name} (roofline); quality measured at conversion time",

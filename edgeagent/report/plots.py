@@ -54,7 +54,7 @@ def _quality(row: dict[str, Any]) -> float | None:
 
 
 def _tradeoff_axis(ax, rows: Sequence[dict], x_key: str, x_label: str, bound: float | None, bound_label: str,
-                   min_quality: float | None) -> None:
+                   min_quality: float | None, reference: str = "full precision") -> None:
     known = [(r, r["estimate"][x_key], _quality(r)) for r in rows if _quality(r) is not None]
     unknown = [r for r in rows if _quality(r) is None]
     front = pareto_front([(x, y) for _, x, y in known])
@@ -84,7 +84,7 @@ def _tradeoff_axis(ax, rows: Sequence[dict], x_key: str, x_label: str, bound: fl
         ax.axhline(100 * min_quality, color="k", ls=":", lw=0.8, alpha=0.6)
     ax.margins(x=0.18, y=0.12)  # room for the labels right of the points
     ax.set_xlabel(x_label)
-    ax.set_ylabel("quality, % of full precision")
+    ax.set_ylabel(f"quality, % of {reference}")
     ax.grid(True, alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     seen = {}
@@ -103,11 +103,12 @@ def _tradeoff_panels(ax_latency, ax_energy, selection: dict[str, Any]) -> None:
     w = selection["workload"]
     basis = {r["quality"]["basis"] for r in rows if r["quality"]["basis"]}
     title_basis = " / ".join(sorted(basis)) or "unknown"
+    reference = (selection.get("reference") or {}).get("label") or "full precision"
     _tradeoff_axis(ax_latency, rows, "step_ms",
                    f"latency per agent step, ms ({w['prompt_tokens']}-token prompt + {w['gen_tokens']} tokens)",
-                   None, "", c.get("min_quality"))
+                   None, "", c.get("min_quality"), reference)
     _tradeoff_axis(ax_energy, rows, "mah_per_100_inferences", "battery, mAh per 100 inferences",
-                   c.get("max_mah_per_100"), "max mAh/100", c.get("min_quality"))
+                   c.get("max_mah_per_100"), "max mAh/100", c.get("min_quality"), reference)
     ax_latency.set_title(f"quality ({title_basis}) vs latency on {selection['profile']} (estimated)", fontsize=10)
     ax_energy.set_title(f"quality vs energy on {selection['profile']} (estimated)", fontsize=10)
 

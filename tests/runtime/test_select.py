@@ -121,7 +121,7 @@ def test_picks_the_best_quality_variant_that_fits_and_says_why_the_others_do_not
     assert rows["m-q4_k_m"]["reasons"] == ["quality 75% of full precision (task_success) < 90%"]
     assert rows["m-exit1-f32"]["reasons"] == ["quality 62% of full precision (task_success) < 90%"]
     assert [r["selected"] for r in result["variants"]] == [False, True, False, False]
-    assert result["reference"] == {"id": "m-f32", "quant": "f32", "shipped": True}
+    assert result["reference"] == {"id": "m-f32", "quant": "f32", "shipped": True, "label": "full precision"}
     assert all(r["estimate"]["source"] == "estimated" for r in result["variants"])
 
 
@@ -171,7 +171,7 @@ def test_the_converters_f16_reference_is_the_yardstick_when_there_is_one(tmp_pat
     with pytest.raises(NoVariantFits) as info:  # every shipped variant is below 90 % of the F16 reference
         select_variant(b, S8G2)
     result = info.value.result
-    assert result["reference"] == {"id": "reference-f16", "quant": "f16", "shipped": False}
+    assert result["reference"] == {"id": "reference-f16", "quant": "f16", "shipped": False, "label": "full precision"}
     rows = {r["id"]: r for r in result["variants"]}
     assert rows["m-f32"]["quality"]["relative"] == pytest.approx(0.8)
     assert rows["m-f32"]["reasons"] == ["quality 80% of full precision (task_success) < 90%"]

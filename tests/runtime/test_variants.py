@@ -95,7 +95,10 @@ def test_profile_alone_selects_among_the_default_agents_measured_quantizations()
     assert loaded.prompt_format == agent.prompt_format
     assert agent.bundle(quiet=True) == root  # built once
     choice = resolve_variant(profile="snapdragon-8-gen-2")
-    selected = select_variant(loaded, load_profile("snapdragon-8-gen-2"))["selected"]
+    result = select_variant(loaded, load_profile("snapdragon-8-gen-2"))
+    selected = result["selected"]
+    # no full precision was measured for the agent: its quality is held to its best variant's, and said so
+    assert result["reference"]["label"] == f"the best variant, {DEFAULT_AGENT}-q8_0"
     assert choice.path == Path(selected["path"]) and choice.prompt_format == agent.prompt_format
 
 
