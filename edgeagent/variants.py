@@ -114,6 +114,7 @@ def resolve_variant(*, model: Path | None = None, agent: str | None = None, bund
 
     from edgeagent.bundle import BundleError, load_bundle
 
+    given = bundle is not None
     if bundle is None:
         bundle = _agent_bundle(agent, threads, note)
     try:
@@ -133,8 +134,9 @@ def resolve_variant(*, model: Path | None = None, agent: str | None = None, bund
         selected = select_variant(loaded, load_profile(profile))["selected"]
     except (ProfileError, NoVariantFits) as exc:
         raise VariantError(str(exc)) from None
-    return _with_draft(ModelChoice(Path(selected["path"]), f"{selected['id']} (selected for {profile} from {bundle})",
-                                   loaded.prompt_format), loaded, loaded.variant(selected["id"]))
+    name = f"{selected['id']} (selected for {profile}" + (f" from {bundle})" if given else ")")
+    return _with_draft(ModelChoice(Path(selected["path"]), name, loaded.prompt_format), loaded,
+                       loaded.variant(selected["id"]))
 
 
 def _with_draft(choice: ModelChoice, loaded, chosen) -> ModelChoice:

@@ -59,10 +59,11 @@ def test_a_bundle_runs_its_best_variant_or_the_one_selected_for_a_profile(bundle
     assert best.name.endswith(loaded.best_quality().id)
 
     selected = select_variant(loaded, load_profile("snapdragon-8-gen-2"))["selected"]
-    for choice in (resolve_variant(bundle=bundle_dir, profile="snapdragon-8-gen-2"),
-                   resolve_variant(agent="builtin", profile="snapdragon-8-gen-2", threads=1)):
-        assert choice.path == Path(selected["path"])
-        assert choice.name.startswith(f"{selected['id']} (selected for snapdragon-8-gen-2 from ")
+    given = resolve_variant(bundle=bundle_dir, profile="snapdragon-8-gen-2")
+    builtin = resolve_variant(agent="builtin", profile="snapdragon-8-gen-2", threads=1)
+    assert given.path == builtin.path == Path(selected["path"])
+    assert given.name == f"{selected['id']} (selected for snapdragon-8-gen-2 from {bundle_dir})"
+    assert builtin.name == f"{selected['id']} (selected for snapdragon-8-gen-2)"  # no cache path for a bundle not given
 
 
 def _smollm2_or_skip():
