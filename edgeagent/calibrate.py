@@ -614,7 +614,7 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
                         f"({memory['extra_mb']:.1f}: {memory['model']} after a {memory['prompt_tokens']}-token prompt "
                         f"peaked at {memory['rss_peak_mb']:.1f} MiB, its process's {memory['rss_baseline_mb']:.1f} "
                         f"before the load plus the buffers' {memory['buffers_mb']:.1f} plus its vocabulary's "
-                        f"{memory.get('vocab_mb', 0.0):.1f} (estimate.vocab_bytes); calibrate.run_memory)" if memory and memory.get("extra_mb") is not None
+                        f"{memory['vocab_mb']:.1f} (estimate.vocab_bytes); calibrate.run_memory)" if memory and memory.get("extra_mb") is not None
                         else "")
                      + f"; runtime.threads = {threads} (the threads calibrated with)", "citation": stamp},
             {"what": f"ram_gb from the OS ({ram_gib:.2f} GiB); usable_memory_gb = 0.5 x RAM: the machine is shared "

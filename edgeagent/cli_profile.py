@@ -236,12 +236,8 @@ def _full_depth_variant(path: Path, variant_id: str, quant: str | None = None) -
 
 
 def _excluded_apps(b: Any) -> tuple[str, ...]:
-    """The apps a bundle's model was never trained on (its manifest's ``excluded_apps``; the
-    built-in model's bundle names them in ``measurements``), left out of its emulated tasks."""
-    from edgeagent.builtin import HELD_OUT_APPS
-
-    if (b.manifest.get("source_model") or {}).get("name") == "builtin":
-        return HELD_OUT_APPS
+    """The apps a bundle's model was never trained on (``measurements.excluded_apps``, which the
+    built-in model's and the shipped agents' bundles write), left out of its emulated tasks."""
     apps = (b.manifest.get("measurements") or {}).get("excluded_apps") or ()
     return tuple(a for a in apps if isinstance(a, str))
 

@@ -389,7 +389,7 @@ def llama_build() -> dict[str, Any]:
     info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip()
     features = parse_system_info(info)
     return {"importable": True, "llama_cpp_python": llama_cpp.__version__, "system_info": info,
-            "features": sorted(features), "threads": thread_pool_finding("OPENMP" in features, bool(ThreadPool._api()))}
+            "features": sorted(features), "threads": thread_pool_finding("OPENMP" in features, ThreadPool.available())}
 
 
 def thread_pool_finding(openmp: bool, attachable: bool) -> dict[str, Any]:

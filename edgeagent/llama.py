@@ -127,6 +127,11 @@ class ThreadPool:
         return cls._API
 
     @classmethod
+    def available(cls) -> bool:
+        """Whether the loaded llama.cpp exports the calls a pool needs."""
+        return bool(cls._api())
+
+    @classmethod
     def attach(cls, ctx, n_threads: int, share: "AttachedPool | None" = None) -> "AttachedPool | None":
         """A pool of ``n_threads`` attached to ``ctx`` for both single-token and batch graphs
         (they run with the same thread count here, which a pool must match exactly); None where

@@ -328,21 +328,14 @@ def test_a_large_vocabulary_leaves_most_of_the_reserved_compute_buffer_untouched
 
 def _metadata_copy(src: Path, dst: Path, merges: int | None = None) -> Path:
     """``src``'s metadata without its tensors, its BPE merges cut to the first ``merges``
-    (gguf-py refuses an empty array, so one is the fewest)."""
+    (gguf-py refuses an empty array, so one is the fewest): ``merge._copy_metadata``'s copy."""
+    from edgeagent.merge import _copy_metadata
+
     reader = gguf.GGUFReader(src)
-    writer = gguf.GGUFWriter(dst, arch=str(bytes(reader.fields["general.architecture"].parts[-1]), "utf-8"))
-    for key, f in reader.fields.items():
-        if key.startswith("GGUF.") or key == "general.architecture":
-            continue
-        kind = f.types[0]
-        if kind == gguf.GGUFValueType.ARRAY:
-            sub = f.types[1]
-            values = ([bytes(f.parts[i]).decode("utf-8", "surrogateescape") for i in f.data]
-                      if sub == gguf.GGUFValueType.STRING else [f.parts[i][0].item() for i in f.data])
-            writer.add_key_value(key, values[:merges] if key == "tokenizer.ggml.merges" else values, kind, sub_type=sub)
-        else:
-            value = bytes(f.parts[f.data[0]]).decode() if kind == gguf.GGUFValueType.STRING else f.parts[f.data[0]][0].item()
-            writer.add_key_value(key, value, kind)
+    writer = gguf.GGUFWriter(dst, arch=reader.fields["general.architecture"].contents())
+    cut = {} if merges is None else {
+        "tokenizer.ggml.merges": (reader.fields["tokenizer.ggml.merges"].contents()[:merges], gguf.GGUFValueType.ARRAY)}
+    _copy_metadata(reader, writer, cut)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
