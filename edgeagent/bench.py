@@ -211,6 +211,7 @@ def bench_throughput(
         "file_type": _file_type_name(info["file_type"]),
         "threads": info["threads"],
         "repack": info["repack"],
+        "huge_pages": info["huge_pages"],
         "flash_attn": engine.settings.attention[0],
         "n_batch": engine.settings.n_batch,
         "n_ubatch": engine.settings.ubatch,

@@ -23,7 +23,8 @@ What is measured, each in a fresh process (``edgeagent.measure``) held to ``thre
    setting (4) chooses. The largest probe at Q4_K_M gives how much faster Q8_0 reads per byte
    (``runtime.wide_weight_rate``); eta then stands for 4-bit weights, as on the phones. The
    bandwidth ceiling is the faster of (1) and llama.cpp's own Q8_0 decode;
-4. flash attention on one agent step, off / on / exact (``runtime.flash_attn``);
+4. flash attention on one agent step, off / on / exact (``runtime.flash_attn``), then the weights
+   on 2 MiB pages or memory-mapped on the same step (``runtime.huge_pages``; ``edgeagent.hugepages``);
 5. the runtime's own resident memory (``runtime.overhead_mb``): before a model loads, plus what
    a run holds beyond llama.cpp's buffers (graph and scheduler structures, library code paged
    in), read on the largest probe after a full physical batch (``run_memory``).
@@ -284,6 +285,37 @@ def measure_flash_attn(path: Path, threads: int, rounds: int = PROBE_ROUNDS) -> 
             "flash_attn": choose_flash_attn(sides["off"]["step_ms"], sides["on"]["step_ms"])}
 
 
+def measure_huge_pages(path: Path, threads: int, flash_attn: bool, rounds: int = PROBE_ROUNDS) -> dict[str, Any]:
+    """One agent step (as ``measure_flash_attn``, with the chosen flash attention) with the
+    weights on 2 MiB pages and memory-mapped from the file, in ``rounds`` interleaved rounds,
+    the best round of each kept; the choice is ``choose_huge_pages``'s. Where the kernel gives
+    no transparent huge pages there is nothing to measure (``huge_pages`` None)."""
+    from edgeagent.hugepages import available, thp_mode
+
+    if not available():
+        return {"model": path.name, "thp": thp_mode(), "huge_pages": None}
+    runs: dict[str, list[dict]] = {"on": [], "off": []}
+    for _ in range(rounds):
+        for name in runs:
+            runs[name].append(measure_gguf(path, prompt_tokens=STEP_PROMPT_TOKENS, gen_tokens=STEP_GEN_TOKENS,
+                                           n_ctx=STEP_CONTEXT, threads=threads, cached_tokens=STEP_CACHED_TOKENS,
+                                           flash_attn=flash_attn, huge_pages=name == "on"))
+    sides = {}
+    for name, ms in runs.items():
+        prefill_ms, tpot_ms = min(m["prefill_ms"] for m in ms), min(m["tpot_ms"] for m in ms)
+        sides[name] = {"prefill_ms": prefill_ms, "tpot_ms": tpot_ms, "step_ms": step_ms(prefill_ms, tpot_ms),
+                       "tokens_per_s": max(m["tokens_per_s"] for m in ms),
+                       "huge_mb": max((m.get("huge_pages") or {}).get("huge_mb", 0.0) for m in ms)}
+    return {"model": path.name, "thp": thp_mode(), "rounds": rounds, **sides,
+            "huge_pages": choose_huge_pages(sides["off"]["step_ms"], sides["on"]["step_ms"])}
+
+
+def choose_huge_pages(off_step_ms: float, on_step_ms: float, *, margin: float = FLASH_ATTN_MARGIN) -> bool:
+    """Huge pages off only when the memory-mapped load makes a step at least ``margin`` faster
+    (the engine's default, on where the kernel gives them, stays within the noise)."""
+    return not off_step_ms < on_step_ms * (1.0 - margin)
+
+
 def exactness(path: Path, threads: int) -> dict[str, bool]:
     """Whether llama.cpp's output here depends only on the tokens, not on how they reached the
     KV cache, in each of ``ATTENTION_SETUPS``: sampled tokens of a fresh context, of the same
@@ -436,12 +468,20 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
     say(f"      prefill {prefill['prefill_tokens_per_s']:.0f} tokens/s on {big.name} -> {compute_gflops:.1f} GFLOP/s; "
         f"decode fit: {overhead_ms:.3f} ms + bytes / {reached_bps / 1e9:.1f} GB/s (eta {eta_raw:.2f})")
 
-    say(f"[4/5] flash attention on one agent step ({STEP_PROMPT_TOKENS} prompt tokens on {STEP_CACHED_TOKENS} cached + {STEP_GEN_TOKENS} generated)")
+    say(f"[4/5] flash attention and huge pages on one agent step ({STEP_PROMPT_TOKENS} prompt tokens on {STEP_CACHED_TOKENS} cached + {STEP_GEN_TOKENS} generated)")
     flash = measure_flash_attn(big, threads)
     say(f"      {big.name}: step " + ", ".join(f"{flash[k]['step_ms']:.1f} ms {k}" for k in ATTENTION_SETUPS)
         + "; a reused prefix gives a fresh context's tokens: "
         + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flash["exact_here"].items())
         + f" -> flash_attn {'on' if flash['flash_attn'] else 'off'}")
+
+    huge = measure_huge_pages(big, threads, flash["flash_attn"])
+    if huge["huge_pages"] is None:
+        say(f"      weights on 2 MiB pages: not measured, the kernel gives none (THP {huge['thp'] or 'absent'})")
+    else:
+        say(f"      {big.name}: step {huge['on']['step_ms']:.1f} ms with the weights on 2 MiB pages "
+            f"({huge['on']['huge_mb']:.0f} MiB), {huge['off']['step_ms']:.1f} ms memory-mapped "
+            f"-> huge_pages {'on' if huge['huge_pages'] else 'off'}")
 
     if flash["flash_attn"] == FIT_FLASH_ATTN:
         profile_attention = fit_attention
@@ -470,7 +510,8 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
                                      numpy_m=numpy_m, points=points, eta_raw=eta_raw, llc=llc,
                                      prefill=prefill, big=big.name,
                                      attention=profile_attention[small_dim],
-                                     attention_by_head_dim=profile_attention, flash=flash, narrow=narrow),
+                                     attention_by_head_dim=profile_attention, flash=flash, narrow=narrow,
+                                     huge=huge),
         "measurements": {
             "numpy": numpy_m, "decode_probes": points, "decode_attention": attention,
             "decode_attention_by_head_dim": {"fit": fit_attention, "profile": profile_attention},
@@ -479,7 +520,7 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
             "narrow_read": narrow,
             "prefill": {"model": big.name, "prompt_tokens": prefill["prompt_tokens"], "prefill_ms": prefill["prefill_ms"],
                         "prefill_tokens_per_s": prefill["prefill_tokens_per_s"], "gflops_effective": compute_gflops},
-            "flash_attn": flash,
+            "flash_attn": flash, "huge_pages": huge,
             "runtime_baseline_mb": baseline_mb, "run_memory": memory, "last_level_cache_bytes": llc, "threads": threads,
             "source": "measured",
         },
@@ -529,7 +570,7 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
                       decode_overhead_ms: float, numpy_m: dict, points: list[dict], eta_raw: float, llc: int,
                       prefill: dict, big: str, attention: dict, flash: dict,
                       attention_by_head_dim: dict[str, dict] | None = None,
-                      narrow: dict[str, Any] | None = None) -> dict[str, Any]:
+                      narrow: dict[str, Any] | None = None, huge: dict[str, Any] | None = None) -> dict[str, Any]:
     """The host profile as data (the TOML's tables), every number with its source."""
     import psutil
 
@@ -556,6 +597,7 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
         "power": {"prefill_w": WATTS_PER_BUSY_CORE * threads, "decode_w": WATTS_PER_BUSY_CORE * threads, "idle_w": 0.0},
         "battery": {"nominal_v": 3.87},
         "runtime": {"threads": threads, "weight_repack": default_repack(), "flash_attn": flash["flash_attn"],
+                    **({} if not huge or huge["huge_pages"] is None else {"huge_pages": huge["huge_pages"]}),
                     "overhead_mb": round(overhead_mb, 1),
                     "decode_overhead_ms": round(decode_overhead_ms, 4),
                     "wide_weight_rate": round(narrow["wide_weight_rate"], 3) if narrow else 1.0,
@@ -608,6 +650,12 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
                      "A reused prefix gave the tokens of a fresh context (calibrate.exactness): "
                      + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flash["exact_here"].items()),
              "citation": stamp},
+            *([{"what": f"runtime.huge_pages = {str(huge['huge_pages']).lower()}: the same step on {huge['model']}, best of "
+                         f"{huge['rounds']} interleaved rounds: {huge['on']['step_ms']:.1f} ms with the weights on 2 MiB pages "
+                         f"({huge['on']['huge_mb']:.0f} MiB; decode {huge['on']['tokens_per_s']:.1f} tokens/s), "
+                         f"{huge['off']['step_ms']:.1f} ms memory-mapped from the file ({huge['off']['tokens_per_s']:.1f}); off "
+                         f"only when at least {FLASH_ATTN_MARGIN:.0%} faster (kernel THP setting {huge['thp']!r})",
+                 "citation": stamp}] if huge and huge["huge_pages"] is not None else []),
             {"what": f"runtime.overhead_mb = {overhead_mb:.1f}: RSS of a fresh Python process with llama.cpp loaded "
                      f"and no model ({baseline_mb if baseline_mb is not None else overhead_mb:.1f})"
                      + (f", plus what a run holds beyond llama.cpp's buffers and the model's vocabulary "

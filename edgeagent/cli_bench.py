@@ -21,6 +21,7 @@ from typing import Optional
 import typer
 
 from edgeagent.cli_common import ATTENTION_HELP
+from edgeagent.hugepages import huge_pages_text
 from edgeagent.output import console, emit_json, err_console, fail, table
 
 bench_app = typer.Typer(
@@ -269,6 +270,8 @@ def stock_command(
                               f"its wall time adds {result['median_outside_decode_us_per_token']:.0f} us a "
                               "token outside llama_decode (reading the logits row, the argmax, the loop), work "
                               "llama-bench's tg does not do", highlight=False)
+                console.print(f"the engine's weights on 2 MiB pages: {huge_pages_text(result['engine_huge_pages'])} "
+                              "(llama-bench's stay mapped from the file on 4 KiB pages)", highlight=False)
             return
         say(f"engine: {chosen.name}, {reps} reps")
         engine = bench.bench_throughput(chosen.path, threads=threads, prompt_tokens=prompt_tokens,
@@ -385,6 +388,7 @@ def _throughput(model, threads, prompt_tokens, gen_tokens, reps, prefix_reuse, j
     console.print(
         f"engine overhead vs llama-cpp-python: {result['overhead_pct']:+.2f} % ± {result['overhead_pct_std']:.2f} "
         f"(decode, paired over {result['reps']} reps); repack={result['repack']}, "
+        f"2 MiB pages: {huge_pages_text(result['huge_pages'])}, "
         f"llama-cpp-python {result['llama_cpp_python']}, {result['machine']}",
         highlight=False,
     )

@@ -347,6 +347,7 @@ def profile_report(profile: Any | None, threads: dict[str, Any], repack: bool) -
         "threads": runtime.threads,
         "weight_repack": runtime.weight_repack,
         "flash_attn": runtime.flash_attn,
+        "huge_pages": runtime.huge_pages,  # None: wherever the kernel gives them
     }
     advice = []
     if runtime.threads != threads["threads"]:
@@ -486,6 +487,22 @@ def repack_report(cpuinfo_text: str, cpu: CpuInfo) -> dict[str, Any]:
     return {"on": on, "why": why}
 
 
+def huge_pages_report(files: Files) -> dict[str, Any]:
+    """Whether the engine's weights get 2 MiB pages here (``edgeagent.hugepages``): the
+    kernel's transparent-huge-page setting decides."""
+    from edgeagent.hugepages import THP_ENABLED, THP_MODES_ON, thp_mode
+
+    mode = thp_mode(files.read(str(THP_ENABLED)) or "")
+    if mode is None:
+        return {"thp": None, "on": False,
+                "why": f"{files.where(str(THP_ENABLED))} is not readable (not Linux, or a kernel without transparent "
+                       "huge pages): the weights stay memory-mapped on 4 KiB pages"}
+    on = mode in THP_MODES_ON
+    why = (f"the kernel's THP setting is {mode!r}: the engine loads the weights into buffers marked for 2 MiB pages"
+           if on else f"the kernel's THP setting is {mode!r}: no 2 MiB pages, the weights stay memory-mapped")
+    return {"thp": mode, "on": on, "why": why}
+
+
 # --- the whole report ---------------------------------------------------------------------------
 
 def diagnose(files: Files, *, profiles: list[Any] | None = None, local: bool | None = None,
@@ -522,6 +539,7 @@ def diagnose(files: Files, *, profiles: list[Any] | None = None, local: bool | N
         },
         "llama_cpp": build if build is not None else "not checked (not this machine)",
         "repack": repack,
+        "huge_pages": huge_pages_report(files),
         "clusters": clusters,
         "threads": threads,
         "soc": {"identifiers": soc, **profile_report(profile, threads, repack["on"])},
@@ -549,6 +567,8 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
             rows.append(["workers", llama["threads"]["what"], "ok" if llama["threads"]["ok"] else "warn"])
     repack = report["repack"]
     rows.append(["repack", f"{'on' if repack['on'] else 'off'}: {repack['why']}", "ok"])
+    huge = report["huge_pages"]
+    rows.append(["huge pages", f"{'on' if huge['on'] else 'off'}: {huge['why']}", "ok" if huge["on"] else "-"])
     for c in report["clusters"]:
         mhz = f"{c['max_mhz']:.0f} MHz" if c["max_mhz"] else "no cpufreq"
         rows.append(["cluster", f"{c['name']}: cpus {c['cpus']} ({c['cores']} cores, {mhz})", "ok"])
@@ -559,6 +579,8 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     rows.append(["soc", ids, "ok" if soc["identifiers"] else "warn"])
     if soc["profile"]:
         flags = f"threads {soc['threads']}, weight_repack {soc['weight_repack']}, flash_attn {soc['flash_attn']}"
+        if soc.get("huge_pages") is not None:
+            flags += f", huge_pages {soc['huge_pages']}"
         rows.append(["profile", f"{soc['profile']} ({soc['soc']}): {flags}", "ok"])
     else:
         rows.append(["profile", soc["advice"], "warn"])

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 # EngineError, default_repack and load_llama are part of the engine's API (imported from here).
 from edgeagent.decoding import GrammarState, grammar_text, greedy_token
+from edgeagent.hugepages import huge_pages_info
 from edgeagent.llama import EngineError, LlamaSettings, default_repack, load_llama  # noqa: F401
 from edgeagent.metrics import LlamaPerf, PeakRSS, per_second, percentile, rss_mb
 
@@ -87,9 +88,10 @@ class Engine:
     The llama.cpp context is ``settings`` (``edgeagent.llama.LlamaSettings``) when given; else
     it is resolved by ``LlamaSettings.from_runtime``: the arguments here first, then the device
     profile's ``[runtime]`` when a profile is given (threads, flash_attn, kv_cache_type,
-    n_ubatch; weight_repack for ``repack``), then defaults: ``os.cpu_count()`` threads,
-    repacking as `default_repack()` decides, flash attention on and an F16 KV cache (llama.cpp's
-    own defaults on a CPU). ``exact``: the set-up whose output depends on the tokens alone
+    n_ubatch; weight_repack for ``repack``, huge_pages for ``huge_pages``), then defaults:
+    ``os.cpu_count()`` threads, repacking as `default_repack()` decides, weights on 2 MiB pages
+    where the kernel gives them (``edgeagent.hugepages``), flash attention on and an F16 KV cache
+    (llama.cpp's own defaults on a CPU). ``exact``: the set-up whose output depends on the tokens alone
     (``edgeagent.llama.EXACT_KV_TYPES``), so a reused prefix, a batch of forced tokens or a
     speculative verification gives the bits a fresh one-batch evaluation gives; without it those
     agree to llama.cpp's rounding (the batch size picks the kernel).
@@ -106,6 +108,7 @@ class Engine:
         n_ubatch: int | None = None,
         seed: int = 0,
         repack: bool | None = None,
+        huge_pages: bool | None = None,
         profile: Profile | None = None,
         type_k: int | None = None,
         type_v: int | None = None,
@@ -123,6 +126,8 @@ class Engine:
                                                   n_threads=n_threads, flash_attn=flash_attn, exact=exact)
         if repack is None and runtime is not None:
             repack = runtime.weight_repack
+        if huge_pages is None and runtime is not None:
+            huge_pages = runtime.huge_pages
         kwargs = settings.llama_kwargs()
         if type_k is not None:
             kwargs["type_k"] = type_k
@@ -134,7 +139,8 @@ class Engine:
         self.repack = default_repack() if repack is None else bool(repack)
         self.seed = seed
         self.track_peak_rss = track_peak_rss
-        self.llm = load_llama(self.model_path, repack=self.repack, verbose=verbose, seed=seed, **kwargs)
+        self.llm = load_llama(self.model_path, repack=self.repack, huge_pages=huge_pages, verbose=verbose, seed=seed,
+                              **kwargs)
         self.n_ctx = self.llm.n_ctx()
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._n_vocab = self.llm.n_vocab()
@@ -417,6 +423,7 @@ class Engine:
             "n_ctx": self.n_ctx,
             "threads": self.n_threads,
             "repack": self.repack,
+            "huge_pages": huge_pages_info(self.llm.edgeagent_huge_pages),
             "machine": platform.machine(),
         }
 

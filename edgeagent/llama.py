@@ -8,7 +8,9 @@ Every runtime path that runs a model goes through here:
   perplexity and KV measurement, ``edgeagent.quantize``'s logits); ``context_params`` is the
   same set-up as llama.cpp's ``llama_context_params`` for the C API (``LlamaRunner``).
 - ``load_llama``: ``llama_cpp.Llama`` with weight repacking set explicitly (``default_repack``),
-  mmap off where llama.cpp repacks (``use_mmap``), and llama.cpp's log routed through ``LLAMA_LOG`` (one-line load errors, quiet unless verbose).
+  the weights on 2 MiB pages where the kernel gives them (``edgeagent.hugepages``), else mmap
+  off where llama.cpp repacks (``use_mmap``), and llama.cpp's log routed through ``LLAMA_LOG``
+  (one-line load errors, quiet unless verbose).
 - ``LlamaRunner``: one model + context + batch through the C API with logits only where asked,
   what self-speculative decoding (``edgeagent.speculative``) and the early-exit bench build on.
 - ``ThreadPool``: both attach one persistent ggml thread pool to their context, as llama-bench
@@ -282,8 +284,13 @@ class LlamaLog:
 LLAMA_LOG = LlamaLog()
 
 
-def load_llama(model_path: str | os.PathLike, *, repack: bool | None = None, verbose: bool = False, **kwargs):
-    """``llama_cpp.Llama(model_path, **kwargs)`` with weight repacking set explicitly.
+def load_llama(model_path: str | os.PathLike, *, repack: bool | None = None, huge_pages: bool | None = None,
+               verbose: bool = False, **kwargs):
+    """``llama_cpp.Llama(model_path, **kwargs)`` with weight repacking and huge pages set explicitly.
+
+    ``huge_pages`` (None: where the kernel gives them, ``edgeagent.hugepages.available``) loads
+    the weights without mmap into buffers marked for 2 MiB pages (``hugepages.LoadAdvice``);
+    ``llm.edgeagent_huge_pages`` is that advice (None when off).
 
     llama-cpp-python 0.3.36 has no ``Llama(...)`` argument for ``llama_model_params.use_extra_bufts``
     and builds the params inside ``__init__`` from ``llama_model_default_params()``, so the
@@ -296,18 +303,32 @@ def load_llama(model_path: str | os.PathLike, *, repack: bool | None = None, ver
     path = Path(model_path)
     if not path.is_file():
         raise EngineError(f"{path}: model file not found")
+    from edgeagent import hugepages
+
     repack = default_repack() if repack is None else repack
+    advice = None
+    hugepages.own_mappings_for_buffers()  # so no load reuses heap memory an earlier one faulted in
     if not kwargs.get("vocab_only"):
-        if not use_mmap(path, repack):
+        if huge_pages is None:  # a caller who asks for mmap keeps it
+            huge_pages = kwargs.get("use_mmap") is not True and hugepages.available()
+        if huge_pages:  # llama.cpp's own buffers, marked before the first tensor is read
+            if kwargs.get("use_mmap"):
+                raise EngineError("huge pages need the weights read into llama.cpp's buffers: use_mmap must be off")
+            kwargs["use_mmap"] = False
+        elif not use_mmap(path, repack):
             kwargs.setdefault("use_mmap", False)
     with _LOAD_LOCK:
         LLAMA_LOG.install(verbose)
         LLAMA_LOG.errors.clear()
         defaults = llama_c.llama_model_default_params
+        if huge_pages and not kwargs.get("vocab_only"):
+            advice = hugepages.LoadAdvice()  # this process's memory before the load
 
         def model_params():
             params = defaults()
             params.use_extra_bufts = repack
+            if advice is not None:
+                params.progress_callback = advice.callback
             return params
 
         llama_c.llama_model_default_params = model_params
@@ -325,6 +346,7 @@ def load_llama(model_path: str | os.PathLike, *, repack: bool | None = None, ver
         if pool is not None:  # closed before the context (the stack unwinds last in, first out)
             llm._stack.callback(pool.close)
     llm.edgeagent_threadpool = pool
+    llm.edgeagent_huge_pages = advice
     return llm
 
 
@@ -433,11 +455,13 @@ class LlamaRunner:
     """
 
     def __init__(self, model_path: str | os.PathLike, settings: LlamaSettings | None = None, *,
-                 repack: bool | None = None, verbose: bool = False, share_pool: "LlamaRunner | None" = None,
-                 **context: Any):
+                 repack: bool | None = None, huge_pages: bool | None = None, verbose: bool = False,
+                 share_pool: "LlamaRunner | None" = None, **context: Any):
         """``settings``, or ``LlamaSettings(**context)`` (``n_ctx``, ``n_batch``, ``n_threads``,
         ``kv_type``, ``exact``). ``share_pool``: a runner whose thread pool this one computes
-        with, in turn (``ThreadPool.attach``)."""
+        with, in turn (``ThreadPool.attach``). ``huge_pages`` as ``load_llama`` takes it."""
+        from edgeagent import hugepages
+
         lib = llama_lib()
         settings = settings or LlamaSettings(**context)
         logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
@@ -449,9 +473,15 @@ class LlamaRunner:
         self.repack = default_repack() if repack is None else bool(repack)
         mp = lib.llama_model_default_params()
         mp.n_gpu_layers = 0
-        mp.load_mode = lib.LLAMA_LOAD_MODE_MMAP if use_mmap(path, self.repack) else lib.LLAMA_LOAD_MODE_NONE
+        hugepages.own_mappings_for_buffers()
+        huge = hugepages.available() if huge_pages is None else huge_pages
+        mmap = not huge and use_mmap(path, self.repack)
+        mp.load_mode = lib.LLAMA_LOAD_MODE_MMAP if mmap else lib.LLAMA_LOAD_MODE_NONE
         # x86's AMX repack buffer crashes on quantized models here; see default_repack.
         mp.use_extra_bufts = self.repack
+        self.huge_pages = hugepages.LoadAdvice() if huge else None
+        if self.huge_pages is not None:
+            mp.progress_callback = self.huge_pages.callback
         self.model = lib.llama_model_load_from_file(str(path).encode("utf-8"), mp)
         if not self.model:
             raise EngineError(f"{path}: llama.cpp could not load it")

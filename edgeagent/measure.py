@@ -88,14 +88,18 @@ def llama_cpp_buffers(log: str) -> dict[str, float | None]:
 
 def measure_gguf(path: str | os.PathLike, *, prompt_tokens: int = 64, gen_tokens: int = 64, n_ctx: int = 1024,
                  threads: int | None = None, n_ubatch: int = 512, flash_attn: bool | None = None, repack: bool | None = None,
-                 reps: int = 3, timeout_s: float = 300.0, cached_tokens: int = 0, exact: bool = False) -> dict[str, Any]:
+                 reps: int = 3, timeout_s: float = 300.0, cached_tokens: int = 0, exact: bool = False,
+                 huge_pages: bool | None = None) -> dict[str, Any]:
     """Load ``path`` in a fresh process and measure memory, TTFT and decode speed.
     ``cached_tokens``: that many tokens are already in the KV cache before each measured
     prompt (evaluated untimed first), as in an agent step that reuses its episode's prefix:
-    the prompt's ``prompt_tokens`` are evaluated on top of them and decode runs at that depth."""
+    the prompt's ``prompt_tokens`` are evaluated on top of them and decode runs at that depth.
+    ``huge_pages`` as ``Engine`` takes it (None: where the kernel gives them); the result's
+    ``huge_pages`` says what the load got."""
     job = {"job": "gguf", "path": str(path), "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
            "n_ctx": n_ctx, "threads": threads or os.cpu_count() or 1, "n_ubatch": n_ubatch,
-           "flash_attn": flash_attn, "repack": repack, "reps": reps, "cached_tokens": cached_tokens, "exact": exact}
+           "flash_attn": flash_attn, "repack": repack, "reps": reps, "cached_tokens": cached_tokens, "exact": exact,
+           "huge_pages": huge_pages}
     return _run_job(job, timeout_s)
 
 
@@ -133,7 +137,7 @@ def _child_gguf(job: dict[str, Any]) -> dict[str, Any]:
     # verbose: llama.cpp's load log (stderr, read by the parent) says what it allocated
     engine = Engine(job["path"], n_ctx=job["n_ctx"], n_threads=job["threads"], n_ubatch=job["n_ubatch"],
                     flash_attn=job["flash_attn"], exact=job.get("exact", False), repack=job["repack"], seed=0,
-                    track_peak_rss=False, verbose=True)
+                    huge_pages=job.get("huge_pages"), track_peak_rss=False, verbose=True)
     load_ms = (time.perf_counter() - t0) * 1e3
     cached = int(job.get("cached_tokens", 0))
     prompt = bench_prompt(engine, job["prompt_tokens"] + cached)
@@ -147,13 +151,14 @@ def _child_gguf(job: dict[str, Any]) -> dict[str, Any]:
                          "prefill_ms": g.metrics.prefill_ms, "generated_tokens": g.metrics.generated_tokens,
                          "evaluated_prompt_tokens": g.metrics.evaluated_prompt_tokens})
     rss_after = rss_mb()
+    huge_pages = engine.info()["huge_pages"]
     engine.close()
     tps = statistics.median(r["tokens_per_s"] for r in runs)
     return {
         "path": job["path"], "prompt_tokens": len(prompt) - cached, "cached_tokens": cached,
         "evaluated_prompt_tokens": max(r["evaluated_prompt_tokens"] for r in runs),
         "gen_tokens": job["gen_tokens"], "n_ctx": job["n_ctx"],
-        "threads": job["threads"], "repack": engine.repack, "reps": job["reps"],
+        "threads": job["threads"], "repack": engine.repack, "huge_pages": huge_pages, "reps": job["reps"],
         "rss_baseline_mb": baseline, "rss_peak_mb": _vm_hwm_mb(), "rss_after_mb": rss_after,
         "load_ms": load_ms,
         "ttft_ms": statistics.median(r["ttft_ms"] for r in runs),

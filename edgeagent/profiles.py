@@ -107,6 +107,8 @@ class Runtime(_Strict):
     threads: int = _within(0, 1024)
     weight_repack: bool  # llama.cpp CPU_REPACK (interleaved kernels; the types: shapes.REPACKED_TYPES)
     flash_attn: bool = True  # llama.cpp's default on a CPU; `edgeagent calibrate` measures it
+    # 2 MiB pages under the weights (edgeagent.hugepages); unset: wherever the kernel gives them
+    huge_pages: bool | None = None
     n_ubatch: int = _within(0, 65536, default=512)  # llama.cpp physical batch (graph reserve size)
     kv_cache_type: Literal["f16", "q8_0", "f32"] = "f16"
     overhead_mb: float = _within(0.0, 1e6, default=80.0, low_open=False)  # process RSS before the model loads

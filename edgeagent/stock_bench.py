@@ -125,6 +125,7 @@ def stock_figures(records: list[dict], cpu_utilization: float | None = None) -> 
         "kv_type": pp["type_k"], "kv_types": [pp["type_k"], pp.get("type_v", pp["type_k"])], "reps": len(pp.get("samples_ts") or []),
         "build_commit": pp["build_commit"], "build_number": pp["build_number"], "cpu_info": pp["cpu_info"],
         "backends": pp["backends"], "cpu_utilization": cpu_utilization,
+        "huge_pages": False,  # llama-bench has no such setting: its weights stay mapped from the file
     }
 
 
@@ -133,7 +134,7 @@ def engine_settings(engine: dict) -> dict:
     return {"flash_attn": bool(engine["flash_attn"]), "repack": bool(engine["repack"]),
             "n_batch": engine["n_batch"], "n_ubatch": engine["n_ubatch"], "kv_type": engine.get("kv_type") or "f16",
             "kv_types": engine.get("kv_types") or [engine.get("kv_type") or "f16"] * 2,
-            "threads": engine["threads"]}
+            "threads": engine["threads"], "huge_pages": bool((engine.get("huge_pages") or {}).get("on"))}
 
 
 def step_ms(prompt_tokens: int, gen_tokens: int, prefill_tokens_per_s: float, decode_tokens_per_s: float) -> float:
@@ -189,7 +190,8 @@ def describe_settings(s: dict) -> str:
     fa = s["flash_attn"] if isinstance(s["flash_attn"], str) else ("on" if s["flash_attn"] else "off")
     k, v = s.get("kv_types") or [s["kv_type"]] * 2
     kv = k if k == v else f"{k}/{v}"
-    return f"fa {fa}, repack {int(bool(s['repack']))}, b {s['n_batch']}, ub {s['n_ubatch']}, kv {kv}, t {s['threads']}"
+    pages = "" if s.get("huge_pages") is None else f", 2 MiB pages {'on' if s['huge_pages'] else 'off'}"
+    return f"fa {fa}, repack {int(bool(s['repack']))}, b {s['n_batch']}, ub {s['n_ubatch']}, kv {kv}, t {s['threads']}{pages}"
 
 
 def stock_rows(result: dict) -> tuple[list[str], list[list[str]]]:
@@ -265,6 +267,7 @@ def run_paired_decode(model: Path, binary: Path, source: str, *, threads: int | 
     try:
         prompt = bench_prompt(engine, context)
         engine.generate(prompt, max_tokens=2)  # the first decodes of a context allocate its graphs
+        huge_pages = engine.info()["huge_pages"]
         for i in range(pairs):
             order = ("stock", "engine") if i % 2 == 0 else ("engine", "stock")
             row: dict[str, Any] = {"pair": i, "first": order[0]}
@@ -299,6 +302,7 @@ def run_paired_decode(model: Path, binary: Path, source: str, *, threads: int | 
         verdict = f"the same speed within the interval (+-{half:.3f})"
     return {"mode": "paired-decode", "measured": True, "model": str(model), "llama_bench": str(binary),
             "llama_bench_from": source, "llama_bench_args": args, "attention": attention, "threads": engine.n_threads,
+            "engine_huge_pages": huge_pages,
             "gen_tokens": gen_tokens, "context_tokens": context, "pairs": rows,
             "ratio": "engine / llama-bench decode tokens/s (llama-bench at its defaults; engine at its defaults, wall "
                      "time from the first token to the last)",
@@ -314,7 +318,10 @@ def run_paired_decode(model: Path, binary: Path, source: str, *, threads: int | 
 def notes(result: dict) -> list[str]:
     """What the table does not say: which llama-bench, which llama.cpp, and the CPU share."""
     same = result["stock"]["same"]
-    lines = [f"same: engine and llama-bench {describe_settings(result['engine_settings'])}",
+    settable = {**result["engine_settings"], "huge_pages": None}  # llama-bench has no page-size setting
+    lines = [f"same: engine and llama-bench {describe_settings(settable)}"
+             + ("; only the engine's weights are on 2 MiB pages (edgeagent.hugepages; llama-bench's stay mapped from "
+                "the file)" if result["engine_settings"].get("huge_pages") else ""),
              f"defaults: engine {describe_settings(result['engine_settings'])}; llama-bench "
              f"{describe_settings(result['stock']['defaults'])}"]
     lines += [f"llama-bench: {result['llama_bench']}, {result['llama_bench_from']}; it reports commit "

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgeagent.calibrate import (STEP_CACHED_TOKENS, CalibrationError, choose_flash_attn, fit_decode, probe_layers_for, step_ms, to_toml,
-                                 write_profile)
+from edgeagent.calibrate import (STEP_CACHED_TOKENS, CalibrationError, choose_flash_attn, choose_huge_pages, fit_decode,
+                                 probe_layers_for, step_ms, to_toml, write_profile)
 from edgeagent.cli import app
+from edgeagent.hugepages import available
 from edgeagent.profiles import ProfileError, load_profile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,6 +40,8 @@ def test_flash_attention_goes_off_only_when_a_step_is_clearly_faster_without() -
     assert choose_flash_attn(off_step_ms=250.0, on_step_ms=200.0)
     assert choose_flash_attn(off_step_ms=248.0, on_step_ms=250.0)  # within the 2 % noise margin: llama.cpp's default
     assert not choose_flash_attn(off_step_ms=200.0, on_step_ms=250.0)
+    assert choose_huge_pages(off_step_ms=248.0, on_step_ms=250.0)  # huge pages stay on within the noise
+    assert not choose_huge_pages(off_step_ms=200.0, on_step_ms=250.0)
 
 
 def test_probe_size_is_what_was_asked() -> None:
@@ -121,6 +124,14 @@ def test_calibrate_writes_a_profile_load_profile_accepts(calibrated) -> None:
     assert flash["cached_tokens"] == STEP_CACHED_TOKENS > 0  # a step decodes at an episode's depth
     assert any(s.what.startswith(f"runtime.flash_attn = {str(p.runtime.flash_attn).lower()}: one agent step")
                for s in p.sources)
+    huge = result["measurements"]["huge_pages"]  # on / off on the same step where the kernel gives them
+    if huge["huge_pages"] is None:
+        assert p.runtime.huge_pages is None and not available()
+    else:
+        assert huge["on"]["huge_mb"] > 0 and huge["off"]["huge_mb"] == 0
+        assert p.runtime.huge_pages == choose_huge_pages(huge["off"]["step_ms"], huge["on"]["step_ms"])
+        assert any(s.what.startswith(f"runtime.huge_pages = {str(p.runtime.huge_pages).lower()}: the same step")
+                   for s in p.sources)
     probes = result["measurements"]["decode_probes"]
     assert len(probes) == 3 and probes[0]["weights_mb"] < probes[1]["weights_mb"] < probes[2]["weights_mb"]
     assert result["path"] == str(path)

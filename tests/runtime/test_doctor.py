@@ -26,6 +26,7 @@ from edgeagent.doctor import (
     summary_rows,
 )
 from edgeagent.engine import default_repack
+from edgeagent.hugepages import available, thp_mode
 from edgeagent.profiles import load_all
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,6 +111,20 @@ def test_repack_follows_the_cpu():
     assert default_repack(section(SD8G2, "/proc/cpuinfo")) is True
     assert default_repack(section(RB5, "/proc/cpuinfo")) is True
     assert diagnose(DumpFiles(f"==> /proc/cpuinfo <==\n{amx}", "amx"))["repack"]["on"] is False
+
+
+def test_huge_pages_follow_the_kernels_setting():
+    """The engine's weights go on 2 MiB pages where the kernel's THP setting gives them; a dump
+    without the setting says it is not readable (the fixtures, like an app kept from sysfs)."""
+    cpuinfo = section(EPYC, "/proc/cpuinfo")
+    for setting, on in (("always madvise [never]", False), ("always [madvise] never", True), ("[always] madvise never", True)):
+        dump = f"==> /proc/cpuinfo <==\n{cpuinfo}\n==> /sys/kernel/mm/transparent_hugepage/enabled <==\n{setting}\n"
+        r = diagnose(DumpFiles(dump, "thp"))
+        assert r["huge_pages"]["on"] is on and r["huge_pages"]["thp"] == setting.split("[")[1].split("]")[0]
+    r = diagnose(load_dump(SD8G2), system_info=ARM_BUILD_NO_I8MM)
+    assert r["huge_pages"] == {"thp": None, "on": False, "why": r["huge_pages"]["why"]}
+    assert "transparent_hugepage/enabled is not readable" in r["huge_pages"]["why"]
+    assert any(row[0] == "huge pages" for row in summary_rows(r))
 
 
 def test_a_soc_without_a_profile_and_a_codename():
@@ -205,6 +220,7 @@ def test_doctor_on_this_machine():
     assert threads["openmp"] == ("OPENMP = 1" in r["llama_cpp"]["system_info"]) and threads["pool_attachable"] is True
     assert r["runtime"]["ok"] is True and r["adb"]["reachable"] is False
     assert r["repack"]["on"] is default_repack()
+    assert r["huge_pages"]["on"] is available() and r["huge_pages"]["thp"] == thp_mode()
     if platform.machine() == "x86_64":
         used = {f["feature"] for f in r["cpu"]["features"] if f["verdict"] == "used"}
         assert "avx2" in used or not features(r)["avx2"]["cpu"]

@@ -407,3 +407,77 @@ def test_a_repacked_model_is_held_once() -> None:
     peak = {mm: json.loads(subprocess.run([sys.executable, "-c", code, mm], check=True, cwd=REPO, capture_output=True,
                                           text=True).stdout) for mm in ("1", "0")}
     assert peak["1"] - peak["0"] == pytest.approx(repacked, abs=max(0.5, 0.3 * repacked))
+
+
+# --- huge pages under the weights ------------------------------------------------------------
+
+
+def test_huge_page_advice_reads_the_kernel_and_marks_only_new_memory() -> None:
+    from edgeagent.hugepages import HUGE_PAGE, anonymous_ranges, available, huge_mapped_bytes, new_ranges, thp_mode
+
+    assert thp_mode("always [madvise] never\n") == "madvise"
+    assert thp_mode("[never] madvise always") == "never" and thp_mode("garbage") is None
+    assert available("madvise") == available("always") == sys.platform.startswith(("linux", "android"))
+    assert not available("never")
+    maps = ("7f0000000000-7f0000a00000 rw-p 00000000 00:00 0 \n"
+            "7f0000a00000-7f0000b00000 r--p 00000000 08:01 1234   /usr/lib/libc.so.6\n"
+            "55d000000000-55d000100000 rw-p 00000000 00:00 0      [heap]\n"
+            "7f0001000000-7f0001400000 r--p 00000000 00:00 0 \n")
+    assert anonymous_ranges(maps) == [(0x7F0000000000, 0x7F0000A00000)]  # no file, no name, writable
+    mb = 1 << 20
+    older = [(0, 3 * mb)]
+    # a new buffer merged into the older mapping: only its own part, cut to whole 2 MiB pages
+    assert new_ranges(older, [(0, 13 * mb)], min_size=2 * mb) == [(4 * mb, 12 * mb)]
+    assert new_ranges(older, [(0, 3 * mb)], min_size=HUGE_PAGE) == []
+    assert new_ranges([], [(20 * mb, 22 * mb)]) == []  # smaller than a weight buffer
+    smaps = ("7f0000000000-7f0000a00000 rw-p 00000000 00:00 0 \nRss: 10240 kB\nAnonHugePages: 8192 kB\n"
+             "7f0000a00000-7f0000b00000 r--p 00000000 08:01 1234 /usr/lib/libc.so.6\nAnonHugePages: 0 kB\n")
+    assert huge_mapped_bytes([(0x7F0000000000, 0x7F0000A00000)], smaps) == 8 * mb
+    assert huge_mapped_bytes([(0x7F0000000000, 0x7F0000200000)], smaps) == 2 * mb  # at most the overlap
+
+
+def test_weights_on_huge_pages_change_no_token_and_say_what_the_kernel_gave() -> None:
+    """Where the kernel gives transparent huge pages, the engine loads the weights without mmap
+    into buffers it marks for them before llama.cpp writes the first tensor, and reports how much
+    the kernel backs with 2 MiB pages; the greedy tokens are those of a memory-mapped load. In a
+    fresh process, as a command loads a model; a later load in the same process gets its own
+    mapping too (``own_mappings_for_buffers``), as the second and third loads here show."""
+    from edgeagent.builtin import builtin_gguf
+    from edgeagent.hugepages import available
+    from edgeagent.llama import load_llama
+    from edgeagent.shapes import shape_from_gguf
+
+    path = builtin_gguf("f32")  # 20 MB of weights: whole 2 MiB pages
+    weights_mb = shape_from_gguf(path).weights_bytes / 2**20
+    code = """if True:
+        import json, sys
+        from edgeagent.engine import Engine
+        from edgeagent.llama import LlamaRunner
+        out = {}
+        with Engine(sys.argv[1], n_ctx=256, n_threads=1, huge_pages=False) as e:
+            prompt = e.tokenize("open the settings app and")
+            out["off"] = e.info()["huge_pages"], e.generate(prompt, max_tokens=16, ignore_eos=True).tokens
+        with Engine(sys.argv[1], n_ctx=256, n_threads=1) as e:
+            out["default"] = e.info()["huge_pages"], e.generate(prompt, max_tokens=16, ignore_eos=True).tokens
+        runner = LlamaRunner(sys.argv[1], n_ctx=256, n_threads=1)
+        out["runner_huge_mb"] = runner.huge_pages.huge_mapped_mb() if runner.huge_pages else 0.0
+        runner.close()
+        print(json.dumps(out))
+    """
+    done = subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["off"][0] == {"on": False}
+    if not available():
+        assert out["default"][0] == {"on": False}
+        pytest.skip("this kernel gives no transparent huge pages")
+    info = out["default"][0]
+    assert info["on"] and weights_mb - 2 <= info["advised_mb"] <= weights_mb + 8
+    assert 0 < info["huge_mb"] <= info["advised_mb"]
+    assert out["default"][1] == out["off"][1]
+    assert out["runner_huge_mb"] > 0
+    llm = load_llama(path, use_mmap=True, n_ctx=64, n_threads=1)  # asking for mmap keeps it
+    assert llm.edgeagent_huge_pages is None
+    llm.close()
+    with pytest.raises(EngineError, match="use_mmap must be off"):
+        load_llama(path, huge_pages=True, use_mmap=True, n_ctx=64)
