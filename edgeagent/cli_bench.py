@@ -267,9 +267,9 @@ def stock_command(
                 low, high = result["decode_timer_ci95"]
                 console.print(f"by llama.cpp's own decode timer the engine reads {result['median_decode_timer_ratio']:.3f} "
                               f"(median; mean {result['mean_decode_timer_ratio']:.3f}, 95 % interval {low:.3f}-{high:.3f}); "
-                              f"its wall time adds {result['median_outside_decode_us_per_token']:.0f} us a "
-                              "token outside llama_decode (reading the logits row, the argmax, the loop), work "
-                              "llama-bench's tg does not do", highlight=False)
+                              f"its wall time runs {result['median_outside_decode_us_per_token']:.0f} us a "
+                              "token beyond that timer, which starts after llama_decode has checked the batch (the "
+                              "engine's own Python is ~5 us of it)", highlight=False)
                 console.print(f"the engine's weights on 2 MiB pages: {huge_pages_text(result['engine_huge_pages'])} "
                               "(llama-bench's stay mapped from the file on 4 KiB pages)", highlight=False)
             return

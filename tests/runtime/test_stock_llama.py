@@ -462,5 +462,11 @@ def test_bench_stock_real_run(stock) -> None:
     result = json.loads(r.stdout)
     assert result["llama_bench_from"].startswith("stock build") and stock.info["source"]["commit"] in result["llama_bench_from"]
     assert result["stock"]["same"]["build_commit"] == stock.info["source"]["commit"]
-    assert len(result["rows"]) == 4 and all(row["ratio"] > 0 for row in result["rows"])
+    # prefill, decode and one call's step, with the engine's settings and with llama-bench's defaults
+    assert [(row["settings"], row["test"]) for row in result["rows"]] == [
+        (mode, test) for mode in ("same", "defaults") for test in ("prefill", "decode", "step")]
+    assert all(row["ratio"] > 0 for row in result["rows"])
+    # what llama-bench cannot be set to do is said
+    assert ("only the engine's weights are on 2 MiB pages" in " ".join(stock_bench.notes(result))) is (
+        result["engine_settings"]["huge_pages"] is True)
     print(json.dumps(result["rows"], indent=1))
