@@ -211,7 +211,12 @@ def feature_rows(cpu: CpuInfo, build: set[str] | None) -> list[dict[str, Any]]:
         llama_name = table[name][1]
         in_build = None if build is None or llama_name is None else llama_name in build
         if in_build is None:
-            verdict = "cpu only (llama.cpp reports no flag for it)" if llama_name is None and build is not None else ("present" if has else "absent")
+            if not has:
+                verdict = "absent"
+            elif llama_name is None and build is not None:
+                verdict = "present (llama.cpp reports no flag for it)"
+            else:
+                verdict = "present"
         elif has and in_build:
             verdict = "used"
         elif has:

@@ -85,6 +85,7 @@ def test_x86_host_without_amx():
     r = diagnose(load_dump(EPYC), system_info="CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 | REPACK = 1 |")
     f = features(r)
     assert f["avx512"]["verdict"] == "used" and f["amx_tile"]["cpu"] is False
+    assert f["amx_tile"]["verdict"] == "absent"  # llama.cpp has no flag for it, and this CPU lacks it
     # A build with AMX kernels on a CPU without AMX (llama.cpp#28756's SIGILL) is called out.
     assert f["amx_int8"]["verdict"].startswith("build uses it but the CPU lacks it")
     assert r["clusters"] == [{"name": "all", "cpus": "0-1", "cores": 2, "max_mhz": None}]
