@@ -163,6 +163,7 @@ class SelfSpeculativeEngine:
         n_threads: int | None = None,
         n_batch: int = 512,
         repack: bool | None = None,
+        huge_pages: bool | None = None,
         forced_batching: bool = True,
         share_kv: bool = True,
         kv_type: str | None = None,
@@ -185,11 +186,12 @@ class SelfSpeculativeEngine:
         self.track_peak_rss = track_peak_rss
         settings = LlamaSettings(n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, kv_type=kv_type,
                                  flash_attn=flash_attn, exact=exact)
-        self.full = LlamaRunner(full_path, settings, repack=repack, verbose=verbose)
+        self.full = LlamaRunner(full_path, settings, repack=repack, huge_pages=huge_pages, verbose=verbose)
         self.draft = None
         if n_draft > 0:
             # one thread pool for both: they compute in turn
-            self.draft = open_draft(draft_path, settings, repack=self.full.repack, verbose=verbose, share_pool=self.full)
+            self.draft = open_draft(draft_path, settings, repack=self.full.repack, huge_pages=huge_pages, verbose=verbose,
+                                    share_pool=self.full)
             if self.draft.n_vocab != self.full.n_vocab:
                 raise EngineError(
                     f"{draft_path}: vocabulary of {self.draft.n_vocab} tokens, the full model has {self.full.n_vocab}; "
