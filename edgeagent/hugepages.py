@@ -130,7 +130,9 @@ def huge_mapped_bytes(ranges: list[tuple[int, int]], smaps: str | None = None) -
             lo, hi = int(m.group(1), 16), int(m.group(2), 16)
             overlap = sum(max(0, min(hi, r_hi) - max(lo, r_lo)) for r_lo, r_hi in ranges)
         elif overlap and line.startswith("AnonHugePages:"):
-            total += min(overlap, int(line.split()[1]) << 10)
+            fields = line.split()
+            if len(fields) > 1 and fields[1].isdigit():
+                total += min(overlap, int(fields[1]) << 10)
     return total
 
 
