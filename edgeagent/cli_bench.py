@@ -93,8 +93,10 @@ def _exclude_app():
 @bench_app.callback()
 def bench_command(
     ctx: typer.Context,
-    model: Optional[Path] = _model("GGUF file to benchmark (with --early-exit / --ablation: an HF dir, default the "
-                                   "built-in model)."),
+    model: Optional[Path] = _model("GGUF file to benchmark (default: the default shipped agent's variant at --quant; "
+                                   "with --early-exit / --ablation: an HF dir, default the built-in model)."),
+    agent: Optional[str] = typer.Option(None, "--agent", help="Shipped agent whose GGUF is benchmarked when no --model "
+                                        "is given."),
     threads: Optional[int] = _threads(),
     prompt_tokens: Optional[int] = _prompt_tokens("128, --ablation: 256, one agent step"),
     gen_tokens: Optional[int] = _gen_tokens("128, --ablation: 16, one action"),
@@ -102,7 +104,8 @@ def bench_command(
     prefix_reuse: bool = typer.Option(False, "--prefix-reuse", help="= bench prefix-reuse."),
     early_exit: bool = typer.Option(False, "--early-exit", help="= bench early-exit."),
     exits: Optional[str] = _exits(),
-    quant: str = typer.Option("q8_0", "--quant", help="Quantization of the --early-exit variants."),
+    quant: str = typer.Option("q8_0", "--quant", help="Quantization of the shipped agent's GGUF, and of the "
+                              "--early-exit variants."),
     tasks: int = _tasks(),
     seed: int = _seed(),
     heads: Optional[Path] = _heads(),
@@ -129,20 +132,23 @@ def bench_command(
         _ablation(model, profile, gqa_model, shape, gqa_groups, exits, heads, tasks, seed, prompt_tokens, gen_tokens,
                   threads, png, json_out)
     else:
-        _throughput(model, threads, prompt_tokens, gen_tokens, reps, prefix_reuse, json_out)
+        _throughput(model, agent, quant, threads, prompt_tokens, gen_tokens, reps, prefix_reuse, json_out)
 
 
 def _throughput_mode(prefix_reuse: bool, doc: str):
     """``bench throughput`` and ``bench prefix-reuse``: the same options, two measurements."""
     def command(
         model: Optional[Path] = _model(GGUF_HELP),
+        agent: Optional[str] = typer.Option(None, "--agent", help="Shipped agent whose GGUF is benchmarked when no "
+                                            "--model is given."),
+        quant: str = typer.Option("q8_0", "--quant", help="Quantization of the shipped agent's GGUF."),
         threads: Optional[int] = _threads(),
         prompt_tokens: Optional[int] = _prompt_tokens("128"),
         gen_tokens: Optional[int] = _gen_tokens("128"),
         reps: int = _reps(),
         json_out: bool = _json(),
     ) -> None:
-        _throughput(model, threads, prompt_tokens, gen_tokens, reps, prefix_reuse, json_out)
+        _throughput(model, agent, quant, threads, prompt_tokens, gen_tokens, reps, prefix_reuse, json_out)
 
     command.__doc__ = doc
     return command
@@ -340,20 +346,18 @@ def _early_exit(model, exits, quant, tasks, seed, heads, train_exit_steps, n_dra
         console.print(line, highlight=False)
 
 
-def _throughput(model, threads, prompt_tokens, gen_tokens, reps, prefix_reuse, json_out) -> None:
+def _throughput(model, agent, quant, threads, prompt_tokens, gen_tokens, reps, prefix_reuse, json_out) -> None:
     from rich.progress import BarColumn, Progress, TextColumn
 
     from edgeagent import bench
+    from edgeagent.cli_common import choose_model
     from edgeagent.engine import EngineError
 
     prompt_tokens = 128 if prompt_tokens is None else prompt_tokens
     gen_tokens = 128 if gen_tokens is None else gen_tokens
-    if model is None:
-        fail("--model FILE.gguf is required (except with --early-exit and --ablation)")
-    if not model.is_file():
-        fail(f"{model}: model file not found")
     if prompt_tokens < 2 or gen_tokens < 2 or reps < 1:
         fail("need --prompt-tokens >= 2, --gen-tokens >= 2 and --reps >= 1")
+    model = choose_model(model=model, agent=agent, quant=quant).path  # the file, or the shipped agent's at --quant
     error = None
     with Progress(
         TextColumn("benchmarking"), BarColumn(), TextColumn("{task.completed}/{task.total} reps"),

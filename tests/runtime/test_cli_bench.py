@@ -35,9 +35,9 @@ def test_a_subcommand_and_its_old_flag_give_the_same_result() -> None:
 
 
 @pytest.mark.parametrize("args, says", [
-    (["bench"], "--model FILE.gguf is required"),
-    (["bench", "throughput", "-m", "no-such.gguf"], "no-such.gguf: model file not found"),
-    (["bench", "prefix-reuse", "-m", "no-such.gguf"], "no-such.gguf: model file not found"),
+    (["bench", "--agent", "no-such-agent"], "no-such-agent"),
+    (["bench", "throughput", "-m", "no-such.gguf"], "no-such.gguf: no such model file"),
+    (["bench", "prefix-reuse", "-m", "no-such.gguf"], "no-such.gguf: no such model file"),
     (["bench", "ablation", "--shape", "qwen3-4b"], "needs --profile"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, says) -> None:
