@@ -198,7 +198,7 @@ def huge_pages_info(advice: LoadAdvice | None) -> dict:
 
 
 def huge_pages_text(info: dict) -> str:
-    """``huge_pages_info`` in words: "134 of 140 MiB", or "off (the file memory-mapped)"."""
+    """``huge_pages_info`` in words: "134 of 140 MiB", or "off (4 KiB pages)"."""
     if not info.get("on"):
-        return "off (the file memory-mapped)"
+        return "off (4 KiB pages)"
     return f"{info['huge_mb']:.0f} of {info['advised_mb']:.0f} MiB"
