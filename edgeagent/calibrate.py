@@ -24,7 +24,7 @@ What is measured, each in a fresh process (``edgeagent.measure``) held to ``thre
    (``runtime.wide_weight_rate``); eta then stands for 4-bit weights, as on the phones. The
    bandwidth ceiling is the faster of (1) and llama.cpp's own Q8_0 decode;
 4. flash attention on one agent step, off / on / exact (``runtime.flash_attn``), then the weights
-   on 2 MiB pages or memory-mapped on the same step (``runtime.huge_pages``; ``edgeagent.hugepages``);
+   on 2 MiB pages and without them on the same step (``runtime.huge_pages``; ``edgeagent.hugepages``);
 5. the runtime's own resident memory (``runtime.overhead_mb``): before a model loads, plus what
    a run holds beyond llama.cpp's buffers (graph and scheduler structures, library code paged
    in), read on the largest probe after a full physical batch (``run_memory``).
@@ -287,7 +287,8 @@ def measure_flash_attn(path: Path, threads: int, rounds: int = PROBE_ROUNDS) -> 
 
 def measure_huge_pages(path: Path, threads: int, flash_attn: bool, rounds: int = PROBE_ROUNDS) -> dict[str, Any]:
     """One agent step (as ``measure_flash_attn``, with the chosen flash attention) with the
-    weights on 2 MiB pages and memory-mapped from the file, in ``rounds`` interleaved rounds,
+    weights on 2 MiB pages and loaded as without them (memory-mapped, or read on 4 KiB pages
+    where llama.cpp repacks), in ``rounds`` interleaved rounds,
     the best round of each kept; the choice is ``choose_huge_pages``'s. Where the kernel gives
     no transparent huge pages there is nothing to measure (``huge_pages`` None)."""
     from edgeagent.hugepages import available, thp_mode
@@ -311,7 +312,7 @@ def measure_huge_pages(path: Path, threads: int, flash_attn: bool, rounds: int =
 
 
 def choose_huge_pages(off_step_ms: float, on_step_ms: float, *, margin: float = FLASH_ATTN_MARGIN) -> bool:
-    """Huge pages off only when the memory-mapped load makes a step at least ``margin`` faster
+    """Huge pages off only when the load without them makes a step at least ``margin`` faster
     (the engine's default, on where the kernel gives them, stays within the noise)."""
     return not off_step_ms < on_step_ms * (1.0 - margin)
 
@@ -480,7 +481,7 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
         say(f"      weights on 2 MiB pages: not measured, the kernel gives none (THP {huge['thp'] or 'absent'})")
     else:
         say(f"      {big.name}: step {huge['on']['step_ms']:.1f} ms with the weights on 2 MiB pages "
-            f"({huge['on']['huge_mb']:.0f} MiB), {huge['off']['step_ms']:.1f} ms memory-mapped "
+            f"({huge['on']['huge_mb']:.0f} MiB), {huge['off']['step_ms']:.1f} ms on 4 KiB pages "
             f"-> huge_pages {'on' if huge['huge_pages'] else 'off'}")
 
     if flash["flash_attn"] == FIT_FLASH_ATTN:
@@ -653,7 +654,7 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
             *([{"what": f"runtime.huge_pages = {str(huge['huge_pages']).lower()}: the same step on {huge['model']}, best of "
                          f"{huge['rounds']} interleaved rounds: {huge['on']['step_ms']:.1f} ms with the weights on 2 MiB pages "
                          f"({huge['on']['huge_mb']:.0f} MiB; decode {huge['on']['tokens_per_s']:.1f} tokens/s), "
-                         f"{huge['off']['step_ms']:.1f} ms memory-mapped from the file ({huge['off']['tokens_per_s']:.1f}); off "
+                         f"{huge['off']['step_ms']:.1f} ms on 4 KiB pages, loaded as without them ({huge['off']['tokens_per_s']:.1f}); off "
                          f"only when at least {FLASH_ATTN_MARGIN:.0%} faster (kernel THP setting {huge['thp']!r})",
                  "citation": stamp}] if huge and huge["huge_pages"] is not None else []),
             {"what": f"runtime.overhead_mb = {overhead_mb:.1f}: RSS of a fresh Python process with llama.cpp loaded "

@@ -501,10 +501,10 @@ def huge_pages_report(files: Files) -> dict[str, Any]:
     if mode is None:
         return {"thp": None, "on": False,
                 "why": f"{files.where(str(THP_ENABLED))} is not readable (not Linux, or a kernel without transparent "
-                       "huge pages): the weights stay memory-mapped on 4 KiB pages"}
+                       "huge pages): the weights stay on 4 KiB pages"}
     on = mode in THP_MODES_ON
     why = (f"the kernel's THP setting is {mode!r}: the engine loads the weights into buffers marked for 2 MiB pages"
-           if on else f"the kernel's THP setting is {mode!r}: no 2 MiB pages, the weights stay memory-mapped")
+           if on else f"the kernel's THP setting is {mode!r}: no 2 MiB pages, the weights stay on 4 KiB pages")
     return {"thp": mode, "on": on, "why": why}
 
 
