@@ -492,9 +492,10 @@ def repack_report(cpuinfo_text: str, cpu: CpuInfo) -> dict[str, Any]:
     return {"on": on, "why": why}
 
 
-def huge_pages_report(files: Files) -> dict[str, Any]:
+def huge_pages_report(files: Files, probed: dict[str, Any] | None = None) -> dict[str, Any]:
     """Whether the engine's weights get 2 MiB pages here (``edgeagent.hugepages``): the
-    kernel's transparent-huge-page setting decides."""
+    kernel's transparent-huge-page setting decides; on this machine ``probed`` (a test buffer,
+    ``hugepages.probe``) says whether the kernel really gives them."""
     from edgeagent.hugepages import THP_ENABLED, THP_MODES_ON, thp_mode
 
     mode = thp_mode(files.read(str(THP_ENABLED)) or "")
@@ -505,7 +506,28 @@ def huge_pages_report(files: Files) -> dict[str, Any]:
     on = mode in THP_MODES_ON
     why = (f"the kernel's THP setting is {mode!r}: the engine loads the weights into buffers marked for 2 MiB pages"
            if on else f"the kernel's THP setting is {mode!r}: no 2 MiB pages, the weights stay on 4 KiB pages")
-    return {"thp": mode, "on": on, "why": why}
+    report: dict[str, Any] = {"thp": mode, "on": on, "why": why}
+    if on and probed is not None:
+        report["probe"] = probed
+        got = probed.get("huge_mb", 0.0)
+        report["works"] = got > 0
+        cause = probed.get("error") or "a THP switch of the process or container, or memory too fragmented"
+        report["why"] += (f"; a {probed['size_mb']} MiB test buffer got {got:.0f} MiB of them" if got > 0 else
+                          f"; but a {probed['size_mb']} MiB test buffer got none ({cause}): the weights will be on "
+                          "4 KiB pages")
+    return report
+
+
+def huge_page_probe() -> dict[str, Any] | None:
+    """``hugepages.probe`` where the kernel's setting allows huge pages (None elsewhere)."""
+    from edgeagent.hugepages import available, probe
+
+    if not available():
+        return None
+    try:
+        return probe()
+    except OSError as exc:  # no libc to call: say so rather than fail the report
+        return {"size_mb": 0, "huge_mb": 0.0, "error": str(exc)}
 
 
 # --- the whole report ---------------------------------------------------------------------------
@@ -544,7 +566,7 @@ def diagnose(files: Files, *, profiles: list[Any] | None = None, local: bool | N
         },
         "llama_cpp": build if build is not None else "not checked (not this machine)",
         "repack": repack,
-        "huge_pages": huge_pages_report(files),
+        "huge_pages": huge_pages_report(files, huge_page_probe() if local else None),
         "clusters": clusters,
         "threads": threads,
         "soc": {"identifiers": soc, **profile_report(profile, threads, repack["on"])},
@@ -573,7 +595,8 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     repack = report["repack"]
     rows.append(["repack", f"{'on' if repack['on'] else 'off'}: {repack['why']}", "ok"])
     huge = report["huge_pages"]
-    rows.append(["huge pages", f"{'on' if huge['on'] else 'off'}: {huge['why']}", "ok" if huge["on"] else "-"])
+    rows.append(["huge pages", f"{'on' if huge['on'] else 'off'}: {huge['why']}",
+                 ("ok" if huge.get("works", True) else "warn") if huge["on"] else "-"])
     for c in report["clusters"]:
         mhz = f"{c['max_mhz']:.0f} MHz" if c["max_mhz"] else "no cpufreq"
         rows.append(["cluster", f"{c['name']}: cpus {c['cpus']} ({c['cores']} cores, {mhz})", "ok"])

@@ -136,6 +136,30 @@ def huge_mapped_bytes(ranges: list[tuple[int, int]], smaps: str | None = None) -
     return total
 
 
+def probe(size: int = 2 * HUGE_PAGE) -> dict:
+    """Whether this process really gets 2 MiB pages now: a fresh anonymous buffer of ``size``
+    (whole 2 MiB pages, aligned), marked ``MADV_HUGEPAGE``, written, and read back from smaps.
+    The kernel's setting can say "madvise" while a container's or process's THP switch, or
+    memory too fragmented to compact, gives none; ``edgeagent doctor`` asks this."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    span = size + HUGE_PAGE  # room to align the buffer to a 2 MiB boundary
+    base = libc.mmap(None, span, 0x1 | 0x2, 0x02 | 0x20, -1, 0)  # PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS
+    if base in (None, ctypes.c_void_p(-1).value):
+        return {"size_mb": size >> 20, "huge_mb": 0.0, "error": f"mmap failed (errno {ctypes.get_errno()})"}
+    try:
+        start = -(-base // HUGE_PAGE) * HUGE_PAGE
+        if libc.madvise(start, size, MADV_HUGEPAGE) != 0:
+            return {"size_mb": size >> 20, "huge_mb": 0.0, "error": f"madvise refused (errno {ctypes.get_errno()})"}
+        ctypes.memset(start, 1, size)
+        return {"size_mb": size >> 20, "huge_mb": huge_mapped_bytes([(start, start + size)]) / (1 << 20)}
+    finally:
+        libc.munmap(base, span)
+
+
 _THRESHOLD_SET = False
 
 

@@ -19,6 +19,7 @@ from edgeagent.doctor import (
     adb_report,
     diagnose,
     format_cpu_list,
+    huge_pages_report,
     load_dump,
     parse_cpu_list,
     parse_cpuinfo,
@@ -126,6 +127,12 @@ def test_huge_pages_follow_the_kernels_setting():
     assert r["huge_pages"] == {"thp": None, "on": False, "why": r["huge_pages"]["why"]}
     assert "transparent_hugepage/enabled is not readable" in r["huge_pages"]["why"]
     assert any(row[0] == "huge pages" for row in summary_rows(r))
+    # allowed by the setting, but a test buffer got none: a warning that says so
+    dump = f"==> /proc/cpuinfo <==\n{cpuinfo}\n==> /sys/kernel/mm/transparent_hugepage/enabled <==\nalways [madvise] never\n"
+    report = huge_pages_report(DumpFiles(dump, "thp"), {"size_mb": 4, "huge_mb": 0.0})
+    assert report["works"] is False and "test buffer got none" in report["why"]
+    rows = summary_rows({**diagnose(DumpFiles(dump, "thp")), "huge_pages": report})
+    assert ["huge pages", f"on: {report['why']}", "warn"] in rows
 
 
 def test_a_soc_without_a_profile_and_a_codename():
@@ -222,6 +229,8 @@ def test_doctor_on_this_machine():
     assert r["runtime"]["ok"] is True and r["adb"]["reachable"] is False
     assert r["repack"]["on"] is default_repack()
     assert r["huge_pages"]["on"] is available() and r["huge_pages"]["thp"] == thp_mode()
+    if available():  # a test buffer says whether the kernel really gives them
+        assert r["huge_pages"]["probe"]["size_mb"] == 4 and r["huge_pages"]["works"] is (r["huge_pages"]["probe"]["huge_mb"] > 0)
     if platform.machine() == "x86_64":
         used = {f["feature"] for f in r["cpu"]["features"] if f["verdict"] == "used"}
         assert "avx2" in used or not features(r)["avx2"]["cpu"]
