@@ -23,8 +23,10 @@ What is measured, each in a fresh process (``edgeagent.measure``) held to ``thre
    setting (4) chooses. The largest probe at Q4_K_M gives how much faster Q8_0 reads per byte
    (``runtime.wide_weight_rate``); eta then stands for 4-bit weights, as on the phones. The
    bandwidth ceiling is the faster of (1) and llama.cpp's own Q8_0 decode;
-4. flash attention on one agent step, off / on / exact (``runtime.flash_attn``), then the weights
-   on 2 MiB pages and without them on the same step (``runtime.huge_pages``; ``edgeagent.hugepages``);
+4. flash attention on one agent step, off / on / exact (``runtime.flash_attn``); then the weights
+   on 2 MiB pages and without them on the same step (``runtime.huge_pages``; ``edgeagent.hugepages``),
+   and weight repacking on and off on the Q4_K_M probe's step (``runtime.weight_repack``; not run
+   where repacking crashes, ``edgeagent.llama.default_repack``);
 5. the runtime's own resident memory (``runtime.overhead_mb``): before a model loads, plus what
    a run holds beyond llama.cpp's buffers (graph and scheduler structures, library code paged
    in), read on the largest probe after a full physical batch (``run_memory``).
@@ -266,49 +268,73 @@ def measure_flash_attn(path: Path, threads: int, rounds: int = PROBE_ROUNDS) -> 
     ``STEP_CACHED_TOKENS`` already cached, then ``STEP_GEN_TOKENS`` decoded at that depth) in
     each of ``ATTENTION_SETUPS``, in ``rounds`` interleaved rounds, the best round of each kept,
     and whether each is exact here (``exactness``); the choice is ``choose_flash_attn``'s."""
-    runs: dict[str, list[dict]] = {name: [] for name in ATTENTION_SETUPS}
-    for _ in range(rounds):
-        for name, setup in ATTENTION_SETUPS.items():
-            runs[name].append(measure_gguf(path, prompt_tokens=STEP_PROMPT_TOKENS, gen_tokens=STEP_GEN_TOKENS,
-                                           n_ctx=STEP_CONTEXT, threads=threads, cached_tokens=STEP_CACHED_TOKENS,
-                                           **setup))
-    sides = {}
-    for name, ms in runs.items():
-        prefill_ms = min(m["prefill_ms"] for m in ms)
-        tpot_ms = min(m["tpot_ms"] for m in ms)
-        sides[name] = {
-            "prefill_ms": prefill_ms, "tpot_ms": tpot_ms, "step_ms": step_ms(prefill_ms, tpot_ms),
-            "prefill_tokens_per_s": max(m["prefill_tokens_per_s"] for m in ms),
-            "tokens_per_s": max(m["tokens_per_s"] for m in ms)}
+    sides = _step_sides(path, threads, ATTENTION_SETUPS, rounds)
     return {"model": path.name, "prompt_tokens": STEP_PROMPT_TOKENS, "cached_tokens": STEP_CACHED_TOKENS,
             "gen_tokens": STEP_GEN_TOKENS, "rounds": rounds, **sides, "exact_here": exactness(path, threads),
             "flash_attn": choose_flash_attn(sides["off"]["step_ms"], sides["on"]["step_ms"])}
 
 
-def measure_huge_pages(path: Path, threads: int, flash_attn: bool, rounds: int = PROBE_ROUNDS) -> dict[str, Any]:
-    """One agent step (as ``measure_flash_attn``, with the chosen flash attention) with the
-    weights on 2 MiB pages and loaded as without them (memory-mapped, or read on 4 KiB pages
-    where llama.cpp repacks), in ``rounds`` interleaved rounds,
-    the best round of each kept; the choice is ``choose_huge_pages``'s. Where the kernel gives
-    no transparent huge pages there is nothing to measure (``huge_pages`` None)."""
-    from edgeagent.hugepages import available, thp_mode
-
-    if not available():
-        return {"model": path.name, "thp": thp_mode(), "huge_pages": None}
-    runs: dict[str, list[dict]] = {"on": [], "off": []}
+def _step_sides(path: Path, threads: int, setups: dict[str, dict[str, Any]], rounds: int) -> dict[str, dict]:
+    """One agent step (``STEP_PROMPT_TOKENS`` on ``STEP_CACHED_TOKENS`` cached, then
+    ``STEP_GEN_TOKENS`` decoded) in each set-up (``measure_gguf`` keyword arguments), in
+    ``rounds`` interleaved rounds, the best round of each kept."""
+    runs: dict[str, list[dict]] = {name: [] for name in setups}
     for _ in range(rounds):
-        for name in runs:
+        for name, setup in setups.items():
             runs[name].append(measure_gguf(path, prompt_tokens=STEP_PROMPT_TOKENS, gen_tokens=STEP_GEN_TOKENS,
                                            n_ctx=STEP_CONTEXT, threads=threads, cached_tokens=STEP_CACHED_TOKENS,
-                                           flash_attn=flash_attn, huge_pages=name == "on"))
+                                           **setup))
     sides = {}
     for name, ms in runs.items():
         prefill_ms, tpot_ms = min(m["prefill_ms"] for m in ms), min(m["tpot_ms"] for m in ms)
         sides[name] = {"prefill_ms": prefill_ms, "tpot_ms": tpot_ms, "step_ms": step_ms(prefill_ms, tpot_ms),
+                       "prefill_tokens_per_s": max(m["prefill_tokens_per_s"] for m in ms),
                        "tokens_per_s": max(m["tokens_per_s"] for m in ms),
                        "huge_mb": max((m.get("huge_pages") or {}).get("huge_mb", 0.0) for m in ms)}
+    return sides
+
+
+def measure_huge_pages(path: Path, threads: int, flash_attn: bool, rounds: int = PROBE_ROUNDS) -> dict[str, Any]:
+    """One agent step (with the chosen flash attention) with the weights on 2 MiB pages and
+    loaded as without them (memory-mapped, or read on 4 KiB pages where llama.cpp repacks); the
+    choice is ``choose_huge_pages``'s. Where the kernel gives no transparent huge pages there is
+    nothing to measure (``huge_pages`` None)."""
+    from edgeagent.hugepages import available, thp_mode
+
+    if not available():
+        return {"model": path.name, "thp": thp_mode(), "huge_pages": None}
+    sides = _step_sides(path, threads, {"on": {"flash_attn": flash_attn, "huge_pages": True},
+                                        "off": {"flash_attn": flash_attn, "huge_pages": False}}, rounds)
     return {"model": path.name, "thp": thp_mode(), "rounds": rounds, **sides,
             "huge_pages": choose_huge_pages(sides["off"]["step_ms"], sides["on"]["step_ms"])}
+
+
+def measure_repack(path: Path, threads: int, flash_attn: bool, rounds: int = PROBE_ROUNDS) -> dict[str, Any]:
+    """One agent step on ``path`` (a model whose weights llama.cpp repacks here: the Q4_K_M
+    probe) with weight repacking on and off; the choice is ``choose_repack``'s. Where repacking
+    is off by default (an x86 CPU with Intel AMX, whose repack buffer segfaults on quantized
+    models: ``edgeagent.llama.default_repack``) it is not run, and stays off."""
+    from edgeagent.llama import default_repack
+    from edgeagent.shapes import REPACKED_TYPES, repack_arch
+
+    arch = repack_arch(platform.machine())
+    repacked = shape_from_gguf(path).repacked_bytes(REPACKED_TYPES[arch]) if arch else 0
+    if not default_repack():
+        return {"model": path.name, "weight_repack": False, "measured": False,
+                "why": "off by default on this CPU (Intel AMX: llama.cpp's repack buffer crashes), not run"}
+    if not repacked:
+        return {"model": path.name, "weight_repack": True, "measured": False,
+                "why": f"llama.cpp repacks none of {path.name}'s weights on this CPU: nothing to measure, on"}
+    sides = _step_sides(path, threads, {"on": {"flash_attn": flash_attn, "repack": True},
+                                        "off": {"flash_attn": flash_attn, "repack": False}}, rounds)
+    return {"model": path.name, "rounds": rounds, "measured": True, "repacked_mb": repacked / 2**20, **sides,
+            "weight_repack": choose_repack(sides["off"]["step_ms"], sides["on"]["step_ms"])}
+
+
+def choose_repack(off_step_ms: float, on_step_ms: float, *, margin: float = FLASH_ATTN_MARGIN) -> bool:
+    """Repacking off only when a step is at least ``margin`` faster without it (llama.cpp's
+    default, on, stays within the noise)."""
+    return not off_step_ms < on_step_ms * (1.0 - margin)
 
 
 def choose_huge_pages(off_step_ms: float, on_step_ms: float, *, margin: float = FLASH_ATTN_MARGIN) -> bool:
@@ -445,8 +471,9 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
     # The same largest probe at Q4_K_M: how much slower per byte llama.cpp reads 4-bit weights
     # than Q8_0 (its kernels unpack every block), the profile's runtime.wide_weight_rate, as the
     # phone profiles have it from published runs.
-    narrow = narrow_read(probe_gguf(model_dir, layers[-1], cache, threads, quant=NARROW_PROBE_QUANT), threads,
-                         overhead_s, reached_bps, {dim: a["attention_gflops"] for dim, a in fit_attention.items()})
+    narrow_probe = probe_gguf(model_dir, layers[-1], cache, threads, quant=NARROW_PROBE_QUANT)
+    narrow = narrow_read(narrow_probe, threads, overhead_s, reached_bps,
+                         {dim: a["attention_gflops"] for dim, a in fit_attention.items()})
     wide_rate = narrow["wide_weight_rate"]
     say(f"      {narrow['model']}: {narrow['tokens_per_s']:.1f} tokens/s -> 4-bit weights read at "
         f"{narrow['reached_gbs']:.1f} GB/s, Q8_0 {wide_rate:.2f}x as fast per byte")
@@ -469,7 +496,7 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
     say(f"      prefill {prefill['prefill_tokens_per_s']:.0f} tokens/s on {big.name} -> {compute_gflops:.1f} GFLOP/s; "
         f"decode fit: {overhead_ms:.3f} ms + bytes / {reached_bps / 1e9:.1f} GB/s (eta {eta_raw:.2f})")
 
-    say(f"[4/5] flash attention and huge pages on one agent step ({STEP_PROMPT_TOKENS} prompt tokens on {STEP_CACHED_TOKENS} cached + {STEP_GEN_TOKENS} generated)")
+    say(f"[4/5] flash attention, huge pages and repacking on one agent step ({STEP_PROMPT_TOKENS} prompt tokens on {STEP_CACHED_TOKENS} cached + {STEP_GEN_TOKENS} generated)")
     flash = measure_flash_attn(big, threads)
     say(f"      {big.name}: step " + ", ".join(f"{flash[k]['step_ms']:.1f} ms {k}" for k in ATTENTION_SETUPS)
         + "; a reused prefix gives a fresh context's tokens: "
@@ -483,6 +510,14 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
         say(f"      {big.name}: step {huge['on']['step_ms']:.1f} ms with the weights on 2 MiB pages "
             f"({huge['on']['huge_mb']:.0f} MiB), {huge['off']['step_ms']:.1f} ms on 4 KiB pages "
             f"-> huge_pages {'on' if huge['huge_pages'] else 'off'}")
+
+    repack = measure_repack(narrow_probe, threads, flash["flash_attn"])
+    if repack["measured"]:
+        say(f"      {repack['model']} ({repack['repacked_mb']:.1f} MiB repacked here): step {repack['on']['step_ms']:.1f} ms "
+            f"with weight repacking, {repack['off']['step_ms']:.1f} ms without -> weight_repack "
+            f"{'on' if repack['weight_repack'] else 'off'}")
+    else:
+        say(f"      weight repacking: {repack['why']}")
 
     if flash["flash_attn"] == FIT_FLASH_ATTN:
         profile_attention = fit_attention
@@ -512,7 +547,7 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
                                      prefill=prefill, big=big.name,
                                      attention=profile_attention[small_dim],
                                      attention_by_head_dim=profile_attention, flash=flash, narrow=narrow,
-                                     huge=huge),
+                                     huge=huge, repack=repack),
         "measurements": {
             "numpy": numpy_m, "decode_probes": points, "decode_attention": attention,
             "decode_attention_by_head_dim": {"fit": fit_attention, "profile": profile_attention},
@@ -521,7 +556,7 @@ def calibrate(model_dir: Path | None = None, *, threads: int | None = None, cach
             "narrow_read": narrow,
             "prefill": {"model": big.name, "prompt_tokens": prefill["prompt_tokens"], "prefill_ms": prefill["prefill_ms"],
                         "prefill_tokens_per_s": prefill["prefill_tokens_per_s"], "gflops_effective": compute_gflops},
-            "flash_attn": flash, "huge_pages": huge,
+            "flash_attn": flash, "huge_pages": huge, "weight_repack": repack,
             "runtime_baseline_mb": baseline_mb, "run_memory": memory, "last_level_cache_bytes": llc, "threads": threads,
             "source": "measured",
         },
@@ -571,7 +606,8 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
                       decode_overhead_ms: float, numpy_m: dict, points: list[dict], eta_raw: float, llc: int,
                       prefill: dict, big: str, attention: dict, flash: dict,
                       attention_by_head_dim: dict[str, dict] | None = None,
-                      narrow: dict[str, Any] | None = None, huge: dict[str, Any] | None = None) -> dict[str, Any]:
+                      narrow: dict[str, Any] | None = None, huge: dict[str, Any] | None = None,
+                      repack: dict[str, Any] | None = None) -> dict[str, Any]:
     """The host profile as data (the TOML's tables), every number with its source."""
     import psutil
 
@@ -597,7 +633,8 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
         "cpu_clusters": [{"name": "cpu", "cores": cores, "ghz": _cpu_ghz(), "core": cpu}],
         "power": {"prefill_w": WATTS_PER_BUSY_CORE * threads, "decode_w": WATTS_PER_BUSY_CORE * threads, "idle_w": 0.0},
         "battery": {"nominal_v": 3.87},
-        "runtime": {"threads": threads, "weight_repack": default_repack(), "flash_attn": flash["flash_attn"],
+        "runtime": {"threads": threads, "weight_repack": repack["weight_repack"] if repack else default_repack(),
+                    "flash_attn": flash["flash_attn"],
                     **({} if not huge or huge["huge_pages"] is None else {"huge_pages": huge["huge_pages"]}),
                     "overhead_mb": round(overhead_mb, 1),
                     "decode_overhead_ms": round(decode_overhead_ms, 4),
@@ -651,6 +688,13 @@ def host_profile_data(*, bandwidth_gbs: float, eta: float, compute_gflops: float
                      "A reused prefix gave the tokens of a fresh context (calibrate.exactness): "
                      + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flash["exact_here"].items()),
              "citation": stamp},
+            *([{"what": f"runtime.weight_repack = {str(repack['weight_repack']).lower()}: "
+                         + (f"one agent step on {repack['model']} ({repack['repacked_mb']:.1f} MiB of its weights repacked "
+                            f"here), best of {repack['rounds']} interleaved rounds: {repack['on']['step_ms']:.1f} ms with "
+                            f"llama.cpp's weight repacking, {repack['off']['step_ms']:.1f} ms without (decode "
+                            f"{repack['on']['tokens_per_s']:.1f} / {repack['off']['tokens_per_s']:.1f} tokens/s); off only "
+                            f"when at least {FLASH_ATTN_MARGIN:.0%} faster" if repack["measured"] else repack["why"]),
+                 "citation": stamp}] if repack else []),
             *([{"what": f"runtime.huge_pages = {str(huge['huge_pages']).lower()}: the same step on {huge['model']}, best of "
                          f"{huge['rounds']} interleaved rounds: {huge['on']['step_ms']:.1f} ms with the weights on 2 MiB pages "
                          f"({huge['on']['huge_mb']:.0f} MiB; decode {huge['on']['tokens_per_s']:.1f} tokens/s), "

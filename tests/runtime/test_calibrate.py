@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgeagent.calibrate import (STEP_CACHED_TOKENS, CalibrationError, choose_flash_attn, choose_huge_pages, fit_decode,
-                                 probe_layers_for, step_ms, to_toml, write_profile)
+from edgeagent.calibrate import (STEP_CACHED_TOKENS, CalibrationError, choose_flash_attn, choose_huge_pages,
+                                 choose_repack, fit_decode, probe_layers_for, step_ms, to_toml, write_profile)
 from edgeagent.cli import app
 from edgeagent.hugepages import available
+from edgeagent.llama import default_repack
 from edgeagent.profiles import ProfileError, load_profile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +43,7 @@ def test_flash_attention_goes_off_only_when_a_step_is_clearly_faster_without() -
     assert not choose_flash_attn(off_step_ms=200.0, on_step_ms=250.0)
     assert choose_huge_pages(off_step_ms=248.0, on_step_ms=250.0)  # huge pages stay on within the noise
     assert not choose_huge_pages(off_step_ms=200.0, on_step_ms=250.0)
+    assert choose_repack(off_step_ms=248.0, on_step_ms=250.0) and not choose_repack(off_step_ms=200.0, on_step_ms=250.0)
 
 
 def test_probe_size_is_what_was_asked() -> None:
@@ -124,6 +126,15 @@ def test_calibrate_writes_a_profile_load_profile_accepts(calibrated) -> None:
     assert flash["cached_tokens"] == STEP_CACHED_TOKENS > 0  # a step decodes at an episode's depth
     assert any(s.what.startswith(f"runtime.flash_attn = {str(p.runtime.flash_attn).lower()}: one agent step")
                for s in p.sources)
+    repack = result["measurements"]["weight_repack"]  # measured on the Q4_K_M probe where repacking is safe
+    assert p.runtime.weight_repack is repack["weight_repack"]
+    if repack["measured"]:
+        assert repack["model"].endswith("-q4_k_m.gguf") and repack["repacked_mb"] > 0
+        assert repack["weight_repack"] == choose_repack(repack["off"]["step_ms"], repack["on"]["step_ms"])
+        assert any(s.what.startswith(f"runtime.weight_repack = {str(p.runtime.weight_repack).lower()}: one agent step")
+                   for s in p.sources)
+    else:
+        assert repack["weight_repack"] is default_repack() or "repacks none" in repack["why"]
     huge = result["measurements"]["huge_pages"]  # on / off on the same step where the kernel gives them
     if huge["huge_pages"] is None:
         assert p.runtime.huge_pages is None and not available()

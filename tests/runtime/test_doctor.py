@@ -113,6 +113,11 @@ def test_repack_follows_the_cpu():
     assert default_repack(section(SD8G2, "/proc/cpuinfo")) is True
     assert default_repack(section(RB5, "/proc/cpuinfo")) is True
     assert diagnose(DumpFiles(f"==> /proc/cpuinfo <==\n{amx}", "amx"))["repack"]["on"] is False
+    # a profile that repacks, on a CPU where repacking crashes: doctor says to calibrate here
+    repacking = [p.model_copy(update={"runtime": p.runtime.model_copy(update={"weight_repack": True})})
+                 if p.name == "host" else p for p in load_all()]
+    r = diagnose(DumpFiles(f"==> /proc/cpuinfo <==\n{amx}", "amx"), profiles=repacking)
+    assert r["soc"]["profile"] == "host" and "Intel AMX" in r["soc"]["advice"]
 
 
 def test_huge_pages_follow_the_kernels_setting():
