@@ -31,6 +31,7 @@ keeps its memory-mapped load (``available``).
 from __future__ import annotations
 
 import ctypes
+import functools
 import re
 import sys
 from pathlib import Path
@@ -105,12 +106,22 @@ def new_ranges(before: list[tuple[int, int]], after: list[tuple[int, int]],
     return out
 
 
-def advise(ranges: list[tuple[int, int]]) -> int:
-    """``madvise(MADV_HUGEPAGE)`` each range; the bytes the kernel accepted."""
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL:
+    """This process's C library, with the memory calls this module makes typed."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     libc.madvise.restype = ctypes.c_int
-    return sum(hi - lo for lo, hi in ranges if libc.madvise(lo, hi - lo, MADV_HUGEPAGE) == 0)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    return libc
+
+
+def advise(ranges: list[tuple[int, int]]) -> int:
+    """``madvise(MADV_HUGEPAGE)`` each range; the bytes the kernel accepted."""
+    madvise = _libc().madvise
+    return sum(hi - lo for lo, hi in ranges if madvise(lo, hi - lo, MADV_HUGEPAGE) == 0)
 
 
 def huge_mapped_bytes(ranges: list[tuple[int, int]], smaps: str | None = None) -> int:
@@ -141,11 +152,7 @@ def probe(size: int = 2 * HUGE_PAGE) -> dict:
     (whole 2 MiB pages, aligned), marked ``MADV_HUGEPAGE``, written, and read back from smaps.
     The kernel's setting can say "madvise" while a container's or process's THP switch, or
     memory too fragmented to compact, gives none; ``edgeagent doctor`` asks this."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc = _libc()
     span = size + HUGE_PAGE  # room to align the buffer to a 2 MiB boundary
     base = libc.mmap(None, span, 0x1 | 0x2, 0x02 | 0x20, -1, 0)  # PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS
     if base in (None, ctypes.c_void_p(-1).value):
@@ -174,7 +181,7 @@ def own_mappings_for_buffers(threshold: int = MIN_BUFFER) -> bool:
     if _THRESHOLD_SET:
         return True
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        mallopt = _libc().mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
